@@ -1,0 +1,46 @@
+# zdse — a thin, self-documenting layer over the commands CI runs.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install debs sim test check lint typecheck run bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) sim ## Create .venv with zdse (editable), its extras and the test tools; install Debian packages the tests need
+
+debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govmomi) when missing
+	@scripts/ensure-debs
+
+$(STAMP): pyproject.toml | debs
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[vsphere,amqp,bench,test]'
+	touch $(STAMP)
+
+sim: build/vcsim-zdse ## Build our govmomi vCenter simulator from Debian's govmomi sources
+
+build/vcsim-zdse: tools/vcsim/main.go | debs
+	scripts/build-vcsim $@
+
+test: install ## Run lint, type checks and the whole test suite
+	$(BIN)/ruff check zdse nodes tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -W error
+
+lint: $(STAMP) ## ruff only
+	$(BIN)/ruff check zdse nodes tests benchmarks
+
+typecheck: $(STAMP) ## mypy --strict on zdse/
+	$(BIN)/mypy
+
+run: install ## Run the bus with the demo services (cage + file nodes); Ctrl-C stops all
+	scripts/run-demo
+
+clean: ## Remove the venv and build outputs
+	rm -rf $(VENV) build

@@ -1,0 +1,83 @@
+"""Helpers for tests that run real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require(what: str, available: bool) -> None:
+    """Skip when an outside service is missing; fail instead under CI.
+
+    .ci/run sets ZDSE_REQUIRE_SERVICES=1 so that a machine without RabbitMQ,
+    nats-server or the simulator fails loudly instead of skipping quietly.
+    """
+    if available:
+        return
+    message = f"{what} is not available on this machine (make install provides it)"
+    if os.environ.get("ZDSE_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_binary(name: str) -> str:
+    """Return the path of an executable, or skip/fail as :func:`require` does."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/lib/rabbitmq/bin")
+    require(name, path is not None)
+    assert path is not None
+    return path
+
+
+class Processes:
+    """Processes started by one test; :meth:`kill_all` reaps every one."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, **kw: object
+    ) -> subprocess.Popen[bytes]:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.Popen(  # noqa: S603 - argv built by the tests
+            list(argv),
+            env=full_env,
+            start_new_session=True,
+            **kw,  # type: ignore[call-overload]
+        )
+        self._procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    stream.close()
+        self._procs.clear()
