@@ -1,0 +1,354 @@
+"""The cage's decisions: registration, expiry, routing. Pure: no zmq, no clock.
+
+The proxy process feeds every multipart message its ROUTER receives into
+:meth:`CageCore.receive` with the time it read once for the whole loop
+iteration, then sends what the core left in its :class:`Outbox`. Bodies of
+routed messages are never decoded: the core reads the 3-byte header and the
+key, looks the key up and forwards the frames with the true sender stamped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse import codec
+from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
+from zdse.errors import ProtocolError
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES
+from zdse.routes import RouteTable
+
+__all__ = ["CageCore", "NodeRecord", "Outbox"]
+
+# Precomputed header bytes -> (kind, flags) for every valid header, so the
+# hot path does one dict lookup instead of parsing.
+_VALID_HEADERS = {
+    codec.header(k, f): (k, f) for k in Kind for f in (0, FLAG_GATHER)
+}
+_REPLY_HEADER = codec.header(Kind.REPLY)
+_CAGE_BYTES = CAGE.encode()
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """A registered node, as the cage knows it."""
+
+    identity: bytes
+    name: str
+    addresses: list[str]
+    info: dict[str, Any]
+    registered_at: float
+    last_seen: float
+    name_bytes: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.name_bytes = self.name.encode()
+
+
+@dataclass(slots=True)
+class _Claim:
+    identity: bytes
+    register: codec.Register
+    deadline: float
+    holder_seen: float
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Frames the proxy must send: to the ROUTER (identity first) and to the PUB."""
+
+    router: list[list[bytes]] = field(default_factory=list)
+    pub: list[list[bytes]] = field(default_factory=list)
+
+    def take(self) -> tuple[list[list[bytes]], list[list[bytes]]]:
+        """Return and clear everything queued."""
+        router, pub = self.router, self.pub
+        self.router, self.pub = [], []
+        return router, pub
+
+
+class CageCore:
+    """Route table, registrations and counters of one cage.
+
+    Args:
+        epoch: identifies this run of the cage; nodes re-register when it changes.
+        heartbeat: seconds between heartbeats, told to every node at registration.
+        heartbeats_to_expire: missed heartbeats after which a node is expired.
+    """
+
+    def __init__(
+        self,
+        epoch: str,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
+        started_at: float = 0.0,
+    ) -> None:
+        self.epoch = epoch
+        self.heartbeat = heartbeat
+        self.expiry = heartbeat * heartbeats_to_expire
+        self.started_at = started_at
+        self.routes: RouteTable[bytes] = RouteTable()
+        self.nodes: dict[bytes, NodeRecord] = {}
+        self.names: dict[str, bytes] = {}
+        self.claims: dict[str, _Claim] = {}
+        self.stats: Counter[str] = Counter()
+        self.outbox = Outbox()
+        #: Lifecycle changes (registered, refused, left) for the shell to log;
+        #: never one per message.
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.last_bad = ""
+        self._welcome = codec.encode_one(codec.Welcome(epoch, heartbeat))
+        self._beat = codec.encode_one(codec.Heartbeat(epoch))
+
+    # --- the hot path ------------------------------------------------------
+
+    def receive(self, frames: list[bytes], now: float) -> None:
+        """Handle one multipart message from the ROUTER (identity first)."""
+        if len(frames) != 4:
+            self._bad(frames[0] if frames else b"", f"expected 4 frames, got {len(frames)}")
+            return
+        identity, head, key_bytes, body = frames
+        parsed = _VALID_HEADERS.get(head)
+        if parsed is None:
+            try:
+                codec.parse_header(head)
+                reason = "header not valid from a node"
+            except ProtocolError as exc:
+                reason = str(exc)
+            self._bad(identity, reason)
+            return
+        kind, flags = parsed
+        if len(body) > MAX_MESSAGE_BYTES:
+            self.stats["too_large"] += 1
+            self._error(identity, "too_large", f"message of {len(body)} bytes exceeds "
+                        f"MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})")
+            return
+        node = self.nodes.get(identity)
+        if kind in codec.ROUTED_KINDS:
+            if node is None:
+                self._not_registered(identity)
+                return
+            node.last_seen = now
+            try:
+                key = key_bytes.decode()
+            except UnicodeDecodeError:
+                self._bad(identity, "key is not UTF-8")
+                return
+            if key == CAGE:
+                self._control(node, kind, body, now)
+                return
+            dests = self.routes.lookup(key)
+            if not dests:
+                self._noroute(identity, kind, key, body)
+                return
+            self.stats["routed"] += 1
+            out = self.outbox.router
+            sender = node.name_bytes
+            for dest in dests:
+                out.append([dest, head, sender, key_bytes, body])
+            if flags & FLAG_GATHER and kind is Kind.REQUEST:
+                fanout = codec.encode_one(codec.Fanout(len(dests), body))
+                out.append([identity, codec.header(Kind.FANOUT), _CAGE_BYTES, key_bytes, fanout])
+        elif kind is Kind.DELTA:
+            if node is None:
+                self._not_registered(identity)
+                return
+            node.last_seen = now
+            self.stats["published"] += 1
+            self.outbox.pub.append([node.name_bytes + b"\x00" + key_bytes + b"\x00", head, body])
+        elif kind is Kind.HEARTBEAT:
+            if node is None:
+                self._not_registered(identity)
+                return
+            node.last_seen = now
+            self.outbox.router.append(
+                [identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
+            )
+        elif kind is Kind.REGISTER:
+            self._register(identity, body, now)
+        elif kind is Kind.BYE:
+            if node is not None:
+                self._remove(node, "bye")
+        else:
+            self._bad(identity, f"{kind.name} is not sent by nodes")
+
+    # --- registration ------------------------------------------------------
+
+    def _register(self, identity: bytes, body: bytes, now: float) -> None:
+        try:
+            # Retries coalesced into one frame: the last one speaks.
+            reg = codec.decode_body(Kind.REGISTER, body)[-1]
+        except ProtocolError as exc:
+            self._bad(identity, f"bad register: {exc}")
+            self._error(identity, "bad_register", str(exc))
+            return
+        assert isinstance(reg, codec.Register)
+        holder_id = self.names.get(reg.name)
+        if holder_id is None or holder_id == identity:
+            self._accept(identity, reg, now)
+            return
+        holder = self.nodes[holder_id]
+        if reg.name in self.claims:
+            self._refuse(identity, reg.name, "another claim of it is being decided")
+            return
+        # The holder may be a dead process whose expiry has not come yet (a
+        # node restarted at once after kill -9): probe it. A ROUTER_MANDATORY
+        # send to a closed connection fails at once (see unreachable());
+        # otherwise a holder that says nothing for one and a half heartbeats
+        # is taken for dead, and one that does speak keeps its name.
+        self.claims[reg.name] = _Claim(identity, reg, now + 1.5 * self.heartbeat, holder.last_seen)
+        self.outbox.router.append(
+            [holder_id, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
+        )
+
+    def _accept(self, identity: bytes, reg: codec.Register, now: float) -> None:
+        old = self.nodes.get(identity)
+        if old is not None:
+            self._remove(old, "re-registered", announce=old.name != reg.name)
+        record = NodeRecord(identity, reg.name, list(reg.addresses), dict(reg.info), now, now)
+        self.nodes[identity] = record
+        self.names[reg.name] = identity
+        for pattern in self._patterns(record):
+            self.routes.add(pattern, identity)
+        self.stats["registered"] += 1
+        self.events.append(("node.registered", {"name": reg.name, "addresses": reg.addresses,
+                                                 "module": reg.info.get("module", "")}))
+        self.outbox.router.append(
+            [identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", self._welcome]
+        )
+        self._event(codec.Joined(record.name, [record.name, *record.addresses]))
+
+    def _refuse(self, identity: bytes, name: str, why: str) -> None:
+        self.stats["refused"] += 1
+        self.events.append(("node.refused", {"name": name, "why": why}))
+        self._error(identity, "name_taken", f"name {name!r} is held by a live node ({why})")
+
+    @staticmethod
+    def _patterns(record: NodeRecord) -> list[str]:
+        return [record.name, codec.ALL_SERVICES, *record.addresses]
+
+    def _remove(self, record: NodeRecord, reason: str, announce: bool = True) -> None:
+        self.nodes.pop(record.identity, None)
+        if self.names.get(record.name) == record.identity:
+            del self.names[record.name]
+        for pattern in self._patterns(record):
+            self.routes.remove(pattern, record.identity)
+        self.stats[f"left_{reason}".replace("-", "_")] += 1
+        self.events.append(("node.left", {"name": record.name, "reason": reason}))
+        if announce:
+            self._event(codec.Left(record.name, reason))
+
+    # --- time and transport feedback --------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Expire silent nodes and decide name claims whose probe timed out."""
+        for name, claim in list(self.claims.items()):
+            holder_id = self.names.get(name)
+            holder = self.nodes.get(holder_id) if holder_id is not None else None
+            if holder is not None and holder.last_seen > claim.holder_seen:
+                del self.claims[name]
+                self._refuse(claim.identity, name, "it answered the probe")
+            elif holder is None or now >= claim.deadline:
+                del self.claims[name]
+                if holder is not None:
+                    self._remove(holder, "replaced")
+                self._accept(claim.identity, claim.register, now)
+        cutoff = now - self.expiry
+        for record in [r for r in self.nodes.values() if r.last_seen < cutoff]:
+            self._remove(record, "expired")
+
+    def unreachable(self, identity: bytes, now: float) -> None:
+        """The transport says ``identity`` has no connection: drop it at once."""
+        self.stats["unreachable"] += 1
+        record = self.nodes.get(identity)
+        if record is not None:
+            self._remove(record, "disconnected")
+            self.tick(now)
+
+    def dropped(self, count: int = 1) -> None:
+        """Count messages the transport dropped because a node's queue was full."""
+        self.stats["dropped_hwm"] += count
+
+    # --- answers ------------------------------------------------------------
+
+    def _event(self, msg: codec.Joined | codec.Left) -> None:
+        self.outbox.pub.append([EVENT_TOPIC, codec.header(msg.KIND), codec.encode_one(msg)])
+
+    def _error(self, identity: bytes, code: str, message: str) -> None:
+        body = codec.encode_one(codec.Error(code, message))
+        self.outbox.router.append([identity, codec.header(Kind.ERROR), _CAGE_BYTES, b"", body])
+
+    def _bad(self, identity: bytes, reason: str) -> None:
+        self.stats["bad_frames"] += 1
+        self.last_bad = reason
+        if self.stats["bad_frames"] & (self.stats["bad_frames"] - 1) == 0:
+            # Log the 1st, 2nd, 4th, 8th... bad frame: visible, never a flood.
+            self.events.append(("frame.bad", {"reason": reason,
+                                              "count": self.stats["bad_frames"]}))
+
+    def _not_registered(self, identity: bytes) -> None:
+        self.stats["not_registered"] += 1
+        self._error(identity, "not_registered", "register before sending")
+
+    def _noroute(self, identity: bytes, kind: Kind, key: str, body: bytes) -> None:
+        self.stats["noroute"] += 1
+        if kind in codec.NOROUTE_KINDS:
+            msg = codec.encode_one(codec.NoRoute(int(kind), key, body))
+            self.outbox.router.append(
+                [identity, codec.header(Kind.NOROUTE), _CAGE_BYTES, key.encode(), msg]
+            )
+
+    def _control(self, node: NodeRecord, kind: Kind, body: bytes, now: float) -> None:
+        self.stats["control"] += 1
+        if kind is not Kind.REQUEST:
+            return
+        try:
+            requests = codec.decode_body(Kind.REQUEST, body)
+        except ProtocolError as exc:
+            self._bad(node.identity, f"bad control request: {exc}")
+            return
+        replies = []
+        for req in requests:
+            assert isinstance(req, codec.Request)
+            answer = self._answer(req.dataindex, now)
+            if answer is None:
+                replies.append(codec.Reply(req.cid, False, [
+                    "UnknownRequest", f"the cage answers services, routes, stats; "
+                    f"not {req.dataindex!r}"]))
+            else:
+                replies.append(codec.Reply(req.cid, True, answer))
+        self.outbox.router.append(
+            [node.identity, _REPLY_HEADER, _CAGE_BYTES, node.name_bytes, codec.encode_body(replies)]
+        )
+
+    def _answer(self, dataindex: str, now: float) -> Any:
+        if dataindex == "services":
+            return [
+                {
+                    "name": r.name,
+                    "addresses": r.addresses,
+                    "module": r.info.get("module", ""),
+                    "pid": r.info.get("pid", 0),
+                    "host": r.info.get("host", ""),
+                    "uptime": round(now - r.registered_at, 3),
+                    "last_seen": round(now - r.last_seen, 3),
+                }
+                for r in sorted(self.nodes.values(), key=lambda r: r.name)
+            ]
+        if dataindex == "routes":
+            return sorted(
+                [pattern, sorted(self.nodes[d].name for d in dests if d in self.nodes)]
+                for pattern, dests in self.routes.bindings()
+            )
+        if dataindex == "stats":
+            return {
+                "epoch": self.epoch,
+                "uptime": round(now - self.started_at, 3),
+                "nodes": len(self.nodes),
+                "routes": len(self.routes),
+                **dict(sorted(self.stats.items())),
+            }
+        if dataindex in ("pubdata", "subdata"):
+            return {}
+        return None

@@ -1,0 +1,222 @@
+"""``zdse-ctl``: look at the bus and talk to its services.
+
+Exit codes: 0 done; 1 a subscription ran out of time or lost its publisher;
+2 bad usage; 3 no service listens on the key; 4 timeout; 5 the service
+answered with an error; 6 the cage cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from typing import Any, TextIO
+
+from zdse.bus import Bus, Update
+from zdse.codec import CAGE
+from zdse.endpoints import Endpoints, add_endpoint_flags
+from zdse.errors import (
+    BusClosed,
+    ConfigError,
+    NoRouteError,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+)
+from zdse.log import configure
+
+EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE = range(7)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--args is not JSON: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of zdse-ctl."""
+    parser = argparse.ArgumentParser(prog="zdse-ctl", description="Look at and talk to zdse.")
+    add_endpoint_flags(parser)
+    parser.add_argument(
+        "--connect-timeout", type=_seconds,
+        default=float(os.environ.get("ZDSE_CONNECT_TIMEOUT", "5")),
+        help="seconds to wait for the cage (default %(default)s)",
+    )
+    cmds = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("services", "the services registered with the cage"),
+        ("routes", "the route table: pattern -> services"),
+        ("stats", "the cage's counters"),
+    ):
+        p = cmds.add_parser(name, help=text, description=text)
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub = cmds.add_parser("sub", help="subscribe and print each update as JSON")
+    sub.add_argument("key")
+    sub.add_argument("dataindex")
+    sub.add_argument("--count", type=int, default=0, help="exit after N updates")
+    sub.add_argument("--timeout", type=_seconds, help="give up after S seconds")
+    sub.add_argument("--view", action="store_true",
+                     help="print the whole merged view after each update as data")
+    sub.add_argument("--json", action="store_true", help="one compact JSON object per line")
+    sub.add_argument("--wait", action="store_true",
+                     help="keep waiting when no service listens on KEY yet")
+
+    req = cmds.add_parser("req", help="send a request and print the reply as JSON")
+    req.add_argument("key")
+    req.add_argument("dataindex")
+    req.add_argument("--args", type=_json_arg, default=None, help="the request's args, as JSON")
+    req.add_argument("--timeout", type=_seconds, default=10.0)
+    req.add_argument("--all", action="store_true",
+                     help="gather the replies of every service on KEY, by name")
+    return parser
+
+
+def _print_json(value: Any, out: TextIO, compact: bool) -> None:
+    if compact:
+        out.write(json.dumps(value, separators=(",", ":"), default=repr) + "\n")
+    else:
+        out.write(json.dumps(value, indent=2, default=repr) + "\n")
+    out.flush()
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def render(command: str, value: Any) -> str:
+    """Render a cage answer as a readable table."""
+    if command == "services":
+        return _table(
+            [[s["name"], s["module"], str(s["pid"]), f"{s['uptime']:.1f}s",
+              f"{s['last_seen']:.1f}s", ", ".join(s["addresses"])] for s in value],
+            ["NAME", "MODULE", "PID", "UPTIME", "LAST SEEN", "ADDRESSES"],
+        )
+    if command == "routes":
+        return _table([[p, ", ".join(names)] for p, names in value], ["PATTERN", "SERVICES"])
+    return _table([[k, str(v)] for k, v in value.items()], ["COUNTER", "VALUE"])
+
+
+async def _cage(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
+    value = await bus.request(CAGE, args.command, timeout=5.0)
+    if args.json:
+        _print_json(value, out, compact=False)
+    else:
+        out.write(render(args.command, value) + "\n")
+    return EXIT_OK
+
+
+async def _req(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
+    if args.all:
+        answers = await bus.request_all(args.key, args.dataindex, args.args, args.timeout)
+        value: Any = {
+            name: ({"error": a.kind, "message": str(a)} if isinstance(a, RemoteError) else a)
+            for name, a in answers.items()
+        }
+    else:
+        value = await bus.request(args.key, args.dataindex, args.args, args.timeout)
+    _print_json(value, out, compact=not out.isatty())
+    return EXIT_OK
+
+
+async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    seen = 0
+    compact = args.json or not out.isatty()
+
+    def on_update(update: Update) -> None:
+        nonlocal seen
+        if done.done():
+            return
+        if update.kind == "noroute":
+            if not args.wait:
+                err.write(f"zdse-ctl: no service listens on {args.key!r}\n")
+                done.set_result(EXIT_NOROUTE)
+            return
+        record = {
+            "publisher": update.publisher,
+            "dataindex": update.dataindex,
+            "seq": update.seq,
+            "kind": update.kind,
+            "data": update.view if args.view else update.data,
+        }
+        _print_json(record, out, compact)
+        seen += 1
+        if args.count and seen >= args.count:
+            done.set_result(EXIT_OK)
+
+    bus.subscribe(args.key, args.dataindex, on_update)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: done.done() or done.set_result(EXIT_OK))
+    try:
+        return await asyncio.wait_for(done, args.timeout)
+    except TimeoutError:
+        if args.count:
+            err.write(f"zdse-ctl: {seen} of {args.count} updates within {args.timeout}s\n")
+            return EXIT_SUB
+        return EXIT_OK
+
+
+async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Connect under a throw-away name and run one command."""
+    endpoints = Endpoints.from_args(args)
+    name = f"ctl.{uuid.uuid4().hex[:8]}"
+    bus = Bus(name, endpoints=endpoints, info={"module": "zdse-ctl"},
+              connect_timeout=args.connect_timeout)
+    try:
+        await bus.open()
+    except BusClosed as exc:
+        err.write(f"zdse-ctl: {exc}\n")
+        return EXIT_UNREACHABLE
+    try:
+        if args.command == "sub":
+            return await _sub(bus, args, out, err)
+        if args.command == "req":
+            return await _req(bus, args, out)
+        return await _cage(bus, args, out)
+    except NoRouteError as exc:
+        err.write(f"zdse-ctl: {exc}\n")
+        return EXIT_NOROUTE
+    except RequestTimeout as exc:
+        err.write(f"zdse-ctl: {exc}\n")
+        return EXIT_TIMEOUT
+    except RemoteError as exc:
+        err.write(f"zdse-ctl: {exc}\n")
+        return EXIT_REMOTE
+    finally:
+        await bus.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of zdse-ctl."""
+    args = build_parser().parse_args(argv)
+    configure("warning")
+    try:
+        return asyncio.run(run(args, sys.stdout, sys.stderr))
+    except (ConfigError, ProtocolError) as exc:
+        print(f"zdse-ctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""``zdse-node --module NAME --name NAME``: run one data service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from zdse import codec, modules
+from zdse.bus import Bus
+from zdse.endpoints import Endpoints, add_endpoint_flags
+from zdse.errors import ConfigError, NameTakenError, ProtocolError
+from zdse.log import LEVELS, configure, get_logger
+from zdse.service import Service
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """argparse type for ``--set KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of zdse-node."""
+    parser = argparse.ArgumentParser(
+        prog="zdse-node",
+        description="Run one data service (an instance of a module) on the bus.",
+    )
+    parser.add_argument("--module", required=True, help="the module, e.g. file or vsphere")
+    parser.add_argument("--name", help="the service's unique name (default: the module's)")
+    parser.add_argument(
+        "--address", action="append", default=[], metavar="ADDR",
+        help="an extra address, may be shared and hold * or # (repeatable)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+        dest="options", help="a module option (repeatable)",
+    )
+    add_endpoint_flags(parser)
+    parser.add_argument("--log-level", choices=LEVELS, default="info")
+    return parser
+
+
+async def run(service: Service, bus: Bus) -> int:
+    """Register, start the service, run until SIGTERM/SIGINT, stop it."""
+    log = get_logger(service=service.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service.attach(bus)
+    try:
+        await bus.open()
+    except NameTakenError as exc:
+        log.error("node.name_taken", error=str(exc))
+        print(f"zdse-node: {exc}", file=sys.stderr)
+        return 1
+    try:
+        await service.start()
+        log.info("node.started")
+        refused = asyncio.ensure_future(bus.wait_refused())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([refused, stopped], return_when=asyncio.FIRST_COMPLETED)
+        refused.cancel()
+        stopped.cancel()
+        if not stop.is_set():
+            print(f"zdse-node: {bus.session.refusal}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        await service.stop()
+        await bus.close()
+        log.info("node.stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of zdse-node."""
+    args = build_parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        cls = modules.load(args.module)
+        name = args.name or args.module
+        codec.validate_name(name)
+        for address in args.address:
+            codec.validate_pattern(address)
+        endpoints = Endpoints.from_args(args)
+        service = cls(name, dict(args.options))
+    except (ConfigError, ProtocolError) as exc:
+        print(f"zdse-node: {exc}", file=sys.stderr)
+        return 2
+    bus = Bus(name, args.address, endpoints=endpoints, info={"module": args.module})
+    try:
+        return asyncio.run(run(service, bus))
+    except ConfigError as exc:
+        print(f"zdse-node: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""``zdse-proxy``: run the cage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from zdse.endpoints import Endpoints, add_endpoint_flags
+from zdse.errors import ConfigError
+from zdse.limits import HEARTBEAT_INTERVAL
+from zdse.log import LEVELS, configure, get_logger
+from zdse.proxy import Proxy
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of zdse-proxy."""
+    parser = argparse.ArgumentParser(prog="zdse-proxy", description="Run the zdse cage.")
+    add_endpoint_flags(parser)
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=float(os.environ.get("ZDSE_HEARTBEAT", HEARTBEAT_INTERVAL)),
+        help="seconds between heartbeats; 3 missed expire a node "
+        "(env ZDSE_HEARTBEAT, default %(default)s)",
+    )
+    parser.add_argument("--log-level", choices=LEVELS, default="info")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cage until SIGTERM or SIGINT."""
+    args = build_parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat)
+        proxy.serve()
+    except ConfigError as exc:
+        get_logger().error("cage.config_error", error=str(exc))
+        print(f"zdse-proxy: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

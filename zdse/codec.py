@@ -1,0 +1,432 @@
+"""The wire protocol: frames <-> message values. Pure: no zmq, no clock.
+
+Every multipart message starts with a 3-byte header ``(VERSION, kind, flags)``.
+A node sends ``[header, key, body]`` to the cage's ROUTER; the cage delivers
+``[header, sender, key, body]`` to a node's DEALER and publishes
+``[topic, header, body]`` on its PUB socket. A body is one or more msgpack
+arrays back to back: everything a node queued for the same kind and key in
+one loop iteration travels as one frame. docs/protocol.md is the reference.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+import msgpack
+
+from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.limits import MAX_ADDRESS_BYTES, MAX_MESSAGE_BYTES
+
+__all__ = [
+    "CAGE",
+    "ALL_SERVICES",
+    "EVENT_TOPIC",
+    "FLAG_GATHER",
+    "VERSION",
+    "Kind",
+    "Message",
+    "decode_body",
+    "encode_body",
+    "header",
+    "parse_header",
+    "topic",
+    "validate_name",
+    "validate_pattern",
+]
+
+VERSION = 1
+
+#: The cage's own name: requests to it answer services, routes and stats.
+CAGE = "cage"
+#: The address every service listens on, for broadcasts.
+ALL_SERVICES = "allservices"
+#: Names no node may register.
+RESERVED_NAMES = frozenset({CAGE, ALL_SERVICES})
+
+#: PUB topic of the cage's own events (joined / left). Names never contain
+#: NUL, so no publisher's topic can collide with it.
+EVENT_TOPIC = b"\x00cage\x00"
+
+#: Header flag on a request: the cage first answers with a Fanout telling
+#: how many services the request reached, so the requester can gather all.
+FLAG_GATHER = 0x01
+
+
+class Kind(enum.IntEnum):
+    """Message kinds, one ASCII letter each so captures stay readable."""
+
+    REGISTER = ord("R")
+    WELCOME = ord("W")
+    HEARTBEAT = ord("H")
+    BYE = ord("B")
+    REQUEST = ord("Q")
+    REPLY = ord("P")
+    MESSAGE = ord("M")
+    SUBSCRIBE = ord("S")
+    UNSUBSCRIBE = ord("U")
+    SNAPSHOT = ord("N")
+    DELTA = ord("D")
+    NOROUTE = ord("X")
+    FANOUT = ord("F")
+    ERROR = ord("E")
+    JOINED = ord("J")
+    LEFT = ord("L")
+
+
+#: Kinds the cage routes by key to other nodes (everything else is for the
+#: cage itself or, for DELTA, for its PUB socket).
+ROUTED_KINDS = frozenset(
+    {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT}
+)
+#: Routed kinds whose sender wants to know at once that nobody listens.
+NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
+
+_KINDS = {int(k): k for k in Kind}
+_HEADERS = {(k, f): bytes((VERSION, k, f)) for k in Kind for f in (0, FLAG_GATHER)}
+
+
+def header(kind: Kind, flags: int = 0) -> bytes:
+    """Return the header frame of a message of ``kind``."""
+    return _HEADERS.get((kind, flags)) or bytes((VERSION, kind, flags))
+
+
+def parse_header(frame: bytes) -> tuple[Kind, int]:
+    """Return ``(kind, flags)`` of a header frame.
+
+    Raises:
+        ProtocolError: wrong length, version or kind.
+    """
+    if len(frame) != 3:
+        raise ProtocolError(f"header must be 3 bytes, got {len(frame)}")
+    if frame[0] != VERSION:
+        raise ProtocolError(f"protocol version {frame[0]} not supported (this is {VERSION})")
+    kind = _KINDS.get(frame[1])
+    if kind is None:
+        raise ProtocolError(f"unknown message kind {frame[1]!r}")
+    return kind, frame[2]
+
+
+def topic(publisher: str, dataindex: str) -> bytes:
+    """PUB topic of one publisher's dataindex; NUL-terminated so no prefix clashes."""
+    return f"{publisher}\x00{dataindex}\x00".encode()
+
+
+def validate_pattern(pattern: str, what: str = "address") -> None:
+    """Check an address pattern: non-empty UTF-8, no NUL, at most 255 bytes.
+
+    Raises:
+        ProtocolError: naming what is wrong.
+    """
+    if not isinstance(pattern, str):
+        raise ProtocolError(f"{what} must be a string, got {type(pattern).__name__}")
+    if not pattern:
+        raise ProtocolError(f"{what} must not be empty")
+    if "\x00" in pattern:
+        raise ProtocolError(f"{what} {pattern!r} contains NUL")
+    if len(pattern.encode()) > MAX_ADDRESS_BYTES:
+        raise ProtocolError(f"{what} is longer than {MAX_ADDRESS_BYTES} bytes")
+
+
+def validate_name(name: str) -> None:
+    """Check a service's unique name: a pattern with no wildcard word, not reserved.
+
+    Raises:
+        ProtocolError: naming what is wrong.
+    """
+    validate_pattern(name, "name")
+    if any(word in ("*", "#") for word in name.split(".")):
+        raise ProtocolError(f"name {name!r} has a wildcard word; a unique name cannot")
+    if name in RESERVED_NAMES:
+        raise ProtocolError(f"name {name!r} is reserved")
+
+
+# --- message values -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Node -> cage: claim ``name`` and listen on ``addresses`` too."""
+
+    KIND: ClassVar[Kind] = Kind.REGISTER
+    name: str
+    addresses: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if not isinstance(self.addresses, list):
+            raise ProtocolError("addresses must be a list")
+        for address in self.addresses:
+            validate_pattern(address)
+        if not isinstance(self.info, dict):
+            raise ProtocolError("info must be a map")
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Cage -> node: registered; the cage's epoch and heartbeat interval."""
+
+    KIND: ClassVar[Kind] = Kind.WELCOME
+    epoch: str
+    heartbeat: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Both ways: I am alive. From the cage it carries the cage's epoch."""
+
+    KIND: ClassVar[Kind] = Kind.HEARTBEAT
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Node -> cage: I am leaving; drop my routes now."""
+
+    KIND: ClassVar[Kind] = Kind.BYE
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A one-off request for ``dataindex`` with ``args``; ``cid`` correlates the reply."""
+
+    KIND: ClassVar[Kind] = Kind.REQUEST
+    cid: int
+    dataindex: str
+    args: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to request ``cid``: a value, or ``[error kind, message]`` if not ok."""
+
+    KIND: ClassVar[Kind] = Kind.REPLY
+    cid: int
+    ok: bool
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A one-way message: no reply, no state."""
+
+    KIND: ClassVar[Kind] = Kind.MESSAGE
+    dataindex: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Subscription ``sid`` to ``dataindex``; ``seen`` maps publisher -> [epoch, seq] held.
+
+    Soft state: the publisher forgets it ``ttl`` seconds after the last announce.
+
+    A publisher answers with a snapshot unless ``seen`` shows the subscriber
+    already holds its current epoch and sequence number.
+    """
+
+    KIND: ClassVar[Kind] = Kind.SUBSCRIBE
+    sid: str
+    dataindex: str
+    seen: dict[str, list[Any]] = field(default_factory=dict)
+    #: Seconds the publisher keeps this subscription without a re-announce.
+    ttl: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Drop subscription ``sid`` to ``dataindex``."""
+
+    KIND: ClassVar[Kind] = Kind.UNSUBSCRIBE
+    sid: str
+    dataindex: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Publisher -> subscriber: the whole of ``dataindex`` at ``(epoch, seq)``."""
+
+    KIND: ClassVar[Kind] = Kind.SNAPSHOT
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Publisher -> every subscriber via PUB: the change that made ``seq``."""
+
+    KIND: ClassVar[Kind] = Kind.DELTA
+    dataindex: str
+    epoch: str
+    seq: int
+    delta: Any
+
+
+@dataclass(frozen=True, slots=True)
+class NoRoute:
+    """Cage -> node: nobody listens on ``key``; ``body`` is what was sent."""
+
+    KIND: ClassVar[Kind] = Kind.NOROUTE
+    kind: int
+    key: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fanout:
+    """Cage -> node: the gather request(s) in ``body`` reached ``count`` services."""
+
+    KIND: ClassVar[Kind] = Kind.FANOUT
+    count: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Cage -> node: ``code`` (e.g. ``name_taken``) with a readable message."""
+
+    KIND: ClassVar[Kind] = Kind.ERROR
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Cage event: a service registered with these addresses."""
+
+    KIND: ClassVar[Kind] = Kind.JOINED
+    name: str
+    addresses: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """Cage event: a service left (``bye``) or was expired."""
+
+    KIND: ClassVar[Kind] = Kind.LEFT
+    name: str
+    reason: str
+
+
+MessageValue = Union[
+    Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
+    Snapshot, Delta, NoRoute, Fanout, Error, Joined, Left,
+]
+
+_CLASSES: dict[Kind, type[Any]] = {
+    cls.KIND: cls
+    for cls in (
+        Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
+        Snapshot, Delta, NoRoute, Fanout, Error, Joined, Left,
+    )
+}
+
+# The wire type of each field, checked on decode (bool is an int, so int
+# fields accept it; msgpack gives floats for heartbeat only if sent as such).
+_SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
+    Kind.REGISTER: (str, list, dict),
+    Kind.WELCOME: (str, (int, float)),
+    Kind.HEARTBEAT: (str,),
+    Kind.BYE: (),
+    Kind.REQUEST: (int, str, None),
+    Kind.REPLY: (int, bool, None),
+    Kind.MESSAGE: (str, None),
+    Kind.SUBSCRIBE: (str, str, dict, (int, float)),
+    Kind.UNSUBSCRIBE: (str, str),
+    Kind.SNAPSHOT: (str, str, str, int, None),
+    Kind.DELTA: (str, str, int, None),
+    Kind.NOROUTE: (int, str, bytes),
+    Kind.FANOUT: (int, bytes),
+    Kind.ERROR: (str, str),
+    Kind.JOINED: (str, list),
+    Kind.LEFT: (str, str),
+}
+
+def _fields(msg: MessageValue) -> list[Any]:
+    return [getattr(msg, name) for name in msg.__slots__]  # type: ignore[union-attr]
+
+
+def encode_body(messages: Iterable[MessageValue]) -> bytes:
+    """Pack messages (all of one kind) into one body.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    try:
+        body = b"".join(msgpack.packb(_fields(m), use_bin_type=True) for m in messages)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode message: {exc}") from exc
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return body
+
+
+def encode_one(msg: MessageValue) -> bytes:
+    """Pack one message's body."""
+    return encode_body((msg,))
+
+
+def iter_body(body: bytes) -> Iterator[Any]:
+    """Yield the raw msgpack values of a body.
+
+    Raises:
+        ProtocolError: the body is not a sequence of msgpack values.
+    """
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES + 1
+    )
+    try:
+        unpacker.feed(body)
+        yield from unpacker
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
+    except Exception as exc:  # msgpack's C code raises assorted types on garbage
+        raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+
+
+def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:
+    """Unpack a body into message values of ``kind``.
+
+    Raises:
+        ProtocolError: the body is not msgpack, or a value does not fit the kind.
+    """
+    cls = _CLASSES[kind]
+    schema = _SCHEMAS[kind]
+    out: list[MessageValue] = []
+    for obj in iter_body(body):
+        if not isinstance(obj, list) or len(obj) != len(schema):
+            raise ProtocolError(
+                f"{kind.name} must be an array of {len(schema)} fields, got {_describe(obj)}"
+            )
+        for i, (value, want) in enumerate(zip(obj, schema, strict=True)):
+            if want is not None and not isinstance(value, want):
+                name = cls.__slots__[i]
+                raise ProtocolError(
+                    f"{kind.name}.{name} must be {_type_name(want)}, got {type(value).__name__}"
+                )
+        try:
+            out.append(cls(*obj))
+        except ProtocolError as exc:
+            raise ProtocolError(f"{kind.name}: {exc}") from exc
+    if not out:
+        raise ProtocolError(f"{kind.name} frame has an empty body")
+    return out
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, list):
+        return f"an array of {len(obj)}"
+    return type(obj).__name__
+
+
+def _type_name(want: type | tuple[type, ...]) -> str:
+    if isinstance(want, tuple):
+        return " or ".join(t.__name__ for t in want)
+    return want.__name__

@@ -1,0 +1,78 @@
+"""Where the cage listens: defaults, flags and the ZDSE_ROUTER / ZDSE_PUB environment."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+
+from zdse.errors import ConfigError
+
+__all__ = ["DEFAULT_PUB", "DEFAULT_ROUTER", "Endpoints", "add_endpoint_flags", "check_endpoint"]
+
+DEFAULT_ROUTER = "tcp://127.0.0.1:5570"
+DEFAULT_PUB = "tcp://127.0.0.1:5571"
+
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+|\*)$")
+
+
+def check_endpoint(endpoint: str, flag: str) -> str:
+    """Return ``endpoint`` if it is a usable ZeroMQ endpoint.
+
+    Raises:
+        ConfigError: naming the flag and what is wrong with the value.
+    """
+    if endpoint.startswith(("ipc://", "inproc://")) and len(endpoint) > len("ipc://"):
+        return endpoint
+    match = _TCP.match(endpoint)
+    if not match:
+        raise ConfigError(
+            f"{flag} {endpoint!r} is not an endpoint like tcp://127.0.0.1:5570 or ipc:///path"
+        )
+    port = match["port"]
+    if port != "*" and not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag} {endpoint!r}: port {port} is out of range")
+    return endpoint
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Tell whether a tcp endpoint is on the loopback interface (ipc/inproc are local)."""
+    match = _TCP.match(endpoint)
+    if not match:
+        return True
+    host = match["host"].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The cage's ROUTER and PUB endpoints."""
+
+    router: str = DEFAULT_ROUTER
+    pub: str = DEFAULT_PUB
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Endpoints:
+        """Build from parsed flags (which default to the environment)."""
+        return cls(check_endpoint(args.router, "--router"), check_endpoint(args.pub, "--pub"))
+
+
+def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--router`` and ``--pub``, defaulting to $ZDSE_ROUTER / $ZDSE_PUB."""
+    parser.add_argument(
+        "--router",
+        default=os.environ.get("ZDSE_ROUTER", DEFAULT_ROUTER),
+        help="the cage's ROUTER endpoint (env ZDSE_ROUTER, default %(default)s)",
+    )
+    parser.add_argument(
+        "--pub",
+        default=os.environ.get("ZDSE_PUB", DEFAULT_PUB),
+        help="the cage's PUB endpoint (env ZDSE_PUB, default %(default)s)",
+    )

@@ -1,0 +1,36 @@
+"""Named limits and default timings, each with the reason for its value."""
+
+from __future__ import annotations
+
+#: Largest frame the cage accepts from a node. Tables of a few thousand rows
+#: (a 2,000-VM vCenter is about 1 MiB) fit with room to spare; anything larger
+#: is almost certainly a bug or an attack, and refusing it keeps one node from
+#: filling the cage's memory.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: A node stops adding messages to one outgoing batch past this size, so that
+#: a burst becomes several frames instead of one huge one that delays others.
+MAX_BATCH_BYTES = 256 * 1024
+
+#: Longest address or name; AMQP's own limit on routing keys.
+MAX_ADDRESS_BYTES = 255
+
+#: Seconds between heartbeats. Three missed ones expire a node.
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEATS_TO_EXPIRE = 3
+
+#: Seconds between re-announcements of a subscription (soft state); a
+#: publisher forgets a subscriber after three missed ones.
+SUBSCRIPTION_REFRESH = 10.0
+REFRESHES_TO_EXPIRE = 3
+
+#: Deltas a subscriber buffers while it waits for a snapshot; past this it
+#: drops the buffer, since the snapshot it waits for supersedes it anyway.
+MAX_BUFFERED_DELTAS = 10_000
+
+#: Default seconds a request waits for its reply.
+REQUEST_TIMEOUT = 10.0
+
+#: Messages queued towards one node before the cage drops (and counts)
+#: instead of blocking everyone: ZeroMQ's high-water mark on the ROUTER.
+NODE_QUEUE_HWM = 100_000

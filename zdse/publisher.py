@@ -1,0 +1,107 @@
+"""A service's published data and who subscribes to it (the DSE's pubData). Pure.
+
+:meth:`Publications.publish` stores new data and, when it changed and
+someone subscribes, returns one delta for the cage's PUB socket, whatever
+the number of subscribers. :meth:`Publications.on_subscribe` records a
+subscriber and answers with a snapshot unless the subscriber already holds
+the current epoch and sequence number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse import delta
+from zdse.actions import Send
+from zdse.codec import Delta, Snapshot, Subscribe, Unsubscribe
+
+__all__ = ["Publication", "Publications"]
+
+
+@dataclass(slots=True)
+class Publication:
+    """One dataindex: its data, sequence number and subscribers' deadlines."""
+
+    data: Any = None
+    seq: int = 0
+    #: (subscriber name, subscription id) -> time after which it is forgotten.
+    subscribers: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+class Publications:
+    """Everything one service publishes.
+
+    Args:
+        name: the service's unique name (how subscribers key their views).
+        epoch: identifies this run of the service; a restart changes it, so
+            subscribers can tell its sequence numbers started over.
+    """
+
+    def __init__(self, name: str, epoch: str) -> None:
+        self.name = name
+        self.epoch = epoch
+        self._pubs: dict[str, Publication] = {}
+
+    def data(self, dataindex: str) -> Any:
+        """The current data of ``dataindex`` (None if never published)."""
+        pub = self._pubs.get(dataindex)
+        return None if pub is None else pub.data
+
+    def dataindexes(self) -> list[str]:
+        """The dataindexes published or subscribed to."""
+        return list(self._pubs)
+
+    def publish(self, dataindex: str, data: Any) -> list[Send]:
+        """Store ``data``; return the delta to send, if it changed and anyone listens."""
+        pub = self._pubs.setdefault(dataindex, Publication())
+        change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
+        if change is None:
+            return []
+        pub.data = data
+        pub.seq += 1
+        if not pub.subscribers:
+            return []
+        return [Send(dataindex, Delta(dataindex, self.epoch, pub.seq, change))]
+
+    def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
+        """Record (or refresh) a subscriber; snapshot it unless it is up to date."""
+        pub = self._pubs.setdefault(sub.dataindex, Publication())
+        pub.subscribers[(sender, sub.sid)] = now + sub.ttl
+        if sub.seen.get(self.name) == [self.epoch, pub.seq]:
+            return []
+        snapshot = Snapshot(sub.sid, sub.dataindex, self.epoch, pub.seq, pub.data)
+        return [Send(sender, snapshot)]
+
+    def on_unsubscribe(self, sender: str, unsub: Unsubscribe) -> None:
+        """Forget one subscription."""
+        pub = self._pubs.get(unsub.dataindex)
+        if pub is not None:
+            pub.subscribers.pop((sender, unsub.sid), None)
+
+    def forget(self, subscriber: str) -> None:
+        """Forget every subscription of a service that left the bus."""
+        for pub in self._pubs.values():
+            for key in [k for k in pub.subscribers if k[0] == subscriber]:
+                del pub.subscribers[key]
+
+    def expire(self, now: float) -> int:
+        """Forget subscribers that stopped re-announcing; return how many."""
+        gone = 0
+        for pub in self._pubs.values():
+            for key in [k for k, deadline in pub.subscribers.items() if deadline < now]:
+                del pub.subscribers[key]
+                gone += 1
+        return gone
+
+    def pubdata(self) -> dict[str, Any]:
+        """What is published, at which sequence number, to whom (reserved request)."""
+        return {
+            dataindex: {
+                "seq": pub.seq,
+                "epoch": self.epoch,
+                "size": len(pub.data) if isinstance(pub.data, list | dict) else None,
+                "subscribers": sorted({name for name, _ in pub.subscribers}),
+            }
+            for dataindex, pub in sorted(self._pubs.items())
+        }

@@ -1,0 +1,331 @@
+"""A service's subscriptions and its merged views of each publisher (the DSE's subData). Pure.
+
+One subscription (a key and a dataindex) may reach several publishers; the
+subscriber keeps one *feed* per publisher and dataindex, shared by all local
+subscriptions that reach it. A feed follows this table::
+
+    state    event      ->  state    what happens
+    (none)   snapshot   ->  LIVE     view := data; SUB filter on; sync with publisher
+    LIVE     snapshot   ->  LIVE     view := data (a newer epoch or seq)
+    LIVE     next delta ->  LIVE     view := apply(view, delta)
+    LIVE     old delta  ->  LIVE     dropped (already in the view)
+    LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
+    RESYNC   any delta  ->  RESYNC   buffered (up to MAX_BUFFERED_DELTAS)
+    RESYNC   snapshot   ->  LIVE     view := data; buffered deltas above its seq
+                                     applied in order (a gap among them: RESYNC)
+    any      left       ->  (none)   the publisher left the bus: "lost"
+
+Why the sync after the first snapshot: the subscriber can only set its SUB
+filter once it knows who publishes (the snapshot says), so a delta sent in
+between would be missed. The sync tells the publisher which sequence number
+the view holds; it answers with a fresh snapshot if it has moved on.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse import delta as deltas
+from zdse.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.codec import Delta, Snapshot, Subscribe, Unsubscribe, topic
+from zdse.errors import ProtocolError
+from zdse.limits import MAX_BUFFERED_DELTAS, REFRESHES_TO_EXPIRE, SUBSCRIPTION_REFRESH
+from zdse.routes import pattern_matches
+
+__all__ = ["FeedState", "Subscriptions", "Update"]
+
+
+class FeedState(enum.Enum):
+    """Where a feed (one publisher's dataindex) stands."""
+
+    LIVE = "live"
+    RESYNC = "resync"
+
+
+#: (state, event) -> next state; the code below follows it and asserts so.
+TRANSITIONS: dict[tuple[FeedState, str], FeedState] = {
+    (FeedState.LIVE, "snapshot"): FeedState.LIVE,
+    (FeedState.LIVE, "next"): FeedState.LIVE,
+    (FeedState.LIVE, "old"): FeedState.LIVE,
+    (FeedState.LIVE, "gap"): FeedState.RESYNC,
+    (FeedState.RESYNC, "next"): FeedState.RESYNC,
+    (FeedState.RESYNC, "old"): FeedState.RESYNC,
+    (FeedState.RESYNC, "gap"): FeedState.RESYNC,
+    (FeedState.RESYNC, "snapshot"): FeedState.LIVE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What a subscription's callback receives.
+
+    Attributes:
+        sid: the subscription.
+        publisher: the unique name of the service that published.
+        dataindex: the table.
+        kind: ``"snapshot"``, ``"delta"``, ``"lost"`` (the publisher left) or
+            ``"noroute"`` (nothing listens on the key yet; ``data`` is the key).
+        seq: the publisher's sequence number after this update.
+        data: the snapshot's data, or the delta.
+        view: the subscriber's whole view of this publisher's table after it.
+    """
+
+    sid: str
+    publisher: str
+    dataindex: str
+    kind: str
+    seq: int
+    data: Any
+    view: Any
+
+
+@dataclass(slots=True)
+class _Feed:
+    publisher: str
+    dataindex: str
+    epoch: str
+    seq: int
+    view: Any
+    state: FeedState = FeedState.LIVE
+    sids: set[str] = field(default_factory=set)
+    buffer: list[Delta] = field(default_factory=list)
+    resync_sent: float = 0.0
+
+    def move(self, event: str) -> None:
+        self.state = TRANSITIONS[(self.state, event)]
+
+
+@dataclass(slots=True)
+class _Subscription:
+    sid: str
+    key: str
+    dataindex: str
+    next_announce: float
+    no_route: bool = False
+    feeds: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Subscriptions:
+    """Every subscription of one service.
+
+    Args:
+        refresh: seconds between re-announcements of each subscription.
+    """
+
+    def __init__(self, refresh: float = SUBSCRIPTION_REFRESH) -> None:
+        self.refresh = refresh
+        self.ttl = refresh * REFRESHES_TO_EXPIRE
+        self._subs: dict[str, _Subscription] = {}
+        self._feeds: dict[tuple[str, str], _Feed] = {}
+        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0}
+
+    # --- local calls --------------------------------------------------------
+
+    def subscribe(
+        self, key: str, dataindex: str, now: float, sid: str | None = None
+    ) -> tuple[str, list[Action]]:
+        """Start a subscription; return its id and the announce to send."""
+        sid = sid or uuid.uuid4().hex
+        sub = _Subscription(sid, key, dataindex, now + self.refresh)
+        self._subs[sid] = sub
+        return sid, [Send(key, Subscribe(sid, dataindex, {}, self.ttl))]
+
+    def unsubscribe(self, sid: str) -> list[Action]:
+        """End a subscription; tell its publishers and drop feeds nobody else uses."""
+        sub = self._subs.pop(sid, None)
+        if sub is None:
+            return []
+        actions: list[Action] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
+        for fkey in sub.feeds:
+            feed = self._feeds.get(fkey)
+            if feed is None:
+                continue
+            feed.sids.discard(sid)
+            if not feed.sids:
+                del self._feeds[fkey]
+                actions.append(RemoveFilter(topic(*fkey)))
+        return actions
+
+    def has(self, sid: str) -> bool:
+        """Tell whether ``sid`` is a live subscription."""
+        return sid in self._subs
+
+    def view(self, sid: str) -> dict[str, Any]:
+        """The subscription's views, by publisher."""
+        sub = self._subs.get(sid)
+        if sub is None:
+            return {}
+        return {pub: self._feeds[(pub, di)].view for pub, di in sorted(sub.feeds)
+                if (pub, di) in self._feeds}
+
+    # --- from the bus -------------------------------------------------------
+
+    def on_snapshot(self, sender: str, snap: Snapshot, now: float) -> tuple[list[Update], list[Action]]:
+        """Take a snapshot from ``sender``."""
+        sub = self._subs.get(snap.sid)
+        if sub is None:
+            # A snapshot for a subscription we dropped: tell the publisher.
+            return [], [Send(sender, Unsubscribe(snap.sid, snap.dataindex))]
+        sub.no_route = False
+        fkey = (sender, snap.dataindex)
+        sub.feeds.add(fkey)
+        feed = self._feeds.get(fkey)
+        actions: list[Action] = []
+        if feed is None:
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, snap.data)
+            self._feeds[fkey] = feed
+            actions.append(AddFilter(topic(sender, snap.dataindex)))
+            actions.append(self._sync(feed, snap.sid))
+            feed.sids.add(snap.sid)
+            return [self._update(feed, snap.sid, "snapshot", snap.data)], actions
+        new_sid = snap.sid not in feed.sids
+        feed.sids.add(snap.sid)
+        stale = snap.epoch == feed.epoch and snap.seq < feed.seq and feed.state is FeedState.LIVE
+        same = snap.epoch == feed.epoch and snap.seq == feed.seq and feed.state is FeedState.LIVE
+        if stale or same:
+            # Older than (or the same as) what the view holds: keep the view.
+            # A subscription that just joined this feed still gets it whole.
+            return ([self._update(feed, snap.sid, "snapshot", feed.view)] if new_sid else []), []
+        feed.move("snapshot")
+        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, snap.data
+        updates = [self._update(feed, sid, "snapshot", snap.data) for sid in sorted(feed.sids)]
+        buffered, feed.buffer = feed.buffer, []
+        for d in sorted(buffered, key=lambda d: d.seq):
+            more, acts = self.on_delta(sender, d, now)
+            updates += more
+            actions += acts
+        return updates, actions
+
+    def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Action]]:
+        """Take a delta published by ``publisher``."""
+        feed = self._feeds.get((publisher, d.dataindex))
+        if feed is None:
+            return [], []  # a filter we just removed, or not ours
+        if d.epoch != feed.epoch:
+            event = "gap"  # the publisher restarted: its numbers started over
+        elif d.seq <= feed.seq:
+            event = "old"
+        elif d.seq == feed.seq + 1:
+            event = "next"
+        else:
+            event = "gap"
+        if feed.state is FeedState.RESYNC:
+            feed.move(event)
+            if event != "old" and len(feed.buffer) < MAX_BUFFERED_DELTAS:
+                feed.buffer.append(d)
+            elif event != "old":
+                feed.buffer.clear()  # the snapshot we wait for supersedes them
+            return [], []
+        if event == "old":
+            return [], []
+        if event == "gap":
+            self.stats["gaps"] += 1
+            return [], self._resync(feed, d, now)
+        try:
+            feed.view = deltas.apply(feed.view, d.delta)
+        except ProtocolError:
+            self.stats["bad_deltas"] += 1
+            return [], self._resync(feed, d, now)
+        feed.move(event)
+        feed.seq = d.seq
+        return [self._update(feed, sid, "delta", d.delta) for sid in sorted(feed.sids)], []
+
+    def on_noroute(self, sub: Subscribe) -> list[Update]:
+        """Nobody listens on the key of ``sub``: a "noroute" update if it has no publisher.
+
+        The subscription stays (soft state): a publisher that joins later
+        still gets it, through :meth:`on_joined` or the next re-announce.
+        """
+        own = self._subs.get(sub.sid)
+        if own is None or own.feeds:
+            return []
+        own.no_route = True
+        return [Update(own.sid, "", own.dataindex, "noroute", 0, own.key, None)]
+
+    def on_left(self, name: str) -> tuple[list[Update], list[Action]]:
+        """A publisher left the bus: its feeds end with a "lost" update."""
+        updates: list[Update] = []
+        actions: list[Action] = []
+        for fkey in [k for k in self._feeds if k[0] == name]:
+            feed = self._feeds.pop(fkey)
+            actions.append(RemoveFilter(topic(*fkey)))
+            for sid in sorted(feed.sids):
+                updates.append(Update(sid, name, feed.dataindex, "lost", feed.seq, None, None))
+                sub = self._subs.get(sid)
+                if sub is not None:
+                    sub.feeds.discard(fkey)
+        return updates, actions
+
+    def on_joined(self, name: str, addresses: list[str], now: float) -> list[Action]:
+        """A service joined: announce at once the subscriptions it would receive."""
+        actions: list[Action] = []
+        for sub in self._subs.values():
+            if any(pattern_matches(p, sub.key) for p in [*addresses, "allservices"]):
+                actions.append(Send(name, self._announce(sub)))
+        return actions
+
+    # --- time ---------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Re-announce subscriptions that are due; retry snapshots that did not come."""
+        actions: list[Action] = []
+        for sub in self._subs.values():
+            if now >= sub.next_announce:
+                sub.next_announce = now + self.refresh
+                actions.append(Send(sub.key, self._announce(sub)))
+        for feed in self._feeds.values():
+            if feed.state is FeedState.RESYNC and now - feed.resync_sent >= self.refresh:
+                feed.resync_sent = now
+                actions.append(self._sync(feed, min(feed.sids)))
+        return actions
+
+    def reannounce_all(self, now: float) -> list[Action]:
+        """Announce every subscription now (after registering again with a cage)."""
+        for sub in self._subs.values():
+            sub.next_announce = now
+        return self.tick(now)
+
+    def subdata(self) -> dict[str, Any]:
+        """What this service subscribes to (reserved request)."""
+        return {
+            sid: {
+                "key": sub.key,
+                "dataindex": sub.dataindex,
+                "publishers": {
+                    pub: {"seq": self._feeds[(pub, di)].seq,
+                          "state": self._feeds[(pub, di)].state.value}
+                    for pub, di in sorted(sub.feeds) if (pub, di) in self._feeds
+                },
+            }
+            for sid, sub in sorted(self._subs.items())
+        }
+
+    # --- helpers ------------------------------------------------------------
+
+    def _announce(self, sub: _Subscription) -> Subscribe:
+        seen = {
+            pub: [self._feeds[(pub, di)].epoch, self._feeds[(pub, di)].seq]
+            for pub, di in sub.feeds
+            if (pub, di) in self._feeds and self._feeds[(pub, di)].state is FeedState.LIVE
+        }
+        return Subscribe(sub.sid, sub.dataindex, seen, self.ttl)
+
+    def _sync(self, feed: _Feed, sid: str) -> Send:
+        seen = {feed.publisher: [feed.epoch, feed.seq]}
+        if feed.state is FeedState.RESYNC:
+            seen = {}  # whatever the numbers say, we want a snapshot
+        return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, self.ttl))
+
+    def _resync(self, feed: _Feed, d: Delta, now: float) -> list[Action]:
+        self.stats["resyncs"] += 1
+        feed.move("gap")
+        feed.buffer = [d]
+        feed.resync_sent = now
+        return [self._sync(feed, min(feed.sids))]
+
+    @staticmethod
+    def _update(feed: _Feed, sid: str, kind: str, data: Any) -> Update:
+        return Update(sid, feed.publisher, feed.dataindex, kind, feed.seq, data, feed.view)
