@@ -1,0 +1,1 @@
+"""Modules shipped with zdse (installed as ``zdse_nodes``), found through ``zdse.modules``."""
