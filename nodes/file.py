@@ -7,6 +7,7 @@ last good content stays published until the file is whole again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -37,8 +38,7 @@ class FileService(PollingService):
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
-        with open(self.path, encoding="utf-8") as f:
-            text = f.read()
+        text = await asyncio.to_thread(_read_text, self.path)
         try:
             tables = json.loads(text)
             if not isinstance(tables, dict):
@@ -57,3 +57,8 @@ class FileService(PollingService):
             # A table removed from the file is published empty, not left stale.
             self.publish(dataindex, {} if isinstance(self._published[dataindex], dict) else [])
         self._published = dict(tables)
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()

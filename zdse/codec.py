@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import msgpack
 
@@ -21,8 +21,8 @@ from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_ADDRESS_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
-    "CAGE",
     "ALL_SERVICES",
+    "CAGE",
     "EVENT_TOPIC",
     "FLAG_GATHER",
     "VERSION",
@@ -314,10 +314,10 @@ class Left:
     reason: str
 
 
-MessageValue = Union[
-    Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
-    Snapshot, Delta, NoRoute, Fanout, Error, Joined, Left,
-]
+MessageValue = (
+    Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
+    | Snapshot | Delta | NoRoute | Fanout | Error | Joined | Left
+)
 
 _CLASSES: dict[Kind, type[Any]] = {
     cls.KIND: cls
@@ -349,7 +349,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
 }
 
 def _fields(msg: MessageValue) -> list[Any]:
-    return [getattr(msg, name) for name in msg.__slots__]  # type: ignore[union-attr]
+    return [getattr(msg, name) for name in msg.__slots__]
 
 
 def encode_body(messages: Iterable[MessageValue]) -> bytes:

@@ -82,7 +82,7 @@ class Proxy:
 
     def run(self) -> None:
         """Serve until :meth:`stop` is called (or SIGTERM/SIGINT, see :meth:`serve`)."""
-        core, router, pub = self.core, self.router, self.pub
+        core, router = self.core, self.router
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         tick_every = core.heartbeat / 4
@@ -90,7 +90,7 @@ class Proxy:
         self._running = True
         while self._running:
             wait = max(0.0, next_tick - time.monotonic())
-            if poller.poll(wait * 1000):
+            if poller.poll(int(wait * 1000)):
                 now = time.monotonic()
                 for _ in range(DRAIN_LIMIT):
                     try:

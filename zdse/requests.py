@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+
 from zdse.codec import Reply
 
 __all__ = ["Outcome", "PendingRequests"]

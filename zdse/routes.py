@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["RouteTable", "split_words", "pattern_matches"]
+__all__ = ["RouteTable", "pattern_matches", "split_words"]
 
 D = TypeVar("D", bound=Hashable)
 

@@ -9,6 +9,7 @@ at the end. Methods may be plain or ``async``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,10 +173,8 @@ class PollingService(Service):
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await poller
-            except asyncio.CancelledError:
-                pass
 
     def poll_now(self) -> None:
         """Cut the current wait short: poll at once."""
@@ -205,7 +204,5 @@ class PollingService(Service):
                 self.last_error = ""
                 delay = self.poll_interval
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass

@@ -163,7 +163,9 @@ class Subscriptions:
 
     # --- from the bus -------------------------------------------------------
 
-    def on_snapshot(self, sender: str, snap: Snapshot, now: float) -> tuple[list[Update], list[Action]]:
+    def on_snapshot(
+        self, sender: str, snap: Snapshot, now: float
+    ) -> tuple[list[Update], list[Action]]:
         """Take a snapshot from ``sender``."""
         sub = self._subs.get(snap.sid)
         if sub is None:

@@ -166,8 +166,12 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
     bus.subscribe(args.key, args.dataindex, on_update)
     loop = asyncio.get_running_loop()
+    def interrupted() -> None:
+        if not done.done():
+            done.set_result(EXIT_OK)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: done.done() or done.set_result(EXIT_OK))
+        loop.add_signal_handler(sig, interrupted)
     try:
         return await asyncio.wait_for(done, args.timeout)
     except TimeoutError:

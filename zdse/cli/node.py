@@ -67,7 +67,7 @@ async def run(service: Service, bus: Bus) -> int:
         refused.cancel()
         stopped.cancel()
         if not stop.is_set():
-            print(f"zdse-node: {bus.session.refusal}", file=sys.stderr)
+            print(f"zdse-node: {bus.refusal}", file=sys.stderr)
             return 1
         return 0
     finally:

@@ -1,0 +1,222 @@
+"""Run real zdse processes on free loopback ports and wait on their handshakes.
+
+Processes log JSON lines to stderr; a reader thread per process turns them
+into events that tests wait on (``cage.started``, ``node.started``, ...), so
+no test sleeps to wait for a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.support import BIN, Processes, free_port
+from zdse.bus import Bus, Update
+from zdse.endpoints import Endpoints
+
+T = TypeVar("T")
+
+#: Heartbeat used by the tests' cages: fast, so expiry tests end quickly.
+TEST_HEARTBEAT = 0.2
+#: Subscription refresh used by the tests' nodes.
+TEST_REFRESH = 0.5
+#: How long a test waits for any one expected event before failing.
+WAIT = 15.0
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    """Run a coroutine to completion with an overall deadline."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@dataclass
+class Proc:
+    """A zdse process whose stderr events can be waited on."""
+
+    popen: subprocess.Popen[bytes]
+    name: str
+    events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stderr is not None
+        try:
+            for raw in self.popen.stderr:
+                self._take(raw.decode(errors="replace").rstrip("\n"))
+        except (ValueError, OSError):
+            pass  # the test's clean-up closed the pipe under us
+        self.events.put({"event": "exited"})
+
+    def _take(self, line: str) -> None:
+        self.lines.append(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {"event": "text", "text": line}
+        self.events.put(event if isinstance(event, dict) else {"event": "text"})
+
+    def wait_event(self, name: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
+        """Wait for a log event called ``name`` (with fields equal to ``match``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: no {name!r} event; log:\n" + self.log())
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                return event
+            if event.get("event") == "exited":
+                self.events.put(event)
+                raise AssertionError(f"{self.name} exited waiting for {name!r}:\n" + self.log())
+
+    def log(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        return "\n".join(self.lines[-50:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the process group and, for SIGKILL/SIGTERM, reap it."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            return
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.popen.wait(timeout=WAIT)
+
+
+class Cluster:
+    """A cage and its nodes on free loopback ports, all killed by ``procs``."""
+
+    def __init__(self, procs: Processes, tmp: Path, heartbeat: float = TEST_HEARTBEAT) -> None:
+        self.procs = procs
+        self.tmp = tmp
+        self.heartbeat = heartbeat
+        self.endpoints = Endpoints(
+            f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        )
+        self.env = {
+            "ZDSE_ROUTER": self.endpoints.router,
+            "ZDSE_PUB": self.endpoints.pub,
+            "ZDSE_HEARTBEAT": str(heartbeat),
+            "ZDSE_SUB_REFRESH": str(TEST_REFRESH),
+        }
+        self.cage: Proc | None = None
+
+    def spawn(self, name: str, argv: list[str]) -> Proc:
+        """Start a process with the cluster's environment."""
+        popen = self.procs.start(argv, env=self.env, stderr=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        return Proc(popen, name)
+
+    def start_cage(self, *extra: str) -> Proc:
+        """Start zdse-proxy and wait until it has bound its sockets."""
+        self.cage = self.spawn("cage", [str(BIN / "zdse-proxy"), *extra])
+        self.cage.wait_event("cage.started")
+        return self.cage
+
+    def start_node(
+        self,
+        module: str,
+        name: str,
+        addresses: Iterable[str] = (),
+        wait: bool = True,
+        **options: Any,
+    ) -> Proc:
+        """Start zdse-node and (by default) wait until its service started."""
+        argv = [str(BIN / "zdse-node"), "--module", module, "--name", name]
+        for address in addresses:
+            argv += ["--address", address]
+        for key, value in options.items():
+            argv += ["--set", f"{key}={value}"]
+        node = self.spawn(name, argv)
+        if wait:
+            node.wait_event("node.started")
+        return node
+
+    def file_node(
+        self, name: str, tables: dict[str, Any], addresses: Iterable[str] = ()
+    ) -> tuple[Proc, Path]:
+        """Start a ``file`` node publishing ``tables``; return it and its file."""
+        path = self.tmp / f"{name}.json"
+        write_json(path, tables)
+        return self.start_node("file", name, addresses, path=path, poll_interval=0.05), path
+
+    def bus(self, name: str = "test.client", addresses: Iterable[str] = ()) -> Bus:
+        """A client Bus on this cluster's cage."""
+        return Bus(name, addresses, endpoints=self.endpoints, refresh=TEST_REFRESH,
+                   connect_timeout=WAIT)
+
+    def ctl(self, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
+        """Run zdse-ctl to completion."""
+        env = dict(os.environ, **self.env)
+        return subprocess.run(
+            [str(BIN / "zdse-ctl"), *args], env=env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace a file's content atomically (rename), as editors do."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+class Updates:
+    """A subscription callback that queues updates for a test to await."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Update] = asyncio.Queue()
+        self.views: dict[str, Any] = {}
+
+    def __call__(self, update: Update) -> None:
+        if update.kind in ("snapshot", "delta"):
+            self.views[update.publisher] = update.view
+        elif update.kind == "lost":
+            self.views.pop(update.publisher, None)
+        self.queue.put_nowait(update)
+
+    async def next(self, timeout: float = WAIT) -> Update:
+        """The next update."""
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def until(self, pred: Callable[[Update], bool], timeout: float = WAIT) -> Update:
+        """Wait for an update that satisfies ``pred``; the ones before it are skipped."""
+        async def loop() -> Update:
+            while True:
+                update = await self.queue.get()
+                if pred(update):
+                    return update
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def until_views(self, want: dict[str, Any], timeout: float = WAIT) -> None:
+        """Wait until the views by publisher equal ``want`` (rows compared as multisets)."""
+        async def loop() -> None:
+            while not same_views(self.views, want):
+                await self.queue.get()
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"views {self.views!r} never became {want!r}") from None
+
+
+def same_views(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Compare two {publisher: view} maps; list tables as multisets."""
+    from zdse.delta import same
+
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)

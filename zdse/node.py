@@ -1,0 +1,315 @@
+"""A node's protocol logic, whole: frames in, frames and events out. Pure.
+
+:class:`NodeCore` joins the session (registration, heartbeats), the
+publications (pubData), the subscriptions (subData) and the pending
+requests. Its shell (:class:`zdse.bus.Bus`, or :class:`zdse.testing.FakeNet`
+in tests) feeds it frames and the time, sends what it leaves in
+:attr:`NodeCore.outbox`, applies its SUB filter changes, and acts on the
+:data:`Event` values it returns: callbacks, settled requests, requests to
+answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse import codec
+from zdse.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
+from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.publisher import Publications
+from zdse.requests import Outcome, PendingRequests
+from zdse.session import Session, SessionState
+from zdse.subscriber import Subscriptions, Update
+
+__all__ = [
+    "Event",
+    "IncomingMessage",
+    "IncomingRequest",
+    "NodeCore",
+    "Registered",
+    "SessionChange",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A request to answer with :meth:`NodeCore.reply`."""
+
+    sender: str
+    request: codec.Request
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A one-way message for the service."""
+
+    sender: str
+    message: codec.Message
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The cage welcomed us; ``again`` if it was not the first time."""
+
+    again: bool
+    cage_epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """The session moved: ``"lost"``, ``"reregistering"`` or ``"refused"``."""
+
+    what: str
+    detail: str
+
+
+Event = Update | Outcome | IncomingRequest | IncomingMessage | Registered | SessionChange
+
+
+@dataclass(slots=True)
+class _Filters:
+    add: list[bytes] = field(default_factory=list)
+    remove: list[bytes] = field(default_factory=list)
+
+
+class NodeCore:
+    """Everything a node decides.
+
+    Args:
+        register: the name, addresses and info to register with.
+        epoch: identifies this run of the node (see Publications).
+        refresh: seconds between re-announcements of each subscription.
+        now: the time it starts.
+    """
+
+    def __init__(self, register: codec.Register, epoch: str, refresh: float, now: float) -> None:
+        self.name = register.name
+        self.session = Session(register, now)
+        self.publications = Publications(register.name, epoch)
+        self.subscriptions = Subscriptions(refresh)
+        self.requests = PendingRequests()
+        self.stats: Counter[str] = Counter()
+        #: Encoded messages to send: (header, key, body), in order.
+        self.outbox: list[tuple[bytes, bytes, bytes]] = []
+        #: SUB filter changes to apply.
+        self.filters = _Filters()
+        self.last_bad = ""
+
+    @property
+    def registered(self) -> bool:
+        """Whether the cage currently knows this node."""
+        return self.session.state is SessionState.REGISTERED
+
+    # --- local calls --------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Queue the first registration."""
+        self._control(self.session.start(now))
+
+    def bye(self) -> None:
+        """Queue a goodbye, if registered."""
+        if self.registered:
+            self._control(codec.Bye())
+
+    def publish(self, dataindex: str, data: Any) -> None:
+        """Store data; queue the delta if it changed and anyone subscribes."""
+        actions = self.publications.publish(dataindex, data)
+        if self.registered:
+            self._act(actions)
+
+    def subscribe(self, key: str, dataindex: str, now: float) -> str:
+        """Start a subscription; return its id."""
+        codec.validate_pattern(key, "key")
+        sid, actions = self.subscriptions.subscribe(key, dataindex, now)
+        if self.registered:
+            self._act(actions)
+        return sid
+
+    def unsubscribe(self, sid: str) -> None:
+        """End a subscription."""
+        self._act(self.subscriptions.unsubscribe(sid))
+
+    def request(self, key: str, dataindex: str, args: Any, gather: bool) -> int:
+        """Queue a request; return its correlation id."""
+        codec.validate_pattern(key, "key")
+        cid = self.requests.new(key, gather)
+        try:
+            self._act([Send(key, codec.Request(cid, dataindex, args))],
+                      FLAG_GATHER if gather else 0)
+        except (ProtocolError, MessageTooLarge):
+            self.requests.cancel(cid)
+            raise
+        return cid
+
+    def send(self, key: str, dataindex: str, data: Any) -> None:
+        """Queue a one-way message."""
+        codec.validate_pattern(key, "key")
+        self._act([Send(key, codec.Message(dataindex, data))])
+
+    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
+        """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error."""
+        try:
+            self._act([Send(sender, codec.Reply(cid, ok, value))])
+        except (ProtocolError, MessageTooLarge) as exc:
+            self._act([Send(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))])
+
+    # --- input from the cage -----------------------------------------------
+
+    def receive(self, frames: list[bytes], now: float) -> list[Event]:
+        """Take a message from the DEALER: ``[header, sender, key, body]``."""
+        try:
+            if len(frames) != 4:
+                raise ProtocolError(f"expected 4 frames from the cage, got {len(frames)}")
+            kind, _ = codec.parse_header(frames[0])
+            sender = frames[1].decode()
+            messages = codec.decode_body(kind, frames[3])
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            self._bad(exc)
+            return []
+        events: list[Event] = []
+        for msg in messages:
+            self._dispatch(sender, msg, now, events)
+        return events
+
+    def receive_published(self, frames: list[bytes], now: float) -> list[Event]:
+        """Take a message from the SUB socket: ``[topic, header, body]``."""
+        try:
+            if len(frames) != 3:
+                raise ProtocolError(f"expected 3 frames from the PUB socket, got {len(frames)}")
+            kind, _ = codec.parse_header(frames[1])
+            messages = codec.decode_body(kind, frames[2])
+            topic = frames[0]
+            publisher = "" if topic == EVENT_TOPIC else topic.split(b"\x00", 1)[0].decode()
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            self._bad(exc)
+            return []
+        events: list[Event] = []
+        for msg in messages:
+            if isinstance(msg, codec.Delta):
+                self._take(self.subscriptions.on_delta(publisher, msg, now), events)
+            elif isinstance(msg, codec.Joined):
+                self._act(self.subscriptions.on_joined(msg.name, msg.addresses, now))
+            elif isinstance(msg, codec.Left):
+                self.publications.forget(msg.name)
+                self._take(self.subscriptions.on_left(msg.name), events)
+        return events
+
+    def tick(self, now: float) -> list[Event]:
+        """Beat, re-announce, expire; notice a silent cage."""
+        events: list[Event] = []
+        tick = self.session.tick(now)
+        for msg in tick.send:
+            self._control(msg)
+        if tick.lost:
+            silent = f"no word from the cage for {self.session.expiry}s"
+            events.append(SessionChange("lost", silent))
+        if self.registered:
+            self._act(self.subscriptions.tick(now))
+            self.publications.expire(now)
+        return events
+
+    # --- dispatch -----------------------------------------------------------
+
+    def _dispatch(self, sender: str, msg: codec.MessageValue, now: float,
+                  events: list[Event]) -> None:
+        if isinstance(msg, codec.Request):
+            events.append(IncomingRequest(sender, msg))
+        elif isinstance(msg, codec.Reply):
+            self._settle(self.requests.on_reply(sender, msg), events)
+        elif isinstance(msg, codec.Snapshot):
+            self._take(self.subscriptions.on_snapshot(sender, msg, now), events)
+        elif isinstance(msg, codec.Subscribe):
+            self._act(self.publications.on_subscribe(sender, msg, now))
+        elif isinstance(msg, codec.Unsubscribe):
+            self.publications.on_unsubscribe(sender, msg)
+        elif isinstance(msg, codec.Message):
+            events.append(IncomingMessage(sender, msg))
+        elif isinstance(msg, codec.NoRoute):
+            self._on_noroute(msg, events)
+        elif isinstance(msg, codec.Fanout):
+            self._on_fanout(msg, events)
+        elif isinstance(msg, codec.Heartbeat):
+            again = self.session.on_heartbeat(msg.epoch, now)
+            if again is not None:
+                self._control(again)
+        elif isinstance(msg, codec.Welcome):
+            again_ = self.session.on_welcome(msg.epoch, float(msg.heartbeat), now)
+            events.append(Registered(again_, msg.epoch))
+            self._act(self.subscriptions.reannounce_all(now))
+        elif isinstance(msg, codec.Error):
+            self._on_error(msg, now, events)
+        else:
+            self._bad(ProtocolError(f"{msg.KIND.name} is not sent to nodes"))
+
+    def _on_error(self, msg: codec.Error, now: float, events: list[Event]) -> None:
+        was = self.session.state
+        again = self.session.on_error(msg.code, msg.message, now)
+        if self.session.state is SessionState.REFUSED:
+            events.append(SessionChange("refused", msg.message))
+            return
+        if self.session.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
+            events.append(SessionChange("reregistering", msg.message))
+        if again is not None:
+            self._control(again)
+        if msg.code != "not_registered":
+            self.stats[f"error_{msg.code}"] += 1
+            events.append(SessionChange("error", f"{msg.code}: {msg.message}"))
+
+    def _on_noroute(self, msg: codec.NoRoute, events: list[Event]) -> None:
+        try:
+            inner = codec.decode_body(Kind(msg.kind), msg.body)
+        except (ProtocolError, ValueError) as exc:
+            self._bad(exc)
+            return
+        for original in inner:
+            if isinstance(original, codec.Request):
+                self._settle(self.requests.on_noroute(original.cid), events)
+            elif isinstance(original, codec.Subscribe):
+                events.extend(self.subscriptions.on_noroute(original))
+            else:
+                self.stats["noroute"] += 1
+
+    def _on_fanout(self, msg: codec.Fanout, events: list[Event]) -> None:
+        try:
+            inner = codec.decode_body(Kind.REQUEST, msg.body)
+        except ProtocolError as exc:
+            self._bad(exc)
+            return
+        for original in inner:
+            assert isinstance(original, codec.Request)
+            self._settle(self.requests.on_fanout(original.cid, msg.count), events)
+
+    @staticmethod
+    def _settle(outcome: Outcome | None, events: list[Event]) -> None:
+        if outcome is not None:
+            events.append(outcome)
+
+    def _take(self, result: tuple[list[Update], list[Action]], events: list[Event]) -> None:
+        updates, actions = result
+        self._act(actions)
+        events.extend(updates)
+
+    # --- output -------------------------------------------------------------
+
+    def _act(self, actions: Sequence[Action], flags: int = 0) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                msg = action.message
+                self.outbox.append(
+                    (codec.header(msg.KIND, flags), action.key.encode(), codec.encode_one(msg))
+                )
+            elif isinstance(action, AddFilter):
+                self.filters.add.append(action.topic)
+            elif isinstance(action, RemoveFilter):
+                self.filters.remove.append(action.topic)
+
+    def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye) -> None:
+        self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))
+
+    def _bad(self, exc: Exception) -> None:
+        self.stats["bad_frames"] += 1
+        self.last_bad = str(exc)
