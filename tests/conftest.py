@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.rabbitmq import RabbitMQ, find_scripts
 from tests.support import Processes, require
 from tests.vcsim import BINARY, VCenterSimulator
 
@@ -42,3 +44,21 @@ def vcsim(procs: Processes, tmp_path: Path) -> Iterator[Callable[..., VCenterSim
     finally:
         for sim in started:
             sim.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A real RabbitMQ broker on free loopback ports, shared by the whole session.
+
+    ``rabbitmq.url(vhost)`` gives an AMQP URL, ``rabbitmq.add_vhost(name)`` an
+    isolated virtual host. A test that calls ``stop()`` or ``kill()`` must
+    ``start()`` it again (same node, port and data) before it ends. The broker
+    and its epmd are always killed at the end of the session.
+    """
+    scripts = find_scripts()
+    require("rabbitmq-server (Debian package rabbitmq-server)", scripts is not None)
+    require("epmd (Debian package erlang-base)", shutil.which("epmd") is not None)
+    assert scripts is not None
+    with RabbitMQ(scripts) as broker:
+        broker.start()
+        yield broker
