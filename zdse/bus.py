@@ -35,7 +35,7 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
-from zdse.limits import MAX_BATCH_BYTES, REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
+from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
 from zdse.log import get_logger
 from zdse.node import (
     Event,
@@ -65,28 +65,6 @@ RESERVED = ("pubdata", "subdata")
 
 class UnknownRequest(ZdseError):
     """A request for a dataindex the service neither publishes nor handles."""
-
-
-def batch(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
-    """Coalesce consecutive messages of one kind to one key into frames.
-
-    Order is kept; no frame grows past MAX_BATCH_BYTES unless one message does.
-    """
-    frames: list[list[bytes]] = []
-    head = key = b""
-    parts: list[bytes] = []
-    size = 0
-    for h, k, body in queue:
-        if parts and h == head and k == key and size + len(body) <= MAX_BATCH_BYTES:
-            parts.append(body)
-            size += len(body)
-            continue
-        if parts:
-            frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
-        head, key, parts, size = h, k, [body], len(body)
-    if parts:
-        frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
-    return frames
 
 
 class Bus:
@@ -385,7 +363,7 @@ class Bus:
     def _flush(self) -> None:
         self._flush_handle = None
         queue, self.core.outbox = self.core.outbox, []
-        frames_list = batch(queue)
+        frames_list = codec.coalesce(queue)
         self.core.stats["frames_out"] += len(frames_list)
         if self._backlog:
             self._backlog.extend(frames_list)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_ADDRESS_BYTES, MAX_MESSAGE_BYTES
+from zdse.limits import MAX_ADDRESS_BYTES, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
     "ALL_SERVICES",
@@ -371,6 +371,30 @@ def encode_body(messages: Iterable[MessageValue]) -> bytes:
 def encode_one(msg: MessageValue) -> bytes:
     """Pack one message's body."""
     return encode_body((msg,))
+
+
+def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
+    """Turn queued ``(header, key, body)`` messages into ``[header, key, body]`` frames.
+
+    Consecutive messages of one kind (and flags) to one key share a frame,
+    their bodies back to back. Order is kept; no frame grows past
+    MAX_BATCH_BYTES unless a single message does.
+    """
+    frames: list[list[bytes]] = []
+    head = key = b""
+    parts: list[bytes] = []
+    size = 0
+    for h, k, body in queue:
+        if parts and h == head and k == key and size + len(body) <= MAX_BATCH_BYTES:
+            parts.append(body)
+            size += len(body)
+            continue
+        if parts:
+            frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
+        head, key, parts, size = h, k, [body], len(body)
+    if parts:
+        frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
+    return frames
 
 
 def iter_body(body: bytes) -> Iterator[Any]:

@@ -1,0 +1,217 @@
+"""The cage's pure decisions: registration, probing, expiry, routing, counting."""
+
+from __future__ import annotations
+
+from zdse import codec
+from zdse.cage import CageCore
+from zdse.codec import Kind
+
+HB = 1.0
+
+
+def frames(identity: bytes, msg: codec.MessageValue, key: str = "", flags: int = 0) -> list[bytes]:
+    """What the ROUTER hands the core for one message."""
+    return [identity, codec.header(msg.KIND, flags), key.encode(), codec.encode_one(msg)]
+
+
+def register(core: CageCore, identity: bytes, name: str, *addresses: str, now: float = 0) -> None:
+    """Register a node and drop what the cage answered."""
+    core.receive(frames(identity, codec.Register(name, list(addresses), {})), now)
+
+
+def answers(core: CageCore, identity: bytes) -> list[codec.MessageValue]:
+    """Decode every message the cage queued for ``identity`` (and clear the outbox)."""
+    router, _ = core.outbox.take()
+    out: list[codec.MessageValue] = []
+    for f in router:
+        if f[0] == identity:
+            kind, _ = codec.parse_header(f[1])
+            out += codec.decode_body(kind, f[4])
+    return out
+
+
+def test_register_welcomes_and_announces() -> None:
+    """A new name gets a Welcome, and the cage publishes a Joined event."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc.a", "shared.#")
+    router, pub = core.outbox.take()
+    assert codec.decode_body(Kind.WELCOME, router[0][4]) == [codec.Welcome("e1", HB)]
+    assert pub[0][0] == codec.EVENT_TOPIC
+    assert codec.decode_body(Kind.JOINED, pub[0][2]) == [
+        codec.Joined("svc.a", ["svc.a", "shared.#"])]
+    assert core.routes.lookup("shared.x.y") == {b"A"}
+    assert core.routes.lookup("allservices") == {b"A"}
+
+
+def test_routed_messages_carry_the_true_sender() -> None:
+    """The cage stamps the registered name, whatever the body says."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "alice")
+    register(core, b"B", "bob")
+    core.outbox.take()
+    core.receive(frames(b"A", codec.Message("x", "hi"), key="bob"), 1)
+    router, _ = core.outbox.take()
+    assert router == [[b"B", codec.header(Kind.MESSAGE), b"alice", b"bob",
+                       codec.encode_one(codec.Message("x", "hi"))]]
+
+
+def test_a_live_name_is_refused_after_the_holder_answers_the_probe() -> None:
+    """A second claim is decided by probing the holder; a holder that speaks keeps it."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", now=0)
+    core.outbox.take()
+    register(core, b"B", "svc", now=0.5)
+    router, _ = core.outbox.take()
+    assert router[0][0] == b"A"  # the probe
+    core.receive(frames(b"A", codec.Heartbeat()), 0.6)
+    core.tick(0.7)
+    errors = [m for m in answers(core, b"B") if isinstance(m, codec.Error)]
+    assert errors[0].code == "name_taken"
+    assert "'svc'" in errors[0].message
+    assert core.names["svc"] == b"A"
+
+
+def test_a_silent_holder_loses_its_name_to_the_newcomer() -> None:
+    """A holder that says nothing until the probe's deadline is replaced."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", now=0)
+    register(core, b"B", "svc", now=0.5)
+    core.tick(0.5 + 1.4 * HB)
+    assert core.names["svc"] == b"A"
+    core.tick(0.5 + 1.6 * HB)
+    assert core.names["svc"] == b"B"
+    assert any(isinstance(m, codec.Welcome) for m in answers(core, b"B"))
+
+
+def test_an_unreachable_holder_is_replaced_at_once() -> None:
+    """When the transport says the holder is gone, the newcomer is accepted now."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", now=0)
+    register(core, b"B", "svc", now=0.1)
+    core.unreachable(b"A", 0.1)
+    assert core.names["svc"] == b"B"
+
+
+def test_silent_nodes_expire_and_lose_their_routes() -> None:
+    """Three missed heartbeats expire a node; a Left event says why."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", "x.*", now=0)
+    core.outbox.take()
+    core.tick(2.9)
+    assert "svc" in core.names
+    core.tick(3.1)
+    assert "svc" not in core.names
+    assert core.routes.lookup("x.y") == frozenset()
+    _, pub = core.outbox.take()
+    assert codec.decode_body(Kind.LEFT, pub[0][2]) == [codec.Left("svc", "expired")]
+
+
+def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
+    """A heartbeat refreshes the node and gets the cage's epoch back."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", now=0)
+    core.outbox.take()
+    core.receive(frames(b"A", codec.Heartbeat()), 2.5)
+    core.tick(5.0)
+    assert "svc" in core.names
+    assert answers(core, b"A") == [codec.Heartbeat("e1")]
+
+
+def test_strangers_are_told_to_register() -> None:
+    """An unknown identity's heartbeat or message gets not_registered."""
+    core = CageCore("e1", HB)
+    core.receive(frames(b"Z", codec.Heartbeat()), 0)
+    core.receive(frames(b"Z", codec.Message("x", 1), key="a"), 0)
+    errs = answers(core, b"Z")
+    assert [e.code for e in errs if isinstance(e, codec.Error)] == ["not_registered"] * 2
+
+
+def test_no_route_answers_requests_and_subscriptions_at_once() -> None:
+    """A request to a key nobody listens on comes back as NoRoute with its body."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc")
+    core.outbox.take()
+    req = codec.Request(7, "d", None)
+    core.receive(frames(b"A", req, key="nobody"), 1)
+    (noroute,) = answers(core, b"A")
+    assert isinstance(noroute, codec.NoRoute)
+    assert noroute.key == "nobody"
+    assert codec.decode_body(Kind.REQUEST, noroute.body) == [req]
+    # A reply to a service that left is dropped, not bounced.
+    core.receive(frames(b"A", codec.Reply(7, True, 1), key="gone"), 1)
+    assert answers(core, b"A") == []
+
+
+def test_gather_requests_get_a_fanout_count() -> None:
+    """A gather request is forwarded to all and the sender learns how many."""
+    core = CageCore("e1", HB)
+    for ident, name in ((b"A", "a"), (b"B", "b"), (b"C", "c")):
+        register(core, ident, name, "shared")
+    core.outbox.take()
+    core.receive(frames(b"A", codec.Request(1, "d"), key="shared", flags=codec.FLAG_GATHER), 1)
+    router, _ = core.outbox.take()
+    assert sorted(f[0] for f in router if f[1][1] == Kind.REQUEST) == [b"A", b"B", b"C"]
+    (fanout,) = [f for f in router if f[1][1] == Kind.FANOUT]
+    assert codec.decode_body(Kind.FANOUT, fanout[4])[0].count == 3  # type: ignore[union-attr]
+
+
+def test_deltas_go_once_to_the_pub_socket_under_the_senders_topic() -> None:
+    """A published delta becomes one PUB frame, topic = true sender + dataindex."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "pub.a")
+    core.outbox.take()
+    d = codec.Delta("vms", "ep", 1, ["replace", []])
+    core.receive(frames(b"A", d, key="vms"), 1)
+    router, pub = core.outbox.take()
+    assert router == []
+    assert pub == [[codec.topic("pub.a", "vms"), codec.header(Kind.DELTA), codec.encode_one(d)]]
+
+
+def test_garbage_is_counted_and_never_raises() -> None:
+    """Wrong frame counts, bad headers and bad registrations are counted and dropped."""
+    core = CageCore("e1", HB)
+    junk = [[b"A"], [b"A", b"x"], [b"A", b"\x01Q\x00", b"k", b"", b"extra"],
+            [b"A", b"\x07Q\x00", b"k", b""], [b"A", b"\x01?\x00", b"k", b""],
+            [b"A", codec.header(Kind.REGISTER), b"", b"\xc1"],
+            [b"A", codec.header(Kind.WELCOME), b"", b""]]
+    for f in junk:
+        core.receive(f, 0)
+    assert core.stats["bad_frames"] == len(junk)
+    assert core.nodes == {}
+
+
+def test_oversized_frames_are_refused_by_name() -> None:
+    """A body above MAX_MESSAGE_BYTES gets a too_large error and goes nowhere."""
+    from zdse.limits import MAX_MESSAGE_BYTES
+
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc")
+    core.outbox.take()
+    core.receive([b"A", codec.header(Kind.MESSAGE), b"svc", b"\0" * (MAX_MESSAGE_BYTES + 1)], 1)
+    (err,) = answers(core, b"A")
+    assert isinstance(err, codec.Error)
+    assert err.code == "too_large"
+    assert "MAX_MESSAGE_BYTES" in err.message
+
+
+def test_control_requests_answer_services_routes_and_stats() -> None:
+    """Requests to 'cage' are answered by the cage itself."""
+    core = CageCore("e1", HB, started_at=0)
+    register(core, b"A", "svc", "x.#")
+    core.outbox.take()
+    reqs = [codec.Request(1, "services"), codec.Request(2, "routes"), codec.Request(3, "stats"),
+            codec.Request(4, "bogus")]
+    core.receive([b"A", codec.header(Kind.REQUEST), b"cage", codec.encode_body(reqs)], 2)
+    replies = {r.cid: r for r in answers(core, b"A") if isinstance(r, codec.Reply)}
+    assert replies[1].value[0]["name"] == "svc"
+    assert ["x.#", ["svc"]] in replies[2].value
+    assert replies[3].value["nodes"] == 1
+    assert not replies[4].ok
+
+
+def test_bye_removes_a_node_at_once() -> None:
+    """A node that says bye loses its name and routes without waiting for expiry."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc")
+    core.receive(frames(b"A", codec.Bye()), 0.1)
+    assert core.names == {}

@@ -1,0 +1,200 @@
+"""Publish/subscribe/request logic of whole nodes, joined by an in-memory network."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zdse import codec
+from zdse.actions import AddFilter, RemoveFilter, Send
+from zdse.codec import Delta, Snapshot, Subscribe
+from zdse.delta import same
+from zdse.publisher import Publications
+from zdse.requests import Outcome
+from zdse.subscriber import FeedState, Subscriptions, Update
+from zdse.testing import FakeNet
+
+
+def updates(net: FakeNet, core: object) -> list[Update]:
+    """The subscription updates a node received since the last call."""
+    return [e for e in net.events(core) if isinstance(e, Update)]  # type: ignore[arg-type]
+
+
+def test_snapshot_then_one_delta_per_change_through_the_pub_socket() -> None:
+    """Subscribers get a snapshot, then each change once, as one PUB frame for all."""
+    net = FakeNet()
+    pub = net.add("pub", ["tables"])
+    subs = [net.add(f"sub{i}") for i in range(3)]
+    pub.publish("t", [[1], [2]])
+    sids = [s.subscribe("tables", "t", net.clock.now) for s in subs]
+    net.run()
+    for s, sid in zip(subs, sids, strict=True):
+        assert s.subscriptions.view(sid) == {"pub": [[1], [2]]}
+        assert [u.kind for u in updates(net, s)] == ["snapshot"]
+    before = net.cage.stats["published"]
+    pub.publish("t", [[1], [3]])
+    net.run()
+    assert net.cage.stats["published"] == before + 1
+    for s, sid in zip(subs, sids, strict=True):
+        (u,) = updates(net, s)
+        assert (u.kind, u.seq, u.data) == ("delta", 2, ["rows", [[3]], [[2]]])
+        assert same(s.subscriptions.view(sid)["pub"], [[1], [3]])
+
+
+def test_nothing_is_sent_when_nothing_changed_or_nobody_listens() -> None:
+    """An unchanged publish, or one without subscribers, queues no message."""
+    net = FakeNet()
+    pub = net.add("pub")
+    pub.publish("t", [[1]])
+    assert pub.outbox == []
+    sub = net.add("sub")
+    sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    pub.publish("t", [[1]])
+    assert pub.outbox == []
+
+
+def test_one_subscription_keeps_one_view_per_publisher() -> None:
+    """Two publishers on a shared address stay apart in the subscriber's views."""
+    net = FakeNet()
+    boston = net.add("vSphere.Boston", ["vSphere.node.list"])
+    chicago = net.add("vSphere.Chicago", ["vSphere.node.list"])
+    boston.publish("vms", [["b1"]])
+    chicago.publish("vms", [["c1"]])
+    sub = net.add("policy")
+    sid = sub.subscribe("vSphere.node.list", "vms", net.clock.now)
+    net.run()
+    chicago.publish("vms", [["c1"], ["c2"]])
+    net.run()
+    assert sub.subscriptions.view(sid) == {"vSphere.Boston": [["b1"]],
+                                           "vSphere.Chicago": [["c1"], ["c2"]]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.lists(st.integers(0, 5), max_size=4), min_size=1,
+                                       max_size=15))
+def test_views_converge_whatever_deltas_are_lost(seed: int, versions: list[list[int]]) -> None:
+    """With PUB frames dropped at random, every view ends equal to the publisher's data."""
+    rng = random.Random(seed)
+    net = FakeNet(drop=lambda frames: rng.random() < 0.3)
+    pub = net.add("pub")
+    sub = net.add("sub")
+    pub.publish("t", [])
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    for version in versions:
+        pub.publish("t", [[v] for v in version])
+        net.run()
+    net.advance(net.refresh * 2)
+    assert same(sub.subscriptions.view(sid)["pub"], [[v] for v in versions[-1]])
+
+
+def test_a_restarted_publisher_is_resynced_by_its_new_epoch() -> None:
+    """A publisher that comes back under the same name gets a fresh snapshot."""
+    net = FakeNet()
+    pub = net.add("pub")
+    pub.publish("t", [[1]])
+    sub = net.add("sub")
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.kill(pub)
+    net.advance(4)  # the cage expires the silent publisher
+    assert [u.kind for u in updates(net, sub)] == ["snapshot", "lost"]
+    again = net.add("pub")
+    again.publish("t", [[2]])
+    net.run()
+    assert sub.subscriptions.view(sid) == {"pub": [[2]]}
+    assert updates(net, sub)[0].kind == "snapshot"
+
+
+def test_a_restarted_cage_is_refilled_and_views_converge() -> None:
+    """After a cage restart, nodes register again and subscriptions resume."""
+    net = FakeNet()
+    pub = net.add("pub", ["all.pubs"])
+    pub.publish("t", [[1]])
+    sub = net.add("sub")
+    sid = sub.subscribe("all.pubs", "t", net.clock.now)
+    net.run()
+    net.restart_cage()
+    pub.publish("t", [[1], [2]])  # lost: the new cage does not know pub yet
+    net.advance(3)
+    assert {"pub", "sub"} <= set(net.cage.names)
+    assert sub.subscriptions.view(sid) == {"pub": [[1], [2]]}
+
+
+def test_requests_no_route_and_gather() -> None:
+    """A request to nobody ends with noroute; a gather collects every answer."""
+    net = FakeNet()
+    a = net.add("a", ["shared"])
+    b = net.add("b", ["shared"])
+    a.publish("t", 1)
+    b.publish("t", 2)
+    client = net.add("client")
+    cid = client.request("nobody", "t", None, gather=False)
+    net.run()
+    (outcome,) = [e for e in net.events(client) if isinstance(e, Outcome)]
+    assert (outcome.cid, outcome.error) == (cid, "noroute")
+    client.request("shared", "t", None, gather=True)
+    net.run()
+    (outcome,) = [e for e in net.events(client) if isinstance(e, Outcome)]
+    assert {k: r.value for k, r in outcome.replies.items()} == {"a": 1, "b": 2}
+
+
+def test_first_snapshot_sets_the_filter_and_syncs_with_the_publisher() -> None:
+    """The slow-joiner guard: filter first, then ask the publisher if it moved on."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    ups, actions = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 4, [[1]]), 0)
+    assert [u.kind for u in ups] == ["snapshot"]
+    assert actions[0] == AddFilter(codec.topic("pub", "t"))
+    assert actions[1] == Send("pub", Subscribe(sid, "t", {"pub": ["e", 4]}, subs.ttl))
+
+
+def test_a_gap_buffers_deltas_until_the_snapshot_then_drops_the_old_ones() -> None:
+    """Deltas after a gap wait for the snapshot; those at or below its seq are dropped."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    ups, actions = subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 0)
+    assert ups == []
+    assert actions == [Send("pub", Subscribe(sid, "t", {}, subs.ttl))]
+    subs.on_delta("pub", Delta("t", "e", 4, ["rows", [[4]], []]), 0)
+    ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 3, [[1], [2], [3]]), 0)
+    assert [(u.kind, u.seq) for u in ups] == [("snapshot", 3), ("delta", 4)]
+    assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.LIVE.value
+
+
+def test_a_stale_snapshot_does_not_roll_the_view_back() -> None:
+    """A snapshot older than the view (it crossed newer deltas) is ignored."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 0)
+    ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    assert ups == []
+    assert same(subs.view(sid)["pub"], [[1], [2]])
+
+
+def test_unsubscribe_tells_publishers_and_drops_the_filter() -> None:
+    """Ending the last subscription on a feed removes its SUB filter."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    actions = subs.unsubscribe(sid)
+    assert Send("k", codec.Unsubscribe(sid, "t")) in actions
+    assert RemoveFilter(codec.topic("pub", "t")) in actions
+
+
+def test_publisher_skips_snapshots_for_up_to_date_subscribers_and_forgets_silent_ones() -> None:
+    """A re-announce showing the current seq gets nothing; an expired one is forgotten."""
+    pubs = Publications("pub", "e")
+    pubs.publish("t", [[1]])
+    assert pubs.on_subscribe("sub", Subscribe("s1", "t", {}, 10), 0) != []
+    assert pubs.on_subscribe("sub", Subscribe("s1", "t", {"pub": ["e", 1]}, 10), 5) == []
+    assert pubs.pubdata()["t"]["subscribers"] == ["sub"]
+    assert pubs.expire(14) == 0
+    assert pubs.expire(16) == 1
+    assert pubs.publish("t", [[2]]) == []  # nobody listens any more
