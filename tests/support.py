@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -57,7 +58,7 @@ class Processes:
     ) -> subprocess.Popen[bytes]:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        proc = subprocess.Popen(  # noqa: S603 - argv built by the tests
+        proc = subprocess.Popen(
             list(argv),
             env=full_env,
             start_new_session=True,
@@ -69,14 +70,10 @@ class Processes:
     def kill_all(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
             for stream in (proc.stdout, proc.stderr, proc.stdin):
                 if stream is not None:
                     stream.close()
