@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.harness import Cluster
+from tests.harness import Cluster, Proc
 from tests.support import BIN, ROOT, Processes
 
 README = ROOT / "README.md"
@@ -48,8 +48,6 @@ def test_the_tour_works_as_written(procs: Processes, tmp_path: Path) -> None:
         assert argv[0] == ".venv/bin/zdse-node"
         node = procs.start([str(BIN / "zdse-node"), *argv[1:]], env=cluster.env, cwd=work,
                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        from tests.harness import Proc
-
         Proc(node, name).wait_event("node.started")
 
     services = shell(commands[4])
@@ -58,7 +56,7 @@ def test_the_tour_works_as_written(procs: Processes, tmp_path: Path) -> None:
     assert "files.all" in shell(commands[5]).stdout
 
     sub_cmd = commands[6].replace(".venv/bin/zdse-ctl", str(BIN / "zdse-ctl"))
-    sub = subprocess.Popen(shlex.split(sub_cmd) + ["--count", "3", "--timeout", "30"], cwd=work,
+    sub = subprocess.Popen([*shlex.split(sub_cmd), "--count", "3", "--timeout", "30"], cwd=work,
                            env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert sub.stdout is not None
