@@ -43,9 +43,11 @@ Options (``zdse-node --module vsphere --set KEY=VALUE``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import ssl
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,7 @@ import structlog
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from zdse.errors import ConfigError, ZdseError
+from zdse.service import PollingService
 
 __all__ = [
     "COLUMNS",
@@ -67,6 +70,7 @@ __all__ = [
     "VCenterError",
     "VCenterLoginError",
     "VCenterUnreachable",
+    "VSphereService",
     "read_inventory",
     "redact_url",
     "tables_from_objects",
@@ -330,6 +334,12 @@ def _vcenter_errors(url: str, doing: str) -> Iterator[None]:
             url,
             f"TLS certificate not trusted while {doing} ({exc.verify_message}); "
             "set insecure=true for a self-signed certificate",
+        ) from exc
+    except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError) as exc:
+        # Typically a pooled keep-alive connection that vCenter closed (it
+        # restarted or went away); the next attempt opens a new one.
+        raise VCenterUnreachable(
+            url, f"connection lost while {doing} ({type(exc).__name__}: {exc})"
         ) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
@@ -613,3 +623,86 @@ class VCenterConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class VSphereService(PollingService):
+    """Module ``vsphere``: publish one vCenter's inventory tables.
+
+    Every ``poll_interval`` seconds, between :meth:`start` and :meth:`stop`,
+    the service reads the five tables (one round trip on an open session) and
+    publishes each; the bus sends subscribers only what changed, and nothing
+    at all when nothing did.
+
+    When vCenter is unreachable or refuses the login, the poll fails with a
+    :class:`VCenterError` that is logged (``poll.failed``, URL without
+    password, reason) and retried with exponential backoff (1 s, 2 s, 4 s, ...
+    capped at ``max(poll_interval, 60 s)``); the service stays up and on the
+    bus. Meanwhile subscribers keep the last tables published (a new
+    subscriber gets them as its snapshot) and receive nothing. The first good
+    poll after the outage logs in again and publishes: subscribers get one
+    delta per table with what changed during the outage, and nothing for the
+    tables that did not change.
+
+    Args:
+        name: the service's unique name, e.g. ``vSphere.Boston``.
+        options: see the module's docstring.
+
+    Raises:
+        ConfigError: a missing, malformed or ambiguous option.
+    """
+
+    poll_interval = DEFAULT_POLL_INTERVAL
+
+    def __init__(self, name: str, options: Mapping[str, str]) -> None:
+        super().__init__(name, options)
+        self.config = VCenterConfig.from_options(options)
+        # The base class keeps the options; keep the password out of them.
+        if "url" in self.options:
+            self.options["url"] = redact_url(self.options["url"])
+        if "password" in self.options:
+            self.options["password"] = "***"
+        self.round_trips_last_poll = 0
+        self._connection: VCenterConnection | None = None
+        # Held by the worker thread that talks to vCenter, so that stop() can
+        # wait for a poll that was cancelled mid-way before it logs out.
+        self._lock = threading.Lock()
+
+    async def poll(self) -> None:
+        """Read the tables in a worker thread, then publish each of them."""
+        tables = await asyncio.to_thread(self._read)
+        for dataindex, rows in tables.items():
+            self.publish(dataindex, rows)
+
+    async def stop(self) -> None:
+        """Stop polling, then log out of vCenter."""
+        await super().stop()
+        await asyncio.to_thread(self._disconnect)
+
+    def _read(self) -> Tables:
+        with self._lock:
+            if self._connection is None:
+                self._connection = VCenterConnection.open(self.config)
+                self.log.info(
+                    "vsphere.connected",
+                    url=self.config.url,
+                    user=self.config.user,
+                    round_trips=self._connection.round_trips,
+                )
+            conn = self._connection
+            before = conn.round_trips
+            try:
+                tables = conn.read()
+            except VCenterError:
+                # Whatever broke, the next poll starts with a fresh session.
+                self._connection = None
+                conn.close()
+                raise
+            self.round_trips_last_poll = conn.round_trips - before
+            return tables
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            conn, self._connection = self._connection, None
+            if conn is not None:
+                conn.close()
+                self.log.info("vsphere.disconnected", url=self.config.url)
