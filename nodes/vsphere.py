@@ -549,7 +549,7 @@ class VCenterConnection:
 
     @classmethod
     def open(cls, config: VCenterConfig) -> VCenterConnection:
-        """Connect, log in and make the container view: four round trips.
+        """Connect, log in and make the container view: three round trips.
 
         Raises:
             VCenterUnreachable: no connection (refused, timeout, TLS, HTTP).

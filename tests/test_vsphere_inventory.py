@@ -319,5 +319,6 @@ def test_round_trips_per_read_do_not_grow_with_the_inventory(vcsim: StartSim) ->
         assert len(tables["vms"]) == vms
         costs.append((opened, per_read, calls))
     assert costs[0] == costs[1]
+    assert costs[0][0] == 3  # RetrieveServiceContent, Login, CreateContainerView
     assert costs[0][1] == 1  # the simulator answers in one page
     assert costs[0][2] == 4  # content, view, retrieve, destroy view
