@@ -24,6 +24,7 @@ from typing import Any, Self
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from zdse import codec
 from zdse.endpoints import Endpoints
@@ -31,10 +32,12 @@ from zdse.errors import (
     BusClosed,
     NameTakenError,
     NoRouteError,
+    RegistrationError,
     RemoteError,
     RequestTimeout,
     ZdseError,
 )
+from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
 from zdse.log import get_logger
 from zdse.node import (
@@ -86,6 +89,8 @@ class Bus:
         refresh: seconds between re-announcements of each subscription
             (default $ZDSE_SUB_REFRESH or 10).
         connect_timeout: seconds to wait for the cage when entering.
+        curve: this node's CURVE keys and the cage's public key, when the
+            cage requires CURVE.
 
     Raises:
         ProtocolError: the name or an address is not valid.
@@ -103,6 +108,7 @@ class Bus:
         prepush_processor: Callable[[str, Any], Any] | None = None,
         refresh: float | None = None,
         connect_timeout: float | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         self.name = name
         self.endpoints = endpoints or Endpoints()
@@ -114,6 +120,7 @@ class Bus:
         self.on_message = on_message
         self.prepush_processor = prepush_processor
         self.connect_timeout = connect_timeout
+        self.curve = curve
         self.log = get_logger(service=name)
         self._callbacks: dict[str, Callback] = {}
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
@@ -150,6 +157,8 @@ class Bus:
         self._sub = self._ctx.socket(zmq.SUB)
         for sock in (self._dealer, self._sub):
             sock.linger = 0
+            if self.curve is not None:
+                self.curve.apply(sock)
         self._dealer.sndhwm = self._dealer.rcvhwm = 100_000
         self._sub.rcvhwm = 100_000
         self._sub.subscribe(codec.EVENT_TOPIC)
@@ -164,6 +173,8 @@ class Bus:
         await self._group.__aenter__()
         for coro in (self._read_dealer(), self._read_sub(), self._keep_time()):
             self._tasks.append(self._group.create_task(coro))
+        if self.curve is not None:
+            self._spawn(self._watch_handshakes())
         self.core.start(time.monotonic())
         self._pump()
         try:
@@ -181,7 +192,10 @@ class Bus:
             for fut in waits:
                 fut.cancel()
         if self._refused.is_set():
-            raise NameTakenError(self.core.session.refusal or f"name {self.name!r} is taken")
+            session = self.core.session
+            if session.refusal_code == "name_taken":
+                raise NameTakenError(session.refusal)
+            raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
         if not self._registered.is_set():
             raise BusClosed(
                 f"no answer from the cage at {self.endpoints.router} within {timeout}s "
@@ -521,6 +535,21 @@ class Bus:
         if dataindex in pubs.dataindexes():
             return pubs.data(dataindex)
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
+
+    async def _watch_handshakes(self) -> None:
+        """With CURVE, a key the cage does not know fails the handshake: say so."""
+        failed = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        monitor = self._dealer.get_monitor_socket(failed)
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                why = (f"the cage at {self.endpoints.router} refused this node's CURVE key "
+                       f"(handshake failed, event {event['event']})")
+                self.core.session.on_error("forbidden", why, time.monotonic())
+                self._on_session_change(SessionChange("refused", why))
+        finally:
+            self._dealer.disable_monitor()
+            monitor.close(linger=0)
 
     # --- time ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdse import codec
+from zdse.authz import Authorized
 from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import ProtocolError
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES
@@ -83,11 +84,15 @@ class CageCore:
         heartbeat: float = HEARTBEAT_INTERVAL,
         heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
         started_at: float = 0.0,
+        authorized: Authorized | None = None,
     ) -> None:
         self.epoch = epoch
         self.heartbeat = heartbeat
         self.expiry = heartbeat * heartbeats_to_expire
         self.started_at = started_at
+        #: With CURVE: which key may register what. None: anyone may.
+        self.authorized = authorized
+        self._peer_keys: dict[bytes, str] = {}
         self.routes: RouteTable[bytes] = RouteTable()
         self.nodes: dict[bytes, NodeRecord] = {}
         self.names: dict[str, bytes] = {}
@@ -175,6 +180,10 @@ class CageCore:
 
     # --- registration ------------------------------------------------------
 
+    def note_peer(self, identity: bytes, public_key: str) -> None:
+        """Record the CURVE key a registration frame came with (the shell reads it)."""
+        self._peer_keys[identity] = public_key
+
     def _register(self, identity: bytes, body: bytes, now: float) -> None:
         try:
             # Retries coalesced into one frame: the last one speaks.
@@ -184,6 +193,14 @@ class CageCore:
             self._error(identity, "bad_register", str(exc))
             return
         assert isinstance(reg, codec.Register)
+        if self.authorized is not None:
+            key = self._peer_keys.pop(identity, "")
+            refusal = self.authorized.check(key, reg)
+            if refusal is not None:
+                self.stats["forbidden"] += 1
+                self.events.append(("node.forbidden", {"name": reg.name, "why": refusal}))
+                self._error(identity, "forbidden", refusal)
+                return
         holder_id = self.names.get(reg.name)
         if holder_id is None or holder_id == identity:
             self._accept(identity, reg, now)

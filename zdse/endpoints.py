@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from zdse.errors import ConfigError
 
-__all__ = ["DEFAULT_PUB", "DEFAULT_ROUTER", "Endpoints", "add_endpoint_flags", "check_endpoint"]
+__all__ = [
+    "DEFAULT_PUB",
+    "DEFAULT_ROUTER",
+    "Endpoints",
+    "add_client_key_flags",
+    "add_endpoint_flags",
+    "check_endpoint",
+]
 
 DEFAULT_ROUTER = "tcp://127.0.0.1:5570"
 DEFAULT_PUB = "tcp://127.0.0.1:5571"
@@ -62,6 +69,18 @@ class Endpoints:
     def from_args(cls, args: argparse.Namespace) -> Endpoints:
         """Build from parsed flags (which default to the environment)."""
         return cls(check_endpoint(args.router, "--router"), check_endpoint(args.pub, "--pub"))
+
+
+def add_client_key_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--curve-key`` and ``--cage-key`` (env ZDSE_CURVE_KEY / ZDSE_CAGE_KEY)."""
+    parser.add_argument(
+        "--curve-key", metavar="FILE", default=os.environ.get("ZDSE_CURVE_KEY"),
+        help="this client's CURVE secret key file, from zdse-ctl keygen (env ZDSE_CURVE_KEY)",
+    )
+    parser.add_argument(
+        "--cage-key", metavar="FILE", default=os.environ.get("ZDSE_CAGE_KEY"),
+        help="the cage's CURVE public key file (env ZDSE_CAGE_KEY)",
+    )
 
 
 def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:

@@ -8,16 +8,21 @@ per message.
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import time
 import uuid
 from types import FrameType
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
+from zdse.authz import Authorized
 from zdse.cage import CageCore
+from zdse.codec import Kind
 from zdse.endpoints import Endpoints, is_loopback
 from zdse.errors import ConfigError
+from zdse.keys import CurveServer
 from zdse.limits import HEARTBEAT_INTERVAL, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
 
@@ -36,17 +41,28 @@ class Proxy:
     Args:
         endpoints: where to bind the ROUTER and the PUB socket.
         heartbeat: seconds between heartbeats, dictated to every node.
+        curve: the cage's CURVE keys and the authorized client keys; None
+            for plain TCP.
     """
 
-    def __init__(self, endpoints: Endpoints, heartbeat: float = HEARTBEAT_INTERVAL) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        curve: tuple[CurveServer, Authorized] | None = None,
+    ) -> None:
         self.endpoints = endpoints
-        self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, started_at=time.monotonic())
+        self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, started_at=time.monotonic(),
+                             authorized=curve[1] if curve else None)
         self._ctx = zmq.Context()
         self._running = False
+        self._auth: ThreadAuthenticator | None = None
         self.router = self._ctx.socket(zmq.ROUTER)
         self.pub = self._ctx.socket(zmq.PUB)
         for sock in (self.router, self.pub):
             sock.linger = 0
+        if curve is not None:
+            self._secure(*curve)
         # Without ROUTER_MANDATORY a send to a vanished node is dropped
         # silently; with it we learn at once and expire the node.
         self.router.router_mandatory = 1
@@ -56,6 +72,16 @@ class Proxy:
         # "too_large" up to it, ZeroMQ drops the peer beyond it.
         self.router.maxmsgsize = MAX_MESSAGE_BYTES + 1024 * 1024
         self.pub.sndhwm = NODE_QUEUE_HWM
+
+    def _secure(self, keys: CurveServer, authorized: Authorized) -> None:
+        # ZeroMQ asks the authenticator (ZAP) about every CURVE handshake:
+        # only keys in the authorized file get in; what each may register is
+        # checked by the core, which learns the key from the User-Id.
+        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("zdse.zap"))
+        self._auth.start()
+        self._auth.configure_curve_callback("*", _KeyCheck(authorized))
+        for sock in (self.router, self.pub):
+            keys.apply(sock)
 
     def bind(self) -> None:
         """Bind both sockets.
@@ -73,7 +99,7 @@ class Proxy:
                 hint = " (is another zdse-proxy running?)" if exc.errno == errno.EADDRINUSE else ""
                 self.close()
                 raise ConfigError(f"cannot bind {flag} {endpoint}: {exc.strerror}{hint}") from exc
-            if not is_loopback(endpoint):
+            if not is_loopback(endpoint) and self._auth is None:
                 log.warning("cage.unencrypted", endpoint=endpoint,
                             why="bound beyond loopback without CURVE: traffic is readable "
                                 "and anyone who reaches it can register")
@@ -88,13 +114,14 @@ class Proxy:
         tick_every = core.heartbeat / 4
         next_tick = time.monotonic() + tick_every
         self._running = True
+        recv = self._recv_curve if self._auth is not None else router.recv_multipart
         while self._running:
             wait = max(0.0, next_tick - time.monotonic())
             if poller.poll(int(wait * 1000)):
                 now = time.monotonic()
                 for _ in range(DRAIN_LIMIT):
                     try:
-                        frames = router.recv_multipart(zmq.NOBLOCK)
+                        frames = recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     core.receive(frames, now)
@@ -104,6 +131,14 @@ class Proxy:
                 next_tick = now + tick_every
             self._flush(now)
         self.close()
+
+    def _recv_curve(self, flags: int) -> list[bytes]:
+        """Receive one message; for a registration, tell the core the sender's key."""
+        frames = self.router.recv_multipart(flags, copy=False)
+        head = frames[1].bytes if len(frames) > 1 else b""
+        if len(head) == 3 and head[1] == Kind.REGISTER:
+            self.core.note_peer(frames[0].bytes, str(frames[1].get("User-Id") or ""))
+        return [f.bytes for f in frames]
 
     def _flush(self, now: float) -> None:
         core = self.core
@@ -146,4 +181,19 @@ class Proxy:
         """Close the sockets and the context without waiting on unsent messages."""
         self.router.close(linger=0)
         self.pub.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
+
+
+class _KeyCheck:
+    """ZAP credentials provider: a key may connect if the authorized file names it."""
+
+    def __init__(self, authorized: Authorized) -> None:
+        self.authorized = authorized
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        allowed = self.authorized.knows(key.decode("ascii", "replace"))
+        if not allowed:
+            log.warning("cage.key_refused", key=key[:8].decode("ascii", "replace") + "...")
+        return allowed

@@ -6,6 +6,7 @@
     CONNECTING   welcome            ->  REGISTERED   (again: re-announce subscriptions)
     CONNECTING   tick, retry due    ->  CONNECTING   register sent again
     CONNECTING   name_taken         ->  REFUSED      the node exits non-zero
+    CONNECTING   forbidden          ->  REFUSED      (CURVE: the key may not have it)
     REGISTERED   tick, beat due     ->  REGISTERED   heartbeat sent
     REGISTERED   silence > expiry   ->  LOST         keep beating; the cage may come back
     REGISTERED   not_registered     ->  CONNECTING   the cage restarted or expired us
@@ -22,6 +23,10 @@ from zdse.codec import Heartbeat, Register
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
 
 __all__ = ["Session", "SessionState"]
+
+
+#: Error codes that end a session: the name is not ours to have.
+REFUSALS = frozenset({"name_taken", "forbidden"})
 
 
 class SessionState(enum.Enum):
@@ -73,6 +78,7 @@ class Session:
         self.cage_epoch = ""
         self.registrations = 0
         self.refusal = ""
+        self.refusal_code = ""
         self._last_heard = now
         self._next_send = now
 
@@ -113,9 +119,10 @@ class Session:
     def on_error(self, code: str, message: str, now: float) -> Register | None:
         """The cage refused something; return a registration to send, if any."""
         self._last_heard = now
-        if code == "name_taken":
+        if code in REFUSALS:
             self._move("name_taken")
             self.refusal = message
+            self.refusal_code = code
             return None
         if code == "not_registered":
             was = self.state

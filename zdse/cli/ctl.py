@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 a subscription ran out of time or lost its publisher;
 2 bad usage; 3 no service listens on the key; 4 timeout; 5 the service
-answered with an error; 6 the cage cannot be reached.
+answered with an error; 6 the cage cannot be reached; 7 the cage refused
+this client (its CURVE key is not authorized for a ctl.* name).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ import uuid
 from typing import Any, TextIO
 
 from zdse.bus import Bus, Update
+from zdse.cli.node import client_curve
 from zdse.codec import CAGE
-from zdse.endpoints import Endpoints, add_endpoint_flags
+from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 from zdse.errors import (
     BusClosed,
     ConfigError,
     NoRouteError,
     ProtocolError,
+    RegistrationError,
     RemoteError,
     RequestTimeout,
 )
+from zdse.keys import generate, load_public
 from zdse.log import configure
 
-EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE = range(7)
+(EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE,
+ EXIT_REFUSED) = range(8)
 
 
 def _seconds(text: str) -> float:
@@ -53,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of zdse-ctl."""
     parser = argparse.ArgumentParser(prog="zdse-ctl", description="Look at and talk to zdse.")
     add_endpoint_flags(parser)
+    add_client_key_flags(parser)
     parser.add_argument(
         "--connect-timeout", type=_seconds,
         default=float(os.environ.get("ZDSE_CONNECT_TIMEOUT", "5")),
@@ -77,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="one compact JSON object per line")
     sub.add_argument("--wait", action="store_true",
                      help="keep waiting when no service listens on KEY yet")
+
+    keygen = cmds.add_parser("keygen", help="write a CURVE key pair: PREFIX.key, PREFIX.key_secret")
+    keygen.add_argument("prefix", help="path and name, e.g. keys/vsphere-boston")
 
     req = cmds.add_parser("req", help="send a request and print the reply as JSON")
     req.add_argument("key")
@@ -183,15 +192,23 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Connect under a throw-away name and run one command."""
+    if args.command == "keygen":
+        public, secret = generate(args.prefix)
+        out.write(f"public key: {load_public(str(public)).decode()}\n"
+                  f"wrote {public} and {secret}\n")
+        return EXIT_OK
     endpoints = Endpoints.from_args(args)
     name = f"ctl.{uuid.uuid4().hex[:8]}"
     bus = Bus(name, endpoints=endpoints, info={"module": "zdse-ctl"},
-              connect_timeout=args.connect_timeout)
+              connect_timeout=args.connect_timeout, curve=client_curve(args))
     try:
         await bus.open()
     except BusClosed as exc:
         err.write(f"zdse-ctl: {exc}\n")
         return EXIT_UNREACHABLE
+    except RegistrationError as exc:
+        err.write(f"zdse-ctl: {exc}\n")
+        return EXIT_REFUSED
     try:
         if args.command == "sub":
             return await _sub(bus, args, out, err)

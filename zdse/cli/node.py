@@ -9,8 +9,9 @@ import sys
 
 from zdse import codec, modules
 from zdse.bus import Bus
-from zdse.endpoints import Endpoints, add_endpoint_flags
-from zdse.errors import ConfigError, NameTakenError, ProtocolError
+from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
+from zdse.errors import ConfigError, ProtocolError, RegistrationError
+from zdse.keys import CurveClient
 from zdse.log import LEVELS, configure, get_logger
 from zdse.service import Service
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="options", help="a module option (repeatable)",
     )
     add_endpoint_flags(parser)
+    add_client_key_flags(parser)
     parser.add_argument("--log-level", choices=LEVELS, default="info")
     return parser
 
@@ -54,8 +56,8 @@ async def run(service: Service, bus: Bus) -> int:
     service.attach(bus)
     try:
         await bus.open()
-    except NameTakenError as exc:
-        log.error("node.name_taken", error=str(exc))
+    except RegistrationError as exc:
+        log.error("node.refused", error=str(exc))
         print(f"zdse-node: {exc}", file=sys.stderr)
         return 1
     try:
@@ -76,6 +78,21 @@ async def run(service: Service, bus: Bus) -> int:
         log.info("node.stopped")
 
 
+def client_curve(args: argparse.Namespace) -> CurveClient | None:
+    """The client CURVE keys the flags name, or None.
+
+    Raises:
+        ConfigError: only one of --curve-key / --cage-key, or a bad file.
+    """
+    if args.curve_key is None and args.cage_key is None:
+        return None
+    if args.curve_key is None or args.cage_key is None:
+        raise ConfigError(
+            "--curve-key and --cage-key go together (or ZDSE_CURVE_KEY / ZDSE_CAGE_KEY)"
+        )
+    return CurveClient.from_files(args.curve_key, args.cage_key)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of zdse-node."""
     args = build_parser().parse_args(argv)
@@ -87,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         for address in args.address:
             codec.validate_pattern(address)
         endpoints = Endpoints.from_args(args)
+        curve = client_curve(args)
         service = cls(name, dict(args.options))
     except (ConfigError, ProtocolError) as exc:
         print(f"zdse-node: {exc}", file=sys.stderr)
         return 2
-    bus = Bus(name, args.address, endpoints=endpoints, info={"module": args.module})
+    bus = Bus(name, args.address, endpoints=endpoints, info={"module": args.module}, curve=curve)
     try:
         return asyncio.run(run(service, bus))
     except ConfigError as exc:

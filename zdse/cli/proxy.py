@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from zdse.authz import Authorized
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
+from zdse.keys import CurveServer, load_secret
 from zdse.limits import HEARTBEAT_INTERVAL
 from zdse.log import LEVELS, configure, get_logger
 from zdse.proxy import Proxy
@@ -35,8 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between heartbeats; 3 missed expire a node "
         "(env ZDSE_HEARTBEAT, default %(default)s)",
     )
+    parser.add_argument(
+        "--curve-secret", metavar="FILE",
+        help="the cage's CURVE secret key file (zdse-ctl keygen); turns CURVE on",
+    )
+    parser.add_argument(
+        "--authorized", metavar="FILE",
+        help="TOML file: client public key -> names (and addresses) it may register",
+    )
     parser.add_argument("--log-level", choices=LEVELS, default="info")
     return parser
+
+
+def load_curve(args: argparse.Namespace) -> tuple[CurveServer, Authorized] | None:
+    """The CURVE set-up the flags ask for.
+
+    Raises:
+        ConfigError: only one of the two flags, or a file that is wrong.
+    """
+    if args.curve_secret is None and args.authorized is None:
+        return None
+    if args.curve_secret is None or args.authorized is None:
+        raise ConfigError("--curve-secret and --authorized go together")
+    public, secret = load_secret(args.curve_secret)
+    try:
+        text = Path(args.authorized).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --authorized {args.authorized}: {exc.strerror}") from exc
+    return CurveServer(public, secret), Authorized.parse(text, args.authorized)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure(args.log_level)
     try:
-        proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat)
+        proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
+                      curve=load_curve(args))
         proxy.serve()
     except ConfigError as exc:
         get_logger().error("cage.config_error", error=str(exc))

@@ -1,0 +1,149 @@
+"""CURVE encryption and authorization, with real processes and real key files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster, run
+from tests.support import BIN, Processes
+from zdse.authz import Authorized
+from zdse.bus import Bus
+from zdse.codec import Register
+from zdse.errors import ConfigError, RegistrationError
+from zdse.keys import CurveClient, load_public
+
+
+@pytest.fixture
+def keys(tmp_path: Path, procs: Processes) -> dict[str, Path]:
+    """Key pairs for the cage, an allowed node, a client and a stranger, via zdse-ctl keygen."""
+    out = {}
+    probe = Cluster(procs, tmp_path)
+    for name in ("cage", "node", "client", "stranger"):
+        result = probe.ctl("keygen", str(tmp_path / "keys" / name))
+        assert result.returncode == 0, result.stderr
+        assert "public key:" in result.stdout
+        out[name] = tmp_path / "keys" / f"{name}.key"
+        out[f"{name}_secret"] = tmp_path / "keys" / f"{name}.key_secret"
+    return out
+
+
+@pytest.fixture
+def secure(procs: Processes, tmp_path: Path, keys: dict[str, Path]) -> Cluster:
+    """A cage that requires CURVE and knows the node's and the client's keys."""
+    node_key = load_public(str(keys["node"])).decode()
+    client_key = load_public(str(keys["client"])).decode()
+    authorized = tmp_path / "authorized.toml"
+    authorized.write_text(
+        f'["{node_key}"]\nnames = ["secure.*"]\naddresses = ["secure.all", "secure.#"]\n\n'
+        f'["{client_key}"]\nnames = ["ctl.*", "client"]\n'
+    )
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage("--curve-secret", str(keys["cage_secret"]),
+                       "--authorized", str(authorized))
+    cluster.env["ZDSE_CAGE_KEY"] = str(keys["cage"])
+    return cluster
+
+
+def client_bus(cluster: Cluster, keys: dict[str, Path], who: str, name: str) -> Bus:
+    """A Bus with the key pair ``who``."""
+    curve = CurveClient.from_files(str(keys[f"{who}_secret"]), str(keys["cage"]))
+    return Bus(name, endpoints=cluster.endpoints, curve=curve, connect_timeout=10)
+
+
+def test_an_authorized_key_registers_its_names_and_traffic_flows(
+    secure: Cluster, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """A node with a known key registers an allowed name; an allowed client reads from it."""
+    secure.env["ZDSE_CURVE_KEY"] = str(keys["node_secret"])
+    secure.file_node("secure.one", {"t": [[1]]}, ["secure.all"])
+
+    async def scenario() -> None:
+        async with client_bus(secure, keys, "client", "client") as bus:
+            assert await bus.request("secure.all", "t") == [[1]]
+
+    run(scenario())
+    secure.env["ZDSE_CURVE_KEY"] = str(keys["client_secret"])
+    result = secure.ctl("req", "secure.one", "t")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_known_key_cannot_register_a_name_it_is_not_allowed(
+    secure: Cluster, keys: dict[str, Path]
+) -> None:
+    """A registration outside the key's grant is refused with a clear, final error."""
+    secure.env["ZDSE_CURVE_KEY"] = str(keys["node_secret"])
+    node = secure.start_node("file", "other.name", wait=False, path="/dev/null")
+    assert node.popen.wait(timeout=20) == 1
+    node.wait_event("exited")
+    assert any("may not register the name 'other.name'" in line for line in node.lines)
+
+    async def scenario() -> None:
+        bus = client_bus(secure, keys, "node", "secure.two")
+        bus.core.session.register = Register("secure.two", ["everything.#"], {})
+        with pytest.raises(RegistrationError, match=r"may not listen on 'everything\.#'"):
+            await bus.open()
+
+    run(scenario())
+
+
+def test_an_unknown_key_cannot_connect(secure: Cluster, keys: dict[str, Path]) -> None:
+    """A stranger's handshake fails; the client says the cage refused its key."""
+    async def scenario() -> None:
+        with pytest.raises(RegistrationError, match="refused this node's CURVE key"):
+            await client_bus(secure, keys, "stranger", "client").open()
+
+    run(scenario())
+    secure.env["ZDSE_CURVE_KEY"] = str(keys["stranger_secret"])
+    result = secure.ctl("services")
+    assert result.returncode == 7
+    assert "CURVE key" in result.stderr
+
+
+def test_a_plain_client_gets_nothing_from_a_curve_cage(secure: Cluster) -> None:
+    """Without keys, a client cannot even complete the handshake."""
+    secure.env.pop("ZDSE_CAGE_KEY")
+    result = secure.ctl("--connect-timeout", "1", "services")
+    assert result.returncode == 6
+    assert "no answer from the cage" in result.stderr
+
+
+def test_the_cage_warns_when_bound_beyond_loopback_without_curve(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Binding a non-loopback address without CURVE logs cage.unencrypted."""
+    cluster = Cluster(procs, tmp_path)
+    port = cluster.endpoints.router.rsplit(":", 1)[1]
+    pub = cluster.endpoints.pub.rsplit(":", 1)[1]
+    # 0.0.0.0 is not loopback; nothing is sent to it, the cage only binds.
+    proc = cluster.spawn("cage", [str(BIN / "zdse-proxy"), "--router", f"tcp://0.0.0.0:{port}",
+                                  "--pub", f"tcp://0.0.0.0:{pub}"])
+    event = proc.wait_event("cage.unencrypted")
+    assert "without CURVE" in event["why"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('["short"]\nnames = ["a"]\n', "40-character Z85"),
+        ('["' + "k" * 40 + '"]\nnames = "a"\n', "must be a list of strings"),
+        ('["' + "k" * 40 + '"]\nname = ["a"]\n', "unknown fields"),
+        ("[[[", "not valid TOML"),
+    ],
+)
+def test_bad_authorized_files_are_config_errors(text: str, message: str) -> None:
+    """Each mistake in the authorized file is named."""
+    with pytest.raises(ConfigError, match=message):
+        Authorized.parse(text)
+
+
+def test_grants_cover_names_by_pattern_and_wildcard_addresses_only_verbatim() -> None:
+    """Names match patterns; a wildcard address must be granted as written."""
+    key = "k" * 40
+    auth = Authorized.parse(f'["{key}"]\nnames = ["vSphere.*"]\naddresses = ["vSphere.#"]\n')
+    assert auth.check(key, Register("vSphere.Boston", ["vSphere.node.list"], {})) is None
+    assert auth.check(key, Register("vSphere.Boston", ["vSphere.#"], {})) is None
+    assert auth.check(key, Register("vSphere.Boston", ["vSphere.*"], {})) is not None
+    assert auth.check(key, Register("nova", [], {})) is not None
+    assert auth.check("x" * 40, Register("vSphere.Boston", [], {})) is not None
