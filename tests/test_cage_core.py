@@ -112,9 +112,24 @@ def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
     register(core, b"A", "svc", now=0)
     core.outbox.take()
     core.receive(frames(b"A", codec.Heartbeat()), 2.5)
+    assert answers(core, b"A") == [codec.Heartbeat("e1")]
     core.tick(5.0)
     assert "svc" in core.names
+
+
+def test_a_node_a_beat_late_is_probed_and_dropped_if_unreachable() -> None:
+    """A silent node gets a heartbeat probe; a closed connection then drops it at once."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "svc", now=0)
+    core.outbox.take()
+    core.tick(0.9 * HB)
+    assert answers(core, b"A") == []
+    core.tick(1.1 * HB)
     assert answers(core, b"A") == [codec.Heartbeat("e1")]
+    core.unreachable(b"A", 1.1 * HB)  # what the proxy's send of the probe reports
+    assert "svc" not in core.names
+    _, pub = core.outbox.take()
+    assert codec.decode_body(Kind.LEFT, pub[0][2]) == [codec.Left("svc", "disconnected")]
 
 
 def test_strangers_are_told_to_register() -> None:

@@ -272,8 +272,18 @@ class CageCore:
                     self._remove(holder, "replaced")
                 self._accept(claim.identity, claim.register, now)
         cutoff = now - self.expiry
-        for record in [r for r in self.nodes.values() if r.last_seen < cutoff]:
-            self._remove(record, "expired")
+        late = now - self.heartbeat
+        for record in list(self.nodes.values()):
+            if record.last_seen < cutoff:
+                self._remove(record, "expired")
+            elif record.last_seen < late:
+                # A beat late: probe it. A node killed outright has no
+                # connection left, which ROUTER_MANDATORY reports at once
+                # (see unreachable()), so its subscribers hear of it within
+                # a beat or two instead of at its expiry.
+                self.outbox.router.append(
+                    [record.identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
+                )
 
     def unreachable(self, identity: bytes, now: float) -> None:
         """The transport says ``identity`` has no connection: drop it at once."""
