@@ -57,6 +57,7 @@ class FileService(PollingService):
             # A table removed from the file is published empty, not left stale.
             self.publish(dataindex, {} if isinstance(self._published[dataindex], dict) else [])
         self._published = dict(tables)
+        self.log.info("file.published", path=self.path, dataindexes=sorted(tables))
 
 
 def _read_text(path: str) -> str:

@@ -151,10 +151,12 @@ class Cluster:
     def file_node(
         self, name: str, tables: dict[str, Any], addresses: Iterable[str] = ()
     ) -> tuple[Proc, Path]:
-        """Start a ``file`` node publishing ``tables``; return it and its file."""
+        """Start a ``file`` node, wait until it published ``tables``; return it and its file."""
         path = self.tmp / f"{name}.json"
         write_json(path, tables)
-        return self.start_node("file", name, addresses, path=path, poll_interval=0.05), path
+        node = self.start_node("file", name, addresses, path=path, poll_interval=0.05)
+        node.wait_event("file.published")
+        return node, path
 
     def bus(self, name: str = "test.client", addresses: Iterable[str] = ()) -> Bus:
         """A client Bus on this cluster's cage."""

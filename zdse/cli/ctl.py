@@ -18,6 +18,7 @@ import uuid
 from typing import Any, TextIO
 
 from zdse.bus import Bus, Update
+from zdse.cli.args import positive_float
 from zdse.cli.node import client_curve
 from zdse.codec import CAGE
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
@@ -29,6 +30,7 @@ from zdse.errors import (
     RegistrationError,
     RemoteError,
     RequestTimeout,
+    ZdseError,
 )
 from zdse.keys import generate, load_public
 from zdse.log import configure
@@ -37,14 +39,14 @@ from zdse.log import configure
  EXIT_REFUSED) = range(8)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
+#: How each error ends zdse-ctl.
+EXIT_CODES: dict[type[ZdseError], int] = {
+    NoRouteError: EXIT_NOROUTE,
+    RequestTimeout: EXIT_TIMEOUT,
+    RemoteError: EXIT_REMOTE,
+    BusClosed: EXIT_UNREACHABLE,
+    RegistrationError: EXIT_REFUSED,
+}
 
 
 def _json_arg(text: str) -> Any:
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoint_flags(parser)
     add_client_key_flags(parser)
     parser.add_argument(
-        "--connect-timeout", type=_seconds,
+        "--connect-timeout", type=positive_float,
         default=float(os.environ.get("ZDSE_CONNECT_TIMEOUT", "5")),
         help="seconds to wait for the cage (default %(default)s)",
     )
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("key")
     sub.add_argument("dataindex")
     sub.add_argument("--count", type=int, default=0, help="exit after N updates")
-    sub.add_argument("--timeout", type=_seconds, help="give up after S seconds")
+    sub.add_argument("--timeout", type=positive_float, help="give up after S seconds")
     sub.add_argument("--view", action="store_true",
                      help="print the whole merged view after each update as data")
     sub.add_argument("--json", action="store_true", help="one compact JSON object per line")
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("key")
     req.add_argument("dataindex")
     req.add_argument("--args", type=_json_arg, default=None, help="the request's args, as JSON")
-    req.add_argument("--timeout", type=_seconds, default=10.0)
+    req.add_argument("--timeout", type=positive_float, default=10.0)
     req.add_argument("--all", action="store_true",
                      help="gather the replies of every service on KEY, by name")
     return parser
@@ -203,29 +205,20 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
               connect_timeout=args.connect_timeout, curve=client_curve(args))
     try:
         await bus.open()
-    except BusClosed as exc:
+        try:
+            if args.command == "sub":
+                return await _sub(bus, args, out, err)
+            if args.command == "req":
+                return await _req(bus, args, out)
+            return await _cage(bus, args, out)
+        finally:
+            await bus.close()
+    except ZdseError as exc:
+        code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), None)
+        if code is None:
+            raise
         err.write(f"zdse-ctl: {exc}\n")
-        return EXIT_UNREACHABLE
-    except RegistrationError as exc:
-        err.write(f"zdse-ctl: {exc}\n")
-        return EXIT_REFUSED
-    try:
-        if args.command == "sub":
-            return await _sub(bus, args, out, err)
-        if args.command == "req":
-            return await _req(bus, args, out)
-        return await _cage(bus, args, out)
-    except NoRouteError as exc:
-        err.write(f"zdse-ctl: {exc}\n")
-        return EXIT_NOROUTE
-    except RequestTimeout as exc:
-        err.write(f"zdse-ctl: {exc}\n")
-        return EXIT_TIMEOUT
-    except RemoteError as exc:
-        err.write(f"zdse-ctl: {exc}\n")
-        return EXIT_REMOTE
-    finally:
-        await bus.close()
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:

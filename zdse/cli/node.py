@@ -9,19 +9,12 @@ import sys
 
 from zdse import codec, modules
 from zdse.bus import Bus
+from zdse.cli.args import key_value
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 from zdse.errors import ConfigError, ProtocolError, RegistrationError
 from zdse.keys import CurveClient
 from zdse.log import LEVELS, configure, get_logger
 from zdse.service import Service
-
-
-def key_value(text: str) -> tuple[str, str]:
-    """argparse type for ``--set KEY=VALUE``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,23 +8,13 @@ import sys
 from pathlib import Path
 
 from zdse.authz import Authorized
+from zdse.cli.args import positive_float
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
 from zdse.limits import HEARTBEAT_INTERVAL
 from zdse.log import LEVELS, configure, get_logger
 from zdse.proxy import Proxy
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
