@@ -10,17 +10,34 @@ key, looks the key up and forwards the frames with the true sender stamped.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zdse import codec
 from zdse.authz import Authorized
 from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
-from zdse.errors import ProtocolError
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES
+from zdse.errors import ProtocolError, ZdseError
+from zdse.limits import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEATS_TO_EXPIRE,
+    MAX_MESSAGE_BYTES,
+    REFRESHES_TO_EXPIRE,
+    SUBSCRIPTION_REFRESH,
+)
 from zdse.routes import RouteTable
 
-__all__ = ["CageCore", "NodeRecord", "Outbox"]
+__all__ = ["CageCore", "ControlHandler", "NodeRecord", "Outbox"]
+
+#: A control request answered by the shell (see ``CageCore.handlers``):
+#: ``handler(args, answer, now)`` gets the request's args and the core's own
+#: answer (None if it has none) and returns the reply's value; a ZdseError
+#: it raises is sent back as an error reply.
+ControlHandler = Callable[[Any, Any, float], Any]
+#: Seconds a (subscriber, key) pair counts as a live subscription after its
+#: last announce: the default subscription ttl (the cage cannot read a ttl
+#: without decoding the body).
+SUBSCRIPTION_TTL = SUBSCRIPTION_REFRESH * REFRESHES_TO_EXPIRE
 
 # Precomputed header bytes -> (kind, flags) for every valid header, so the
 # hot path does one dict lookup instead of parsing.
@@ -103,6 +120,25 @@ class CageCore:
         #: never one per message.
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.last_bad = ""
+        #: Extra control requests, by dataindex, answered by the shell
+        #: (the supervisor: start, stop, reload, ...).
+        self.handlers: dict[str, ControlHandler] = {}
+        # Counters for metrics, read at scrape time (docs/operations.md).
+        #: Frames routed, by header (kind and flags).
+        self.routed: dict[bytes, int] = dict.fromkeys(_VALID_HEADERS, 0)
+        #: Routed frames nothing listened for, by kind name.
+        self.noroute: Counter[str] = Counter()
+        #: Frames dropped because the destination's queue was full, by kind
+        #: name and by node name.
+        self.dropped_kinds: Counter[str] = Counter()
+        self.dropped_nodes: Counter[str] = Counter()
+        #: Loop wake-ups by frames handled, bucketed: key k counts wake-ups
+        #: that handled (2**(k-1), 2**k] frames; ``batch_frames`` is the sum.
+        self.batches: Counter[int] = Counter()
+        self.batch_frames = 0
+        #: (subscriber identity, key) -> last time it announced a subscription.
+        self.subscribers: dict[tuple[bytes, bytes], float] = {}
+        self._next_prune = started_at + SUBSCRIPTION_TTL
         self._welcome = codec.encode_one(codec.Welcome(epoch, heartbeat))
         self._beat = codec.encode_one(codec.Heartbeat(epoch))
 
@@ -147,7 +183,9 @@ class CageCore:
             if not dests:
                 self._noroute(identity, kind, key, body)
                 return
-            self.stats["routed"] += 1
+            self.routed[head] += 1
+            if kind is Kind.SUBSCRIBE:
+                self.subscribers[(identity, key_bytes)] = now
             out = self.outbox.router
             sender = node.name_bytes
             for dest in dests:
@@ -251,6 +289,8 @@ class CageCore:
             del self.names[record.name]
         for pattern in self._patterns(record):
             self.routes.remove(pattern, record.identity)
+        for pair in [p for p in self.subscribers if p[0] == record.identity]:
+            del self.subscribers[pair]
         self.stats[f"left_{reason}".replace("-", "_")] += 1
         self.events.append(("node.left", {"name": record.name, "reason": reason}))
         if announce:
@@ -260,6 +300,12 @@ class CageCore:
 
     def tick(self, now: float) -> None:
         """Expire silent nodes and decide name claims whose probe timed out."""
+        if now >= self._next_prune:
+            # Forget subscription announces older than the ttl, now and then.
+            self._next_prune = now + SUBSCRIPTION_TTL
+            stale = now - SUBSCRIPTION_TTL
+            for pair in [p for p, seen in self.subscribers.items() if seen < stale]:
+                del self.subscribers[pair]
         for name, claim in list(self.claims.items()):
             holder_id = self.names.get(name)
             holder = self.nodes.get(holder_id) if holder_id is not None else None
@@ -293,9 +339,31 @@ class CageCore:
             self._remove(record, "disconnected")
             self.tick(now)
 
-    def dropped(self, count: int = 1) -> None:
-        """Count messages the transport dropped because a node's queue was full."""
+    def dropped(self, count: int = 1, frames: list[bytes] | None = None) -> None:
+        """Count messages the transport dropped because a node's queue was full.
+
+        Args:
+            count: how many.
+            frames: the dropped message (identity, header, ...), to count it
+                by kind and by destination node.
+        """
         self.stats["dropped_hwm"] += count
+        if frames is not None and len(frames) > 1:
+            parsed = _VALID_HEADERS.get(frames[1])
+            self.dropped_kinds[parsed[0].name.lower() if parsed else "other"] += count
+            node = self.nodes.get(frames[0])
+            self.dropped_nodes[node.name if node else "(gone)"] += count
+
+    def drained(self, count: int) -> None:
+        """Count one loop wake-up that handled ``count`` frames (batch sizes)."""
+        if count > 0:
+            self.batches[(count - 1).bit_length()] += 1
+            self.batch_frames += count
+
+    def live_subscriptions(self, now: float) -> int:
+        """(subscriber, key) pairs that announced a subscription within the ttl."""
+        cutoff = now - SUBSCRIPTION_TTL
+        return sum(1 for seen in self.subscribers.values() if seen >= cutoff)
 
     # --- answers ------------------------------------------------------------
 
@@ -320,6 +388,7 @@ class CageCore:
 
     def _noroute(self, identity: bytes, kind: Kind, key: str, body: bytes) -> None:
         self.stats["noroute"] += 1
+        self.noroute[kind.name.lower()] += 1
         if kind in codec.NOROUTE_KINDS:
             msg = codec.encode_one(codec.NoRoute(int(kind), key, body))
             self.outbox.router.append(
@@ -339,10 +408,23 @@ class CageCore:
         for req in requests:
             assert isinstance(req, codec.Request)
             answer = self._answer(req.dataindex, now)
+            handler = self.handlers.get(req.dataindex)
+            if handler is not None:
+                try:
+                    answer = handler(req.args, answer, now)
+                except ZdseError as exc:
+                    replies.append(codec.Reply(req.cid, False, [type(exc).__name__, str(exc)]))
+                    continue
+                except Exception as exc:
+                    # A bug in a handler must not stop the routing of every node.
+                    self.events.append(("control.failed", {"request": req.dataindex,
+                                                           "error": repr(exc)}))
+                    replies.append(codec.Reply(req.cid, False, ["InternalError", repr(exc)]))
+                    continue
             if answer is None:
+                known = ", ".join(["services", "routes", "stats", *sorted(self.handlers)])
                 replies.append(codec.Reply(req.cid, False, [
-                    "UnknownRequest", f"the cage answers services, routes, stats; "
-                    f"not {req.dataindex!r}"]))
+                    "UnknownRequest", f"the cage answers {known}; not {req.dataindex!r}"]))
             else:
                 replies.append(codec.Reply(req.cid, True, answer))
         self.outbox.router.append(
@@ -375,6 +457,7 @@ class CageCore:
                 "nodes": len(self.nodes),
                 "routes": len(self.routes),
                 **dict(sorted(self.stats.items())),
+                "routed": sum(self.routed.values()),
             }
         if dataindex in ("pubdata", "subdata"):
             return {}
