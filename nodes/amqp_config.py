@@ -85,7 +85,7 @@ def from_options(name: str, options: Mapping[str, str]) -> AmqpConfig:
     known = {
         "url", "exchanges", "topics", "queue", "durable", "queue_expires", "prefetch",
         "max_body", "heartbeat", "reconnect_min", "reconnect_max", "window", "window_bytes",
-        "latest_size", "latest_bytes", "max_event_types",
+        "latest_size", "latest_bytes", "max_event_types", "event_types",
     }
     unknown = sorted(k for k in opts if k not in known and not k.startswith("key."))
     if unknown:
@@ -101,6 +101,7 @@ def from_options(name: str, options: Mapping[str, str]) -> AmqpConfig:
         latest_size=_int(opts, "latest_size", 10_000),
         latest_bytes=_int(opts, "latest_bytes", 8 * 1024 * 1024),
         max_event_types=_int(opts, "max_event_types", 1000),
+        event_types=_event_types(opts),
     )
     config = AmqpConfig(
         urls=urls,
@@ -200,6 +201,16 @@ def _keys(opts: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
                               "comma-separated, e.g. instance_id")
         keys[event_type] = fields
     return keys
+
+
+def _event_types(opts: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in opts.get("event_types", "").split(",") if n.strip())
+    for n in names:
+        try:
+            check_event_type(n)
+        except Malformed as exc:
+            raise ConfigError(f"--set event_types: {exc.detail}") from None
+    return names
 
 
 def _names(opts: Mapping[str, str], key: str, default: str) -> tuple[str, ...]:

@@ -68,6 +68,8 @@ class TableConfig:
         max_event_types: most event types kept; notifications of further
             types are counted and dropped (a sender inventing event types
             must not grow the bridge without bound).
+        event_types: event types whose (empty) window is published from the
+            start, besides those in ``keys``.
     """
 
     window: int = 100
@@ -76,6 +78,7 @@ class TableConfig:
     latest_size: int = 10_000
     latest_bytes: int = 8 * 1024 * 1024
     max_event_types: int = 1000
+    event_types: tuple[str, ...] = ()
 
 
 class _Bounded:
@@ -169,8 +172,9 @@ class Tables:
         empty table, and a request an answer, not ``UnknownRequest``.
         """
         out: list[tuple[str, Any]] = []
-        for event_type, keys in sorted(self.config.keys.items()):
+        for event_type in sorted({*self.config.event_types, *self.config.keys}):
             out.append((event_type, []))
+            keys = self.config.keys.get(event_type, ())
             out.extend((latest_name(event_type, key), {}) for key in keys)
         out.append((EVENT_TYPES, {}))
         return out

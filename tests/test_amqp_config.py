@@ -33,7 +33,7 @@ def test_every_option_is_read() -> None:
         "max_body": "2048", "heartbeat": "5", "reconnect_min": "0.1", "reconnect_max": "2",
         "window": "7", "window_bytes": "4096", "latest_size": "9", "latest_bytes": "8192",
         "max_event_types": "50", "key.compute.instance.update": "instance_id, host",
-        "key.port.create.end": "id",
+        "key.port.create.end": "id", "event_types": "a.b, c.d",
     })
     assert config.exchanges == ("nova", "neutron", "cinder")
     assert config.bindings[:2] == [("nova", "notifications.*"), ("nova", "alt.*")]
@@ -44,6 +44,7 @@ def test_every_option_is_read() -> None:
     t = config.tables
     assert (t.window, t.window_bytes, t.latest_size, t.latest_bytes) == (7, 4096, 9, 8192)
     assert t.max_event_types == 50
+    assert t.event_types == ("a.b", "c.d")
     assert dict(t.keys) == {"compute.instance.update": ("instance_id", "host"),
                             "port.create.end": ("id",)}
 
@@ -85,6 +86,7 @@ def test_oslo_transport_urls_with_several_hosts_become_one_url_per_host() -> Non
         ({"url": URL, "key.a@b": "id"}, "holds '@'"),
         ({"url": URL, "key.a.b": ""}, "payload field names"),
         ({"url": URL, "key.a.b": "x@y"}, "payload field names"),
+        ({"url": URL, "event_types": "a.b,c d"}, "holds ' '"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(options: dict[str, str], message: str) -> None:

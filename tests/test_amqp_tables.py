@@ -120,8 +120,10 @@ def test_take_publishes_window_latest_and_event_types() -> None:
 
 def test_initial_tables_are_empty_and_named_from_the_config() -> None:
     """Configured event types start as empty tables, so early subscribers get a snapshot."""
-    tables = Tables(TableConfig(keys={"a.b": ("x", "y")}))
-    assert tables.initial() == [("a.b", []), ("a.b@x", {}), ("a.b@y", {}), (EVENT_TYPES, {})]
+    tables = Tables(TableConfig(keys={"a.b": ("x", "y")}, event_types=("c.d", "a.b")))
+    assert tables.initial() == [
+        ("a.b", []), ("a.b@x", {}), ("a.b@y", {}), ("c.d", []), (EVENT_TYPES, {})
+    ]
 
 
 def test_redelivery_publishes_nothing_and_is_counted() -> None:

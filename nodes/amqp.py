@@ -1,0 +1,309 @@
+"""Module ``amqp``: an OpenStack instance's notification bus, bridged onto zdse.
+
+One bridge per OpenStack instance, under that instance's prefix::
+
+    zdse-node --module amqp --name openstack1 --address 'openstack1.#' \\
+        --set url=amqp://USER:PASS@HOST:5672/VHOST --set exchanges=nova,neutron,cinder
+
+The bridge consumes from a queue of its own (``zdse.<name>``), bound to each
+exchange with ``notifications.*``, so it competes with no other consumer of
+oslo's shared ``notifications.info`` queue. Each notification updates the
+tables of :mod:`zdse_nodes.amqp_tables`, which are published on the bus; a
+subscription to ``openstack1.compute.instance.update`` with dataindex
+``compute.instance.update`` gets the recent window, then one delta per
+notification. docs/amqp.md has the whole story.
+
+Delivery is at least once: a message is acknowledged only after its
+notification was published (or after it was counted as malformed); a
+broken connection is retried with backoff, forever, and unacknowledged
+messages come again on the next connection (the window drops repeats).
+
+This is the I/O shell: parsing and tables are pure
+(:mod:`~zdse_nodes.amqp_envelope`, :mod:`~zdse_nodes.amqp_tables`,
+:mod:`~zdse_nodes.amqp_config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from zdse_nodes.amqp_config import AmqpConfig, backoff, from_options, redact, scrub
+from zdse_nodes.amqp_envelope import Malformed, Notification, Reason, parse
+from zdse_nodes.amqp_tables import STATS, Tables
+
+from zdse.errors import ConfigError
+from zdse.service import Service
+
+try:
+    import aio_pika
+    import aio_pika.abc
+    import aiormq.exceptions
+except ImportError as exc:  # the optional extra is not installed
+    raise ConfigError("module amqp needs its extra: pip install 'zdse[amqp]'") from exc
+
+__all__ = ["AmqpBridge"]
+
+#: Seconds to wait for the TCP connection and the AMQP handshake.
+CONNECT_TIMEOUT = 10.0
+
+#: The AMQP library's own loggers. What they report at warning and above
+#: (a reset connection, a refused login) the bridge reports itself, with the
+#: password scrubbed; theirs become debug events, as JSON like the rest.
+LIBRARY_LOGGERS = ("aiormq", "aio_pika")
+
+
+class Delivery(Protocol):
+    """What the bridge needs of an AMQP delivery (aio-pika's IncomingMessage has it)."""
+
+    body: bytes
+    exchange: str | None
+    routing_key: str | None
+
+    async def ack(self, multiple: bool = False) -> None:
+        """Acknowledge the delivery."""
+
+
+class _LibraryLog(logging.Handler):
+    """Turns the AMQP library's log records into the bridge's debug events."""
+
+    def __init__(self, bridge: AmqpBridge) -> None:
+        super().__init__(logging.WARNING)
+        self.bridge = bridge
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += f" ({self.bridge._describe(record.exc_info[1])})"
+            self.bridge.log.debug("amqp.library", logger=record.name, level_was=record.levelname,
+                                  message=scrub(text, self.bridge.config.secrets))
+        except Exception:  # a log handler must never raise into the library
+            self.handleError(record)
+
+
+class _Closed:
+    """Put on the delivery queue when the channel or connection closes."""
+
+    def __init__(self, why: BaseException | None) -> None:
+        self.why = why
+
+
+class AmqpBridge(Service):
+    """Bridge one OpenStack instance's notifications onto the bus (options: docs/amqp.md)."""
+
+    def __init__(self, name: str, options: Mapping[str, str]) -> None:
+        super().__init__(name, options)
+        self.config: AmqpConfig = from_options(name, options)
+        self.tables = Tables(self.config.tables)
+        self.counters: dict[str, Any] = {
+            "received": 0,
+            "notifications": 0,
+            "malformed": 0,
+            **{f"malformed.{reason}": 0 for reason in Reason},
+            "duplicates": 0,
+            "unkeyed": 0,
+            "refused_event_types": 0,
+            "publish_errors": 0,
+            "connects": 0,
+            "connected": False,
+            "broker": "",
+            "queue": self.config.queue,
+        }
+        self._consumer: asyncio.Task[None] | None = None
+        self._library_log = _LibraryLog(self)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Publish the empty tables, then consume in the background (reconnecting as needed)."""
+        await super().start()
+        for name in LIBRARY_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            logger.propagate = False
+            logger.addHandler(self._library_log)
+        for dataindex, data in self.tables.initial():
+            self.publish(dataindex, data)
+        self._publish_counters()
+        if self._consumer is None:
+            self._consumer = asyncio.create_task(self._consume_forever(),
+                                                 name=f"amqp {self.name}")
+
+    async def stop(self) -> None:
+        """Stop consuming; unacknowledged messages go back to the queue."""
+        await super().stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).removeHandler(self._library_log)
+
+    # --- the connection loop -----------------------------------------------
+
+    async def _consume_forever(self) -> None:
+        """Connect, consume until the connection breaks, wait, and again; until cancelled."""
+        failures = 0
+        turn = 0
+        while True:
+            url = self.config.urls[turn % len(self.config.urls)]
+            turn += 1
+            consumed = False
+            try:
+                consumed = await self._consume(url)
+                why = "the broker closed the connection"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure of the broker or the network: retry
+                consumed = bool(self.counters["connected"])
+                why = self._describe(exc)
+            if self.counters["connected"]:
+                self.counters["connected"] = False
+                self._publish_counters()
+            failures = 1 if consumed else failures + 1
+            delay = backoff(failures, self.config.reconnect_min, self.config.reconnect_max)
+            self.log.warning("amqp.disconnected", broker=redact(url), error=why,
+                             retry_in=delay, failures=failures)
+            await asyncio.sleep(delay)
+
+    async def _consume(self, url: str) -> bool:
+        """Consume over one connection until it closes; return whether consuming began.
+
+        Raises:
+            Exception: whatever the AMQP library raises when the broker refuses
+                or the connection breaks.
+        """
+        connection = await aio_pika.connect(
+            url,
+            timeout=CONNECT_TIMEOUT,
+            heartbeat=self.config.heartbeat,
+            client_properties={"connection_name": f"zdse {self.name}"},
+        )
+        async with connection:
+            channel = await self._channel(connection)
+            channel = await self._declare_exchanges(connection, channel)
+            queue = await channel.declare_queue(
+                self.config.queue,
+                durable=self.config.durable,
+                arguments={"x-expires": int(self.config.queue_expires * 1000)},
+            )
+            for exchange, routing_key in self.config.bindings:
+                await queue.bind(exchange, routing_key=routing_key)
+            deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage | _Closed] = (
+                asyncio.Queue()
+            )
+
+            def closed(_sender: Any, why: BaseException | None = None) -> None:
+                deliveries.put_nowait(_Closed(why))
+
+            connection.close_callbacks.add(closed)
+            channel.close_callbacks.add(closed)
+
+            async def deliver(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                deliveries.put_nowait(message)
+
+            await queue.consume(deliver)
+            self.counters["connects"] += 1
+            self.counters["connected"] = True
+            self.counters["broker"] = redact(url)
+            self._publish_counters()
+            self.log.info("amqp.consuming", broker=redact(url), queue=self.config.queue,
+                          bindings=[f"{e}:{k}" for e, k in self.config.bindings],
+                          connects=self.counters["connects"])
+            while True:
+                item = await deliveries.get()
+                if isinstance(item, _Closed):
+                    if item.why is not None and not isinstance(item.why, asyncio.CancelledError):
+                        raise item.why
+                    return True
+                await self.deliver(item)
+
+    async def _channel(
+        self, connection: aio_pika.abc.AbstractConnection
+    ) -> aio_pika.abc.AbstractChannel:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.config.prefetch)
+        return channel
+
+    async def _declare_exchanges(
+        self, connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel
+    ) -> aio_pika.abc.AbstractChannel:
+        """Make sure each exchange exists, creating the missing ones as oslo would.
+
+        A passive declare first: an exchange that exists is used whatever its
+        flags. A missing one (the service has sent nothing yet) is created as
+        a topic exchange with oslo's flags, so the service's own declare agrees.
+        """
+        for exchange in self.config.exchanges:
+            try:
+                await channel.declare_exchange(exchange, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # The failed passive declare closed the channel: take a new one.
+                channel = await self._channel(connection)
+                await channel.declare_exchange(
+                    exchange, aio_pika.ExchangeType.TOPIC,
+                    durable=self.config.durable, auto_delete=False,
+                )
+                self.log.info("amqp.exchange_created", exchange=exchange,
+                              durable=self.config.durable)
+        return channel
+
+    # --- one delivery -------------------------------------------------------
+
+    async def deliver(self, message: Delivery) -> None:
+        """Publish one delivery's notification, then acknowledge it.
+
+        A malformed body is counted, logged (without its content: it may hold
+        tokens) and acknowledged, so it never blocks the queue. The
+        acknowledgement comes after the publication: if the bridge dies in
+        between, the broker delivers the message again.
+        """
+        self.counters["received"] += 1
+        body = message.body
+        try:
+            note = parse(body, message.routing_key or "", self.config.max_body)
+        except Malformed as exc:
+            self._malformed(message, exc)
+        else:
+            self._publish_notification(note, len(body))
+        self._publish_counters()
+        await message.ack()
+
+    def _publish_notification(self, note: Notification, size: int) -> None:
+        tables = self.tables
+        try:
+            for dataindex, data in tables.take(note, size):
+                self.publish(dataindex, data)
+        except Exception:
+            # A bug or a value the bus cannot carry: count and move on, since a
+            # message that fails every time must not stop the bridge.
+            self.counters["publish_errors"] += 1
+            self.log.exception("amqp.publish_failed", event_type=note.event_type,
+                               message_id=note.message_id)
+        self.counters["notifications"] += 1
+        self.counters["duplicates"] = tables.duplicates
+        self.counters["unkeyed"] = tables.unkeyed
+        self.counters["refused_event_types"] = tables.refused
+
+    def _malformed(self, message: Delivery, exc: Malformed) -> None:
+        self.counters["malformed"] += 1
+        key = f"malformed.{exc.reason}"
+        self.counters[key] += 1
+        count = self.counters[key]
+        if count & (count - 1) == 0:  # 1st, 2nd, 4th, ... of each reason: seen, never a flood
+            self.log.warning("amqp.malformed", reason=str(exc.reason), detail=exc.detail,
+                             exchange=message.exchange, routing_key=message.routing_key,
+                             bytes=len(message.body), count=count)
+
+    def _publish_counters(self) -> None:
+        self.publish(STATS, dict(self.counters))
+
+    def _describe(self, exc: BaseException) -> str:
+        """An error for the log: type and text, with every password masked."""
+        text = str(exc) or repr(exc)
+        return scrub(f"{type(exc).__name__}: {text}", self.config.secrets)
