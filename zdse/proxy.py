@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from types import FrameType
 
 import zmq
@@ -23,7 +24,7 @@ from zdse.codec import Kind
 from zdse.endpoints import Endpoints, is_loopback
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer
-from zdse.limits import HEARTBEAT_INTERVAL, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
 
 __all__ = ["Proxy"]
@@ -43,6 +44,7 @@ class Proxy:
         heartbeat: seconds between heartbeats, dictated to every node.
         curve: the cage's CURVE keys and the authorized client keys; None
             for plain TCP.
+        heartbeats_to_expire: missed heartbeats after which a node is expired.
     """
 
     def __init__(
@@ -50,10 +52,15 @@ class Proxy:
         endpoints: Endpoints,
         heartbeat: float = HEARTBEAT_INTERVAL,
         curve: tuple[CurveServer, Authorized] | None = None,
+        heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
     ) -> None:
         self.endpoints = endpoints
-        self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, started_at=time.monotonic(),
+        self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, heartbeats_to_expire,
+                             started_at=time.monotonic(),
                              authorized=curve[1] if curve else None)
+        #: Called with the time at every tick (heartbeat/4), after the core's
+        #: own: the supervisor and the metrics hand-off. Must not block.
+        self.tick_hooks: list[Callable[[float], None]] = []
         self._ctx = zmq.Context()
         self._running = False
         self._auth: ThreadAuthenticator | None = None
@@ -119,15 +126,21 @@ class Proxy:
             wait = max(0.0, next_tick - time.monotonic())
             if poller.poll(int(wait * 1000)):
                 now = time.monotonic()
-                for _ in range(DRAIN_LIMIT):
+                # B007: the index is read after the loop (frames handled).
+                for count in range(DRAIN_LIMIT):  # noqa: B007
                     try:
                         frames = recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     core.receive(frames, now)
+                else:
+                    count = DRAIN_LIMIT
+                core.drained(count)
             now = time.monotonic()
             if now >= next_tick:
                 core.tick(now)
+                for hook in self.tick_hooks:
+                    hook(now)
                 next_tick = now + tick_every
             self._flush(now)
         self.close()
@@ -147,7 +160,7 @@ class Proxy:
             try:
                 self.router.send_multipart(frames, zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                core.dropped()
+                core.dropped(frames=frames)
             except zmq.ZMQError as exc:
                 if exc.errno != errno.EHOSTUNREACH:
                     raise
