@@ -67,6 +67,29 @@ class Delivery(Protocol):
         """Acknowledge the delivery."""
 
 
+def _with_url_file(options: Mapping[str, str]) -> dict[str, str]:
+    """Read ``url_file`` (a file holding the URL) into ``url``.
+
+    A URL given on the command line is visible to every local user in the
+    process list; a file readable by the bridge alone is not.
+
+    Raises:
+        ConfigError: both are given, or the file cannot be read.
+    """
+    opts = dict(options)
+    path = opts.pop("url_file", None)
+    if path is None:
+        return opts
+    if "url" in opts:
+        raise ConfigError("give --set url or --set url_file, not both")
+    try:
+        with open(path, encoding="utf-8") as f:
+            opts["url"] = f.readline().strip()
+    except OSError as exc:
+        raise ConfigError(f"--set url_file={path!r}: {exc.strerror}") from None
+    return opts
+
+
 class _LibraryLog(logging.Handler):
     """Turns the AMQP library's log records into the bridge's debug events."""
 
@@ -97,7 +120,7 @@ class AmqpBridge(Service):
 
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         super().__init__(name, options)
-        self.config: AmqpConfig = from_options(name, options)
+        self.config: AmqpConfig = from_options(name, _with_url_file(options))
         self.tables = Tables(self.config.tables)
         self.counters: dict[str, Any] = {
             "received": 0,

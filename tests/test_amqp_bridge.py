@@ -27,6 +27,7 @@ from tests.harness import Cluster, Proc, Updates, run
 from tests.rabbitmq import RabbitMQ
 from tests.support import ROOT, Processes
 from zdse.bus import Update
+from zdse.errors import ConfigError
 
 EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"
@@ -185,6 +186,18 @@ def test_malformed_and_unpublishable_deliveries_are_counted_and_acknowledged() -
     assert bridge.counters["malformed"] == 1
     assert bridge.counters[f"malformed.{Reason.NOT_JSON}"] == 1
     assert bridge.counters["publish_errors"] == 1
+
+
+def test_url_file_keeps_the_url_off_the_command_line(tmp_path: Path) -> None:
+    """The URL may come from a file; giving both, or an unreadable file, is refused."""
+    path = tmp_path / "url"
+    path.write_text("amqp://u:p@127.0.0.1:5672/v\n")
+    bridge = AmqpBridge("os1", {"url_file": str(path)})
+    assert bridge.config.urls == ("amqp://u:p@127.0.0.1:5672/v",)
+    with pytest.raises(ConfigError, match="not both"):
+        AmqpBridge("os1", {"url_file": str(path), "url": "amqp://h/"})
+    with pytest.raises(ConfigError, match="url_file="):
+        AmqpBridge("os1", {"url_file": str(tmp_path / "missing")})
 
 
 # --- real parts --------------------------------------------------------------
@@ -370,7 +383,11 @@ def test_credentials_never_reach_the_logs(
     password = f"pw-{uuid.uuid4().hex}"
     broker.ctl("add_user", "zdse-bridge", password)
     try:
-        broker.ctl("set_permissions", "-p", vhost, "zdse-bridge", ".*", ".*", ".*")
+        # The permissions docs/amqp.md recommends: configure and write on its
+        # own queue, read on the exchanges, which Nova has already declared.
+        broker.ctl("set_permissions", "-p", vhost, "zdse-bridge",
+                   r"^zdse\..*", r"^zdse\..*", r"^(zdse\..*|nova)$")
+        declare_nova_exchange(url)
         good = url.replace("guest:guest", f"zdse-bridge:{password}")
         wrong = url.replace("guest:guest", f"zdse-bridge:{password}x")
         refused = cluster.start_node("amqp", "refused", ["refused.#"], wait=False,
@@ -386,6 +403,15 @@ def test_credentials_never_reach_the_logs(
             assert not any(password in line for line in node.lines), node.log()
     finally:
         broker.ctl("delete_user", "zdse-bridge")
+
+
+def declare_nova_exchange(url: str) -> None:
+    """Declare the nova exchange as oslo does by default (topic, not durable)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().exchange_declare("nova", "topic", durable=False)
+    finally:
+        connection.close()
 
 
 def publish_raw(url: str, bodies: list[bytes]) -> None:
