@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -449,21 +449,27 @@ class Bus:
 
     async def _handle(self, events: list[Event]) -> None:
         for event in events:
-            if isinstance(event, Update):
+            # The two per-message kinds first; a sync callback runs without
+            # a coroutine of its own, an async one is awaited in order.
+            if isinstance(event, IncomingMessage):
+                if self.on_message is not None:
+                    msg = event.message
+                    pending = self._call_now("message", self.on_message, event.sender,
+                                             msg.dataindex, msg.data)
+                    if pending is not None:
+                        await self._call(pending, "message")
+            elif isinstance(event, Update):
                 callback = self._callbacks.get(event.sid)
                 if callback is not None:
-                    await self._call("callback", callback, event)
+                    pending = self._call_now("callback", callback, event)
+                    if pending is not None:
+                        await self._call(pending, "callback")
             elif isinstance(event, Outcome):
                 fut = self._waiters.get(event.cid)
                 if fut is not None and not fut.done():
                     fut.set_result(event)
             elif isinstance(event, IncomingRequest):
                 self._answer(event.sender, event.request)
-            elif isinstance(event, IncomingMessage):
-                if self.on_message is not None:
-                    msg = event.message
-                    await self._call("message", self.on_message, event.sender, msg.dataindex,
-                                     msg.data)
             elif isinstance(event, Registered):
                 self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
                 self._registered.set()
@@ -482,17 +488,30 @@ class Bus:
         else:
             self.log.warning("cage.error", error=event.detail)
 
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a user's callback; its failure is logged, never fatal to the bus."""
+    def _call_now(self, what: str, fn: Callable[..., Any], *args: Any) -> Awaitable[Any] | None:
+        """Run a user's callback; return it if it is async and must be awaited.
+
+        A failure is logged and counted, never fatal to the bus.
+        """
         try:
             result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
         except Exception:
-            self.core.stats[f"{what}_errors"] += 1
-            self.log.exception(f"{what}.failed")
+            self._call_failed(what)
             return None
+        if result is not None and inspect.isawaitable(result):
+            return result
+        return None
+
+    async def _call(self, pending: Awaitable[Any], what: str) -> None:
+        """Await what an async callback returned; its failure is logged, never fatal."""
+        try:
+            await pending
+        except Exception:
+            self._call_failed(what)
+
+    def _call_failed(self, what: str) -> None:
+        self.core.stats[f"{what}_errors"] += 1
+        self.log.exception(f"{what}.failed")
 
     def _answer(self, sender: str, req: codec.Request) -> None:
         if req.dataindex in RESERVED:

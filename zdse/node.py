@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 
+_MESSAGE_HEADER = codec.header(Kind.MESSAGE)
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingRequest:
     """A request to answer with :meth:`NodeCore.reply`."""
@@ -148,7 +151,10 @@ class NodeCore:
     def send(self, key: str, dataindex: str, data: Any) -> None:
         """Queue a one-way message."""
         codec.validate_pattern(key, "key")
-        self._act([Send(key, codec.Message(dataindex, data))])
+        # What _act does for one Send, without building the action: this is
+        # the sender's per-message hot path.
+        body = codec.encode_one(codec.Message(dataindex, data))
+        self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
 
     def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
         """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error."""
@@ -170,6 +176,10 @@ class NodeCore:
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
             return []
+        if kind is Kind.MESSAGE:
+            # A batch of one-way messages: nothing to dispatch but the events.
+            # (decode_body of MESSAGE gives codec.Message values only.)
+            return [IncomingMessage(sender, msg) for msg in messages]  # type: ignore[arg-type]
         events: list[Event] = []
         for msg in messages:
             self._dispatch(sender, msg, now, events)
