@@ -1,0 +1,94 @@
+"""zdse-bench runs each scenario to the end: a smoke test of the bench, never of speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.support import BIN, require
+from zdse.bench.procs import nats_server_path
+
+#: Tiny counts: this checks that the bench works, not how fast anything is.
+SMALL = ["--msgs", "200", "--rounds", "1", "--timeout", "60"]
+
+
+def bench(*args: str) -> dict[str, Any]:
+    """Run zdse-bench with --json and return its report."""
+    result = subprocess.run(
+        [str(BIN / "zdse-bench"), *args, "--json"], capture_output=True, text=True,
+        timeout=240, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert {"scenario", "zdse", "nats", "ratio"} <= report.keys()
+    return report
+
+
+def need_nats() -> None:
+    """Skip (fail under CI) without nats-server."""
+    require("nats-server (Debian package nats-server)", nats_server_path() is not None)
+
+
+def test_unicast_delivers_every_message_through_cage_and_floor() -> None:
+    """unicast: the receiver gets all messages through the cage and the bare forwarder."""
+    report = bench("unicast", *SMALL)
+    assert report["scenario"] == "unicast"
+    assert report["nats"] is None and report["ratio"] is None
+    for target in ("zdse", "floor"):
+        assert [r["received"] for r in report[target]["rounds"]] == [200]
+        assert report[target]["msgs_per_s"] > 0
+    assert report["vs_floor"]["msgs_per_s"] > 0
+
+
+def test_fanout_reaches_every_subscriber() -> None:
+    """fanout: each subscriber process gets every delta; deliveries = msgs x subs."""
+    report = bench("fanout", *SMALL, "--subs", "2", "--no-floor")
+    rounds = report["zdse"]["rounds"]
+    assert [r["deliveries"] for r in rounds] == [400]
+    assert report["zdse"]["deliveries_per_s"] > 0
+
+
+def test_reqrep_times_every_request() -> None:
+    """reqrep: all requests answered; p50 <= p99."""
+    report = bench("reqrep", *SMALL, "--no-floor")
+    zdse = report["zdse"]
+    assert zdse["requests"] == 200
+    assert 0 < zdse["p50_us"] <= zdse["p99_us"]
+
+
+def test_routes_measures_every_table_size() -> None:
+    """routes: look-up rates at 100, 10,000 and 100,000 patterns, and the goal's ratio."""
+    report = bench("routes", "--msgs", "1000", "--rounds", "1")
+    tables = report["zdse"]["tables"]
+    assert [t["patterns"] for t in tables] == [100, 10_000, 100_000]
+    assert all(t["repeated_per_s"] > 0 and t["first_seen_per_s"] > 0 for t in tables)
+    assert report["zdse"]["repeated_largest_vs_smallest"] > 0
+    assert [g["goal"].split(":")[0] for g in report["goals"]] == ["routes"]
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("scenario", ["unicast", "fanout", "reqrep"])
+def test_vs_nats_runs_the_same_scenario_and_gives_ratios(scenario: str) -> None:
+    """--vs nats: nats-server gets the same workload; the report carries both and ratios."""
+    need_nats()
+    report = bench(scenario, *SMALL, "--subs", "2", "--no-floor", "--vs", "nats")
+    assert report["nats"] is not None
+    if scenario == "unicast":
+        assert [r["received"] for r in report["nats"]["rounds"]] == [200]
+    elif scenario == "fanout":
+        assert [r["deliveries"] for r in report["nats"]["rounds"]] == [400]
+    else:
+        assert report["nats"]["requests"] == 200
+    assert report["ratio"] and all(v > 0 for v in report["ratio"].values())
+    assert report["goals"] and all(isinstance(g["met"], bool) for g in report["goals"])
+
+
+def test_bad_flags_are_refused() -> None:
+    """A count below one is refused with exit code 2, before anything starts."""
+    result = subprocess.run([str(BIN / "zdse-bench"), "unicast", "--msgs", "0"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "--msgs must be at least 1" in result.stderr

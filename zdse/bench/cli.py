@@ -1,0 +1,279 @@
+"""``zdse-bench SCENARIO [--vs nats] [--json]``: measure the bus against NATS in one run.
+
+Scenarios: ``unicast`` (1 sender -> cage -> 1 receiver, messages per
+second), ``fanout`` (1 publisher -> N subscriber processes, deliveries per
+second), ``reqrep`` (sequential requests: p50, p99, requests per second),
+``routes`` (route-table look-ups per second at 100, 10,000 and 100,000
+patterns). Networked scenarios also run through ``floor``, a bare pyzmq
+forwarder, and with ``--vs nats`` through a ``nats-server`` started for the
+run; the targets take turns round after round (A B, B A, ...) and the report
+gives medians and ratios oriented so that > 1 means zdse is ahead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from zdse.bench import routes as route_bench
+from zdse.bench.procs import BenchError, Processes, nats_server_path
+from zdse.bench.scenarios import ROUNDS, Options, Target, start_target
+from zdse.bench.stats import median, ratio
+
+__all__ = ["GOALS", "main"]
+
+SCENARIOS = ("unicast", "fanout", "reqrep", "routes")
+
+#: Default messages per round (requests for reqrep, look-ups for routes).
+DEFAULT_MSGS = {"unicast": 200_000, "fanout": 50_000, "reqrep": 5_000, "routes": 200_000}
+
+#: The goals of issue 4, as (scenario, metric of the ratio, threshold, words).
+#: Ratios are oriented so that > 1 means zdse is ahead.
+GOALS = (
+    ("unicast", "msgs_per_s", 2.0, "unicast >= 2.0x NATS"),
+    ("reqrep", "p50_us", 1 / 0.7, "reqrep p50 <= 0.7x NATS's"),
+    ("reqrep", "p99_us", 1.0, "reqrep p99 <= NATS's"),
+    ("fanout", "deliveries_per_s", 1.5, "fanout >= 1.5x NATS"),
+)
+#: Routes: repeated-key look-ups at 100,000 patterns within 1.3x of at 100.
+ROUTES_GOAL = 1 / 1.3
+
+#: Per scenario, the headline metrics and whether higher is better.
+METRICS: dict[str, list[tuple[str, bool]]] = {
+    "unicast": [("msgs_per_s", True)],
+    "fanout": [("deliveries_per_s", True)],
+    "reqrep": [("p50_us", False), ("p99_us", False), ("rps", True)],
+}
+UNITS = {"msgs_per_s": "msg/s", "deliveries_per_s": "deliveries/s", "p50_us": "us p50",
+         "p99_us": "us p99", "rps": "req/s"}
+
+
+class Progress:
+    """One status line on a terminal, nothing otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.on = stream.isatty()
+
+    def show(self, text: str) -> None:
+        """Replace the status line."""
+        if self.on:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+
+    def done(self) -> None:
+        """Clear the status line."""
+        self.show("")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of zdse-bench."""
+    parser = argparse.ArgumentParser(
+        prog="zdse-bench", description="Measure zdse's hot paths, side by side with NATS.",
+    )
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("--vs", choices=("nats",), default=None,
+                        help="also run the scenario against a nats-server started for the run")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--msgs", type=int, default=None,
+                        help="messages per round (requests for reqrep, look-ups for routes); "
+                        f"defaults {DEFAULT_MSGS}")
+    parser.add_argument("--size", type=int, default=100, help="payload bytes (default 100)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per target (default 5)")
+    parser.add_argument("--subs", type=int, default=4,
+                        help="fanout: subscriber processes (default 4)")
+    parser.add_argument("--burst", type=int, default=100,
+                        help="senders yield to their event loop every BURST messages "
+                        "(default 100)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the bare pyzmq forwarder (the transport's floor)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds any one round may take (default 60)")
+    return parser
+
+
+def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Run unicast, fanout or reqrep against every target, interleaved by round."""
+    opts = Options(args.msgs, args.size, args.burst, args.subs, args.timeout)
+    names = ["zdse"] + (["nats"] if args.vs == "nats" else []) + ([] if args.no_floor
+                                                                   else ["floor"])
+    one_round = ROUNDS[args.scenario]
+    procs = Processes()
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    try:
+        targets: list[Target] = []
+        for name in names:
+            progress.show(f"{args.scenario}: starting {name}")
+            targets.append(start_target(procs, name))
+        for r in range(args.rounds):
+            order = targets if r % 2 == 0 else targets[::-1]
+            for target in order:
+                progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}")
+                got = one_round(procs, target, opts)
+                results[target.name].append(got)
+                progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}: "
+                              + _brief(args.scenario, got))
+    finally:
+        progress.done()
+        procs.close()
+    summary = {name: _summarise(rounds) for name, rounds in results.items()}
+    zdse = summary["zdse"]
+    report: dict[str, Any] = {
+        "scenario": args.scenario,
+        "zdse": zdse,
+        "nats": summary.get("nats"),
+        "floor": summary.get("floor"),
+        "ratio": _ratios(args.scenario, zdse, summary["nats"]) if "nats" in summary else None,
+        "vs_floor": _ratios(args.scenario, zdse, summary["floor"]) if "floor" in summary
+        else None,
+    }
+    report["goals"] = [
+        {"goal": words, "ratio": report["ratio"].get(metric), "needs": threshold,
+         "met": (report["ratio"].get(metric) or 0) >= threshold}
+        for scenario, metric, threshold, words in GOALS
+        if scenario == args.scenario and report["ratio"] is not None
+    ]
+    return report
+
+
+def _brief(scenario: str, got: dict[str, float]) -> str:
+    return ", ".join(f"{got[m]:,.0f} {UNITS[m]}" for m, _ in METRICS[scenario])
+
+
+def _summarise(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    keys = rounds[0].keys() if rounds else ()
+    out: dict[str, Any] = {k: median([r[k] for r in rounds]) for k in keys}
+    out["rounds"] = rounds
+    return out
+
+
+def _ratios(scenario: str, zdse: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for metric, higher_better in METRICS[scenario]:
+        if higher_better:
+            out[metric] = ratio(zdse[metric], other[metric])
+        else:
+            out[metric] = ratio(other[metric], zdse[metric])
+    return out
+
+
+def run_routes(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Look-ups per second at each table size (in this process)."""
+    tables = []
+    for count in route_bench.SIZES:
+        progress.show(f"routes: {count:,} patterns")
+        tables.append(route_bench.measure(count, args.msgs, args.rounds))
+    progress.done()
+    small, big = tables[0], tables[-1]
+    held = ratio(big["repeated_per_s"], small["repeated_per_s"])
+    return {
+        "scenario": "routes",
+        "zdse": {"tables": tables, "repeated_largest_vs_smallest": held},
+        # nats-server's subject look-up runs inside the Go server and cannot
+        # be timed from a client on its own; routes measures zdse's table.
+        "nats": None,
+        "floor": None,
+        "ratio": None,
+        "vs_floor": None,
+        "goals": [{"goal": "routes: repeated-key look-ups at 100,000 patterns within 1.3x "
+                           "of the rate at 100", "ratio": held, "needs": ROUTES_GOAL,
+                   "met": (held or 0) >= ROUTES_GOAL}],
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import msgpack
+    import zmq
+
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "pyzmq": zmq.pyzmq_version(),
+        "libzmq": zmq.zmq_version(),
+        "msgpack": ".".join(map(str, msgpack.version)),
+    }
+    path = nats_server_path()
+    if path is not None:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                             timeout=10, check=False)
+        info["nats_server"] = out.stdout.strip()
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        info["nats_py"] = importlib.metadata.version("nats-py")
+    return info
+
+
+def render(report: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The report as a readable table."""
+    lines = [f"zdse-bench {report['scenario']}  "
+             + "  ".join(f"{k}={v}" for k, v in settings.items())]
+    if report["scenario"] == "routes":
+        lines.append(f"{'patterns':>10} {'repeated/s':>14} {'first-seen/s':>14}")
+        for t in report["zdse"]["tables"]:
+            lines.append(f"{t['patterns']:>10,.0f} {t['repeated_per_s']:>14,.0f} "
+                         f"{t['first_seen_per_s']:>14,.0f}")
+    else:
+        metrics = METRICS[report["scenario"]]
+        lines.append(f"{'':8}" + "".join(f"{UNITS[m]:>16}" for m, _ in metrics))
+        for name in ("zdse", "nats", "floor"):
+            if report.get(name):
+                lines.append(f"{name:8}" + "".join(f"{report[name][m]:>16,.0f}"
+                                                    for m, _ in metrics))
+        for label, key in (("zdse/nats", "ratio"), ("zdse/floor", "vs_floor")):
+            if report.get(key):
+                lines.append(f"{label:10}" + "".join(
+                    f"{report[key][m]:>14.2f}x" if report[key][m] else f"{'-':>15}"
+                    for m, _ in metrics))
+        lines.append("ratios > 1 mean zdse is ahead (for latencies: nats / zdse)")
+    for goal in report["goals"]:
+        value = "n/a" if goal["ratio"] is None else f"{goal['ratio']:.2f}"
+        lines.append(f"goal {goal['goal']}: ratio {value}, needs >= {goal['needs']:.2f}: "
+                     + ("met" if goal["met"] else "NOT met"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scenario and print its report."""
+    args = build_parser().parse_args(argv)
+    if args.msgs is None:
+        args.msgs = DEFAULT_MSGS[args.scenario]
+    for flag in ("msgs", "size", "rounds", "subs", "burst"):
+        if getattr(args, flag) < 1:
+            print(f"zdse-bench: --{flag} must be at least 1", file=sys.stderr)
+            return 2
+    progress = Progress(sys.stderr)
+    runner: Callable[[argparse.Namespace, Progress], dict[str, Any]] = (
+        run_routes if args.scenario == "routes" else run_networked)
+    try:
+        report = runner(args, progress)
+    except BenchError as exc:
+        print(f"zdse-bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    settings = {"msgs": args.msgs, "rounds": args.rounds}
+    if args.scenario != "routes":
+        settings.update(size=args.size, burst=args.burst)
+    if args.scenario == "fanout":
+        settings["subs"] = args.subs
+    report["settings"] = settings
+    report["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    report["machine"] = machine()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(render(report, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The networked scenarios, one round each against one target.
+
+A *target* is what sits between the workers: the cage (``zdse``), the bare
+forwarder (``floor``) or ``nats-server`` (``nats``). A round starts fresh
+worker processes, waits until they say they are ready, cues the sender,
+collects the results and ends the workers; servers live for the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse.bench.procs import (
+    START_TIMEOUT,
+    BenchError,
+    Proc,
+    Processes,
+    free_port,
+    nats_server_path,
+)
+
+__all__ = ["ROUNDS", "Options", "Target", "start_target"]
+
+WORKER = "zdse.bench.worker"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every round of a run shares."""
+
+    msgs: int
+    size: int
+    burst: int
+    subs: int
+    timeout: float
+
+
+@dataclass(slots=True)
+class Target:
+    """A server the workers go through, and how workers reach it."""
+
+    name: str
+    system: str  # the workers' --system: zdse (cage and floor) or nats
+    connect: list[str] = field(default_factory=list)
+    server: Proc | None = None
+
+
+def start_target(procs: Processes, name: str) -> Target:
+    """Start the server of target ``name`` (zdse, floor or nats) on free loopback ports.
+
+    Raises:
+        BenchError: the server did not come up, or nats-server is not installed.
+    """
+    if name == "nats":
+        path = nats_server_path()
+        if path is None:
+            raise BenchError("nats-server is not installed (Debian package nats-server)")
+        port = free_port()
+        server = procs.start("nats-server", [path, "-a", "127.0.0.1", "-p", str(port)],
+                             lines_from="stderr")
+        server.expect("ready", START_TIMEOUT, contains="Server is ready")
+        return Target(name, "nats", ["--nats", f"nats://127.0.0.1:{port}"], server)
+    router = f"tcp://127.0.0.1:{free_port()}"
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    if name == "zdse":
+        cage = procs.python("cage", "zdse.cli.proxy", "--router", router, "--pub", pub,
+                            lines_from="stderr")
+        cage.expect("event", START_TIMEOUT, equals="cage.started")
+        server = cage
+    elif name == "floor":
+        server = procs.python("floor", "zdse.bench.floor", "--router", router, "--pub", pub)
+        server.expect("ready", START_TIMEOUT)
+    else:
+        raise BenchError(f"unknown target {name!r}")
+    return Target(name, "zdse", ["--router", router, "--pub", pub], server)
+
+
+def _server_cpu(target: Target) -> float:
+    return target.server.cpu_seconds() if target.server is not None else 0.0
+
+
+def _worker(procs: Processes, target: Target, opts: Options, role: str, index: int = 0,
+            n: int | None = None) -> Any:
+    argv = [
+        role, "--system", target.system, *target.connect,
+        "--n", str(opts.msgs if n is None else n), "--size", str(opts.size),
+        "--burst", str(opts.burst), "--index", str(index), "--timeout", str(opts.timeout),
+    ]
+    return procs.python(f"{target.name}.{role}{index}", WORKER, *argv)
+
+
+def _complete(target: Target, what: str, got: dict[str, Any], want: int) -> None:
+    if not got.get("complete") or got.get("received") != want:
+        raise BenchError(
+            f"{target.name}: {what} received {got.get('received')} of {want} messages "
+            f"within {got.get('timeout', 'the timeout')}"
+        )
+
+
+def unicast(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
+    """One sender -> one receiver: messages per second received."""
+    recv = _worker(procs, target, opts, "unicast-recv")
+    send = None
+    try:
+        recv.expect("ready", START_TIMEOUT)
+        send = _worker(procs, target, opts, "unicast-send")
+        send.expect("ready", START_TIMEOUT)
+        cpu = _server_cpu(target)
+        send.say("go")
+        started = send.expect("start", opts.timeout)
+        got = recv.expect("received", opts.timeout + 5)
+        cpu = _server_cpu(target) - cpu
+        _complete(target, "the receiver", got, opts.msgs)
+    finally:
+        for proc in (recv, send):
+            if proc is not None:
+                procs.finish(proc)
+    elapsed = got["last"] - started["start"]
+    return {"msgs_per_s": opts.msgs / elapsed, "seconds": elapsed, "received": got["received"],
+            "cpu_sender": started["cpu"], "cpu_receiver": got["cpu"], "cpu_server": cpu}
+
+
+def fanout(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
+    """One publisher -> ``opts.subs`` subscriber processes: deliveries per second."""
+    pub = _worker(procs, target, opts, "fanout-pub")
+    subs = []
+    try:
+        pub.expect("ready", START_TIMEOUT)
+        subs = [_worker(procs, target, opts, "fanout-sub", i) for i in range(opts.subs)]
+        for sub in subs:
+            sub.expect("ready", START_TIMEOUT)
+        cpu = _server_cpu(target)
+        pub.say("go")
+        started = pub.expect("start", opts.timeout)
+        results = [sub.expect("received", opts.timeout + 5) for sub in subs]
+        cpu = _server_cpu(target) - cpu
+        for i, got in enumerate(results):
+            _complete(target, f"subscriber {i}", got, opts.msgs)
+    finally:
+        for proc in (pub, *subs):
+            procs.finish(proc)
+    elapsed = max(got["last"] for got in results) - started["start"]
+    deliveries = opts.msgs * opts.subs
+    return {"deliveries_per_s": deliveries / elapsed, "seconds": elapsed,
+            "deliveries": deliveries, "cpu_publisher": started["cpu"],
+            "cpu_subscribers": sum(got["cpu"] for got in results), "cpu_server": cpu}
+
+
+def reqrep(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
+    """Sequential request/reply: p50 and p99 latency, requests per second."""
+    server = _worker(procs, target, opts, "reqrep-server")
+    client = None
+    try:
+        server.expect("ready", START_TIMEOUT)
+        client = _worker(procs, target, opts, "reqrep-client")
+        client.expect("ready", START_TIMEOUT)
+        cpu = _server_cpu(target)
+        client.say("go")
+        got = client.expect("p50_us", opts.timeout)
+        cpu = _server_cpu(target) - cpu
+    finally:
+        for proc in (server, client):
+            if proc is not None:
+                procs.finish(proc)
+    out = {k: float(got[k]) for k in ("p50_us", "p99_us", "rps", "requests")}
+    out["cpu_server"] = cpu
+    return out
+
+
+ROUNDS = {"unicast": unicast, "fanout": fanout, "reqrep": reqrep}
