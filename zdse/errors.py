@@ -13,6 +13,8 @@
     │   ├── RequestTimeout     no reply before the deadline
     │   └── RemoteError        the service answered with an error
     ├── MessageTooLarge        a message over MAX_MESSAGE_BYTES
+    ├── SupervisorError        a start/stop/reload the cage's supervisor
+    │                          cannot carry out (no such service, ...)
     └── BusClosed              the bus was closed while waiting
 
 msgpack and zmq exceptions are mapped onto this tree at the boundary; they
@@ -32,6 +34,7 @@ __all__ = [
     "RemoteError",
     "RequestError",
     "RequestTimeout",
+    "SupervisorError",
     "ZdseError",
 ]
 
@@ -84,6 +87,10 @@ class RemoteError(RequestError):
 
 class MessageTooLarge(ZdseError):
     """A message is larger than the protocol allows."""
+
+
+class SupervisorError(ZdseError):
+    """A supervision request that cannot be carried out (unknown service, ...)."""
 
 
 class BusClosed(ZdseError):
