@@ -10,13 +10,22 @@ import structlog
 __all__ = ["configure", "get_logger"]
 
 LEVELS = ("debug", "info", "warning", "error")
+#: ``auto``: JSON lines when the stream is not a terminal, readable lines when it is.
+FORMATS = ("auto", "json", "console")
 
 
-def configure(level: str = "info", stream: object = None) -> None:
-    """Log JSON lines when stderr is not a terminal, readable lines when it is."""
+def configure(level: str = "info", stream: object = None, fmt: str = "auto") -> None:
+    """Log JSON lines when stderr is not a terminal, readable lines when it is.
+
+    Args:
+        level: the least level logged, one of :data:`LEVELS`.
+        stream: where to write (default: stderr).
+        fmt: one of :data:`FORMATS`.
+    """
     out = stream if stream is not None else sys.stderr
     renderer: structlog.types.Processor
-    if hasattr(out, "isatty") and out.isatty():
+    on_terminal = hasattr(out, "isatty") and out.isatty()
+    if fmt == "console" or (fmt == "auto" and on_terminal):
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer()
