@@ -68,12 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmds = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("services", "the services registered with the cage"),
+        ("services", "the services registered with the cage, and those it supervises"),
         ("routes", "the route table: pattern -> services"),
         ("stats", "the cage's counters"),
+        ("reload-config", "make the cage read its config file again: start added services, "
+                          "stop removed ones, reload changed ones"),
     ):
         p = cmds.add_parser(name, help=text, description=text)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, text in (
+        ("start", "start a supervised service (at once, even if it failed)"),
+        ("stop", "stop a supervised service; it stays stopped until started"),
+        ("reload", "restart a supervised service in a new process (its code imported anew)"),
+    ):
+        p = cmds.add_parser(name, help=text, description=text)
+        p.add_argument("service", metavar="NAME", help="the service's name")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a line")
 
     sub = cmds.add_parser("sub", help="subscribe and print each update as JSON")
     sub.add_argument("key")
@@ -118,17 +128,30 @@ def render(command: str, value: Any) -> str:
     """Render a cage answer as a readable table."""
     if command == "services":
         return _table(
-            [[s["name"], s["module"], str(s["pid"]), f"{s['uptime']:.1f}s",
-              f"{s['last_seen']:.1f}s", ", ".join(s["addresses"])] for s in value],
-            ["NAME", "MODULE", "PID", "UPTIME", "LAST SEEN", "ADDRESSES"],
+            [[s["name"], s.get("state", "running"), s["module"], str(s["pid"] or "-"),
+              str(s["restarts"]) if s.get("supervised") else "-",
+              f"{s['uptime']:.1f}s" if s["pid"] else "-",
+              f"{s['last_seen']:.1f}s" if s.get("last_seen") is not None else "-",
+              ", ".join(s["addresses"]), s.get("last_error", "")] for s in value],
+            ["NAME", "STATE", "MODULE", "PID", "RESTARTS", "UPTIME", "LAST SEEN", "ADDRESSES",
+             "LAST ERROR"],
         )
+    if command in ("start", "stop", "reload"):
+        pid = f" (pid {value['pid']})" if value.get("pid") else ""
+        error = f"; last error: {value['last_error']}" if value.get("last_error") else ""
+        return f"{value['name']}: {value['state']}{pid}{error}"
+    if command == "reload-config":
+        return "\n".join(f"{what}: {', '.join(value[what]) or '-'}"
+                         for what in ("added", "removed", "changed", "unchanged"))
     if command == "routes":
         return _table([[p, ", ".join(names)] for p, names in value], ["PATTERN", "SERVICES"])
     return _table([[k, str(v)] for k, v in value.items()], ["COUNTER", "VALUE"])
 
 
 async def _cage(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
-    value = await bus.request(CAGE, args.command, timeout=5.0)
+    service = getattr(args, "service", None)
+    value = await bus.request(CAGE, args.command, None if service is None else {"name": service},
+                              timeout=5.0)
     if args.json:
         _print_json(value, out, compact=False)
     else:

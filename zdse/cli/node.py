@@ -15,6 +15,7 @@ from zdse.errors import ConfigError, ProtocolError, RegistrationError
 from zdse.keys import CurveClient
 from zdse.log import LEVELS, configure, get_logger
 from zdse.service import Service
+from zdse.supervise import follow_parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +89,7 @@ def client_curve(args: argparse.Namespace) -> CurveClient | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of zdse-node."""
+    follow_parent()  # under a cage's supervision: end with the cage
     args = build_parser().parse_args(argv)
     configure(args.log_level)
     try:

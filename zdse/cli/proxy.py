@@ -12,8 +12,9 @@ from zdse.cli.args import positive_float
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
-from zdse.limits import HEARTBEAT_INTERVAL
-from zdse.log import LEVELS, configure, get_logger
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
+from zdse.log import FORMATS, LEVELS, configure, get_logger
+from zdse.operations import Operations, read_config
 from zdse.proxy import Proxy
 
 
@@ -37,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML file: client public key -> names (and addresses) it may register",
     )
     parser.add_argument("--log-level", choices=LEVELS, default="info")
+    parser.add_argument(
+        "--log-format", choices=FORMATS, default="auto",
+        help="auto: JSON lines unless stderr is a terminal (default %(default)s)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="TOML config: settings (flags and environment override them) and the services "
+        "to supervise (docs/operations.md)",
+    )
+    parser.add_argument(
+        "--metrics", metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    parser.set_defaults(heartbeats_to_expire=HEARTBEATS_TO_EXPIRE)
     return parser
 
 
@@ -60,16 +75,27 @@ def load_curve(args: argparse.Namespace) -> tuple[CurveServer, Authorized] | Non
 
 def main(argv: list[str] | None = None) -> int:
     """Run the cage until SIGTERM or SIGINT."""
-    args = build_parser().parse_args(argv)
-    configure(args.log_level)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = read_config(parser, args, argv)
+    except ConfigError as exc:
+        print(f"zdse-proxy: {exc}", file=sys.stderr)
+        return 2
+    configure(args.log_level, fmt=args.log_format)
+    operations: Operations | None = None
     try:
         proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
-                      curve=load_curve(args))
+                      curve=load_curve(args), heartbeats_to_expire=args.heartbeats_to_expire)
+        operations = Operations(proxy, args, config)
         proxy.serve()
     except ConfigError as exc:
         get_logger().error("cage.config_error", error=str(exc))
         print(f"zdse-proxy: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if operations is not None:
+            operations.close()
     return 0
 
 

@@ -1,0 +1,290 @@
+"""Operations over real processes: a cage that supervises its nodes from a config
+file, zdse-ctl start/stop/reload, config reloads, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import Cluster, Proc, Updates, run, write_json
+from tests.support import Processes, free_port
+
+#: Restart policy of the tests' cages: quick, so failure tests end quickly.
+FAST_RESTARTS = {"backoff": 0.05, "backoff_max": 0.2, "max_restarts": 2, "window": 60,
+                 "stop_timeout": 5}
+
+
+def file_service(tmp: Path, name: str, tables: dict[str, Any], *addresses: str) -> dict[str, Any]:
+    """A [services.NAME] table for a file node publishing ``tables``."""
+    path = tmp / f"{name}.json"
+    write_json(path, tables)
+    return {"module": "file", "addresses": list(addresses),
+            "options": {"path": str(path), "poll_interval": 0.05}}
+
+
+def write_config(path: Path, services: dict[str, dict[str, Any]], **cage: Any) -> None:
+    """Write a cage config: [cage] settings, the fast restart policy, the services."""
+    def value(v: Any) -> str:
+        return json.dumps(v) if not isinstance(v, dict) else (
+            "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }")
+
+    lines = ["[cage]", *(f"{k} = {value(v)}" for k, v in cage.items()), "", "[restart]",
+             *(f"{k} = {value(v)}" for k, v in FAST_RESTARTS.items())]
+    for name, table in services.items():
+        lines += ["", f'[services."{name}"]', *(f"{k} = {value(v)}" for k, v in table.items())]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def wait_all(proc: Proc, event: str, names: set[str], **match: Any) -> None:
+    """Wait until ``event`` was logged for every name in ``names``, in any order."""
+    left = set(names)
+    while left:
+        left.discard(proc.wait_event(event, **match).get("service", ""))
+
+
+def services(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """``zdse-ctl services --json``, by name."""
+    result = cluster.ctl("services", "--json")
+    assert result.returncode == 0, result.stderr
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def supervised_cage(procs: Processes, tmp: Path, svcs: dict[str, dict[str, Any]],
+                    *extra: str) -> tuple[Cluster, Proc, Path]:
+    """A cage on free ports supervising ``svcs``; returns when every one runs."""
+    cluster = Cluster(procs, tmp)
+    config = tmp / "zdse.toml"
+    write_config(config, svcs)
+    cage = cluster.start_cage("--config", str(config), *extra)
+    wait_all(cage, "service.running", set(svcs))
+    return cluster, cage, config
+
+
+def wait_gone(pid: int, timeout: float = 15.0) -> None:
+    """Wait for process ``pid`` (not our child) to end, on a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        assert readable, f"process {pid} still runs after {timeout}s"
+    finally:
+        os.close(fd)
+
+
+def test_supervised_nodes_register_a_killed_one_is_restarted_and_all_stop_with_the_cage(
+    procs: Processes, tmp_path: Path,
+) -> None:
+    """Both configured services run; kill -9 of one gets it restarted (restarts=1); SIGTERM
+    stops the cage and its nodes."""
+    cluster, cage, _ = supervised_cage(procs, tmp_path, {
+        "files.boston": file_service(tmp_path, "boston", {"vms": [["a"]]}, "files.all"),
+        "files.chicago": file_service(tmp_path, "chicago", {"vms": [["b"]]}, "files.all"),
+    })
+    before = services(cluster)
+    for name in ("files.boston", "files.chicago"):
+        row = before[name]
+        assert (row["state"], row["supervised"], row["restarts"]) == ("running", True, 0)
+        assert row["addresses"] == ["files.all"]
+        assert row["pid"] > 0
+
+    os.kill(before["files.boston"]["pid"], signal.SIGKILL)
+    crashed = cage.wait_event("service.crashed", service="files.boston")
+    assert crashed["error"].startswith("killed by SIGKILL")
+    cage.wait_event("service.restarted", service="files.boston", restarts=1)
+    cage.wait_event("service.running", service="files.boston")
+    after = services(cluster)
+    assert after["files.boston"]["restarts"] == 1
+    assert after["files.boston"]["state"] == "running"
+    assert after["files.boston"]["pid"] != before["files.boston"]["pid"]
+    assert after["files.chicago"]["pid"] == before["files.chicago"]["pid"]
+    assert after["files.chicago"]["restarts"] == 0
+
+    cage.kill(signal.SIGTERM)
+    assert cage.popen.returncode == 0
+    wait_all(cage, "service.stopped", {"files.boston", "files.chicago"})
+    for name in ("files.boston", "files.chicago"):
+        wait_gone(after[name]["pid"])
+
+
+def test_nodes_end_with_the_cage_even_on_kill_9(procs: Processes, tmp_path: Path) -> None:
+    """A cage killed outright takes its nodes with it: none is left to hold a name."""
+    cluster, cage, _ = supervised_cage(procs, tmp_path, {
+        "orphan.test": file_service(tmp_path, "orphan", {"t": [[1]]}),
+    })
+    pid = services(cluster)["orphan.test"]["pid"]
+    cage.kill(signal.SIGKILL)
+    wait_gone(pid)
+
+
+def test_ctl_stop_start_and_reload_a_service(procs: Processes, tmp_path: Path) -> None:
+    """stop ends the node (subscribers lose it), start brings it back, reload gives a new
+    process and subscribers a fresh snapshot."""
+    cluster, cage, _ = supervised_cage(procs, tmp_path, {
+        "files.x": file_service(tmp_path, "x", {"vms": [["vm1", "on"]]}),
+    })
+
+    async def ctl(*args: str) -> dict[str, Any]:
+        result = await asyncio.to_thread(cluster.ctl, *args, "--json")
+        assert result.returncode == 0, result.stderr
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
+
+    async def event(name: str, **match: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(cage.wait_event, name, **match)
+
+    async def scenario() -> None:
+        async with cluster.bus() as bus:
+            updates = Updates()
+            bus.subscribe("files.x", "vms", updates)
+            first = await updates.until(lambda u: u.kind == "snapshot")
+            assert first.view == [["vm1", "on"]]
+            pid = (await ctl("start", "files.x"))["pid"]  # running already: nothing changes
+            assert pid > 0
+
+            stopped = await ctl("stop", "files.x")
+            assert stopped["state"] == "stopping"
+            await event("service.stopped", service="files.x")
+            await updates.until(lambda u: u.kind == "lost" and u.publisher == "files.x")
+            row = {r["name"]: r for r in await asyncio.to_thread(
+                lambda: list(services(cluster).values()))}["files.x"]
+            assert (row["state"], row["pid"]) == ("stopped", 0)
+
+            started = await ctl("start", "files.x")
+            assert started["state"] == "starting"
+            await event("service.running", service="files.x")
+            await updates.until(lambda u: u.kind == "snapshot")
+            await updates.until_views({"files.x": [["vm1", "on"]]})
+
+            reloaded = await ctl("reload", "files.x")
+            assert reloaded["state"] == "stopping"
+            new = await event("service.started", service="files.x", reason="reload")
+            assert new["pid"] not in (pid, started["pid"])
+            # The new process is a new epoch: the subscriber starts over from a snapshot.
+            fresh = await updates.until(lambda u: u.kind == "snapshot")
+            assert fresh.publisher == "files.x"
+            await updates.until_views({"files.x": [["vm1", "on"]]})
+
+    run(scenario())
+    unknown = cluster.ctl("stop", "nobody")
+    assert unknown.returncode == 5
+    assert "no supervised service named 'nobody'" in unknown.stderr
+
+
+def test_sighup_and_reload_config_start_added_and_stop_removed_services(
+    procs: Processes, tmp_path: Path,
+) -> None:
+    """After the config changes, SIGHUP (or zdse-ctl reload-config) starts what was added and
+    stops what was removed; the unchanged service keeps its process."""
+    a = file_service(tmp_path, "a", {"t": [[1]]})
+    b = file_service(tmp_path, "b", {"t": [[2]]})
+    c = file_service(tmp_path, "c", {"t": [[3]]})
+    cluster, cage, config = supervised_cage(procs, tmp_path, {"svc.a": a, "svc.b": b})
+    pid_a = services(cluster)["svc.a"]["pid"]
+
+    write_config(config, {"svc.a": a, "svc.c": c})
+    cage.kill(signal.SIGHUP)
+    reloaded = cage.wait_event("config.reloaded")
+    assert (reloaded["added"], reloaded["removed"], reloaded["unchanged"]) == (
+        ["svc.c"], ["svc.b"], ["svc.a"])
+    cage.wait_event("service.running", service="svc.c")
+    rows = services(cluster)
+    assert "svc.b" not in rows
+    assert rows["svc.a"]["pid"] == pid_a
+    assert rows["svc.c"]["state"] == "running"
+
+    write_config(config, {"svc.a": a})
+    result = cluster.ctl("reload-config", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"added": [], "removed": ["svc.c"], "changed": [],
+                                         "unchanged": ["svc.a"]}
+    cage.wait_event("service.removed", service="svc.c")
+    assert services(cluster)["svc.a"]["pid"] == pid_a
+
+    config.write_text('[services."svc.a"]\nmodul = "file"\n')
+    broken = cluster.ctl("reload-config")
+    assert broken.returncode == 5
+    assert "has no module" in broken.stderr
+    assert services(cluster)["svc.a"]["pid"] == pid_a  # a bad file changes nothing
+
+
+def test_a_module_that_crashes_at_once_ends_failed_with_its_error(
+    procs: Processes, tmp_path: Path,
+) -> None:
+    """A node that exits at start is restarted max_restarts times, then FAILED with its error."""
+    cluster = Cluster(procs, tmp_path)
+    config = tmp_path / "zdse.toml"
+    write_config(config, {"broken": {"module": "file"}})  # the file module needs a path
+    cage = cluster.start_cage("--config", str(config))
+    failed = cage.wait_event("service.failed", service="broken")
+    assert "needs --set path=" in failed["error"]
+    row = services(cluster)["broken"]
+    assert (row["state"], row["pid"], row["restarts"]) == ("failed", 0, 2)
+    assert row["last_error"].startswith("exited with code 2: ")
+    assert "needs --set path=" in row["last_error"]
+    table = cluster.ctl("services")
+    assert "failed" in table.stdout
+    assert "LAST ERROR" in table.stdout
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Read a Prometheus endpoint: (sample name, labels) -> value."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> None:
+    """Scraping --metrics shows nodes, routes and service states, and counters move with
+    traffic."""
+    port = free_port()
+    cluster, _, _ = supervised_cage(procs, tmp_path, {
+        "files.m": file_service(tmp_path, "m", {"t": [[1]]}),
+    }, "--metrics", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = scrape(url)
+    assert before[("zdse_loop_responsive", ())] == 1
+    assert before[("zdse_nodes", ())] == 1
+    assert before[("zdse_routes", ())] == 2  # its name and allservices
+    assert before[("zdse_service_state", (("service", "files.m"), ("state", "running")))] == 1
+    assert before[("zdse_service_restarts_total", (("service", "files.m"),))] == 0
+
+    def routed(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
+        return sample[("zdse_messages_routed_total", (("kind", kind),))]
+
+    async def traffic() -> None:
+        async with cluster.bus() as bus:
+            for _ in range(5):
+                assert await bus.request("files.m", "t") == [[1]]
+            with pytest.raises(Exception, match="nobody"):
+                await bus.request("nobody", "t")
+            updates = Updates()
+            bus.subscribe("files.m", "t", updates)
+            await updates.until(lambda u: u.kind == "snapshot")
+            during = await asyncio.to_thread(scrape, url)
+            assert during[("zdse_nodes", ())] == 2
+            assert during[("zdse_subscriptions", ())] >= 1
+
+    run(traffic())
+    after = scrape(url)
+    assert routed(after, "request") >= routed(before, "request") + 5
+    assert routed(after, "reply") >= routed(before, "reply") + 5
+    assert routed(after, "snapshot") >= routed(before, "snapshot") + 1
+    noroute = ("zdse_noroute_answers_total", (("kind", "request"),))
+    assert after[noroute] == before[noroute] + 1
+    assert after[("zdse_loop_batch_size_count", ())] > before[("zdse_loop_batch_size_count", ())]
+    assert after[("zdse_bad_frames_total", ())] == 0
+    assert after[("zdse_node_events_total", (("event", "registered"),))] >= 2

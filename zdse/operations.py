@@ -1,0 +1,87 @@
+"""What ``zdse-proxy`` adds around its loop for an operator: a config file,
+supervised nodes, reloads on SIGHUP, Prometheus metrics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+import zmq
+
+from zdse import modules
+from zdse.config import CageConfig, apply_defaults, given_flags, load
+from zdse.endpoints import Endpoints
+from zdse.metrics import Exchange, MetricsServer, take_snapshot
+from zdse.proxy import Proxy
+from zdse.supervise import Launcher, Supervisor, connectable
+
+__all__ = ["Operations", "read_config"]
+
+
+def read_config(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    env: Mapping[str, str] = os.environ,
+) -> CageConfig:
+    """Read ``--config`` (if given) and fill ``args`` from it where neither a
+    flag nor the environment set a value.
+
+    Raises:
+        ConfigError: the file is wrong, naming the key.
+    """
+    if args.config is None:
+        return CageConfig()
+    config = load(args.config, modules.available())
+    apply_defaults(args, config, given_flags(parser, argv, config.settings.keys()), env)
+    return config
+
+
+class Operations:
+    """The supervisor and the metrics server of one cage.
+
+    Args:
+        proxy: the cage (not yet serving).
+        args: zdse-proxy's options, after :func:`read_config`.
+        config: the config file's services and restart policy.
+
+    Raises:
+        ConfigError: the metrics address is wrong or cannot be bound.
+    """
+
+    def __init__(self, proxy: Proxy, args: argparse.Namespace, config: CageConfig) -> None:
+        launcher = Launcher(lambda: _connect_to(proxy), args.log_level,
+                            cage_key=args.curve_secret)
+        self.supervisor = Supervisor(proxy.core, launcher, config, args.config)
+        self.supervisor.install(proxy.tick_hooks)
+        self.metrics: MetricsServer | None = None
+        if args.metrics:
+            supervisor = self.supervisor
+            exchange = Exchange(
+                lambda now: take_snapshot(proxy.core, supervisor.core.rows, now),
+                timeout=max(2.0, 2 * proxy.core.heartbeat),
+            )
+            proxy.tick_hooks.append(exchange.tick)
+            self.metrics = MetricsServer(args.metrics, exchange)
+
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            supervisor.request_reload()
+
+        supervisor = self.supervisor
+        signal.signal(signal.SIGHUP, on_hangup)
+
+    def close(self) -> None:
+        """Stop the supervised nodes and the metrics server."""
+        self.supervisor.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def _connect_to(proxy: Proxy) -> Endpoints:
+    # The endpoints as bound (a port given as * is known only now), as a
+    # node on this machine reaches them.
+    return Endpoints(connectable(proxy.router.getsockopt_string(zmq.LAST_ENDPOINT)),
+                     connectable(proxy.pub.getsockopt_string(zmq.LAST_ENDPOINT)))

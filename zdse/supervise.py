@@ -1,0 +1,406 @@
+"""The cage's supervisor shell: node processes around :class:`~zdse.supervisor.SupervisorCore`.
+
+It spawns ``zdse-node`` processes (``python -m zdse.cli.node``, the cage's
+own interpreter, the cage's endpoints), reads each one's stderr on a thread
+(relaying its log lines into the cage's log and keeping its last error line),
+reaps them, and feeds what happened to the pure core, then carries out the
+actions the core returns. It runs inside the cage's loop: :meth:`Supervisor.tick`
+is called every heartbeat/4 and nothing it does blocks (a spawn is a
+fork/exec, a stop is a signal, a reap is a non-blocking wait).
+
+Control requests to the key ``cage``: ``start``, ``stop``, ``reload`` (args
+``{"name": NAME}``), ``reload-config``, and ``services`` gains each
+supervised service's state, restarts and last error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from zdse import modules
+from zdse.cage import CageCore
+from zdse.config import CageConfig, load
+from zdse.endpoints import Endpoints
+from zdse.errors import ConfigError, SupervisorError
+from zdse.log import get_logger
+from zdse.supervisor import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
+
+__all__ = ["PARENT_ENV", "Launcher", "NodeProcess", "Supervisor", "connectable", "follow_parent"]
+
+#: Set in a supervised node's environment to the cage's pid (see follow_parent).
+PARENT_ENV = "ZDSE_SUPERVISOR_PID"
+#: Seconds to wait, after a process exited, for the rest of its stderr (its
+#: last error line) before reporting the exit without it: a grandchild that
+#: inherited the pipe must not hold the report back for ever.
+EOF_GRACE = 1.0
+#: Linux prctl option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+log = get_logger(component="supervisor")
+_relay = get_logger()
+
+_LEVELS = {"service.crashed": "warning", "service.failed": "error",
+           "service.killed": "warning"}
+
+
+def follow_parent() -> None:
+    """In a supervised node: get SIGTERM when the cage dies, even by SIGKILL.
+
+    Does nothing unless the cage set :data:`PARENT_ENV`, or off Linux.
+    """
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(parent):  # the cage died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_WILDCARD_HOST = re.compile(r"^tcp://(\*|0\.0\.0\.0|\[::\]|\[\*\]):")
+
+
+def connectable(endpoint: str) -> str:
+    """The endpoint a local node connects to for a bound one (``tcp://*:N`` -> loopback)."""
+    match = _WILDCARD_HOST.match(endpoint)
+    if match is None:
+        return endpoint
+    loopback = "[::1]" if match[1].startswith("[") else "127.0.0.1"
+    return f"tcp://{loopback}:{endpoint[match.end():]}"
+
+
+class Launcher:
+    """How the cage starts a node: the command line and environment.
+
+    Args:
+        endpoints: returns the endpoints nodes connect to (asked at the first
+            spawn, once the cage has bound its sockets).
+        log_level: the nodes' ``--log-level``.
+        cage_key: the cage's CURVE key file (public or secret: nodes read only
+            the public key), when the cage uses CURVE.
+    """
+
+    def __init__(self, endpoints: Callable[[], Endpoints], log_level: str = "info",
+                 cage_key: str | None = None) -> None:
+        self._endpoints = endpoints
+        self._resolved: Endpoints | None = None
+        self.log_level = log_level
+        self.cage_key = cage_key
+
+    def argv(self, spec: ServiceSpec) -> list[str]:
+        """The command line of ``spec``'s node."""
+        if self._resolved is None:
+            self._resolved = self._endpoints()
+        argv = [sys.executable, "-m", "zdse.cli.node", "--module", spec.module,
+                "--name", spec.name, "--router", self._resolved.router,
+                "--pub", self._resolved.pub, "--log-level", self.log_level]
+        for address in spec.addresses:
+            argv += ["--address", address]
+        for key, value in spec.options:
+            argv += ["--set", f"{key}={value}"]
+        if self.cage_key is not None and spec.curve_key is not None:
+            argv += ["--curve-key", spec.curve_key, "--cage-key", self.cage_key]
+        return argv
+
+    def spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
+        """Start ``spec``'s node with its stderr piped to us.
+
+        Raises:
+            OSError: the process could not be started.
+        """
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+        # Its own process group: a Ctrl-C at the cage's terminal reaches the
+        # cage, which stops its nodes in order, not every node at once.
+        return subprocess.Popen(self.argv(spec), env=env, stdin=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, process_group=0)
+
+
+class NodeProcess:
+    """One node process: a thread relays its stderr and keeps its last error line."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], name: str) -> None:
+        self.popen = popen
+        self.name = name
+        self.pid = popen.pid
+        self.last_error = ""
+        self.eof = threading.Event()
+        #: When the loop first saw the process exited (see EOF_GRACE).
+        self.exit_seen: float | None = None
+        self._thread = threading.Thread(target=self._read, name=f"stderr of {name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stream = self.popen.stderr
+        assert stream is not None
+        try:
+            for raw in stream:
+                self.take(raw.decode(errors="replace").rstrip())
+        except (OSError, ValueError):
+            pass  # closed under us at shutdown
+        finally:
+            self.eof.set()
+
+    def take(self, line: str) -> None:
+        """Relay one stderr line into the cage's log; remember it if it is an error."""
+        if not line:
+            return
+        try:
+            fields = json.loads(line)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict) and isinstance(fields.get("event"), str):
+            event = fields.pop("event")
+            level = str(fields.pop("level", "info"))
+            fields.pop("timestamp", None)
+            if level in ("error", "critical"):
+                detail = fields.get("error") or fields.get("why") or ""
+                self.last_error = f"{event}: {detail}" if detail else event
+            fields.setdefault("service", self.name)
+            method = getattr(_relay, level if level in ("debug", "info", "warning") else "error")
+            method(event, **fields)
+        else:
+            # Plain text on stderr: a print, a traceback line. The last one
+            # of a traceback is the exception, which is what we want to keep.
+            self.last_error = line
+            _relay.warning("node.output", service=self.name, pid=self.pid, line=line)
+
+    def how_it_ended(self, code: int) -> str:
+        """``exited with code N`` or ``killed by SIGNAL``, with the last error line."""
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        return f"{how}: {self.last_error}" if self.last_error else how
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` unless the process is gone."""
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(sig)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Wait a little for the reader thread, then close the pipe."""
+        self._thread.join(timeout)
+        if self.popen.stderr is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stderr.close()
+
+
+class Supervisor:
+    """Supervise the services of a config file for one cage.
+
+    Args:
+        cage: the cage's core (to see registrations and add control handlers).
+        launcher: starts node processes.
+        config: the checked config file (its services and restart policy).
+        config_path: the file to read again on reload-config / SIGHUP; None
+            when the cage runs without one.
+        known_modules: returns the installed module names (checked on reload).
+        clock: monotonic seconds, the same clock as the cage's loop.
+    """
+
+    def __init__(
+        self,
+        cage: CageCore,
+        launcher: Launcher,
+        config: CageConfig,
+        config_path: str | None = None,
+        known_modules: Callable[[], Collection[str]] = modules.available,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cage = cage
+        self.launcher = launcher
+        self.config = config
+        self.config_path = config_path
+        self.known_modules = known_modules
+        self.clock = clock
+        self.core = SupervisorCore(config.policy)
+        self.procs: dict[int, NodeProcess] = {}
+        self._configured = False
+        self._reload_wanted = False
+
+    def install(self, tick_hooks: list[Callable[[float], None]]) -> None:
+        """Hook into the cage: its loop's tick and its control requests."""
+        tick_hooks.append(self.tick)
+        self.cage.handlers.update({
+            "services": self._services,
+            "start": self._control(self.core.start),
+            "stop": self._control(self.core.stop),
+            "reload": self._control(self.core.reload),
+            "reload-config": self._reload_config,
+        })
+
+    def request_reload(self) -> None:
+        """Read the config again at the next tick (safe from a signal handler)."""
+        self._reload_wanted = True
+
+    # --- the loop's tick -----------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Start the configured services once, reap exits, note registrations, act on deadlines."""
+        if not self._configured:
+            self._configured = True
+            self._do(self.core.configure(self.config.services, now), now)
+        if self._reload_wanted:
+            self._reload_wanted = False
+            try:
+                self.reload_config(now)
+            except ConfigError as exc:
+                log.error("config.reload_failed", error=str(exc),
+                          action="kept the running configuration")
+        self._reap(now)
+        for record in list(self.core.services.values()):
+            if record.state is State.STARTING and record.pid:
+                identity = self.cage.names.get(record.spec.name)
+                node = self.cage.nodes.get(identity) if identity is not None else None
+                if node is not None and node.info.get("pid") == record.pid:
+                    self._do(self.core.registered(record.spec.name, record.pid, now), now)
+        self._do(self.core.tick(now), now)
+        self._log_events()
+
+    def _reap(self, now: float) -> None:
+        for pid, proc in list(self.procs.items()):
+            code = proc.popen.poll()
+            if code is None:
+                continue
+            if not proc.eof.is_set():
+                if proc.exit_seen is None:
+                    proc.exit_seen = now
+                if now - proc.exit_seen < EOF_GRACE:
+                    continue  # let the reader reach the last error line
+            del self.procs[pid]
+            proc.close(timeout=0)
+            self._do(self.core.exited(proc.name, pid, code, proc.how_it_ended(code), now), now)
+
+    def _do(self, actions: list[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(action.spec, now)
+            elif isinstance(action, Terminate | Kill):
+                proc = self.procs.get(action.pid)
+                if proc is not None:
+                    proc.signal(signal.SIGTERM if isinstance(action, Terminate)
+                                else signal.SIGKILL)
+
+    def _spawn(self, spec: ServiceSpec, now: float) -> None:
+        try:
+            popen = self.launcher.spawn(spec)
+        except OSError as exc:
+            self._do(self.core.spawn_failed(spec.name, f"cannot start: {exc}", now), now)
+            return
+        self.procs[popen.pid] = NodeProcess(popen, spec.name)
+        self.core.spawned(spec.name, popen.pid, now)
+
+    def _log_events(self) -> None:
+        for event, fields in self.core.events:
+            getattr(log, _LEVELS.get(event, "info"))(event, **fields)
+        self.core.events.clear()
+
+    # --- config ----------------------------------------------------------------
+
+    def reload_config(self, now: float) -> dict[str, list[str]]:
+        """Read the config file again: start added services, stop removed ones,
+        reload changed ones; leave the others alone.
+
+        Returns:
+            the names added, removed, changed and unchanged.
+
+        Raises:
+            ConfigError: no config file, or it is wrong (nothing changes then).
+        """
+        if self.config_path is None:
+            raise ConfigError("the cage runs without --config: there is no file to reload")
+        config = load(self.config_path, self.known_modules())
+        old = {name: r.spec for name, r in self.core.services.items() if not r.retiring}
+        new = config.services
+        summary = {
+            "added": sorted(new.keys() - old.keys()),
+            "removed": sorted(old.keys() - new.keys()),
+            "changed": sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
+            "unchanged": sorted(n for n in new.keys() & old.keys() if new[n] == old[n]),
+        }
+        self.core.policy = config.policy
+        self._do(self.core.configure(new, now), now)
+        stale = sorted(k for k in config.settings.keys() | self.config.settings.keys()
+                       if config.settings.get(k) != self.config.settings.get(k))
+        self.config = config
+        log.info("config.reloaded", path=self.config_path, **summary)
+        if stale:
+            log.warning("config.needs_restart", keys=stale,
+                        why="only services and the restart policy change without a restart")
+        self._log_events()
+        return summary
+
+    # --- control requests --------------------------------------------------------
+
+    def _control(
+        self, operation: Callable[[str, float], list[Action]]
+    ) -> Callable[[Any, Any, float], Any]:
+        def handler(args: Any, answer: Any, now: float) -> Any:
+            name = args.get("name") if isinstance(args, dict) else args
+            if not isinstance(name, str) or not name:
+                raise SupervisorError('give the service\'s name: args {"name": NAME}')
+            try:
+                self._do(operation(name, now), now)
+            finally:
+                self._log_events()
+            rows = self._services(None, [], now)
+            return next((r for r in rows if r["name"] == name), {"name": name, "state": "removed"})
+        return handler
+
+    def _reload_config(self, args: Any, answer: Any, now: float) -> Any:
+        return self.reload_config(now)
+
+    def _services(self, args: Any, answer: Any, now: float) -> list[dict[str, Any]]:
+        """The cage's registered nodes and the supervised services, merged by name."""
+        registered = {row["name"]: row for row in answer or []}
+        supervised = {row["name"]: row for row in self.core.rows(now)}
+        rows = []
+        for name in sorted(registered.keys() | supervised.keys()):
+            node, sup = registered.get(name), supervised.get(name)
+            if sup is None:
+                assert node is not None
+                rows.append({**node, "state": "running", "supervised": False, "restarts": 0,
+                             "last_error": "", "retry_in": None})
+                continue
+            row = dict(node) if node is not None else {
+                "name": name, "addresses": sup["addresses"], "module": sup["module"],
+                "host": "", "uptime": sup["uptime"], "last_seen": None,
+            }
+            row.update(pid=sup["pid"], state=sup["state"], supervised=True,
+                       restarts=sup["restarts"], last_error=sup["last_error"],
+                       retry_in=sup["retry_in"])
+            rows.append(row)
+        return rows
+
+    # --- the end ----------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop every node (SIGTERM, SIGKILL after stop_timeout) and wait for them."""
+        now = self.clock()
+        self._do(self.core.stop_all(now), now)
+        self._log_events()
+        deadline = now + self.core.policy.stop_timeout
+        for pid, proc in list(self.procs.items()):
+            try:
+                code = proc.popen.wait(max(0.0, deadline - self.clock()))
+            except subprocess.TimeoutExpired:
+                proc.signal(signal.SIGKILL)
+                code = proc.popen.wait()
+            proc.close()
+            del self.procs[pid]
+            self.core.exited(proc.name, pid, code, proc.how_it_ended(code), self.clock())
+        self._log_events()
