@@ -39,7 +39,7 @@ lint: $(STAMP) ## ruff only
 typecheck: $(STAMP) ## mypy --strict on zdse/
 	$(BIN)/mypy
 
-run: install ## Run the bus with the demo services (cage + file nodes); Ctrl-C stops all
+run: install ## Run the cage from examples/zdse.toml: it supervises file and vsphere demo services; Ctrl-C stops all
 	scripts/run-demo
 
 clean: ## Remove the venv and build outputs

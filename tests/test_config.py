@@ -133,3 +133,12 @@ def test_host_port_rejects(text: str) -> None:
     """A wrong --metrics value is a ConfigError naming the flag."""
     with pytest.raises(ConfigError, match="--metrics"):
         parse_host_port(text, "--metrics")
+
+
+def test_options_may_name_environment_variables() -> None:
+    """${NAME} in an option is the cage's environment variable; a missing one is an error."""
+    text = '[services.x]\nmodule = "file"\noptions = { path = "${DIR}/x.json", cost = "$5" }'
+    config = parse(tomllib.loads(text), "zdse.toml", env={"DIR": "/data"})
+    assert config.services["x"].options == (("path", "/data/x.json"), ("cost", "$5"))
+    with pytest.raises(ConfigError, match=r"services\.x\.options\.path: \$\{DIR\} is not set"):
+        parse(tomllib.loads(text), "zdse.toml", env={})

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Cluster, Proc, Updates, run, write_json
-from tests.support import Processes, free_port
+from tests.support import ROOT, Processes, free_port, require
+from tests.vcsim import BINARY as VCSIM
 
 #: Restart policy of the tests' cages: quick, so failure tests end quickly.
 FAST_RESTARTS = {"backoff": 0.05, "backoff_max": 0.2, "max_restarts": 2, "window": 60,
@@ -288,3 +290,36 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
     assert after[("zdse_loop_batch_size_count", ())] > before[("zdse_loop_batch_size_count", ())]
     assert after[("zdse_bad_frames_total", ())] == 0
     assert after[("zdse_node_events_total", (("event", "registered"),))] >= 2
+
+
+def test_make_run_demo_supervises_file_and_vsphere_services(
+    procs: Processes, tmp_path: Path,
+) -> None:
+    """scripts/run-demo (make run) starts the cage from examples/zdse.toml: the two file
+    services and a vsphere service on the simulator all run and answer."""
+    require("the vCenter simulator build/vcsim-zdse (make sim)", VCSIM.is_file())
+    cluster = Cluster(procs, tmp_path)
+    port = free_port()
+    env = dict(cluster.env, ZDSE_DEMO_DIR=str(tmp_path / "demo"))
+    popen = procs.start([str(ROOT / "scripts" / "run-demo"), "--metrics", f"127.0.0.1:{port}"],
+                        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                        stdin=subprocess.DEVNULL)
+    demo = Proc(popen, "run-demo")
+    wait_all(demo, "service.running", {"files.boston", "files.chicago", "vSphere.demo"},
+             timeout=60)
+    rows = services(cluster)
+    assert all(rows[n]["state"] == "running"
+               for n in ("files.boston", "files.chicago", "vSphere.demo"))
+    boston = cluster.ctl("req", "files.boston", "hosts")
+    assert boston.returncode == 0, boston.stderr
+
+    async def vsphere_hosts() -> None:
+        async with cluster.bus() as bus:
+            updates = Updates()
+            bus.subscribe("vSphere.node.list", "hosts", updates)
+            await updates.until(lambda u: u.publisher == "vSphere.demo" and len(u.view or []) == 2,
+                                timeout=60)
+
+    run(vsphere_hosts(), timeout=90)
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert metrics[("zdse_nodes", ())] >= 3

@@ -32,13 +32,17 @@
 A value in the file is a default: a command-line flag overrides it, and so
 does the environment variable of a flag that has one (``ZDSE_ROUTER``,
 ``ZDSE_PUB``, ``ZDSE_HEARTBEAT``). Relative paths are relative to the
-directory the cage runs in, as they are for flags.
+directory the cage runs in, as they are for flags. In a service's
+``options`` and ``curve_key``, ``${NAME}`` stands for the cage's environment
+variable NAME (a ``$`` not followed by ``{`` is just a ``$``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,12 +88,20 @@ class CageConfig:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
 
 
-def load(path: str | Path, known_modules: Collection[str] | None = None) -> CageConfig:
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load(
+    path: str | Path,
+    known_modules: Collection[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CageConfig:
     """Read and check a config file.
 
     Args:
         path: the TOML file.
         known_modules: module names a service may use; None checks nothing.
+        env: the variables ``${NAME}`` may name (default: the environment).
 
     Raises:
         ConfigError: the file cannot be read, is not TOML, or a key is wrong
@@ -104,18 +116,21 @@ def load(path: str | Path, known_modules: Collection[str] | None = None) -> Cage
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    return parse(data, source, known_modules)
+    return parse(data, source, known_modules, env)
 
 
 def parse(
-    data: Mapping[str, Any], source: str, known_modules: Collection[str] | None = None
+    data: Mapping[str, Any],
+    source: str,
+    known_modules: Collection[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> CageConfig:
     """Check parsed TOML (see :func:`load`).
 
     Raises:
         ConfigError: naming the key that is wrong.
     """
-    check = _Checker(source)
+    check = _Checker(source, os.environ if env is None else env)
     check.known(data, _SECTIONS, "")
     settings: dict[str, Any] = {}
     cage = check.table(data, "cage")
@@ -202,8 +217,17 @@ def apply_defaults(
 class _Checker:
     """Typed reads of TOML values, with errors naming the file and the key."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, env: Mapping[str, str]) -> None:
         self.source = source
+        self.env = env
+
+    def expand(self, text: str, where: str, key: str) -> str:
+        def variable(match: re.Match[str]) -> str:
+            value = self.env.get(match[1])
+            if value is None:
+                raise self.fail(where, key, f"${{{match[1]}}} is not set in the environment")
+            return value
+        return _VARIABLE.sub(variable, text)
 
     def fail(self, where: str, key: str, why: str) -> ConfigError:
         path = f"{where}.{key}" if where else key
@@ -283,7 +307,9 @@ class _Checker:
         for key, value in options.items():
             if isinstance(value, bool):
                 text = "true" if value else "false"
-            elif isinstance(value, str | int | float):
+            elif isinstance(value, str):
+                text = self.expand(value, f"{where}.options", key)
+            elif isinstance(value, int | float):
                 text = str(value)
             else:
                 raise self.fail(f"{where}.options", key,
@@ -292,7 +318,8 @@ class _Checker:
         autostart = table.get("autostart", True)
         if not isinstance(autostart, bool):
             raise self.fail(where, "autostart", f"expected true or false, got {_show(autostart)}")
-        curve_key = self.string(table, "curve_key", where) if "curve_key" in table else None
+        curve_key = (self.expand(self.string(table, "curve_key", where), where, "curve_key")
+                     if "curve_key" in table else None)
         return ServiceSpec(name, module, tuple(addresses), tuple(pairs), autostart, curve_key)
 
 
