@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.harness import Cluster, Proc, Updates, run, write_json
 from tests.support import ROOT, Processes, free_port, require
 from tests.vcsim import BINARY as VCSIM
+from zdse.keys import load_public
 
 #: Restart policy of the tests' cages: quick, so failure tests end quickly.
 FAST_RESTARTS = {"backoff": 0.05, "backoff_max": 0.2, "max_restarts": 2, "window": 60,
@@ -323,3 +324,27 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
     run(vsphere_hosts(), timeout=90)
     metrics = scrape(f"http://127.0.0.1:{port}/metrics")
     assert metrics[("zdse_nodes", ())] >= 3
+
+
+def test_supervised_nodes_use_their_curve_key_from_the_config(
+    procs: Processes, tmp_path: Path,
+) -> None:
+    """With CURVE set in the config, each node connects with its curve_key and registers."""
+    cluster = Cluster(procs, tmp_path)
+    for who in ("cage", "node"):
+        result = cluster.ctl("keygen", str(tmp_path / "keys" / who))
+        assert result.returncode == 0, result.stderr
+    node_key = load_public(str(tmp_path / "keys" / "node.key")).decode()
+    authorized = tmp_path / "authorized.toml"
+    authorized.write_text(f'["{node_key}"]\nnames = ["secure.*", "ctl.*"]\n')
+    service = file_service(tmp_path, "secure", {"t": [[1]]})
+    service["curve_key"] = str(tmp_path / "keys" / "node.key_secret")
+    config = tmp_path / "zdse.toml"
+    write_config(config, {"secure.one": service},
+                 curve_secret=str(tmp_path / "keys" / "cage.key_secret"),
+                 authorized=str(authorized))
+    cage = cluster.start_cage("--config", str(config))
+    cage.wait_event("service.running", service="secure.one")
+    cluster.env.update(ZDSE_CURVE_KEY=str(tmp_path / "keys" / "node.key_secret"),
+                       ZDSE_CAGE_KEY=str(tmp_path / "keys" / "cage.key"))
+    assert services(cluster)["secure.one"]["state"] == "running"
