@@ -324,14 +324,16 @@ class Bus:
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
         self._pump()
+        # A timer and the future itself: wait_for(shield(fut)) costs three
+        # more loop iterations between the reply and the caller.
+        timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), _expire, fut)
         try:
-            outcome = await asyncio.wait_for(
-                asyncio.shield(fut), max(0.0, deadline - time.monotonic())
-            )
+            outcome = await fut
         except TimeoutError:
             late = self.core.requests.timeout(cid)
-            outcome = late if late is not None else fut.result()
+            outcome = late if late is not None else Outcome(cid, key, {}, "timeout")
         finally:
+            timer.cancel()
             self._waiters.pop(cid, None)
             self.core.requests.cancel(cid)
         if outcome.error == "noroute":
@@ -371,6 +373,7 @@ class Bus:
                 self._sub_now.unsubscribe(t)
             filters.add.clear()
             filters.remove.clear()
+            self._rearm(self._sub)
         if self.core.outbox and self._flush_handle is None and self._opened:
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -389,7 +392,20 @@ class Bus:
                 # The cage's queue is full: keep order, wait until it drains.
                 self._backlog = frames_list[i:]
                 self._spawn(self._drain_backlog())
-                return
+                break
+        self._rearm(self._dealer)
+
+    @staticmethod
+    def _rearm(sock: zmq.asyncio.Socket) -> None:
+        """Re-arm the asyncio reader of ``sock`` after using its sync twin.
+
+        ZeroMQ's FD is edge-triggered: a send (or a filter change) on the
+        sync twin may swallow the edge of a message that arrived meanwhile,
+        and the reader waiting on the asyncio socket would sleep until the
+        next edge, which never comes while that message is unread. Reading
+        EVENTS through the asyncio socket makes pyzmq look again.
+        """
+        sock.get(zmq.EVENTS)
 
     async def _drain_backlog(self) -> None:
         while self._backlog:
@@ -409,6 +425,7 @@ class Bus:
                 except zmq.Again:
                     break
                 self._backlog.pop(0)
+            self._rearm(self._dealer)
 
     def _spawn(self, coro: Any) -> None:
         assert self._group is not None
@@ -442,6 +459,11 @@ class Bus:
             self._pump()
             if events:
                 await self._handle(events)
+            if self._flush_handle is not None:
+                # What the frames just read called for (replies, snapshots)
+                # leaves now, as one batch, not one loop iteration later.
+                self._flush_handle.cancel()
+                self._flush()
             if self.core.stats["bad_frames"] != bad:
                 bad = self.core.stats["bad_frames"]
                 if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
@@ -580,6 +602,12 @@ class Bus:
                 await self._handle(events)
             session = self.core.session
             await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+
+
+def _expire(fut: asyncio.Future[Outcome]) -> None:
+    """A request's deadline passed: wake its caller with TimeoutError."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _value(sender: str, reply: codec.Reply) -> Any:
