@@ -48,6 +48,7 @@ import contextlib
 import http.client
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -668,10 +669,34 @@ class VSphereService(PollingService):
         self._lock = threading.Lock()
 
     async def poll(self) -> None:
-        """Read the tables in a worker thread, then publish each of them."""
+        """Read the tables in a worker thread, then publish each of them.
+
+        Each good poll logs one ``vsphere.polled`` event (debug level): its
+        duration in ``seconds`` (of which ``read_seconds`` reading vCenter),
+        the ``round_trips`` of the read, the ``hosts`` and ``vms`` counts, and
+        ``changed``: the tables that changed, with their new sequence numbers
+        (empty when nothing changed, and so nothing was sent).
+        """
+        started = time.perf_counter()
         tables = await asyncio.to_thread(self._read)
+        read = time.perf_counter()
+        before = self._sequences()
         for dataindex, rows in tables.items():
             self.publish(dataindex, rows)
+        after = self._sequences()
+        self.log.debug(
+            "vsphere.polled",
+            seconds=round(time.perf_counter() - started, 6),
+            read_seconds=round(read - started, 6),
+            round_trips=self.round_trips_last_poll,
+            hosts=len(tables[HOSTS]),
+            vms=len(tables[VMS]),
+            changed={name: seq for name, seq in after.items() if before.get(name) != seq},
+        )
+
+    def _sequences(self) -> dict[str, int]:
+        """The sequence number of each table published (it grows when the table changes)."""
+        return {name: pub["seq"] for name, pub in self.bus.pubdata().items() if name in COLUMNS}
 
     async def stop(self) -> None:
         """Stop polling, then log out of vCenter."""
