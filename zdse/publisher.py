@@ -54,7 +54,9 @@ class Publications:
 
     def publish(self, dataindex: str, data: Any) -> list[Send]:
         """Store ``data``; return the delta to send, if it changed and anyone listens."""
-        pub = self._pubs.setdefault(dataindex, Publication())
+        pub = self._pubs.get(dataindex)
+        if pub is None:  # not setdefault: that would build a Publication per call
+            pub = self._pubs[dataindex] = Publication()
         change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
         if change is None:
             return []
