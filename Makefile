@@ -42,5 +42,8 @@ typecheck: $(STAMP) ## mypy --strict on zdse/
 run: install ## Run the cage from examples/zdse.toml: it supervises file and vsphere demo services; Ctrl-C stops all
 	scripts/run-demo
 
+bench-vsphere: $(STAMP) sim ## vsphere polling benchmark: 50 hosts, 2,000 VMs, every 5 s (benchmarks/README.md)
+	$(BIN)/python benchmarks/vsphere_poll.py --hosts 50 --vms 2000 --interval 5
+
 clean: ## Remove the venv and build outputs
 	rm -rf $(VENV) build
