@@ -468,6 +468,11 @@ class Bus:
                 bad = self.core.stats["bad_frames"]
                 if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
                     self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
+            # While frames keep coming, recv_multipart() hands back a finished
+            # future and awaiting it does not yield: a steady stream would
+            # starve the timer (no heartbeats, so the cage expires us) and
+            # the other socket's reader. Let them run once per batch.
+            await asyncio.sleep(0)
 
     async def _handle(self, events: list[Event]) -> None:
         for event in events:
