@@ -176,16 +176,16 @@ class AmqpBridge(Service):
         while True:
             url = self.config.urls[turn % len(self.config.urls)]
             turn += 1
-            consumed = False
             try:
-                consumed = await self._consume(url)
+                await self._consume(url)
                 why = "the broker closed the connection"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure of the broker or the network: retry
-                consumed = bool(self.counters["connected"])
                 why = self._describe(exc)
-            if self.counters["connected"]:
+            # A connection that got as far as consuming starts the backoff over.
+            consumed = bool(self.counters["connected"])
+            if consumed:
                 self.counters["connected"] = False
                 self._publish_counters()
             failures = 1 if consumed else failures + 1
@@ -194,8 +194,8 @@ class AmqpBridge(Service):
                              retry_in=delay, failures=failures)
             await asyncio.sleep(delay)
 
-    async def _consume(self, url: str) -> bool:
-        """Consume over one connection until it closes; return whether consuming began.
+    async def _consume(self, url: str) -> None:
+        """Consume over one connection until it closes.
 
         Raises:
             Exception: whatever the AMQP library raises when the broker refuses
@@ -243,7 +243,7 @@ class AmqpBridge(Service):
                 if isinstance(item, _Closed):
                     if item.why is not None and not isinstance(item.why, asyncio.CancelledError):
                         raise item.why
-                    return True
+                    return
                 await self.deliver(item)
 
     async def _channel(
