@@ -26,7 +26,7 @@ from zdse.supervisor import (
 )
 
 POLICY = RestartPolicy(backoff=1.0, backoff_max=4.0, max_restarts=3, window=60.0,
-                       stop_timeout=5.0)
+                       stop_timeout=5.0, start_timeout=30.0)
 SPEC = ServiceSpec("files.boston", "file", ("files.all",), (("path", "b.json"),))
 
 
@@ -148,6 +148,14 @@ SCENARIOS: dict[str, list[tuple[float, str, State, list[str]]]] = {
         (1.0, "stop", State.STOPPING, ["term"]),
         (1.2, "start", State.STOPPING, []),
         (1.5, "exit", State.STARTING, ["spawn"]),
+    ],
+    "a node that does not register in time is stopped, and that is a crash": [
+        (29.9, "tick", State.STARTING, []),
+        (30.0, "tick", State.STOPPING, ["term"]),
+        (30.5, "exit", State.BACKOFF, []),
+        (31.5, "tick", State.STARTING, ["spawn"]),
+        (32.0, "registered", State.RUNNING, []),
+        (1000.0, "tick", State.RUNNING, []),  # registered: no start deadline any more
     ],
     "start of a failed service tries again, with its crashes forgiven": [
         (1.0, "crash", State.BACKOFF, []),
@@ -314,3 +322,13 @@ def test_policy_rejects_nonsense() -> None:
         RestartPolicy(backoff=0)
     with pytest.raises(ConfigError, match="max_restarts"):
         RestartPolicy(max_restarts=-1)
+
+
+def test_a_start_timeout_is_a_crash_with_its_reason() -> None:
+    """The last error of a node stopped for not registering says so, and how it ended."""
+    shell = shell_with(SPEC)
+    shell.step(30.0, "tick")
+    shell.step(31.0, "exit")
+    record = shell.core.services[SPEC.name]
+    assert record.last_error == "did not register within 30 s; exited with code 0"
+    assert record.crashes == [31.0]

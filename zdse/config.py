@@ -21,6 +21,7 @@
     max_restarts = 5
     window = 60.0
     stop_timeout = 5.0
+    start_timeout = 60.0
 
     [services."files.boston"]            # a name with dots must be quoted
     module = "file"
@@ -63,7 +64,8 @@ ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT"
 _CAGE_KEYS = ("router", "pub", "heartbeat", "heartbeats_to_expire", "metrics", "curve_secret",
               "authorized")
 _LOG_KEYS = ("level", "format")
-_RESTART_KEYS = ("backoff", "backoff_max", "max_restarts", "window", "stop_timeout")
+_RESTART_KEYS = ("backoff", "backoff_max", "max_restarts", "window", "stop_timeout",
+                 "start_timeout")
 _SERVICE_KEYS = ("module", "addresses", "options", "autostart", "curve_key")
 _SECTIONS = ("cage", "log", "restart", "services")
 
@@ -159,7 +161,7 @@ def parse(
     restart = check.table(data, "restart")
     check.known(restart, _RESTART_KEYS, "restart")
     values: dict[str, Any] = {}
-    for key in ("backoff", "backoff_max", "window", "stop_timeout"):
+    for key in ("backoff", "backoff_max", "window", "stop_timeout", "start_timeout"):
         if key in restart:
             values[key] = check.positive(restart, key, "restart")
     if "max_restarts" in restart:

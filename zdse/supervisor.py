@@ -15,6 +15,8 @@ One service's states, as in :data:`TRANSITIONS`::
     STARTING, RUNNING --reload--> STOPPING --exited--> STARTING  (new process,
                                                                    fresh code)
     STOPPING --deadline--> STOPPING  (SIGKILL after stop_timeout)
+    STARTING --deadline--> STOPPING --exited--> BACKOFF or FAILED  (not
+                                     registered within start_timeout: a crash)
     BACKOFF --stop--> STOPPED        FAILED --start/reload--> STARTING
 """
 
@@ -101,6 +103,9 @@ class RestartPolicy:
             them marks the service FAILED.
         window: seconds over which crashes are counted.
         stop_timeout: seconds a node gets to exit after SIGTERM before SIGKILL.
+        start_timeout: seconds a node gets to register after it was spawned;
+            one that does not (a wrong key, a hung import) is stopped and
+            counts as a crash.
     """
 
     backoff: float = 1.0
@@ -108,9 +113,10 @@ class RestartPolicy:
     max_restarts: int = 5
     window: float = 60.0
     stop_timeout: float = 5.0
+    start_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("backoff", "backoff_max", "window", "stop_timeout"):
+        for name in ("backoff", "backoff_max", "window", "stop_timeout", "start_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"restart policy: {name} must be above zero")
         if self.max_restarts < 0:
@@ -162,9 +168,11 @@ class Supervised:
     #: Times of the crashes within the policy's window.
     crashes: list[float] = field(default_factory=list)
     last_error: str = ""
-    #: BACKOFF: when to restart. STOPPING: when to send SIGKILL.
+    #: STARTING: when to give up waiting for the registration. BACKOFF: when
+    #: to restart. STOPPING: when to send SIGKILL.
     deadline: float | None = None
-    #: STOPPING: the state to go on to once the process exited.
+    #: STOPPING: the state to go on to once the process exited (BACKOFF: the
+    #: exit counts as a crash, see _start_timed_out).
     then: State = State.STOPPED
     #: Why the next spawn happens: start, reload or restart.
     reason: str = "start"
@@ -335,9 +343,9 @@ class SupervisorCore:
             del self.services[record.spec.name]
             self.events.append(("service.removed", {"service": record.spec.name}))
 
-    def _spawn(self, record: Supervised, reason: str) -> list[Action]:
+    def _spawn(self, record: Supervised, reason: str, now: float) -> list[Action]:
         record.state = State.STARTING
-        record.deadline = None
+        record.deadline = now + self.policy.start_timeout
         record.reason = reason
         record.pid = 0
         return [Spawn(record.spec)]
@@ -345,15 +353,15 @@ class SupervisorCore:
     def _start(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         # An operator's start forgives earlier crashes.
         record.crashes.clear()
-        return self._spawn(record, "start")
+        return self._spawn(record, "start", now)
 
     def _reload_stopped(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.crashes.clear()
-        return self._spawn(record, "reload")
+        return self._spawn(record, "reload", now)
 
     def _restart(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.restarts += 1
-        return self._spawn(record, "restart")
+        return self._spawn(record, "restart", now)
 
     def _terminate(self, record: Supervised, now: float, then: State) -> list[Action]:
         record.state = State.STOPPING
@@ -374,6 +382,7 @@ class SupervisorCore:
 
     def _running(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.state = State.RUNNING
+        record.deadline = None
         self.events.append(("service.running", {"service": record.spec.name, "pid": record.pid}))
         return []
 
@@ -400,12 +409,22 @@ class SupervisorCore:
         }))
         return []
 
+    def _start_timed_out(
+        self, record: Supervised, now: float, data: dict[str, Any]
+    ) -> list[Action]:
+        record.last_error = f"did not register within {self.policy.start_timeout:g} s"
+        return self._terminate(record, now, State.BACKOFF)
+
     def _stopped(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
+        if record.then is State.BACKOFF:  # stopped for not registering: a crash
+            how = data.get("error")
+            error = f"{record.last_error}; {how}" if how else record.last_error
+            return self._crashed(record, now, {**data, "error": error})
         record.pid = 0
         record.deadline = None
         if record.then is State.STARTING and not record.retiring:
             record.crashes.clear()
-            return self._spawn(record, record.reason)
+            return self._spawn(record, record.reason, now)
         record.state = State.STOPPED
         self.events.append(("service.stopped", {"service": record.spec.name,
                                                 "code": data.get("code")}))
@@ -459,6 +478,7 @@ TRANSITIONS: dict[tuple[State, Input], Handler] = {
     (_S.STARTING, _I.RELOAD): SupervisorCore._reload,
     (_S.STARTING, _I.REGISTERED): SupervisorCore._running,
     (_S.STARTING, _I.EXITED): SupervisorCore._crashed,
+    (_S.STARTING, _I.DEADLINE): SupervisorCore._start_timed_out,
     (_S.RUNNING, _I.START): _NOTHING,
     (_S.RUNNING, _I.STOP): SupervisorCore._stop,
     (_S.RUNNING, _I.RELOAD): SupervisorCore._reload,
