@@ -142,3 +142,15 @@ def test_options_may_name_environment_variables() -> None:
     assert config.services["x"].options == (("path", "/data/x.json"), ("cost", "$5"))
     with pytest.raises(ConfigError, match=r"services\.x\.options\.path: \$\{DIR\} is not set"):
         parse(tomllib.loads(text), "zdse.toml", env={})
+
+
+def test_the_example_config_of_make_run_is_valid() -> None:
+    """examples/zdse.toml loads with the installed modules and the demo's variables."""
+    from tests.support import ROOT
+    from zdse import modules
+
+    config = load(ROOT / "examples" / "zdse.toml", modules.available(),
+                  env={"ZDSE_DEMO_DIR": "/demo", "ZDSE_DEMO_VCENTER": "https://u:p@h/sdk"})
+    assert set(config.services) == {"files.boston", "files.chicago", "vSphere.demo"}
+    assert dict(config.services["files.boston"].options) == {"path": "/demo/boston.json"}
+    assert config.services["files.boston"].addresses == ("files.all",)
