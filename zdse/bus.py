@@ -62,6 +62,10 @@ MessageHandler = Callable[[str, str, Any], Any]
 
 #: Frames read per wake-up before other tasks get a turn.
 DRAIN_LIMIT = 1024
+#: Seconds spent reading one batch before other tasks get a turn: under a
+#: flood, on a busy machine, 1,024 frames can take half a second, longer
+#: than a fast heartbeat may wait.
+DRAIN_SECONDS = 0.02
 #: Reserved requests every service answers.
 RESERVED = ("pubdata", "subdata")
 
@@ -451,6 +455,8 @@ class Bus:
             now = time.monotonic()
             events = take(frames, now)
             for _ in range(DRAIN_LIMIT):
+                if time.monotonic() - now > DRAIN_SECONDS:
+                    break
                 try:
                     frames = now_sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
