@@ -55,11 +55,10 @@ class Operations:
     def __init__(self, proxy: Proxy, args: argparse.Namespace, config: CageConfig) -> None:
         launcher = Launcher(lambda: _connect_to(proxy), args.log_level,
                             cage_key=args.curve_secret)
-        self.supervisor = Supervisor(proxy.core, launcher, config, args.config)
-        self.supervisor.install(proxy.tick_hooks)
+        supervisor = self.supervisor = Supervisor(proxy.core, launcher, config, args.config)
+        supervisor.install(proxy.tick_hooks)
         self.metrics: MetricsServer | None = None
         if args.metrics:
-            supervisor = self.supervisor
             exchange = Exchange(
                 lambda now: take_snapshot(proxy.core, supervisor.core.rows, now),
                 timeout=max(2.0, 2 * proxy.core.heartbeat),
@@ -68,9 +67,8 @@ class Operations:
             self.metrics = MetricsServer(args.metrics, exchange)
 
         def on_hangup(signum: int, frame: FrameType | None) -> None:
-            supervisor.request_reload()
+            supervisor.request_reload()  # acted on at the next tick, in the loop
 
-        supervisor = self.supervisor
         signal.signal(signal.SIGHUP, on_hangup)
 
     def close(self) -> None:
