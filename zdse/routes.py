@@ -13,6 +13,7 @@ from a bounded cache that any change to the table clears. Pure: no I/O.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
@@ -80,7 +81,10 @@ class RouteTable(Generic[D]):
     def __init__(self) -> None:
         self._root: _Node[D] = _Node()
         self._bindings: dict[str, set[D]] = {}
-        self._cache: dict[str, frozenset[D]] = {}
+        # An OrderedDict, not a dict: evicting a dict's oldest entry with
+        # next(iter(...)) walks every slot deleted before it, so a stream of
+        # first-seen keys made each look-up O(cache size).
+        self._cache: OrderedDict[str, frozenset[D]] = OrderedDict()
 
     def add(self, pattern: str, dest: D) -> bool:
         """Bind ``dest`` to ``pattern``.
@@ -141,7 +145,7 @@ class RouteTable(Generic[D]):
         self._match(self._root, split_words(key), 0, found, set())
         result = frozenset(found)
         if len(self._cache) >= CACHE_SIZE:
-            del self._cache[next(iter(self._cache))]
+            self._cache.popitem(last=False)
         self._cache[key] = result
         return result
 
