@@ -66,28 +66,41 @@ def _rate(lookup: Callable[[str], object], keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - start)
 
 
-def measure(count: int, lookups: int, rounds: int) -> dict[str, float]:
-    """Look-ups per second on a table of ``count`` patterns (the best of ``rounds``).
+def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str, float]]:
+    """Look-ups per second on tables of each size (the best of ``rounds``).
 
-    The best round, not the median: a look-up loop in one process has no
-    peer to interleave with, and the best round is the one least disturbed
-    by the rest of the machine.
+    The sizes take turns within each round, so a burst of load elsewhere on
+    the machine hits them alike; the best round, not the median, since a
+    look-up loop has no peer to interleave with and the best round is the
+    one least disturbed.
     """
-    table = build(count)
-    working = repeated_keys(count)
-    repeated = (working * (lookups // len(working) + 1))[:lookups]
-    for key in working:
-        table.lookup(key)  # the steady state: the working set is cached
-    best_repeated = best_fresh = 0.0
-    matched = 0
+    tables = {count: build(count) for count in sizes}
+    working = {count: repeated_keys(count) for count in sizes}
+    repeated = {count: (keys * (lookups // len(keys) + 1))[:lookups]
+                for count, keys in working.items()}
+    for count, keys in working.items():
+        for key in keys:
+            tables[count].lookup(key)  # the steady state: the working set is cached
+    best_repeated = dict.fromkeys(sizes, 0.0)
+    best_fresh = dict.fromkeys(sizes, 0.0)
+    matched = dict.fromkeys(sizes, 0.0)
+    # All repeated rounds first, while the caches hold the working set only
+    # (the cage's steady state); the first-seen rounds then fill them.
+    for _ in range(rounds):
+        for count in sizes:
+            rate = _rate(tables[count].lookup, repeated[count])
+            best_repeated[count] = max(best_repeated[count], rate)
     for r in range(rounds):
-        best_repeated = max(best_repeated, _rate(table.lookup, repeated))
-        fresh = fresh_keys(count, lookups, salt=r)
-        best_fresh = max(best_fresh, _rate(table.lookup, fresh))
-        matched = sum(1 for key in fresh[:1000] if table.lookup(key))
-    return {
-        "patterns": float(count),
-        "repeated_per_s": best_repeated,
-        "first_seen_per_s": best_fresh,
-        "first_seen_matched_pct": matched / 10,
-    }
+        for count in sizes:
+            fresh = fresh_keys(count, lookups, salt=r)
+            best_fresh[count] = max(best_fresh[count], _rate(tables[count].lookup, fresh))
+            matched[count] = sum(1 for key in fresh[:1000] if tables[count].lookup(key)) / 10
+    return [
+        {
+            "patterns": float(count),
+            "repeated_per_s": best_repeated[count],
+            "first_seen_per_s": best_fresh[count],
+            "first_seen_matched_pct": matched[count],
+        }
+        for count in sizes
+    ]
