@@ -213,6 +213,10 @@ class CageCore:
         elif kind is Kind.BYE:
             if node is not None:
                 self._remove(node, "bye")
+            else:
+                # Counted like any stranger's message (every frame is
+                # counted somewhere); a leaving node needs no error back.
+                self.stats["not_registered"] += 1
         else:
             self._bad(identity, f"{kind.name} is not sent by nodes")
 

@@ -306,6 +306,12 @@ class Joined:
     name: str
     addresses: list[str]
 
+    def __post_init__(self) -> None:
+        # Subscribers match these against their keys: a non-string would
+        # raise there, so it is refused here, as bad input.
+        for address in self.addresses:
+            validate_pattern(address)
+
 
 @dataclass(frozen=True, slots=True)
 class Left:
