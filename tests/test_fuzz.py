@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,8 @@ from tests.support import ROOT, require
 from zdse import codec
 from zdse.cage import CageCore
 from zdse.codec import FLAG_GATHER, Kind
-from zdse.errors import ProtocolError
+from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.node import NodeCore
 
 #: What a node sends the cage: ``[header, key, body]``, one of each kind (and some
@@ -128,7 +130,7 @@ def test_the_cage_counts_each_frame_of_a_stranger_exactly_once(frames: list[byte
     assert sum(core.stats[c] for c in counters) == 1, dict(core.stats)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=500)
 @given(st.lists(mutated(NODE_FRAMES), min_size=1, max_size=8))
 def test_the_cage_never_raises_on_garbage_from_a_registered_node(
     batch: list[list[bytes]],
@@ -154,7 +156,7 @@ def _node() -> NodeCore:
     return node
 
 
-@settings(max_examples=2000)
+@settings(max_examples=500)
 @given(st.lists(st.one_of(mutated(DEALER_FRAMES).map(lambda f: ("dealer", f)),
                           mutated(PUB_FRAMES).map(lambda f: ("pub", f))),
                 min_size=1, max_size=8))
@@ -219,3 +221,26 @@ def test_atheris_finds_nothing_but_protocol_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, tail
     assert "Done" in result.stderr, tail
     assert not list(tmp_path.glob("crash-*")), tail
+
+
+def test_data_too_large_or_unencodable_is_refused_at_publish_and_not_stored() -> None:
+    """publish() raises MessageTooLarge / ProtocolError at once, and stores nothing."""
+    node = _node()
+    with pytest.raises(MessageTooLarge, match="exceeds"):
+        node.publish("big", "x" * (MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(ProtocolError, match="cannot encode"):
+        node.publish("odd", {1, 2})
+    assert "big" not in node.publications.dataindexes()
+    assert "odd" not in node.publications.dataindexes()
+
+
+def test_an_answer_too_large_to_send_is_counted_not_raised() -> None:
+    """A subscribe whose snapshot would pass the limit (a huge id) is counted as bad input."""
+    node = _node()
+    node.publish("t", "x" * (MAX_MESSAGE_BYTES - 200))
+    huge = codec.Subscribe("s" * 1000, "t", {}, 1.0)
+    events = node.receive(
+        [codec.header(Kind.SUBSCRIBE), b"other", b"node", codec.encode_one(huge)], 1.0)
+    assert events == []
+    assert node.stats["bad_frames"] == 1
+    assert "exceeds" in node.last_bad

@@ -119,7 +119,18 @@ class NodeCore:
             self._control(codec.Bye())
 
     def publish(self, dataindex: str, data: Any) -> None:
-        """Store data; queue the delta if it changed and anyone subscribes."""
+        """Store data; queue the delta if it changed and anyone subscribes.
+
+        Raises:
+            MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent ``data``.
+            Either way nothing is stored or sent: no subscriber could ever
+            be given a snapshot of it.
+        """
+        # Worst case of what a snapshot adds around the data: a uuid4 hex
+        # subscription id and the largest sequence number.
+        codec.encode_one(codec.Snapshot("0" * 32, dataindex, self.publications.epoch,
+                                        2**63 - 1, data))
         actions = self.publications.publish(dataindex, data)
         if self.registered:
             self._act(actions)
@@ -182,7 +193,12 @@ class NodeCore:
             return [IncomingMessage(sender, msg) for msg in messages]  # type: ignore[arg-type]
         events: list[Event] = []
         for msg in messages:
-            self._dispatch(sender, msg, now, events)
+            try:
+                self._dispatch(sender, msg, now, events)
+            except (ProtocolError, MessageTooLarge) as exc:
+                # Its answer cannot be sent (a huge subscription id, say):
+                # bad input like any other, counted and dropped.
+                self._bad(exc)
         return events
 
     def receive_published(self, frames: list[bytes], now: float) -> list[Event]:
