@@ -15,8 +15,13 @@ from typing import Any
 from zdse import delta
 from zdse.actions import Send
 from zdse.codec import Delta, Snapshot, Subscribe, Unsubscribe
+from zdse.slots import builder
 
 __all__ = ["Publication", "Publications"]
+
+
+_build_send = builder(Send)
+_build_delta = builder(Delta)
 
 
 @dataclass(slots=True)
@@ -64,7 +69,8 @@ class Publications:
         pub.seq += 1
         if not pub.subscribers:
             return []
-        return [Send(dataindex, Delta(dataindex, self.epoch, pub.seq, change))]
+        # Built without the frozen __init__s: this runs once per publish.
+        return [_build_send(dataindex, _build_delta(dataindex, self.epoch, pub.seq, change))]
 
     def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
         """Record (or refresh) a subscriber; snapshot it unless it is up to date."""

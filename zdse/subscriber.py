@@ -240,7 +240,8 @@ class Subscriptions:
         # so the per-delta hot path skips the look-up.
         feed.seq = d.seq
         sids = feed.sids
-        return [self._update(feed, sid, "delta", d.delta)
+        change, seq, view = d.delta, d.seq, feed.view
+        return [_build_update(sid, publisher, feed.dataindex, "delta", seq, change, view)
                 for sid in (sids if len(sids) == 1 else sorted(sids))], []
 
     def on_noroute(self, sub: Subscribe) -> list[Update]:
