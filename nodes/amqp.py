@@ -118,6 +118,9 @@ class _Closed:
 class AmqpBridge(Service):
     """Bridge one OpenStack instance's notifications onto the bus (options: docs/amqp.md)."""
 
+    #: Without --address, every event type of the instance is under its prefix.
+    default_addresses = ("{name}.#",)
+
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         super().__init__(name, options)
         self.config: AmqpConfig = from_options(name, _with_url_file(options))

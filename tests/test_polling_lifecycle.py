@@ -54,3 +54,12 @@ def test_polls_only_between_start_and_stop() -> None:
         assert poll_tasks() == []
 
     run(scenario(), timeout=10)
+
+
+def test_modules_declare_default_addresses_used_without_address_flags() -> None:
+    """The amqp bridge listens on NAME.# unless told otherwise; file has no default."""
+    from zdse_nodes.amqp import AmqpBridge
+    from zdse_nodes.file import FileService
+
+    assert AmqpBridge.addresses_for("openstack1") == ["openstack1.#"]
+    assert FileService.addresses_for("files.a") == []

@@ -29,6 +29,10 @@ class Service:
         options: the ``--set KEY=VALUE`` options, as strings.
     """
 
+    #: Addresses a service of this module listens on when ``zdse-node`` is
+    #: given no ``--address``; ``{name}`` stands for the service's name.
+    default_addresses: tuple[str, ...] = ()
+
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         self.name = name
         self.options = dict(options)
@@ -37,6 +41,11 @@ class Service:
         self._bus: Bus | None = None
 
     # --- wiring ---------------------------------------------------------------
+
+    @classmethod
+    def addresses_for(cls, name: str) -> list[str]:
+        """The default addresses of a service of this module called ``name``."""
+        return [a.format(name=name) for a in cls.default_addresses]
 
     def attach(self, bus: Bus) -> None:
         """Connect the service to its bus (done by the runner, or by tests)."""

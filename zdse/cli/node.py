@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="the service's unique name (default: the module's)")
     parser.add_argument(
         "--address", action="append", default=[], metavar="ADDR",
-        help="an extra address, may be shared and hold * or # (repeatable)",
+        help="an extra address, may be shared and hold * or # (repeatable; "
+        "default: the module's own, e.g. NAME.# for amqp)",
     )
     parser.add_argument(
         "--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         cls = modules.load(args.module)
         name = args.name or args.module
         codec.validate_name(name)
-        for address in args.address:
+        addresses = args.address or cls.addresses_for(name)
+        for address in addresses:
             codec.validate_pattern(address)
         endpoints = Endpoints.from_args(args)
         curve = client_curve(args)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ProtocolError) as exc:
         print(f"zdse-node: {exc}", file=sys.stderr)
         return 2
-    bus = Bus(name, args.address, endpoints=endpoints, info={"module": args.module}, curve=curve)
+    bus = Bus(name, addresses, endpoints=endpoints, info={"module": args.module}, curve=curve)
     try:
         return asyncio.run(run(service, bus))
     except ConfigError as exc:
