@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install debs sim test check lint typecheck run bench clean
+.PHONY: help install debs sim test soak check lint typecheck run bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ test: install ## Run lint, type checks and the whole test suite
 	$(BIN)/ruff check zdse nodes tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -W error
+
+soak: install ## The soak test for 15 minutes (make test runs it for 2) and atheris for 5
+	ZDSE_SOAK_SECONDS=900 $(BIN)/pytest -W error tests/test_soak.py
+	ZDSE_FUZZ_SECONDS=300 $(BIN)/pytest -W error tests/test_fuzz.py
 
 lint: $(STAMP) ## ruff only
 	$(BIN)/ruff check zdse nodes tests benchmarks

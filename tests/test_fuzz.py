@@ -204,10 +204,15 @@ def write_corpus(folder: Path) -> None:
         (folder / f"seed-{i}").write_bytes(seed)
 
 
+#: How long atheris runs (``ZDSE_FUZZ_SECONDS`` for longer).
+FUZZ_SECONDS = int(os.environ.get("ZDSE_FUZZ_SECONDS", "20"))
+
+
+@pytest.mark.timeout(FUZZ_SECONDS + 120)
 def test_atheris_finds_nothing_but_protocol_errors(tmp_path: Path) -> None:
     """Coverage-guided fuzzing of codec and cores for a bounded time finds no crash."""
     require("atheris (pip install atheris)", importlib.util.find_spec("atheris") is not None)
-    seconds = int(os.environ.get("ZDSE_FUZZ_SECONDS", "20"))
+    seconds = FUZZ_SECONDS
     corpus = tmp_path / "corpus"
     write_corpus(corpus)
     result = subprocess.run(
