@@ -217,12 +217,12 @@ class NodeCore:
         if kind is Kind.DELTA:
             # A batch of one publisher's deltas: the fanout hot path.
             # (decode_body of DELTA gives codec.Delta values only.)
-            on_delta = self.subscriptions.on_delta
-            for msg in messages:
-                updates, actions = on_delta(publisher, msg, now)  # type: ignore[arg-type]
-                if actions:
-                    self._act(actions)
-                events += updates
+            updates, actions = self.subscriptions.on_deltas(
+                publisher, messages, now  # type: ignore[arg-type]
+            )
+            if actions:
+                self._act(actions)
+            events += updates
             return events
         for msg in messages:
             if isinstance(msg, codec.Delta):
