@@ -23,6 +23,7 @@ from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.publisher import Publications
 from zdse.requests import Outcome, PendingRequests
 from zdse.session import Session, SessionState
+from zdse.slots import builder
 from zdse.subscriber import Subscriptions, Update
 
 __all__ = [
@@ -52,6 +53,13 @@ class IncomingMessage:
 
     sender: str
     message: codec.Message
+
+
+# The per-message values of the hot paths, built without their frozen
+# __init__ (see zdse.slots); every other value is built the usual way.
+_build_message = builder(codec.Message)
+_build_snapshot = builder(codec.Snapshot)
+_build_incoming = builder(IncomingMessage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +137,7 @@ class NodeCore:
         """
         # Worst case of what a snapshot adds around the data: a uuid4 hex
         # subscription id and the largest sequence number.
-        codec.encode_one(codec.Snapshot("0" * 32, dataindex, self.publications.epoch,
+        codec.encode_one(_build_snapshot("0" * 32, dataindex, self.publications.epoch,
                                         2**63 - 1, data))
         actions = self.publications.publish(dataindex, data)
         if self.registered:
@@ -164,7 +172,7 @@ class NodeCore:
         codec.validate_pattern(key, "key")
         # What _act does for one Send, without building the action: this is
         # the sender's per-message hot path.
-        body = codec.encode_one(codec.Message(dataindex, data))
+        body = codec.encode_one(_build_message(dataindex, data))
         self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
 
     def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
@@ -190,7 +198,8 @@ class NodeCore:
         if kind is Kind.MESSAGE:
             # A batch of one-way messages: nothing to dispatch but the events.
             # (decode_body of MESSAGE gives codec.Message values only.)
-            return [IncomingMessage(sender, msg) for msg in messages]  # type: ignore[arg-type]
+            build = _build_incoming
+            return [build(sender, msg) for msg in messages]
         events: list[Event] = []
         for msg in messages:
             try:
