@@ -22,6 +22,7 @@ import zmq.asyncio
 from tests.faults import (
     busproc,
     caught_up,
+    current_status,
     logged_at,
     pause_and_compare,
     rss_mib,
@@ -80,7 +81,7 @@ def test_cage_kill_9_under_steady_publishing_views_are_right_within_3s(cluster: 
 
     run(compare())
     for sub in subs.values():
-        assert wait_status(sub, lambda s: True)["bad_views"] == 0
+        assert current_status(sub)["bad_views"] == 0
     assert [p.popen.pid for p in [*pubs.values(), *subs.values()]] == pids
     assert all(p.popen.poll() is None for p in [*pubs.values(), *subs.values()]), "restarted"
 
@@ -109,7 +110,7 @@ def test_publisher_kill_9_is_told_within_3_heartbeats_and_its_return_snapshots(
             snap = wait_event_any(sub, {"sub.snapshot"}, since=started)
             assert (snap["publisher"], snap["gen"], snap["ok"]) == ("pub.1", gen, True), snap
     for sub in subs:
-        assert wait_status(sub, lambda s: True)["bad_views"] == 0
+        assert current_status(sub)["bad_views"] == 0
 
 
 def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
@@ -138,19 +139,18 @@ def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
         async with cluster.bus() as bus:
             stats = await bus.request("cage", "stats")
             before = stats.get("published", 0)
-            b_before = wait_status(b, lambda s: True)["pub_frames"]
+            b_before = current_status(b)["pub_frames"]
             b.kill(signal.SIGSTOP)
             try:
                 burst = asyncio.ensure_future(
                     bus.request("pub.1", "burst", {"count": steps}, timeout=240))
                 # a keeps receiving all along, and the cage keeps answering.
-                base = (await asyncio.to_thread(wait_status, a, lambda s: True))["deltas"]
+                base = (await asyncio.to_thread(current_status, a))["deltas"]
                 for share in (1, 2, 3):
                     want = base + share * steps * tables // 4
                     await asyncio.to_thread(wait_status, a, lambda s, w=want: s["deltas"] >= w,
                                             timeout=120, what=f"sub.a past {want} deltas")
                     assert (await bus.request("cage", "stats"))["published"] > before
-                    assert not burst.done() or share == 3 or burst.exception() is None
                 final = (await burst)["seq"]
                 after = await bus.request("cage", "stats")
                 published = after["published"] - before
@@ -279,7 +279,7 @@ def test_100k_random_and_mutated_frames_are_all_counted_while_traffic_flows(
 
     run(scenario(), timeout=300)
     assert cage.popen.poll() is None, "the cage died"
-    assert wait_status(sub, lambda s: True)["bad_views"] == 0
+    assert current_status(sub)["bad_views"] == 0
 
 
 def test_oversized_messages_are_refused_by_max_message_bytes(cluster: Cluster) -> None:

@@ -43,9 +43,10 @@ def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
     cluster = Cluster(procs, tmp_path)
     cluster.start_cage()
     assert cluster.cage is not None
-    tables = ["--tables", "2", "--report", "1"]
+    # Every helper outlives the soak, and still ends by itself should the test lose it.
+    tables = ["--tables", "2", "--report", "1", "--lifetime", str(SOAK_SECONDS + 300)]
     pubs = {f"pub.{i}": busproc(cluster, "pub", f"pub.{i}", "--address", "pubs", "--gen", str(i),
-                                "--rate", rate, *tables, "--lifetime", str(SOAK_SECONDS + 300))
+                                "--rate", rate, *tables)
             for i, rate in ((1, "40"), (2, "25"), (3, "10"))}
     subs = {
         "sub.all": busproc(cluster, "sub", "sub.all", "--key", "pubs", *tables),
@@ -55,9 +56,8 @@ def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
     }
     reqs = {
         "req.shared": busproc(cluster, "req", "req.shared", "--key", "pubs", "--rate", "20",
-                              "--report", "1"),
-        "req.one": busproc(cluster, "req", "req.one", "--key", "pub.2", "--rate", "20",
-                           "--report", "1"),
+                              *tables),
+        "req.one": busproc(cluster, "req", "req.one", "--key", "pub.2", "--rate", "20", *tables),
     }
     everyone: dict[str, Proc] = {"cage": cluster.cage, **pubs, **subs, **reqs}
     for name, sub in subs.items():
