@@ -17,8 +17,8 @@ from tests.support import ROOT
 from zdse.bus import Bus
 
 __all__ = [
-    "Status", "busproc", "caught_up", "dataindexes", "logged_at", "pause_and_compare", "rss_kb",
-    "rss_mib", "table", "wait_event_any", "wait_status",
+    "Status", "busproc", "caught_up", "current_status", "dataindexes", "logged_at",
+    "pause_and_compare", "rss_kb", "rss_mib", "table", "wait_event_any", "wait_status",
 ]
 
 Status = dict[str, Any]
@@ -139,3 +139,8 @@ async def pause_and_compare(
         views = await bus.request(name, "views")
         assert same_views(views, data), f"{name}: views {views} are not the data {data}"
     return data
+
+
+def current_status(proc: Proc, timeout: float = WAIT) -> Status:
+    """The first status line ``proc`` logs from now on: what it holds now."""
+    return wait_status(proc, lambda s: True, timeout=timeout, since=time.time())
