@@ -351,3 +351,20 @@ def test_requests_fail_fast_with_no_route_or_time_out_at_their_deadline(cluster:
             assert await bus.request("pubs", "t0", timeout=WAIT)
 
     run(scenario(), timeout=40)
+
+
+def test_an_async_request_handler_leaves_no_task_behind(cluster: Cluster) -> None:
+    """Each answer from an async handler is a task; once done the bus forgets it."""
+    async def answer(sender: str, dataindex: str, args: object) -> object:
+        await asyncio.sleep(0)
+        return args
+
+    async def scenario() -> None:
+        async with cluster.bus("asker") as asker, cluster.bus("answerer") as answerer:
+            answerer.on_request = answer
+            tasks = len(answerer._tasks)
+            for i in range(200):
+                assert await asker.request("answerer", "echo", i) == i
+            assert len(answerer._tasks) == tasks
+
+    run(scenario())

@@ -433,7 +433,11 @@ class Bus:
 
     def _spawn(self, coro: Any) -> None:
         assert self._group is not None
-        self._tasks.append(self._group.create_task(coro))
+        task = self._group.create_task(coro)
+        self._tasks.append(task)
+        # One per async answer or backlog drain: forget each once done, or
+        # a service answering requests forever would keep every task.
+        task.add_done_callback(self._tasks.remove)
 
     # --- input --------------------------------------------------------------
 
