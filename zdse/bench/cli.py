@@ -5,9 +5,10 @@ second), ``fanout`` (1 publisher -> N subscriber processes, deliveries per
 second), ``reqrep`` (sequential requests: p50, p99, requests per second),
 ``routes`` (route-table look-ups per second at 100, 10,000 and 100,000
 patterns). Networked scenarios also run through ``floor``, a bare pyzmq
-forwarder, and with ``--vs nats`` through a ``nats-server`` started for the
-run; the targets take turns round after round (A B, B A, ...) and the report
-gives medians and ratios oriented so that > 1 means zdse is ahead.
+forwarder (reqrep also with ``raw`` blocking pyzmq clients through one), and
+with ``--vs nats`` through a ``nats-server`` started for the run; the
+targets take turns round after round (A B, B A, ...) and the report gives
+medians and ratios oriented so that > 1 means zdse is ahead.
 """
 
 from __future__ import annotations
@@ -104,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """Run unicast, fanout or reqrep against every target, interleaved by round."""
     opts = Options(args.msgs, args.size, args.burst, args.subs, args.timeout)
-    names = ["zdse"] + (["nats"] if args.vs == "nats" else []) + ([] if args.no_floor
-                                                                   else ["floor"])
+    names = ["zdse"] + (["nats"] if args.vs == "nats" else [])
+    if not args.no_floor:
+        # reqrep also measures raw pyzmq through a bare forwarder: the
+        # transport's own latency, below which no ZeroMQ bus can go.
+        names += ["floor", "raw"] if args.scenario == "reqrep" else ["floor"]
     one_round = ROUNDS[args.scenario]
     procs = Processes()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -136,6 +140,9 @@ def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         "vs_floor": _ratios(args.scenario, zdse, summary["floor"]) if "floor" in summary
         else None,
     }
+    if "raw" in summary:
+        report["raw"] = summary["raw"]
+        report["vs_raw"] = _ratios(args.scenario, zdse, summary["raw"])
     report["goals"] = [
         {"goal": words, "ratio": report["ratio"].get(metric), "needs": threshold,
          "met": (report["ratio"].get(metric) or 0) >= threshold}
@@ -222,11 +229,12 @@ def render(report: dict[str, Any], settings: dict[str, Any]) -> str:
     else:
         metrics = METRICS[report["scenario"]]
         lines.append(f"{'':8}" + "".join(f"{UNITS[m]:>16}" for m, _ in metrics))
-        for name in ("zdse", "nats", "floor"):
+        for name in ("zdse", "nats", "floor", "raw"):
             if report.get(name):
                 lines.append(f"{name:8}" + "".join(f"{report[name][m]:>16,.0f}"
                                                     for m, _ in metrics))
-        for label, key in (("zdse/nats", "ratio"), ("zdse/floor", "vs_floor")):
+        for label, key in (("zdse/nats", "ratio"), ("zdse/floor", "vs_floor"),
+                           ("zdse/raw", "vs_raw")):
             if report.get(key):
                 lines.append(f"{label:10}" + "".join(
                     f"{report[key][m]:>14.2f}x" if report[key][m] else f"{'-':>15}"

@@ -23,6 +23,7 @@ from zdse.bench.procs import (
 __all__ = ["ROUNDS", "Options", "Target", "start_target"]
 
 WORKER = "zdse.bench.worker"
+RAW = "zdse.bench.raw"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +42,17 @@ class Target:
     """A server the workers go through, and how workers reach it."""
 
     name: str
-    system: str  # the workers' --system: zdse (cage and floor) or nats
+    system: str  # the workers' --system: zdse (cage and floor), nats, or raw
     connect: list[str] = field(default_factory=list)
     server: Proc | None = None
 
 
 def start_target(procs: Processes, name: str) -> Target:
-    """Start the server of target ``name`` (zdse, floor or nats) on free loopback ports.
+    """Start the server of target ``name`` on free loopback ports.
+
+    ``zdse`` is the cage, ``floor`` the bare forwarder for zdse nodes, ``raw``
+    the bare forwarder for raw pyzmq clients (reqrep only), ``nats`` a
+    nats-server.
 
     Raises:
         BenchError: the server did not come up, or nats-server is not installed.
@@ -63,6 +68,10 @@ def start_target(procs: Processes, name: str) -> Target:
         return Target(name, "nats", ["--nats", f"nats://127.0.0.1:{port}"], server)
     router = f"tcp://127.0.0.1:{free_port()}"
     pub = f"tcp://127.0.0.1:{free_port()}"
+    if name == "raw":
+        server = procs.python("raw-forward", RAW, "forward", router)
+        server.expect("ready", START_TIMEOUT)
+        return Target(name, "raw", [router], server)
     if name == "zdse":
         cage = procs.python("cage", "zdse.cli.proxy", "--router", router, "--pub", pub,
                             lines_from="stderr")
@@ -82,6 +91,11 @@ def _server_cpu(target: Target) -> float:
 
 def _worker(procs: Processes, target: Target, opts: Options, role: str, index: int = 0,
             n: int | None = None) -> Any:
+    if target.system == "raw":
+        raw_role = {"reqrep-server": "echo", "reqrep-client": "client"}[role]
+        return procs.python(f"raw.{raw_role}", RAW, raw_role, *target.connect,
+                            "--n", str(opts.msgs), "--size", str(opts.size),
+                            "--timeout", str(opts.timeout))
     argv = [
         role, "--system", target.system, *target.connect,
         "--n", str(opts.msgs if n is None else n), "--size", str(opts.size),
