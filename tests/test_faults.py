@@ -34,7 +34,7 @@ from tests.support import Processes
 from tests.test_fuzz import NODE_FRAMES
 from zdse import codec
 from zdse.codec import Kind
-from zdse.errors import MessageTooLarge, NoRouteError, RequestTimeout
+from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
 from zdse.limits import MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 
 #: The promise: after a cage restart, every view is right again within this.
@@ -206,7 +206,7 @@ def _registers(frames: list[bytes]) -> bool:
         return False
     try:
         codec.decode_body(Kind.REGISTER, frames[2])
-    except Exception:
+    except ProtocolError:
         return False
     return True
 
