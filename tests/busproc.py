@@ -98,8 +98,8 @@ class Publisher:
             self.steady = True
             return self.state()
         if dataindex == "burst":
-            # One publish per loop iteration, so each delta is its own frame
-            # (and its own PUB message) instead of one coalesced batch.
+            # One step per loop turn, so no two deltas of one dataindex share
+            # a frame: each is its own PUB message, not part of a batch.
             for _ in range(int(args["count"])):
                 self.step()
                 await asyncio.sleep(0)
