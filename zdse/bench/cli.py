@@ -178,8 +178,7 @@ def run_routes(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     progress.show(f"routes: tables of {', '.join(f'{n:,}' for n in route_bench.SIZES)} patterns")
     tables = route_bench.measure(route_bench.SIZES, args.msgs, args.rounds)
     progress.done()
-    small, big = tables[0], tables[-1]
-    held = ratio(big["repeated_per_s"], small["repeated_per_s"])
+    held = route_bench.largest_vs_smallest(tables)
     return {
         "scenario": "routes",
         "zdse": {"tables": tables, "repeated_largest_vs_smallest": held},

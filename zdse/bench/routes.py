@@ -11,8 +11,10 @@ trie, the cost of a cold cache). Runs in this process: no sockets.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 from zdse.routes import RouteTable
 
@@ -66,7 +68,7 @@ def _rate(lookup: Callable[[str], object], keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - start)
 
 
-def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str, float]]:
+def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str, Any]]:
     """Look-ups per second on tables of each size (the best of ``rounds``).
 
     The sizes take turns within each round, so a burst of load elsewhere on
@@ -82,6 +84,7 @@ def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str,
         for key in keys:
             tables[count].lookup(key)  # the steady state: the working set is cached
     best_repeated = dict.fromkeys(sizes, 0.0)
+    per_round: dict[int, list[float]] = {count: [] for count in sizes}
     best_fresh = dict.fromkeys(sizes, 0.0)
     matched = dict.fromkeys(sizes, 0.0)
     # All repeated rounds first, while the caches hold the working set only
@@ -90,6 +93,7 @@ def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str,
         for count in sizes:
             rate = _rate(tables[count].lookup, repeated[count])
             best_repeated[count] = max(best_repeated[count], rate)
+            per_round[count].append(rate)
     for r in range(rounds):
         for count in sizes:
             fresh = fresh_keys(count, lookups, salt=r)
@@ -99,8 +103,21 @@ def measure(sizes: tuple[int, ...], lookups: int, rounds: int) -> list[dict[str,
         {
             "patterns": float(count),
             "repeated_per_s": best_repeated[count],
+            # Each round's rate: sizes measured back to back within a round
+            # compare best round by round (see largest_vs_smallest).
+            "repeated_rounds": per_round[count],
             "first_seen_per_s": best_fresh[count],
             "first_seen_matched_pct": matched[count],
         }
         for count in sizes
     ]
+
+
+def largest_vs_smallest(tables: list[dict[str, Any]]) -> float:
+    """Repeated-key rate of the largest table over the smallest's: the median of
+    the ratios of the two measured back to back in each round, which a burst
+    of load elsewhere on the machine disturbs far less than a ratio of bests.
+    """
+    small: list[float] = tables[0]["repeated_rounds"]
+    big: list[float] = tables[-1]["repeated_rounds"]
+    return statistics.median(b / s for s, b in zip(small, big, strict=True))
