@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 
 from tests.faults import (
+    Status,
     busproc,
     caught_up,
     current_status,
@@ -154,7 +155,9 @@ def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
                 final = (await burst)["seq"]
                 after = await bus.request("cage", "stats")
                 published = after["published"] - before
-                assert published >= steps * tables, (published, steps * tables)
+                # (a publisher sends nothing while nobody subscribes: under a
+                # heavy load an expiry of sub.a may cost a few of them)
+                assert published > NODE_QUEUE_HWM, "the stall did not outlast the queue"
                 grown = rss_mib(cluster.cage) - cage_before
                 assert grown < bound, f"the cage grew {grown:.0f} MiB (bound {bound:.0f})"
             finally:
@@ -163,9 +166,20 @@ def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
             status = await asyncio.to_thread(
                 wait_status, b, caught_up({"pub.1": final}, tables), timeout=60, since=resumed,
                 what="sub.b resynced after SIGCONT")
-            # b got only part of what was published while it stood still:
-            # the rest was dropped on the way, and a snapshot made up for it.
-            assert status["pub_frames"] - b_before < published, (status, published)
+            # Once b has read all that was queued for it (its count stands
+            # still for three reports), it got only part of what was
+            # published: the rest was dropped on the way, and a snapshot
+            # made up for it.
+            counts: list[int] = []
+
+            def drained(s: Status) -> bool:
+                counts.append(s["pub_frames"])
+                return len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3]
+
+            status = await asyncio.to_thread(wait_status, b, drained, timeout=60,
+                                             what="sub.b read all that was queued for it")
+            got = status["pub_frames"] - b_before
+            assert got < published, f"b got all {got} of {published}: nothing was dropped"
             assert status["bad_views"] == 0
             await pause_and_compare(bus, ["pub.1"], subs, tables)
 
