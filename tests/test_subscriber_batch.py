@@ -1,4 +1,4 @@
-"""Subscriptions.on_deltas (a frame of deltas at once) does what on_delta does for each."""
+"""Subscriptions.on_deltas (a frame of deltas, as wire fields) does what on_delta does for each."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def outcome(subs: Subscriptions) -> Any:
 def test_on_deltas_equals_on_delta_one_by_one(case: str, sids: int) -> None:
     """Same updates, actions, views and counters as on_delta called for each delta."""
     batch, single = live(sids)[0], live(sids)[0]
-    got = batch.on_deltas(PUB, CASES[case], 5.0)
+    fields = [[d.dataindex, d.epoch, d.seq, d.delta] for d in CASES[case]]
+    got = batch.on_deltas(PUB, fields, 5.0)
     want: tuple[list[Any], list[Any]] = ([], [])
     for d in CASES[case]:
         updates, actions = single.on_delta(PUB, d, 5.0)

@@ -485,22 +485,34 @@ class Bus:
             await asyncio.sleep(0)
 
     async def _handle(self, events: list[Event]) -> None:
+        callbacks = self._callbacks
         for event in events:
-            # The two per-message kinds first; a sync callback runs without
-            # a coroutine of its own, an async one is awaited in order.
-            if isinstance(event, IncomingMessage):
-                if self.on_message is not None:
-                    msg = event.message
-                    pending = self._call_now("message", self.on_message, event.sender,
-                                             msg.dataindex, msg.data)
-                    if pending is not None:
-                        await self._call(pending, "message")
-            elif isinstance(event, Update):
-                callback = self._callbacks.get(event.sid)
-                if callback is not None:
-                    pending = self._call_now("callback", callback, event)
-                    if pending is not None:
-                        await self._call(pending, "callback")
+            # The two per-message kinds first, inline: a sync callback runs
+            # without a coroutine or a helper call of its own, an async one is
+            # awaited in order. A failure is logged and counted, never fatal.
+            if isinstance(event, Update):
+                callback = callbacks.get(event.sid)
+                if callback is None:
+                    continue
+                try:
+                    result = callback(event)
+                except Exception:
+                    self._call_failed("callback")
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    await self._call(result, "callback")
+            elif isinstance(event, IncomingMessage):
+                on_message = self.on_message
+                if on_message is None:
+                    continue
+                msg = event.message
+                try:
+                    result = on_message(event.sender, msg.dataindex, msg.data)
+                except Exception:
+                    self._call_failed("message")
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    await self._call(result, "message")
             elif isinstance(event, Outcome):
                 fut = self._waiters.get(event.cid)
                 if fut is not None and not fut.done():
@@ -524,20 +536,6 @@ class Bus:
             self._registered.clear()
         else:
             self.log.warning("cage.error", error=event.detail)
-
-    def _call_now(self, what: str, fn: Callable[..., Any], *args: Any) -> Awaitable[Any] | None:
-        """Run a user's callback; return it if it is async and must be awaited.
-
-        A failure is logged and counted, never fatal to the bus.
-        """
-        try:
-            result = fn(*args)
-        except Exception:
-            self._call_failed(what)
-            return None
-        if result is not None and inspect.isawaitable(result):
-            return result
-        return None
 
     async def _call(self, pending: Awaitable[Any], what: str) -> None:
         """Await what an async callback returned; its failure is logged, never fatal."""

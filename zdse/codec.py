@@ -31,6 +31,7 @@ __all__ = [
     "Kind",
     "Message",
     "decode_body",
+    "decode_fields",
     "encode_body",
     "header",
     "parse_header",
@@ -464,15 +465,32 @@ def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:
     Raises:
         ProtocolError: the body is not msgpack, or a value does not fit the kind.
     """
-    cls = _CLASSES[kind]
     build = _BUILDERS[kind]
-    arity = len(_SCHEMAS[kind])
-    checks = _CHECKS[kind]
     out: list[MessageValue] = []
     append = out.append
+    for fields in decode_fields(kind, body):
+        try:
+            append(build(*fields))
+        except ProtocolError as exc:
+            raise ProtocolError(f"{kind.name}: {exc}") from exc
+    return out
+
+
+def decode_fields(kind: Kind, body: bytes) -> list[list[Any]]:
+    """Unpack a body into the field arrays of ``kind``'s values, checked, not yet built.
+
+    For a hot path that builds values only when it keeps them; each array
+    makes the value ``cls(*fields)`` would (:func:`decode_body` does that).
+
+    Raises:
+        ProtocolError: the body is not msgpack, or a value does not fit the kind.
+    """
+    arity = len(_SCHEMAS[kind])
+    checks = _CHECKS[kind]
     # The whole body is unpacked in C first; the loop below is the hot path
     # of every node, so it does per value only what the schema asks.
-    for obj in _values(body):
+    values = _values(body)
+    for obj in values:
         if type(obj) is not list or len(obj) != arity:
             raise ProtocolError(
                 f"{kind.name} must be an array of {arity} fields, got {_describe(obj)}"
@@ -480,16 +498,12 @@ def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:
         for i, want in checks:
             if not isinstance(obj[i], want):
                 raise ProtocolError(
-                    f"{kind.name}.{cls.__slots__[i]} must be {_type_name(want)}, "
+                    f"{kind.name}.{_CLASSES[kind].__slots__[i]} must be {_type_name(want)}, "
                     f"got {type(obj[i]).__name__}"
                 )
-        try:
-            append(build(*obj))
-        except ProtocolError as exc:
-            raise ProtocolError(f"{kind.name}: {exc}") from exc
-    if not out:
+    if not values:
         raise ProtocolError(f"{kind.name} frame has an empty body")
-    return out
+    return values
 
 
 # Per kind, the (position, type) pairs decode_body checks: fields typed None
