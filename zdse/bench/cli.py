@@ -164,12 +164,21 @@ def _summarise(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _ratios(scenario: str, zdse: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Per metric, the median over rounds of zdse's result against ``other``'s.
+
+    The targets run back to back within a round, so a round's two results
+    share the machine's conditions: a paired comparison, which load from
+    elsewhere moves far less than a ratio of the two medians would.
+    """
     out: dict[str, Any] = {}
     for metric, higher_better in METRICS[scenario]:
-        if higher_better:
-            out[metric] = ratio(zdse[metric], other[metric])
-        else:
-            out[metric] = ratio(other[metric], zdse[metric])
+        pairs = zip(zdse["rounds"], other["rounds"], strict=True)
+        per_round = [
+            ratio(z[metric], o[metric]) if higher_better else ratio(o[metric], z[metric])
+            for z, o in pairs
+        ]
+        known = [r for r in per_round if r is not None]
+        out[metric] = median(known) if known else None
     return out
 
 
