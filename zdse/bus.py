@@ -135,6 +135,7 @@ class Bus:
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
         self._opened = False
+        self._monitor: zmq.asyncio.Socket | None = None
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------
@@ -166,6 +167,12 @@ class Bus:
         self._dealer.sndhwm = self._dealer.rcvhwm = 100_000
         self._sub.rcvhwm = 100_000
         self._sub.subscribe(codec.EVENT_TOPIC)
+        monitor = None
+        if self.curve is not None:
+            # Watch before connecting: a refused key can fail the very first
+            # handshake, and a monitor attached later would miss it.
+            failed = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            monitor = self._dealer.get_monitor_socket(failed)
         self._dealer.connect(self.endpoints.router)
         self._sub.connect(self.endpoints.pub)
         # Sync twins of the same sockets for non-blocking drains and sends,
@@ -177,8 +184,9 @@ class Bus:
         await self._group.__aenter__()
         for coro in (self._read_dealer(), self._read_sub(), self._keep_time()):
             self._tasks.append(self._group.create_task(coro))
-        if self.curve is not None:
-            self._spawn(self._watch_handshakes())
+        self._monitor = monitor
+        if monitor is not None:
+            self._spawn(self._watch_handshakes(monitor))
         self.core.start(time.monotonic())
         self._pump()
         try:
@@ -231,6 +239,7 @@ class Bus:
             task.cancel()
         if self._group is not None:
             await self._group.__aexit__(None, None, None)
+        self._close_monitor()
         # A short linger lets the bye leave; never long enough to hang an exit.
         self._dealer.close(linger=100)
         self._sub.close(linger=0)
@@ -590,10 +599,8 @@ class Bus:
             return pubs.data(dataindex)
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
-    async def _watch_handshakes(self) -> None:
+    async def _watch_handshakes(self, monitor: zmq.asyncio.Socket) -> None:
         """With CURVE, a key the cage does not know fails the handshake: say so."""
-        failed = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-        monitor = self._dealer.get_monitor_socket(failed)
         try:
             while True:
                 event = parse_monitor_message(await monitor.recv_multipart())
@@ -602,8 +609,14 @@ class Bus:
                 self.core.session.on_error("forbidden", why, time.monotonic())
                 self._on_session_change(SessionChange("refused", why))
         finally:
+            self._close_monitor()
+
+    def _close_monitor(self) -> None:
+        # Also called from close(): a watcher cancelled before it ran never
+        # reaches its finally, and an open monitor would hang ctx.term().
+        if self._monitor is not None and not self._monitor.closed:
             self._dealer.disable_monitor()
-            monitor.close(linger=0)
+            self._monitor.close(linger=0)
 
     # --- time ---------------------------------------------------------------
 
