@@ -17,6 +17,7 @@ from zdse_nodes.amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
 from zdse_nodes.amqp_tables import TableConfig
 
 from zdse.errors import ConfigError
+from zdse.options import boolean, positive_float, positive_int
 
 __all__ = ["AmqpConfig", "backoff", "from_options", "redact", "scrub"]
 
@@ -93,14 +94,14 @@ def from_options(name: str, options: Mapping[str, str]) -> AmqpConfig:
     if "url" not in opts:
         raise ConfigError("module amqp needs --set url=amqp://USER:PASS@HOST:5672/VHOST")
     urls, secrets = _urls(opts["url"])
-    max_body = _int(opts, "max_body", MAX_BODY_BYTES)
+    max_body = positive_int(opts, "max_body", MAX_BODY_BYTES)
     tables = TableConfig(
-        window=_int(opts, "window", 100),
-        window_bytes=_int(opts, "window_bytes", 4 * 1024 * 1024),
+        window=positive_int(opts, "window", 100),
+        window_bytes=positive_int(opts, "window_bytes", 4 * 1024 * 1024),
         keys=_keys(opts),
-        latest_size=_int(opts, "latest_size", 10_000),
-        latest_bytes=_int(opts, "latest_bytes", 8 * 1024 * 1024),
-        max_event_types=_int(opts, "max_event_types", 1000),
+        latest_size=positive_int(opts, "latest_size", 10_000),
+        latest_bytes=positive_int(opts, "latest_bytes", 8 * 1024 * 1024),
+        max_event_types=positive_int(opts, "max_event_types", 1000),
         event_types=_event_types(opts),
     )
     config = AmqpConfig(
@@ -109,13 +110,13 @@ def from_options(name: str, options: Mapping[str, str]) -> AmqpConfig:
         exchanges=_names(opts, "exchanges", "nova"),
         topics=_names(opts, "topics", "notifications"),
         queue=opts.get("queue") or f"zdse.{name}",
-        durable=_bool(opts, "durable", False),
-        queue_expires=_float(opts, "queue_expires", 3600.0),
-        prefetch=_int(opts, "prefetch", 64),
+        durable=boolean(opts, "durable", False),
+        queue_expires=positive_float(opts, "queue_expires", 3600.0),
+        prefetch=positive_int(opts, "prefetch", 64),
         max_body=max_body,
-        heartbeat=_int(opts, "heartbeat", 30),
-        reconnect_min=_float(opts, "reconnect_min", 0.5),
-        reconnect_max=_float(opts, "reconnect_max", 30.0),
+        heartbeat=positive_int(opts, "heartbeat", 30),
+        reconnect_min=positive_float(opts, "reconnect_min", 0.5),
+        reconnect_max=positive_float(opts, "reconnect_max", 30.0),
         tables=tables,
     )
     if not _NAME.match(config.queue):
@@ -223,38 +224,4 @@ def _names(opts: Mapping[str, str], key: str, default: str) -> tuple[str, ...]:
     return names
 
 
-def _int(opts: Mapping[str, str], key: str, default: int) -> int:
-    text = opts.get(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: not a whole number") from None
-    if value < 1:
-        raise ConfigError(f"--set {key}={text!r}: must be at least 1")
-    return value
 
-
-def _float(opts: Mapping[str, str], key: str, default: float) -> float:
-    text = opts.get(key)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"--set {key}={text!r}: must be a finite number above zero")
-    return value
-
-
-def _bool(opts: Mapping[str, str], key: str, default: bool) -> bool:
-    text = opts.get(key)
-    if text is None:
-        return default
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"--set {key}={text!r}: say true or false")

@@ -60,6 +60,7 @@ import structlog
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from zdse.errors import ConfigError, ZdseError
+from zdse.options import boolean, positive_float
 from zdse.service import PollingService
 
 __all__ = [
@@ -146,8 +147,6 @@ DEFAULT_TIMEOUT = 60.0
 OPTIONS = frozenset(
     {"url", "user", "password", "password_file", "poll_interval", "insecure", "timeout"}
 )
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class VCenterError(ZdseError):
@@ -246,9 +245,9 @@ class VCenterConfig:
             url=url,
             user=users[0],
             password=passwords[0],
-            insecure=_boolean(options, "insecure", False),
-            poll_interval=_positive(options, "poll_interval", DEFAULT_POLL_INTERVAL),
-            timeout=_positive(options, "timeout", DEFAULT_TIMEOUT),
+            insecure=boolean(options, "insecure", False),
+            poll_interval=positive_float(options, "poll_interval", DEFAULT_POLL_INTERVAL),
+            timeout=positive_float(options, "timeout", DEFAULT_TIMEOUT),
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -290,28 +289,6 @@ def _read_password_file(path: str, url: str) -> str:
     return text.rstrip("\r\n")
 
 
-def _boolean(options: Mapping[str, str], key: str, default: bool) -> bool:
-    value = options.get(key)
-    if value is None:
-        return default
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ConfigError(f"vsphere: {key} must be true or false, not {value!r}")
-
-
-def _positive(options: Mapping[str, str], key: str, default: float) -> float:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"vsphere: {key} must be a number of seconds, not {value!r}") from None
-    if not number > 0:
-        raise ConfigError(f"vsphere: {key} must be more than 0 seconds, not {value!r}")
-    return number
 
 
 def _fault(exc: vmodl.MethodFault) -> str:

@@ -162,7 +162,7 @@ def test_password_file_and_defaults(tmp_path: Path) -> None:
         ({"url": "https://h/sdk", "password": "p"}, "no user name"),
         ({"url": "https://u:p@h/sdk", "password": "p"}, "exactly once"),
         ({"url": "https://u@h/sdk"}, "exactly once"),
-        ({"url": "https://u:p@h/sdk", "poll_interval": "0"}, "more than 0"),
+        ({"url": "https://u:p@h/sdk", "poll_interval": "0"}, "above zero"),
         ({"url": "https://u:p@h/sdk", "insecure": "maybe"}, "true or false"),
     ],
 )

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from zdse import options
 from zdse.bus import Bus, Callback
 from zdse.errors import BusClosed, ConfigError
 from zdse.limits import REQUEST_TIMEOUT
@@ -131,21 +132,12 @@ class Service:
         return value
 
     def float_option(self, key: str, default: float) -> float:
-        """Return option ``key`` as a positive number.
+        """Return option ``key`` as a finite number above zero.
 
         Raises:
-            ConfigError: it is not a positive number.
+            ConfigError: it is not one.
         """
-        text = self.options.get(key)
-        if text is None:
-            return default
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"--set {key}={text!r}: not a number") from None
-        if value <= 0:
-            raise ConfigError(f"--set {key}={text!r}: must be above zero")
-        return value
+        return options.positive_float(self.options, key, default)
 
 
 class PollingService(Service):

@@ -1,0 +1,48 @@
+"""The shared parsers of modules' --set options: values, defaults, and named errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zdse import options
+from zdse.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "want"),
+    [
+        (options.positive_float, "2.5", 2.5),
+        (options.positive_int, "7", 7),
+        (options.boolean, "Yes", True),
+        (options.boolean, "off", False),
+    ],
+)
+def test_good_values_parse(parse: object, text: str, want: object) -> None:
+    """Each parser reads a good value."""
+    assert parse({"k": text}, "k", None) == want  # type: ignore[operator]
+
+
+def test_absent_options_give_the_default() -> None:
+    """A missing option is its default, not an error."""
+    assert options.positive_float({}, "k", 3.0) == 3.0
+    assert options.positive_int({}, "k", 4) == 4
+    assert options.boolean({}, "k", True) is True
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (options.positive_float, "ten", "not a number"),
+        (options.positive_float, "0", "above zero"),
+        (options.positive_float, "inf", "finite"),
+        (options.positive_float, "nan", "above zero"),
+        (options.positive_int, "1.5", "not a whole number"),
+        (options.positive_int, "0", "at least 1"),
+        (options.boolean, "maybe", "say true or false"),
+    ],
+)
+def test_bad_values_name_the_option_and_the_value(parse: object, text: str, message: str) -> None:
+    """Errors say which option, which value, and what is wrong."""
+    with pytest.raises(ConfigError, match=message) as info:
+        parse({"k": text}, "k", None)  # type: ignore[operator]
+    assert f"--set k={text!r}" in str(info.value)
