@@ -189,12 +189,46 @@ def test_unsubscribe_tells_publishers_and_drops_the_filter() -> None:
 
 
 def test_publisher_skips_snapshots_for_up_to_date_subscribers_and_forgets_silent_ones() -> None:
-    """A re-announce showing the current seq gets nothing; an expired one is forgotten."""
+    """A re-announce showing the current seq gets only a Current; an expired one is forgotten."""
     pubs = Publications("pub", "e")
     pubs.publish("t", [[1]])
     assert pubs.on_subscribe("sub", Subscribe("s1", "t", {}, 10), 0) != []
-    assert pubs.on_subscribe("sub", Subscribe("s1", "t", {"pub": ["e", 1]}, 10), 5) == []
+    assert pubs.on_subscribe("sub", Subscribe("s1", "t", {"pub": ["e", 1]}, 10), 5) == [
+        Send("sub", codec.Current("s1", "t", "e", 1))]
     assert pubs.pubdata()["t"]["subscribers"] == ["sub"]
     assert pubs.expire(14) == 0
     assert pubs.expire(16) == 1
     assert pubs.publish("t", [[2]]) == []  # nobody listens any more
+
+
+def test_a_publisher_that_dies_while_no_cage_runs_is_lost_after_the_ttl() -> None:
+    """No Left event can come from a restarted cage: silence past the ttl ends the feed."""
+    net = FakeNet()
+    pub = net.add("pub", ["pubs"])
+    other = net.add("other", ["pubs"])
+    pub.publish("t", [[1]])
+    other.publish("t", [[2]])
+    sub = net.add("sub")
+    sid = sub.subscribe("pubs", "t", net.clock.now)
+    net.run()
+    net.restart_cage()
+    net.kill(pub)  # dies while the cage is away: nobody will announce it left
+    net.advance(net.refresh)
+    assert set(sub.subscriptions.view(sid)) == {"pub", "other"}  # not yet: within the ttl
+    net.advance(net.refresh * 3)
+    assert sub.subscriptions.view(sid) == {"other": [[2]]}
+    lost = [u for u in updates(net, sub) if u.kind == "lost"]
+    assert [u.publisher for u in lost] == ["pub"]
+
+
+def test_live_publishers_keep_their_feeds_through_long_quiet_spells() -> None:
+    """A publisher with nothing new still confirms each re-announce: no false 'lost'."""
+    net = FakeNet()
+    pub = net.add("pub")
+    pub.publish("t", [[1]])
+    sub = net.add("sub")
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.advance(net.refresh * 10)
+    assert sub.subscriptions.view(sid) == {"pub": [[1]]}
+    assert [u.kind for u in updates(net, sub)] == ["snapshot"]

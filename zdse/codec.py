@@ -71,6 +71,7 @@ class Kind(enum.IntEnum):
     SUBSCRIBE = ord("S")
     UNSUBSCRIBE = ord("U")
     SNAPSHOT = ord("N")
+    CURRENT = ord("C")
     DELTA = ord("D")
     NOROUTE = ord("X")
     FANOUT = ord("F")
@@ -82,7 +83,8 @@ class Kind(enum.IntEnum):
 #: Kinds the cage routes by key to other nodes (everything else is for the
 #: cage itself or, for DELTA, for its PUB socket).
 ROUTED_KINDS = frozenset(
-    {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT}
+    {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT,
+     Kind.CURRENT}
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
@@ -261,6 +263,21 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Current:
+    """Publisher -> subscriber: your view of ``dataindex`` is current at ``(epoch, seq)``.
+
+    The answer to a re-announce that needs no snapshot: it tells the
+    subscriber the publisher is still there.
+    """
+
+    KIND: ClassVar[Kind] = Kind.CURRENT
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     """Publisher -> every subscriber via PUB: the change that made ``seq``."""
 
@@ -325,14 +342,14 @@ class Left:
 
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
-    | Snapshot | Delta | NoRoute | Fanout | Error | Joined | Left
+    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
     cls.KIND: cls
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
-        Snapshot, Delta, NoRoute, Fanout, Error, Joined, Left,
+        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left,
     )
 }
 
@@ -349,6 +366,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.SUBSCRIBE: (str, str, dict, (int, float)),
     Kind.UNSUBSCRIBE: (str, str),
     Kind.SNAPSHOT: (str, str, str, int, None),
+    Kind.CURRENT: (str, str, str, int),
     Kind.DELTA: (str, str, int, None),
     Kind.NOROUTE: (int, str, bytes),
     Kind.FANOUT: (int, bytes),

@@ -254,6 +254,7 @@ class NodeCore:
             events.append(SessionChange("lost", silent))
         if self.registered:
             self._act(self.subscriptions.tick(now))
+            self._take(self.subscriptions.expire(now), events)
             self.publications.expire(now)
         return events
 
@@ -267,6 +268,8 @@ class NodeCore:
             self._settle(self.requests.on_reply(sender, msg), events)
         elif isinstance(msg, codec.Snapshot):
             self._take(self.subscriptions.on_snapshot(sender, msg, now), events)
+        elif isinstance(msg, codec.Current):
+            self.subscriptions.on_current(sender, msg, now)
         elif isinstance(msg, codec.Subscribe):
             self._act(self.publications.on_subscribe(sender, msg, now))
         elif isinstance(msg, codec.Unsubscribe):

@@ -14,7 +14,7 @@ from typing import Any
 
 from zdse import delta
 from zdse.actions import Send
-from zdse.codec import Delta, Snapshot, Subscribe, Unsubscribe
+from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.slots import builder
 
 __all__ = ["Publication", "Publications"]
@@ -73,11 +73,12 @@ class Publications:
         return [_build_send(dataindex, _build_delta(dataindex, self.epoch, pub.seq, change))]
 
     def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
-        """Record (or refresh) a subscriber; snapshot it unless it is up to date."""
+        """Record (or refresh) a subscriber; snapshot it, or confirm it is up to date."""
         pub = self._pubs.setdefault(sub.dataindex, Publication())
         pub.subscribers[(sender, sub.sid)] = now + sub.ttl
         if sub.seen.get(self.name) == [self.epoch, pub.seq]:
-            return []
+            # Up to date: say so (cheaply), so the subscriber knows we live.
+            return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, pub.seq))]
         snapshot = Snapshot(sub.sid, sub.dataindex, self.epoch, pub.seq, pub.data)
         return [Send(sender, snapshot)]
 

@@ -14,6 +14,7 @@ subscriptions that reach it. A feed follows this table::
     RESYNC   snapshot   ->  LIVE     view := data; buffered deltas above its seq
                                      applied in order (a gap among them: RESYNC)
     any      left       ->  (none)   the publisher left the bus: "lost"
+    any      silence    ->  (none)   no snapshot or Current for ttl: "lost"
 
 Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
@@ -30,7 +31,7 @@ from typing import Any
 
 from zdse import delta as deltas
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.codec import Delta, Snapshot, Subscribe, Unsubscribe, topic
+from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
 from zdse.limits import MAX_BUFFERED_DELTAS, REFRESHES_TO_EXPIRE, SUBSCRIPTION_REFRESH
 from zdse.routes import pattern_matches
@@ -99,6 +100,8 @@ class _Feed:
     sids: set[str] = field(default_factory=set)
     buffer: list[Delta] = field(default_factory=list)
     resync_sent: float = 0.0
+    #: When the publisher last showed it lives (a snapshot, or a Current).
+    confirmed: float = 0.0
 
     def move(self, event: str) -> None:
         self.state = TRANSITIONS[(self.state, event)]
@@ -183,7 +186,7 @@ class Subscriptions:
         feed = self._feeds.get(fkey)
         actions: list[Action] = []
         if feed is None:
-            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, snap.data)
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, snap.data, confirmed=now)
             self._feeds[fkey] = feed
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
@@ -191,6 +194,7 @@ class Subscriptions:
             return [self._update(feed, snap.sid, "snapshot", snap.data)], actions
         new_sid = snap.sid not in feed.sids
         feed.sids.add(snap.sid)
+        feed.confirmed = now
         stale = snap.epoch == feed.epoch and snap.seq < feed.seq and feed.state is FeedState.LIVE
         same = snap.epoch == feed.epoch and snap.seq == feed.seq and feed.state is FeedState.LIVE
         if stale or same:
@@ -306,15 +310,24 @@ class Subscriptions:
         """A publisher left the bus: its feeds end with a "lost" update."""
         updates: list[Update] = []
         actions: list[Action] = []
-        for fkey in [k for k in self._feeds if k[0] == name]:
-            feed = self._feeds.pop(fkey)
-            actions.append(RemoveFilter(topic(*fkey)))
-            for sid in sorted(feed.sids):
-                updates.append(Update(sid, name, feed.dataindex, "lost", feed.seq, None, None))
-                sub = self._subs.get(sid)
-                if sub is not None:
-                    sub.feeds.discard(fkey)
+        for feed in [f for f in self._feeds.values() if f.publisher == name]:
+            more, acts = self._drop_feed(feed)
+            updates += more
+            actions += acts
         return updates, actions
+
+    def _drop_feed(self, feed: _Feed) -> tuple[list[Update], list[Action]]:
+        fkey = (feed.publisher, feed.dataindex)
+        del self._feeds[fkey]
+        updates = []
+        for sid in sorted(feed.sids):
+            updates.append(
+                Update(sid, feed.publisher, feed.dataindex, "lost", feed.seq, None, None)
+            )
+            sub = self._subs.get(sid)
+            if sub is not None:
+                sub.feeds.discard(fkey)
+        return updates, [RemoveFilter(topic(*fkey))]
 
     def on_joined(self, name: str, addresses: list[str], now: float) -> list[Action]:
         """A service joined: announce at once the subscriptions it would receive."""
@@ -339,8 +352,36 @@ class Subscriptions:
                 actions.append(self._sync(feed, min(feed.sids)))
         return actions
 
+    def on_current(self, sender: str, current: Current, now: float) -> None:
+        """The publisher confirms a view is current: it still lives."""
+        feed = self._feeds.get((sender, current.dataindex))
+        if feed is not None and feed.epoch == current.epoch:
+            feed.confirmed = now
+
+    def expire(self, now: float) -> tuple[list[Update], list[Action]]:
+        """Drop, as "lost", feeds whose publisher has not answered for ``ttl``.
+
+        A publisher answers every re-announce (a snapshot or a Current), so
+        silence past the ttl means it is gone, even if no cage told us: it
+        may have died while the cage was down.
+        """
+        gone = [f for f in self._feeds.values() if now - f.confirmed > self.ttl]
+        updates: list[Update] = []
+        actions: list[Action] = []
+        for feed in gone:
+            more, acts = self._drop_feed(feed)
+            updates += more
+            actions += acts
+        return updates, actions
+
     def reannounce_all(self, now: float) -> list[Action]:
-        """Announce every subscription now (after registering again with a cage)."""
+        """Announce every subscription now (after registering again with a cage).
+
+        Every feed gets a fresh ttl to be confirmed in: the cage was away,
+        not necessarily its publisher.
+        """
+        for feed in self._feeds.values():
+            feed.confirmed = now
         for sub in self._subs.values():
             sub.next_announce = now
         return self.tick(now)
