@@ -135,11 +135,14 @@ class NodeCore:
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
-        # Worst case of what a snapshot adds around the data: a uuid4 hex
-        # subscription id and the largest sequence number.
-        codec.encode_one(_build_snapshot("0" * 32, dataindex, self.publications.epoch,
-                                        2**63 - 1, data))
-        actions = self.publications.publish(dataindex, data)
+        def admit(changed: Any) -> None:
+            # Only data that changed is checked (an unchanged poll of a big
+            # table costs no encoding). Worst case of what a snapshot adds
+            # around the data: a uuid4 hex subscription id, the largest seq.
+            codec.encode_one(_build_snapshot("0" * 32, dataindex, self.publications.epoch,
+                                            2**63 - 1, changed))
+
+        actions = self.publications.publish(dataindex, data, admit)
         if self.registered:
             self._act(actions)
 

@@ -9,6 +9,7 @@ the current epoch and sequence number.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +58,23 @@ class Publications:
         """The dataindexes published or subscribed to."""
         return list(self._pubs)
 
-    def publish(self, dataindex: str, data: Any) -> list[Send]:
-        """Store ``data``; return the delta to send, if it changed and anyone listens."""
+    def publish(
+        self, dataindex: str, data: Any, admit: Callable[[Any], object] | None = None
+    ) -> list[Send]:
+        """Store ``data``; return the delta to send, if it changed and anyone listens.
+
+        ``admit``, if given, is called with data that changed before it is
+        stored; whatever it raises leaves the publication as it was.
+        """
         pub = self._pubs.get(dataindex)
         if pub is None:  # not setdefault: that would build a Publication per call
-            pub = self._pubs[dataindex] = Publication()
+            pub = Publication()
         change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
         if change is None:
             return []
+        if admit is not None:
+            admit(data)
+        self._pubs[dataindex] = pub
         pub.data = data
         pub.seq += 1
         if not pub.subscribers:
