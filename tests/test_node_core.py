@@ -11,6 +11,7 @@ from zdse import codec
 from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
+from zdse.node import NodeCore
 from zdse.publisher import Publications
 from zdse.requests import Outcome
 from zdse.subscriber import FeedState, Subscriptions, Update
@@ -20,6 +21,17 @@ from zdse.testing import FakeNet
 def updates(net: FakeNet, core: object) -> list[Update]:
     """The subscription updates a node received since the last call."""
     return [e for e in net.events(core) if isinstance(e, Update)]  # type: ignore[arg-type]
+
+
+def one_feed() -> tuple[FakeNet, NodeCore, NodeCore, str]:
+    """A publisher of t = [[1]] and a subscriber to it, the snapshot delivered."""
+    net = FakeNet()
+    pub = net.add("pub")
+    pub.publish("t", [[1]])
+    sub = net.add("sub")
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    return net, pub, sub, sid
 
 
 def test_snapshot_then_one_delta_per_change_through_the_pub_socket() -> None:
@@ -93,12 +105,7 @@ def test_views_converge_whatever_deltas_are_lost(seed: int, versions: list[list[
 
 def test_a_restarted_publisher_is_resynced_by_its_new_epoch() -> None:
     """A publisher that comes back under the same name gets a fresh snapshot."""
-    net = FakeNet()
-    pub = net.add("pub")
-    pub.publish("t", [[1]])
-    sub = net.add("sub")
-    sid = sub.subscribe("pub", "t", net.clock.now)
-    net.run()
+    net, pub, sub, sid = one_feed()
     net.kill(pub)
     net.advance(4)  # the cage expires the silent publisher
     assert [u.kind for u in updates(net, sub)] == ["snapshot", "lost"]
@@ -223,12 +230,7 @@ def test_a_publisher_that_dies_while_no_cage_runs_is_lost_after_the_ttl() -> Non
 
 def test_live_publishers_keep_their_feeds_through_long_quiet_spells() -> None:
     """A publisher with nothing new still confirms each re-announce: no false 'lost'."""
-    net = FakeNet()
-    pub = net.add("pub")
-    pub.publish("t", [[1]])
-    sub = net.add("sub")
-    sid = sub.subscribe("pub", "t", net.clock.now)
-    net.run()
+    net, _pub, sub, sid = one_feed()
     net.advance(net.refresh * 10)
     assert sub.subscriptions.view(sid) == {"pub": [[1]]}
     assert [u.kind for u in updates(net, sub)] == ["snapshot"]

@@ -41,6 +41,7 @@ class SessionState(enum.Enum):
 TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.CONNECTING, "welcome"): SessionState.REGISTERED,
     (SessionState.CONNECTING, "name_taken"): SessionState.REFUSED,
+    (SessionState.CONNECTING, "forbidden"): SessionState.REFUSED,
     (SessionState.CONNECTING, "not_registered"): SessionState.CONNECTING,
     (SessionState.CONNECTING, "heartbeat"): SessionState.CONNECTING,
     (SessionState.REGISTERED, "welcome"): SessionState.REGISTERED,
@@ -48,10 +49,12 @@ TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.REGISTERED, "silence"): SessionState.LOST,
     (SessionState.REGISTERED, "not_registered"): SessionState.CONNECTING,
     (SessionState.REGISTERED, "name_taken"): SessionState.REFUSED,
+    (SessionState.REGISTERED, "forbidden"): SessionState.REFUSED,
     (SessionState.LOST, "heartbeat"): SessionState.REGISTERED,
     (SessionState.LOST, "welcome"): SessionState.REGISTERED,
     (SessionState.LOST, "not_registered"): SessionState.CONNECTING,
     (SessionState.LOST, "name_taken"): SessionState.REFUSED,
+    (SessionState.LOST, "forbidden"): SessionState.REFUSED,
 }
 
 
@@ -120,7 +123,7 @@ class Session:
         """The cage refused something; return a registration to send, if any."""
         self._last_heard = now
         if code in REFUSALS:
-            self._move("name_taken")
+            self._move(code)
             self.refusal = message
             self.refusal_code = code
             return None
