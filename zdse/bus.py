@@ -8,6 +8,11 @@ callbacks, handlers and waiters the core's events call for.
 Outgoing messages queued in one loop iteration leave together: consecutive
 messages of the same kind to the same key share one frame (never waiting
 to fill it), so pyzmq's per-call cost is paid once per batch.
+
+Incoming frames are read by a callback on the sockets' FDs
+(:class:`~zdse.readiness.SocketWatch`), drained without blocking, and their
+events handled right there: sync callbacks inline; an async one is awaited
+by a task, and the events after it wait their turn behind it, in order.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from zdse import codec
@@ -48,6 +53,7 @@ from zdse.node import (
     Registered,
     SessionChange,
 )
+from zdse.readiness import SocketWatch, has_input
 from zdse.requests import Outcome
 from zdse.subscriber import Update
 
@@ -66,6 +72,10 @@ DRAIN_LIMIT = 1024
 #: flood, on a busy machine, 1,024 frames can take half a second, longer
 #: than a fast heartbeat may wait.
 DRAIN_SECONDS = 0.02
+#: Events waiting behind a slow async callback before the node stops
+#: reading: from there ZeroMQ's queues (and their high-water marks) hold
+#: the rest, instead of this process's memory.
+BEHIND_LIMIT = 10_000
 #: Reserved requests every service answers.
 RESERVED = ("pubdata", "subdata")
 
@@ -129,13 +139,17 @@ class Bus:
         self._callbacks: dict[str, Callback] = {}
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._backlog: list[list[bytes]] = []
+        self._backlog_timer: asyncio.TimerHandle | None = None
+        self._behind: deque[Event] = deque()
+        self._awaiting = False  # an async callback runs; events wait in _behind
+        self._watches: list[SocketWatch] = []
         self._flush_handle: asyncio.Handle | None = None
         self._registered = asyncio.Event()
         self._refused = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
         self._opened = False
-        self._monitor: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------
@@ -156,8 +170,8 @@ class Bus:
             NameTakenError: a live node holds the name.
             BusClosed: the cage did not answer within ``connect_timeout``.
         """
-        self._loop = asyncio.get_running_loop()
-        self._ctx = zmq.asyncio.Context()
+        self._loop = loop = asyncio.get_running_loop()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._dealer = self._ctx.socket(zmq.DEALER)
         self._sub = self._ctx.socket(zmq.SUB)
         for sock in (self._dealer, self._sub):
@@ -175,18 +189,17 @@ class Bus:
             monitor = self._dealer.get_monitor_socket(failed)
         self._dealer.connect(self.endpoints.router)
         self._sub.connect(self.endpoints.pub)
-        # Sync twins of the same sockets for non-blocking drains and sends,
-        # which avoid a future per call on the hot path.
-        self._dealer_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._dealer.underlying)
-        self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
         self._opened = True
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
-        for coro in (self._read_dealer(), self._read_sub(), self._keep_time()):
-            self._tasks.append(self._group.create_task(coro))
+        self._tasks.append(self._group.create_task(self._keep_time()))
+        self._dealer_watch = SocketWatch(loop, self._dealer, self._read_dealer,
+                                         self._send_backlog)
+        self._sub_watch = SocketWatch(loop, self._sub, self._read_sub)
+        self._watches = [self._dealer_watch, self._sub_watch]
         self._monitor = monitor
         if monitor is not None:
-            self._spawn(self._watch_handshakes(monitor))
+            self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
         self.core.start(time.monotonic())
         self._pump()
         try:
@@ -235,6 +248,10 @@ class Bus:
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(BusClosed("the bus was closed"))
+        for watch in self._watches:
+            watch.close()
+        if self._backlog_timer is not None:
+            self._backlog_timer.cancel()
         for task in self._tasks:
             task.cancel()
         if self._group is not None:
@@ -381,12 +398,12 @@ class Bus:
         filters = self.core.filters
         if filters.add or filters.remove:
             for t in filters.add:
-                self._sub_now.subscribe(t)
+                self._sub.subscribe(t)
             for t in filters.remove:
-                self._sub_now.unsubscribe(t)
+                self._sub.unsubscribe(t)
             filters.add.clear()
             filters.remove.clear()
-            self._rearm(self._sub)
+            self._sub_watch.poke()
         if self.core.outbox and self._flush_handle is None and self._opened:
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -398,142 +415,161 @@ class Bus:
         if self._backlog:
             self._backlog.extend(frames_list)
             return
-        for i, frames in enumerate(frames_list):
-            try:
-                self._dealer_now.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                # The cage's queue is full: keep order, wait until it drains.
-                self._backlog = frames_list[i:]
-                self._spawn(self._drain_backlog())
-                break
-        self._rearm(self._dealer)
+        self._backlog = frames_list
+        self._send_backlog()
 
-    @staticmethod
-    def _rearm(sock: zmq.asyncio.Socket) -> None:
-        """Re-arm the asyncio reader of ``sock`` after using its sync twin.
+    def _send_backlog(self) -> None:
+        """Send what waits, in order, until done or the cage's queue is full."""
+        backlog, sent = self._backlog, 0
+        send = self._dealer.send_multipart
+        try:
+            for frames in backlog:
+                send(frames, zmq.NOBLOCK, copy=False)
+                sent += 1
+        except zmq.Again:
+            # The cage's queue is full: keep the rest in order, send it when
+            # there is room, drop it if the cage does not drain in time.
+            self._backlog = backlog[sent:]
+            self._dealer_watch.want_writable()
+            if self._backlog_timer is None:
+                self._backlog_timer = self._loop.call_later(
+                    self.core.session.expiry, self._drop_backlog)
+        else:
+            self._backlog = []
+            if self._backlog_timer is not None:
+                self._backlog_timer.cancel()
+                self._backlog_timer = None
+        # The sends may have taken the FD's signal of a message come meanwhile.
+        self._dealer_watch.poke()
 
-        ZeroMQ's FD is edge-triggered: a send (or a filter change) on the
-        sync twin may swallow the edge of a message that arrived meanwhile,
-        and the reader waiting on the asyncio socket would sleep until the
-        next edge, which never comes while that message is unread. Reading
-        EVENTS through the asyncio socket makes pyzmq look again.
-        """
-        sock.get(zmq.EVENTS)
-
-    async def _drain_backlog(self) -> None:
-        while self._backlog:
-            wait_ms = int(self.core.session.expiry * 1000)
-            # pyzmq's annotations give _AsyncSocket.poll no flags; it has them.
-            ready = await self._dealer.poll(timeout=wait_ms, flags=zmq.POLLOUT)  # type: ignore[call-arg]
-            if not ready:
-                # The cage is gone; what we held is stale by now. Requests
-                # time out, subscribers resync: drop and count.
-                self.core.stats["dropped_backlog"] += len(self._backlog)
-                self.log.warning("send.dropped", frames=len(self._backlog), why="cage not draining")
-                self._backlog = []
-                return
-            while self._backlog:
-                try:
-                    self._dealer_now.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self._backlog.pop(0)
-            self._rearm(self._dealer)
+    def _drop_backlog(self) -> None:
+        # The cage is gone; what we held is stale by now. Requests time out,
+        # subscribers resync: drop and count.
+        self._backlog_timer = None
+        if self._backlog:
+            self.core.stats["dropped_backlog"] += len(self._backlog)
+            self.log.warning("send.dropped", frames=len(self._backlog), why="cage not draining")
+            self._backlog = []
 
     def _spawn(self, coro: Any) -> None:
         assert self._group is not None
         task = self._group.create_task(coro)
         self._tasks.append(task)
-        # One per async answer or backlog drain: forget each once done, or
-        # a service answering requests forever would keep every task.
+        # One per async answer or callback: forget each once done, or a
+        # service answering requests forever would keep every task.
         task.add_done_callback(self._tasks.remove)
 
     # --- input --------------------------------------------------------------
 
-    async def _read_dealer(self) -> None:
-        await self._read(self._dealer, self._dealer_now, self.core.receive)
+    def _read_dealer(self) -> bool:
+        return self._read(self._dealer, self.core.receive)
 
-    async def _read_sub(self) -> None:
-        await self._read(self._sub, self._sub_now, self.core.receive_published)
+    def _read_sub(self) -> bool:
+        return self._read(self._sub, self.core.receive_published)
 
-    async def _read(
-        self,
-        sock: zmq.asyncio.Socket,
-        now_sock: zmq.Socket[bytes],
-        take: Callable[[list[bytes], float], list[Event]],
-    ) -> None:
-        bad = 0
-        while True:
-            frames = await sock.recv_multipart()
-            now = time.monotonic()
-            events = take(frames, now)
-            for _ in range(DRAIN_LIMIT):
-                if time.monotonic() - now > DRAIN_SECONDS:
-                    break
-                try:
-                    frames = now_sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                events += take(frames, now)
-            self._pump()
-            if events:
-                await self._handle(events)
-            if self._flush_handle is not None:
-                # What the frames just read called for (replies, snapshots)
-                # leaves now, as one batch, not one loop iteration later.
-                self._flush_handle.cancel()
-                self._flush()
-            if self.core.stats["bad_frames"] != bad:
-                bad = self.core.stats["bad_frames"]
-                if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
-                    self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
-            # While frames keep coming, recv_multipart() hands back a finished
-            # future and awaiting it does not yield: a steady stream would
-            # starve the timer (no heartbeats, so the cage expires us) and
-            # the other socket's reader. Let them run once per batch.
-            await asyncio.sleep(0)
-
-    async def _handle(self, events: list[Event]) -> None:
-        callbacks = self._callbacks
-        for event in events:
-            # The two per-message kinds first, inline: a sync callback runs
-            # without a coroutine or a helper call of its own, an async one is
-            # awaited in order. A failure is logged and counted, never fatal.
-            if isinstance(event, Update):
-                callback = callbacks.get(event.sid)
-                if callback is None:
-                    continue
-                try:
-                    result = callback(event)
-                except Exception:
-                    self._call_failed("callback")
-                    continue
-                if result is not None and inspect.isawaitable(result):
-                    await self._call(result, "callback")
-            elif isinstance(event, IncomingMessage):
-                on_message = self.on_message
-                if on_message is None:
-                    continue
-                msg = event.message
-                try:
-                    result = on_message(event.sender, msg.dataindex, msg.data)
-                except Exception:
-                    self._call_failed("message")
-                    continue
-                if result is not None and inspect.isawaitable(result):
-                    await self._call(result, "message")
-            elif isinstance(event, Outcome):
-                fut = self._waiters.get(event.cid)
-                if fut is not None and not fut.done():
-                    fut.set_result(event)
-            elif isinstance(event, IncomingRequest):
-                self._answer(event.sender, event.request)
-            elif isinstance(event, Registered):
-                self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
-                self._registered.set()
-            elif isinstance(event, SessionChange):
-                self._on_session_change(event)
+    def _read(
+        self, sock: zmq.Socket[bytes], take: Callable[[list[bytes], float], list[Event]]
+    ) -> bool:
+        """Drain ``sock`` for one turn and act on what came; True if frames are left."""
+        now = time.monotonic()
+        events: list[Event] = []
+        more = True
+        bad = self.core.stats["bad_frames"]
+        recv = sock.recv_multipart
+        for _ in range(DRAIN_LIMIT):
+            if not has_input(sock):
+                more = False
+                break
+            events += take(recv(zmq.NOBLOCK), now)
+            if time.monotonic() - now > DRAIN_SECONDS:
+                break
         self._pump()
+        if events:
+            self._dispatch(events)
+        if self._flush_handle is not None:
+            # What the frames just read called for (replies, snapshots)
+            # leaves now, as one batch, not one loop iteration later.
+            self._flush_handle.cancel()
+            self._flush()
+        if self.core.stats["bad_frames"] != bad:
+            bad = self.core.stats["bad_frames"]
+            if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
+                self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
+        return more
+
+    def _dispatch(self, events: Iterable[Event]) -> None:
+        """Act on events in order; an async callback holds back those after it."""
+        if self._awaiting:
+            self._behind.extend(events)
+            if len(self._behind) > BEHIND_LIMIT:
+                for watch in self._watches:
+                    watch.pause()
+            return
+        iterator = iter(events)
+        for event in iterator:
+            pending = self._handle(event)
+            if pending is not None:
+                self._awaiting = True
+                self._behind.extend(iterator)
+                self._spawn(self._catch_up(pending))
+                break
+        self._pump()
+
+    async def _catch_up(self, pending: Awaitable[None] | None) -> None:
+        """Await an async callback, then act on the events that came behind it."""
+        behind = self._behind
+        try:
+            while pending is not None:
+                await pending
+                pending = None
+                while behind and pending is None:
+                    pending = self._handle(behind.popleft())
+                self._pump()
+        finally:
+            self._awaiting = False
+            for watch in self._watches:
+                watch.resume()
+
+    def _handle(self, event: Event) -> Awaitable[None] | None:
+        """Act on one event; return what remains to await, if anything."""
+        # The two per-message kinds first: a sync callback runs without a
+        # coroutine or a helper call of its own. A failure is logged and
+        # counted, never fatal.
+        if isinstance(event, Update):
+            callback = self._callbacks.get(event.sid)
+            if callback is None:
+                return None
+            try:
+                result = callback(event)
+            except Exception:
+                self._call_failed("callback")
+                return None
+            if result is not None and inspect.isawaitable(result):
+                return self._call(result, "callback")
+        elif isinstance(event, IncomingMessage):
+            on_message = self.on_message
+            if on_message is None:
+                return None
+            msg = event.message
+            try:
+                result = on_message(event.sender, msg.dataindex, msg.data)
+            except Exception:
+                self._call_failed("message")
+                return None
+            if result is not None and inspect.isawaitable(result):
+                return self._call(result, "message")
+        elif isinstance(event, Outcome):
+            fut = self._waiters.get(event.cid)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+        elif isinstance(event, IncomingRequest):
+            self._answer(event.sender, event.request)
+        elif isinstance(event, Registered):
+            self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
+            self._registered.set()
+        elif isinstance(event, SessionChange):
+            self._on_session_change(event)
+        return None
 
     def _on_session_change(self, event: SessionChange) -> None:
         if event.what == "refused":
@@ -599,21 +635,21 @@ class Bus:
             return pubs.data(dataindex)
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
-    async def _watch_handshakes(self, monitor: zmq.asyncio.Socket) -> None:
+    def _read_monitor(self) -> bool:
         """With CURVE, a key the cage does not know fails the handshake: say so."""
-        try:
-            while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
-                why = (f"the cage at {self.endpoints.router} refused this node's CURVE key "
-                       f"(handshake failed, event {event['event']})")
-                self.core.session.on_error("forbidden", why, time.monotonic())
-                self._on_session_change(SessionChange("refused", why))
-        finally:
-            self._close_monitor()
+        monitor = self._monitor
+        assert monitor is not None
+        if not has_input(monitor):
+            return False
+        event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+        why = (f"the cage at {self.endpoints.router} refused this node's CURVE key "
+               f"(handshake failed, event {event['event']})")
+        self.core.session.on_error("forbidden", why, time.monotonic())
+        self._on_session_change(SessionChange("refused", why))
+        return True
 
     def _close_monitor(self) -> None:
-        # Also called from close(): a watcher cancelled before it ran never
-        # reaches its finally, and an open monitor would hang ctx.term().
+        # An open monitor would hang ctx.term().
         if self._monitor is not None and not self._monitor.closed:
             self._dealer.disable_monitor()
             self._monitor.close(linger=0)
@@ -625,7 +661,7 @@ class Bus:
             events = self.core.tick(time.monotonic())
             self._pump()
             if events:
-                await self._handle(events)
+                self._dispatch(events)
             session = self.core.session
             await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
 

@@ -26,6 +26,7 @@ from zdse.errors import ConfigError
 from zdse.keys import CurveServer
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
+from zdse.readiness import has_input
 
 __all__ = ["Proxy"]
 
@@ -128,11 +129,9 @@ class Proxy:
                 now = time.monotonic()
                 # B007: the index is read after the loop (frames handled).
                 for count in range(DRAIN_LIMIT):  # noqa: B007
-                    try:
-                        frames = recv(zmq.NOBLOCK)
-                    except zmq.Again:
+                    if not has_input(router):
                         break
-                    core.receive(frames, now)
+                    core.receive(recv(zmq.NOBLOCK), now)
                 else:
                     count = DRAIN_LIMIT
                 core.drained(count)

@@ -25,6 +25,7 @@ import zmq
 from zdse import codec
 from zdse.codec import Kind
 from zdse.limits import NODE_QUEUE_HWM
+from zdse.readiness import has_input
 
 __all__ = ["Floor"]
 
@@ -76,10 +77,10 @@ class Floor:
             if not poller.poll(100):
                 continue
             for _ in range(DRAIN_LIMIT):
+                if not has_input(router):
+                    break
                 try:
                     identity, head, key, body = router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
                 except ValueError:
                     continue  # not four frames: not ours to judge, just drop
                 if head == _DELTA:

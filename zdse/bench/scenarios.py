@@ -169,16 +169,17 @@ def reqrep(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
         server.expect("ready", START_TIMEOUT)
         client = _worker(procs, target, opts, "reqrep-client")
         client.expect("ready", START_TIMEOUT)
-        cpu = _server_cpu(target)
+        cpu = [_server_cpu(target), client.cpu_seconds(), server.cpu_seconds()]
         client.say("go")
         got = client.expect("p50_us", opts.timeout)
-        cpu = _server_cpu(target) - cpu
+        cpu = [_server_cpu(target) - cpu[0], client.cpu_seconds() - cpu[1],
+               server.cpu_seconds() - cpu[2]]
     finally:
         for proc in (server, client):
             if proc is not None:
                 procs.finish(proc)
     out = {k: float(got[k]) for k in ("p50_us", "p99_us", "rps", "requests")}
-    out["cpu_server"] = cpu
+    out["cpu_server"], out["cpu_client"], out["cpu_replier"] = cpu
     return out
 
 
