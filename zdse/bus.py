@@ -11,8 +11,9 @@ to fill it), so pyzmq's per-call cost is paid once per batch.
 
 Incoming frames are read by a callback on the sockets' FDs
 (:class:`~zdse.readiness.SocketWatch`), drained without blocking, and their
-events handled right there: sync callbacks inline; an async one is awaited
-by a task, and the events after it wait their turn behind it, in order.
+events handled right there (:class:`~zdse.inorder.InOrder`): sync callbacks
+inline; an async one is awaited by a task, and the events after it wait
+their turn behind it, in order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -42,6 +42,7 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
+from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
 from zdse.log import get_logger
@@ -140,8 +141,7 @@ class Bus:
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._backlog: list[list[bytes]] = []
         self._backlog_timer: asyncio.TimerHandle | None = None
-        self._behind: deque[Event] = deque()
-        self._awaiting = False  # an async callback runs; events wait in _behind
+        self._events = InOrder(self._handle, self._spawn, self._pump, self._hold, BEHIND_LIMIT)
         self._watches: list[SocketWatch] = []
         self._flush_handle: asyncio.Handle | None = None
         self._registered = asyncio.Event()
@@ -485,7 +485,7 @@ class Bus:
                 break
         self._pump()
         if events:
-            self._dispatch(events)
+            self._events.feed(events)
         if self._flush_handle is not None:
             # What the frames just read called for (replies, snapshots)
             # leaves now, as one batch, not one loop iteration later.
@@ -497,37 +497,12 @@ class Bus:
                 self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
         return more
 
-    def _dispatch(self, events: Iterable[Event]) -> None:
-        """Act on events in order; an async callback holds back those after it."""
-        if self._awaiting:
-            self._behind.extend(events)
-            if len(self._behind) > BEHIND_LIMIT:
-                for watch in self._watches:
-                    watch.pause()
-            return
-        iterator = iter(events)
-        for event in iterator:
-            pending = self._handle(event)
-            if pending is not None:
-                self._awaiting = True
-                self._behind.extend(iterator)
-                self._spawn(self._catch_up(pending))
-                break
-        self._pump()
-
-    async def _catch_up(self, pending: Awaitable[None] | None) -> None:
-        """Await an async callback, then act on the events that came behind it."""
-        behind = self._behind
-        try:
-            while pending is not None:
-                await pending
-                pending = None
-                while behind and pending is None:
-                    pending = self._handle(behind.popleft())
-                self._pump()
-        finally:
-            self._awaiting = False
-            for watch in self._watches:
+    def _hold(self, held: bool) -> None:
+        """Stop reading while async callbacks are far behind; read again after."""
+        for watch in self._watches:
+            if held:
+                watch.pause()
+            else:
                 watch.resume()
 
     def _handle(self, event: Event) -> Awaitable[None] | None:
@@ -661,7 +636,7 @@ class Bus:
             events = self.core.tick(time.monotonic())
             self._pump()
             if events:
-                self._dispatch(events)
+                self._events.feed(events)
             session = self.core.session
             await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
 
