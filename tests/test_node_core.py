@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,8 @@ from zdse import codec
 from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
+from zdse.errors import MessageTooLarge
+from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.node import NodeCore
 from zdse.publisher import Publications
 from zdse.requests import Outcome
@@ -205,7 +208,7 @@ def test_publisher_skips_snapshots_for_up_to_date_subscribers_and_forgets_silent
     assert pubs.pubdata()["t"]["subscribers"] == ["sub"]
     assert pubs.expire(14) == 0
     assert pubs.expire(16) == 1
-    assert pubs.publish("t", [[2]]) == []  # nobody listens any more
+    assert pubs.publish("t", [[2]]) is None  # nobody listens any more
 
 
 def test_a_publisher_that_dies_while_no_cage_runs_is_lost_after_the_ttl() -> None:
@@ -234,3 +237,30 @@ def test_live_publishers_keep_their_feeds_through_long_quiet_spells() -> None:
     net.advance(net.refresh * 10)
     assert sub.subscriptions.view(sid) == {"pub": [[1]]}
     assert [u.kind for u in updates(net, sub)] == ["snapshot"]
+
+
+def _snapshot_bytes(core: NodeCore, data: object) -> int:
+    """The worst-case size of a snapshot of ``data`` from ``core``."""
+    return len(codec.encode_one(Snapshot("0" * 32, "t", core.publications.epoch, 2**63 - 1,
+                                         data)))
+
+
+def test_publish_refuses_data_whose_snapshot_could_not_be_sent() -> None:
+    """Data no snapshot could carry is refused whole, whether its delta is a replace
+    (sized from the delta) or a few rows (sized from the data); nothing is stored."""
+    net = FakeNet()
+    core = net.add("pub")
+    # What a snapshot adds around big data (bin32: the same header at any size past 64 KiB).
+    room = MAX_MESSAGE_BYTES - (_snapshot_bytes(core, b"x" * 100_000) - 100_000)
+    with pytest.raises(MessageTooLarge):
+        core.publish("t", b"x" * (room + 1))
+    assert "t" not in core.publications.dataindexes()
+    core.publish("t", b"x" * room)  # the largest that fits
+    assert core.publications.data("t") == b"x" * room
+
+    room = MAX_MESSAGE_BYTES - (_snapshot_bytes(core, [[b"y" * 100_000]]) - 100_000)
+    big = [b"y" * (room - 40)]
+    core.publish("rows", [big])
+    with pytest.raises(MessageTooLarge):
+        core.publish("rows", [big, [b"z" * 50]])  # a one-row delta, a too-big table
+    assert core.publications.data("rows") == [big]

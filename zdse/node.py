@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdse import codec
+from zdse import delta as deltas
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.publisher import Publications
 from zdse.requests import Outcome, PendingRequests
 from zdse.session import Session, SessionState
@@ -37,6 +39,11 @@ __all__ = [
 
 
 _MESSAGE_HEADER = codec.header(Kind.MESSAGE)
+_DELTA_HEADER = codec.header(Kind.DELTA)
+#: What a snapshot of data adds to a "replace" delta of it, at most: a
+#: subscription id (a uuid4 hex: 34 bytes packed) and a seq grown from 1
+#: byte to 9, less the ["replace", ...] wrapper it lacks (9 bytes packed).
+SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +142,28 @@ class NodeCore:
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
-        def admit(changed: Any) -> None:
-            # Only data that changed is checked (an unchanged poll of a big
-            # table costs no encoding). Worst case of what a snapshot adds
-            # around the data: a uuid4 hex subscription id, the largest seq.
-            codec.encode_one(_build_snapshot("0" * 32, dataindex, self.publications.epoch,
-                                            2**63 - 1, changed))
+        bodies: list[bytes] = []
 
-        actions = self.publications.publish(dataindex, data, admit)
-        if self.registered:
-            self._act(actions)
+        def admit(d: codec.Delta) -> None:
+            # Only data that changed gets here (an unchanged poll of a big
+            # table costs no encoding). The delta is encoded once, to send.
+            body = codec.encode_one(d)
+            change = d.delta
+            if change[0] == deltas.REPLACE:
+                # The delta holds the data whole: a snapshot is this body
+                # plus at most a subscription id and a bigger seq.
+                if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
+                    raise MessageTooLarge(
+                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+            else:
+                # Worst case of what a snapshot adds around the data: a
+                # uuid4 hex subscription id, the largest seq.
+                codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
+            bodies.append(body)
+
+        sent = self.publications.publish(dataindex, data, admit)
+        if sent is not None and self.registered:
+            self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
 
     def subscribe(self, key: str, dataindex: str, now: float) -> str:
         """Start a subscription; return its id."""

@@ -2,9 +2,10 @@
 
 :meth:`Publications.publish` stores new data and, when it changed and
 someone subscribes, returns one delta for the cage's PUB socket, whatever
-the number of subscribers. :meth:`Publications.on_subscribe` records a
-subscriber and answers with a snapshot unless the subscriber already holds
-the current epoch and sequence number.
+the number of subscribers (the node sends it keyed by its dataindex).
+:meth:`Publications.on_subscribe` records a subscriber and answers with a
+snapshot unless the subscriber already holds the current epoch and
+sequence number.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from zdse.slots import builder
 __all__ = ["Publication", "Publications"]
 
 
-_build_send = builder(Send)
 _build_delta = builder(Delta)
 
 
@@ -59,28 +59,28 @@ class Publications:
         return list(self._pubs)
 
     def publish(
-        self, dataindex: str, data: Any, admit: Callable[[Any], object] | None = None
-    ) -> list[Send]:
+        self, dataindex: str, data: Any, admit: Callable[[Delta], object] | None = None
+    ) -> Delta | None:
         """Store ``data``; return the delta to send, if it changed and anyone listens.
 
-        ``admit``, if given, is called with data that changed before it is
-        stored; whatever it raises leaves the publication as it was.
+        ``admit``, if given, is called with the delta before the data is
+        stored (only when the data changed); whatever it raises leaves the
+        publication as it was.
         """
         pub = self._pubs.get(dataindex)
         if pub is None:  # not setdefault: that would build a Publication per call
             pub = Publication()
         change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
         if change is None:
-            return []
+            return None
+        # Built without the frozen __init__: this runs once per publish.
+        d = _build_delta(dataindex, self.epoch, pub.seq + 1, change)
         if admit is not None:
-            admit(data)
+            admit(d)
         self._pubs[dataindex] = pub
         pub.data = data
         pub.seq += 1
-        if not pub.subscribers:
-            return []
-        # Built without the frozen __init__s: this runs once per publish.
-        return [_build_send(dataindex, _build_delta(dataindex, self.epoch, pub.seq, change))]
+        return d if pub.subscribers else None
 
     def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
         """Record (or refresh) a subscriber; snapshot it, or confirm it is up to date."""
