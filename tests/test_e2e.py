@@ -151,6 +151,30 @@ def test_cage_kill_9_and_restart_reconverges_without_restarting_nodes(cluster: C
     assert publisher.popen.poll() is None, "the publisher was not restarted"
 
 
+def test_a_publisher_that_dies_while_no_cage_runs_is_lost_after_the_ttl(
+    cluster: Cluster,
+) -> None:
+    """No cage is there to announce it left: the restarted cage never knew it, and the
+    subscriber, unanswered past the ttl, ends its view as lost; the other stays."""
+    doomed, _ = cluster.file_node("pub.doomed", {"t": [["d"]]}, ["pubs"])
+    cluster.file_node("pub.lives", {"t": [["l"]]}, ["pubs"])
+
+    async def scenario() -> None:
+        async with cluster.bus() as bus:
+            updates = Updates()
+            bus.subscribe("pubs", "t", updates)
+            await updates.until_views({"pub.doomed": [["d"]], "pub.lives": [["l"]]})
+            assert cluster.cage is not None
+            cluster.cage.kill(signal.SIGKILL)
+            doomed.kill(signal.SIGKILL)
+            cluster.start_cage()
+            lost = await updates.until(lambda u: u.kind == "lost")
+            assert lost.publisher == "pub.doomed"
+            await updates.until_views({"pub.lives": [["l"]]})
+
+    run(scenario())
+
+
 def test_garbage_frames_are_counted_while_valid_traffic_flows(cluster: Cluster) -> None:
     """Random and malformed frames to the cage are counted and dropped; requests still work."""
     cluster.file_node("steady", {"t": [[0]]})

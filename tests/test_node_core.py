@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zdse import codec
+from zdse import codec, subscriber
 from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
@@ -175,6 +175,32 @@ def test_a_gap_buffers_deltas_until_the_snapshot_then_drops_the_old_ones() -> No
     assert [(u.kind, u.seq) for u in ups] == [("snapshot", 3), ("delta", 4)]
     assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
     assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.LIVE.value
+
+
+def test_deltas_buffered_past_the_limit_are_dropped_and_the_view_still_converges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A feed waiting for its snapshot holds at most MAX_BUFFERED_DELTAS; past that it
+    drops them (the snapshot supersedes them) and converges from the snapshot."""
+    monkeypatch.setattr(subscriber, "MAX_BUFFERED_DELTAS", 5)
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, 0), 0)
+
+    def buffered() -> int:
+        return int(subs.subdata()[sid]["publishers"]["pub"]["buffered"])
+
+    most = 0
+    for seq in range(3, 10):  # seq 2 lost: a gap, then 7 deltas while waiting
+        subs.on_delta("pub", Delta("t", "e", seq, ["replace", seq - 1]), 0)
+        most = max(most, buffered())
+    assert most == 5
+    assert buffered() == 1  # the 6th emptied the buffer; the 7th (seq 9) is kept
+    ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 8, 7), 0)
+    assert [(u.kind, u.seq) for u in ups] == [("snapshot", 8), ("delta", 9)]
+    assert subs.view(sid) == {"pub": 8}
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.LIVE.value
+    assert buffered() == 0
 
 
 def test_a_stale_snapshot_does_not_roll_the_view_back() -> None:

@@ -1,7 +1,7 @@
 """A node's connection to the cage: the asyncio shell around :class:`~zdse.node.NodeCore`.
 
 :class:`Bus` owns the two sockets (a DEALER to the cage's ROUTER, a SUB to its
-PUB) and three tasks (read each socket, keep time). What to send and what
+PUB), a watch on each and a task that keeps time. What to send and what
 happened, it asks the pure core; then it does the I/O and runs the
 callbacks, handlers and waiters the core's events call for.
 

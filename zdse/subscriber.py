@@ -394,7 +394,8 @@ class Subscriptions:
                 "dataindex": sub.dataindex,
                 "publishers": {
                     pub: {"seq": self._feeds[(pub, di)].seq,
-                          "state": self._feeds[(pub, di)].state.value}
+                          "state": self._feeds[(pub, di)].state.value,
+                          "buffered": len(self._feeds[(pub, di)].buffer)}
                     for pub, di in sorted(sub.feeds) if (pub, di) in self._feeds
                 },
             }
