@@ -10,7 +10,7 @@ messages of the same kind to the same key share one frame (never waiting
 to fill it), so pyzmq's per-call cost is paid once per batch.
 
 Incoming frames are read by a callback on the sockets' FDs
-(:class:`~zdse.readiness.SocketWatch`), drained without blocking, and their
+(:class:`~zdse.zmqio.SocketWatch`), drained without blocking, and their
 events handled right there (:class:`~zdse.inorder.InOrder`): sync callbacks
 inline; an async one is awaited by a task, and the events after it wait
 their turn behind it, in order.
@@ -54,9 +54,9 @@ from zdse.node import (
     Registered,
     SessionChange,
 )
-from zdse.readiness import SocketWatch, has_input
 from zdse.requests import Outcome
 from zdse.subscriber import Update
+from zdse.zmqio import SocketWatch, has_input, send_frames
 
 __all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
 
@@ -421,10 +421,10 @@ class Bus:
     def _send_backlog(self) -> None:
         """Send what waits, in order, until done or the cage's queue is full."""
         backlog, sent = self._backlog, 0
-        send = self._dealer.send_multipart
+        dealer = self._dealer
         try:
             for frames in backlog:
-                send(frames, zmq.NOBLOCK, copy=False)
+                send_frames(dealer, frames)
                 sent += 1
         except zmq.Again:
             # The cage's queue is full: keep the rest in order, send it when

@@ -26,7 +26,7 @@ from zdse.errors import ConfigError
 from zdse.keys import CurveServer
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
-from zdse.readiness import has_input
+from zdse.zmqio import has_input, send_frames
 
 __all__ = ["Proxy"]
 
@@ -157,7 +157,7 @@ class Proxy:
         to_router, to_pub = core.outbox.take()
         for frames in to_router:
             try:
-                self.router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(self.router, frames)
             except zmq.Again:
                 core.dropped(frames=frames)
             except zmq.ZMQError as exc:
@@ -165,7 +165,7 @@ class Proxy:
                     raise
                 core.unreachable(frames[0], now)
         for frames in to_pub:
-            self.pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(self.pub, frames)
         if core.outbox.router or core.outbox.pub:
             self._flush(now)  # unreachable() may have queued "left" events
         if core.events:

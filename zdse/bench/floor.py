@@ -25,7 +25,7 @@ import zmq
 from zdse import codec
 from zdse.codec import Kind
 from zdse.limits import NODE_QUEUE_HWM
-from zdse.readiness import has_input
+from zdse.zmqio import has_input, send_frames
 
 __all__ = ["Floor"]
 
@@ -102,9 +102,9 @@ class Floor:
             for frames in out:
                 # A full queue or a vanished peer: dropped, as the cage would.
                 with contextlib.suppress(zmq.ZMQError):
-                    router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    send_frames(router, frames)
             for frames in published:
-                pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(pub, frames)
             out.clear()
             published.clear()
         self.router.close(linger=0)

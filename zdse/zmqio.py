@@ -1,4 +1,4 @@
-"""ZeroMQ sockets in an asyncio loop, without zmq.asyncio's futures.
+"""ZeroMQ sockets in an asyncio loop, without zmq.asyncio's futures; lean drains and sends.
 
 :class:`SocketWatch` registers a plain (blocking-capable, used non-blocking)
 ZeroMQ socket's FD with the event loop and calls back when the socket has
@@ -26,12 +26,33 @@ from typing import cast
 
 import zmq
 
-__all__ = ["SocketWatch", "has_input"]
+__all__ = ["SocketWatch", "has_input", "send_frames"]
 
-# Plain ints: the enum members would cost a Python-level Flag.__and__ per test.
+# Plain ints: the enum members would cost a Python-level Flag operation per
+# use (pyzmq's send_multipart computes SNDMORE | flags per frame that way).
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """Send ``frames`` as one multipart message without blocking.
+
+    What ``send_multipart(frames, zmq.NOBLOCK, copy=False)`` does, minus its
+    per-frame checks and flag arithmetic on enums. ZeroMQ queues a
+    multipart message whole or not at all: if the first frame fits, so does
+    the rest.
+
+    Raises:
+        zmq.Again: the socket's queue is full; nothing was queued.
+    """
+    send = sock.send
+    last = len(frames) - 1
+    for i in range(last):
+        send(frames[i], _MORE_NOBLOCK, copy=False)
+    send(frames[last], _NOBLOCK, copy=False)
 
 
 def has_input(sock: zmq.Socket[bytes]) -> bool:
