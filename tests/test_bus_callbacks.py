@@ -21,11 +21,11 @@ class WatchedBus(Bus):
         self.holds: list[bool] = []
         self.paused = asyncio.Event()
 
-    def _hold(self, held: bool) -> None:
-        self.holds.append(held)
-        if held:
+    def _hold(self, waiting: int) -> None:
+        self.holds.append(waiting > 0)
+        if waiting:
             self.paused.set()
-        super()._hold(held)
+        super()._hold(waiting)
 
 
 def test_a_slow_async_callback_pauses_reading_and_loses_nothing(
@@ -69,6 +69,29 @@ def test_a_slow_async_callback_pauses_reading_and_loses_nothing(
         assert seqs == sorted(set(seqs)), seqs
         assert seqs[-1] == count + 1
         assert any(kind == "delta" for kind, _, _ in seen)
-        assert sub.holds[:2] == [True, False]
+        assert sub.holds[0] is True  # the first delta's callback held reading...
+        assert sub.holds[-1] is False  # ...and every hold ended once caught up
+
+    run(scenario())
+
+
+def test_an_async_callback_can_await_a_request(procs: Processes, tmp_path: Path) -> None:
+    """A reply never waits behind the callback that awaits it: no deadlock, no timeout."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+
+    async def scenario() -> None:
+        answers: list[object] = []
+        done = asyncio.Event()
+        async with cluster.bus("pub") as pub, cluster.bus("sub") as sub:
+            pub.publish("n", 1)
+
+            async def on_update(update: Update) -> None:
+                answers.append(await sub.request("pub", "n", timeout=5))
+                done.set()
+
+            sub.subscribe("pub", "n", on_update)
+            await asyncio.wait_for(done.wait(), 10)
+        assert answers == [1]
 
     run(scenario())

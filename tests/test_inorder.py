@@ -16,16 +16,19 @@ class Recorder:
         self.log: list[str] = []
         self.gates: dict[int, asyncio.Event] = {}
         self.started: dict[int, asyncio.Event] = {}
-        self.holds: list[bool] = []
+        self.holds: list[int] = []
         self.settles = 0
         self.tasks: list[asyncio.Task[None]] = []
         self.running = 0
+        # Multiples of 100 are urgent (and even: sync).
         self.inorder: InOrder[int] = InOrder(self.act, self.spawn, self.settle,
-                                             self.holds.append, limit)
+                                             self.holds.append, limit,
+                                             urgent=lambda item: item % 100 == 0)
 
     def act(self, item: int) -> Awaitable[None] | None:
         if item % 2 == 0:
-            assert self.running == 0, "a sync action ran while an async one was running"
+            assert self.running == 0 or item % 100 == 0, \
+                "a sync action that is not urgent ran while an async one was running"
             self.log.append(f"sync {item}")
             return None
         gate = self.gates.setdefault(item, asyncio.Event())
@@ -95,7 +98,7 @@ def test_an_async_action_holds_back_everything_after_it() -> None:
 
 
 def test_too_many_waiting_items_hold_the_source_until_caught_up() -> None:
-    """Past the limit, hold(True) once; hold(False) once the queue is empty again."""
+    """Past the limit, hold(number waiting) at each feed; hold(0) once caught up."""
 
     async def scenario() -> None:
         r = Recorder(limit=3)
@@ -104,10 +107,10 @@ def test_too_many_waiting_items_hold_the_source_until_caught_up() -> None:
         assert r.holds == []
         r.inorder.feed([6, 8])
         r.inorder.feed([10])
-        assert r.holds == [True]
+        assert r.holds == [4, 5]
         r.open(1)
         await r.idle()
-        assert r.holds == [True, False]
+        assert r.holds == [4, 5, 0]
         assert r.log[-1] == "sync 10"
         assert r.inorder.waiting == 0
 
@@ -120,9 +123,27 @@ def test_one_feed_past_the_limit_holds_at_once() -> None:
     async def scenario() -> None:
         r = Recorder(limit=2)
         r.inorder.feed([1, 2, 4, 6])
-        assert r.holds == [True]
+        assert r.holds == [3]
         r.open(1)
         await r.idle()
-        assert r.holds == [True, False]
+        assert r.holds == [3, 0]
+
+    asyncio.run(scenario())
+
+
+def test_urgent_items_never_wait_behind_an_async_action() -> None:
+    """An urgent item is acted on at once while an async action runs; the rest wait."""
+
+    async def scenario() -> None:
+        r = Recorder()
+        r.inorder.feed([1, 2, 100, 4])
+        assert r.log == ["sync 100"]
+        await r.wait_started(1)
+        r.inorder.feed([200, 6])
+        assert r.log == ["sync 100", "start 1", "sync 200"]
+        r.open(1)
+        await r.idle()
+        assert r.log == ["sync 100", "start 1", "sync 200", "end 1", "sync 2", "sync 4",
+                         "sync 6"]
 
     asyncio.run(scenario())

@@ -74,8 +74,9 @@ DRAIN_LIMIT = 1024
 #: than a fast heartbeat may wait.
 DRAIN_SECONDS = 0.02
 #: Events waiting behind a slow async callback before the node stops
-#: reading: from there ZeroMQ's queues (and their high-water marks) hold
-#: the rest, instead of this process's memory.
+#: reading deltas (and at ten times this, everything): from there ZeroMQ's
+#: queues (and their high-water marks) hold the rest, not this process's
+#: memory.
 BEHIND_LIMIT = 10_000
 #: Reserved requests every service answers.
 RESERVED = ("pubdata", "subdata")
@@ -141,7 +142,8 @@ class Bus:
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._backlog: list[list[bytes]] = []
         self._backlog_timer: asyncio.TimerHandle | None = None
-        self._events = InOrder(self._handle, self._spawn, self._pump, self._hold, BEHIND_LIMIT)
+        self._events = InOrder(self._handle, self._spawn, self._pump, self._hold, BEHIND_LIMIT,
+                               urgent=_urgent)
         self._watches: list[SocketWatch] = []
         self._flush_handle: asyncio.Handle | None = None
         self._registered = asyncio.Event()
@@ -497,13 +499,22 @@ class Bus:
                 self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
         return more
 
-    def _hold(self, held: bool) -> None:
-        """Stop reading while async callbacks are far behind; read again after."""
-        for watch in self._watches:
-            if held:
-                watch.pause()
-            else:
+    def _hold(self, waiting: int) -> None:
+        """Stop reading while async callbacks are far behind; read again after.
+
+        Deltas stop first: the publishers' flood, and a subscriber that falls
+        too far behind resyncs. The DEALER is read on, so heartbeats and the
+        replies a callback may be awaiting still come, until ten times the
+        limit wait: then it stops too (past its expiry the cage will drop
+        this node, which registers again once it reads again).
+        """
+        if waiting == 0:
+            for watch in self._watches:
                 watch.resume()
+            return
+        self._sub_watch.pause()
+        if waiting > 10 * BEHIND_LIMIT:
+            self._dealer_watch.pause()
 
     def _handle(self, event: Event) -> Awaitable[None] | None:
         """Act on one event; return what remains to await, if anything."""
@@ -639,6 +650,15 @@ class Bus:
                 self._events.feed(events)
             session = self.core.session
             await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+
+
+def _urgent(event: Event) -> bool:
+    """Events that never wait behind a callback: replies and the session's news.
+
+    A callback that awaits a request must get the reply; none of these runs
+    user code.
+    """
+    return isinstance(event, Outcome | Registered | SessionChange)
 
 
 def _expire(fut: asyncio.Future[Outcome]) -> None:

@@ -5,8 +5,9 @@ run inline, in the read that brought their event: no task, no loop
 iteration. An async one is awaited by a task, and every event that comes
 while it runs waits behind it, so callbacks see events in the order they
 came and never overlap. Past a limit of waiting events the owner is told
-to stop reading (ZeroMQ's queues hold the rest), and to read again once
-the queue is empty.
+how many wait (to stop reading: ZeroMQ's queues hold the rest), and told
+again (zero) once the queue is empty. *Urgent* events (a reply to a request, say) never
+wait: a callback that awaits a request must get its reply.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class InOrder(Generic[T]):
         spawn: starts a coroutine as an owned task.
         settle: called after each run of items acted on (e.g. to send what
             they queued).
-        hold: called with True when more than ``limit`` items wait, and with
-            False once none do.
-        limit: items waiting before ``hold(True)``.
+        hold: called with the number of items waiting whenever more than
+            ``limit`` do, and with 0 once none do.
+        limit: items waiting before ``hold`` is called.
+        urgent: items it says True for are acted on at once, even while an
+            async action runs (their actions must be sync).
     """
 
     def __init__(
@@ -39,14 +42,16 @@ class InOrder(Generic[T]):
         act: Callable[[T], Awaitable[None] | None],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         settle: Callable[[], None],
-        hold: Callable[[bool], None],
+        hold: Callable[[int], None],
         limit: int,
+        urgent: Callable[[T], bool] = lambda item: False,
     ) -> None:
         self._act = act
         self._spawn = spawn
         self._settle = settle
         self._hold = hold
         self._limit = limit
+        self._urgent = urgent
         self._waiting: deque[T] = deque()
         self._busy = False  # an awaitable is being awaited
         self._held = False
@@ -72,10 +77,15 @@ class InOrder(Generic[T]):
         self._settle()
 
     def _queue(self, items: Iterable[T]) -> None:
-        self._waiting.extend(items)
-        if not self._held and len(self._waiting) > self._limit:
+        urgent, waiting = self._urgent, self._waiting
+        for item in items:
+            if urgent(item):
+                self._act(item)
+            else:
+                waiting.append(item)
+        if len(waiting) > self._limit:
             self._held = True
-            self._hold(True)
+            self._hold(len(waiting))
 
     async def _catch_up(self, pending: Awaitable[None] | None) -> None:
         waiting, act = self._waiting, self._act
@@ -90,4 +100,4 @@ class InOrder(Generic[T]):
             self._busy = False
             if self._held:
                 self._held = False
-                self._hold(False)
+                self._hold(0)
