@@ -12,10 +12,11 @@ straight from the FD callback (benchmarks/README.md).
 
 ZeroMQ's FD is a signal, not the data. It turns readable when the socket's
 state may have changed, and *any* call on the socket (a send or a SUB filter
-change included) may consume that signal while messages wait. So the
-watch looks at ``ZMQ_EVENTS`` on every wake-up, and the owner calls
-:meth:`SocketWatch.poke` after every send: a read is scheduled whenever
-``POLLIN`` says messages wait, whoever consumed the signal.
+change included) may consume that signal while messages wait. So every
+wake-up drains until ``ZMQ_EVENTS`` says nothing waits (:func:`has_input`,
+which also re-arms the FD), and the owner calls :meth:`SocketWatch.poke`
+after every send: a read is scheduled whenever ``POLLIN`` says messages
+wait, whoever consumed the signal.
 """
 
 from __future__ import annotations
@@ -109,7 +110,11 @@ class SocketWatch:
         self.poke()
 
     def pause(self) -> None:
-        """Stop reading (the owner's consumers are behind); ZeroMQ queues meanwhile."""
+        """Stop reading (the owner's consumers are behind); ZeroMQ queues meanwhile.
+
+        Room to send is not watched either until :meth:`resume` (a poke
+        still finds it).
+        """
         if not self._paused and not self._closed:
             self._paused = True
             # Unwatched too: a signal left unconsumed would wake the loop
