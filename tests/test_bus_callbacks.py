@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,41 @@ def test_an_async_callback_can_await_a_request(procs: Processes, tmp_path: Path)
         assert answers == [1]
 
     run(scenario())
+
+
+def test_a_backlog_behind_a_stopped_cage_is_sent_in_order_once_it_runs_again(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Past the DEALER's queue the node keeps what it sends, in order, and sends it all
+    once the cage takes messages again: nothing dropped, nothing reordered."""
+    cluster = Cluster(procs, tmp_path, heartbeat=5.0)  # expiry 15 s: longer than the stop
+    cage = cluster.start_cage()
+    # Past the DEALER's 100,000-message queue and the kernel's socket buffers.
+    count = 200_000
+    pad = "x" * 200
+
+    async def scenario() -> None:
+        got: list[int] = []
+        done = asyncio.Event()
+
+        def on_message(sender: str, dataindex: str, data: list[int | str]) -> None:
+            got.append(int(data[0]))
+            if data[0] == count - 1:
+                done.set()
+
+        async with cluster.bus("recv") as recv, cluster.bus("send") as send:
+            recv.on_message = on_message
+            assert await send.request("recv", "pubdata") == {}  # both registered, routed
+            cage.kill(signal.SIGSTOP)
+            try:
+                for i in range(count):
+                    send.send("recv", "n", [i, pad])
+                    await asyncio.sleep(0)  # one loop turn: each message its own frame
+                assert send._backlog, "the DEALER's queue never filled"
+            finally:
+                cage.kill(signal.SIGCONT)
+            await asyncio.wait_for(done.wait(), 60)
+            assert send.statistics().get("dropped_backlog", 0) == 0
+        assert got == list(range(count))
+
+    run(scenario(), timeout=120)

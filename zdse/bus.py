@@ -430,10 +430,13 @@ class Bus:
                 sent += 1
         except zmq.Again:
             # The cage's queue is full: keep the rest in order, send it when
-            # there is room, drop it if the cage does not drain in time.
+            # there is room, drop it if the cage takes none of it for an
+            # expiry (each bit of progress starts the wait over).
             self._backlog = backlog[sent:]
             self._dealer_watch.want_writable()
-            if self._backlog_timer is None:
+            if sent or self._backlog_timer is None:
+                if self._backlog_timer is not None:
+                    self._backlog_timer.cancel()
                 self._backlog_timer = self._loop.call_later(
                     self.core.session.expiry, self._drop_backlog)
         else:

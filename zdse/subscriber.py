@@ -92,6 +92,8 @@ _new = tuple.__new__
 def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int, data: Any,
                   view: Any) -> Update:
     return _new(Update, (sid, publisher, dataindex, kind, seq, data, view))
+
+
 _build_delta = builder(Delta)
 
 
