@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support import BIN, require
+from zdse.bench.cli import render
 from zdse.bench.procs import nats_server_path
 
 #: Tiny counts: this checks that the bench works, not how fast anything is.
@@ -76,7 +77,9 @@ def test_routes_measures_every_table_size() -> None:
 def test_vs_nats_runs_the_same_scenario_and_gives_ratios(scenario: str) -> None:
     """--vs nats: nats-server gets the same workload; the report carries both and ratios."""
     need_nats()
-    report = bench(scenario, *SMALL, "--subs", "2", "--no-floor", "--vs", "nats")
+    # reqrep keeps its floor: the raw transport is set against NATS too.
+    floor = [] if scenario == "reqrep" else ["--no-floor"]
+    report = bench(scenario, *SMALL, "--subs", "2", *floor, "--vs", "nats")
     assert report["nats"] is not None
     if scenario == "unicast":
         assert [r["received"] for r in report["nats"]["rounds"]] == [200]
@@ -84,6 +87,10 @@ def test_vs_nats_runs_the_same_scenario_and_gives_ratios(scenario: str) -> None:
         assert [r["deliveries"] for r in report["nats"]["rounds"]] == [400]
     else:
         assert report["nats"]["requests"] == 200
+        assert report["raw_vs_nats"]["p50_us"] > 0
+        raw_p50 = report["raw_vs_nats"]["p50_us"]
+        assert report["goals"][0]["raw_ratio"] == raw_p50
+        assert f"(raw pyzmq alone: {raw_p50:.2f})" in render(report, {})
     assert report["ratio"]
     assert all(v > 0 for v in report["ratio"].values())
     assert report["goals"]
