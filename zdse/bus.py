@@ -56,7 +56,7 @@ from zdse.node import (
 )
 from zdse.requests import Outcome
 from zdse.subscriber import Update
-from zdse.zmqio import SocketWatch, has_input, send_frames
+from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
 
@@ -355,7 +355,10 @@ class Bus:
         cid = self.core.request(key, dataindex, args, gather)
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
+        # A request leaves now, with whatever was queued before it, not one
+        # loop iteration later: the caller is waiting on the round trip.
         self._pump()
+        self._flush_now()
         # A timer and the future itself: wait_for(shield(fut)) costs three
         # more loop iterations between the reply and the caller.
         timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), _expire, fut)
@@ -408,6 +411,12 @@ class Bus:
             self._sub_watch.poke()
         if self.core.outbox and self._flush_handle is None and self._opened:
             self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush_now(self) -> None:
+        """Send what is queued at once instead of at the scheduled flush."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -480,22 +489,19 @@ class Bus:
         events: list[Event] = []
         more = True
         bad = self.core.stats["bad_frames"]
-        recv = sock.recv_multipart
         for _ in range(DRAIN_LIMIT):
             if not has_input(sock):
                 more = False
                 break
-            events += take(recv(zmq.NOBLOCK), now)
+            events += take(recv_frames(sock), now)
             if time.monotonic() - now > DRAIN_SECONDS:
                 break
         self._pump()
         if events:
             self._events.feed(events)
-        if self._flush_handle is not None:
-            # What the frames just read called for (replies, snapshots)
-            # leaves now, as one batch, not one loop iteration later.
-            self._flush_handle.cancel()
-            self._flush()
+        # What the frames just read called for (replies, snapshots) leaves
+        # now, as one batch, not one loop iteration later.
+        self._flush_now()
         if self.core.stats["bad_frames"] != bad:
             bad = self.core.stats["bad_frames"]
             if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood

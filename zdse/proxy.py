@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 
 import zmq
@@ -26,7 +27,7 @@ from zdse.errors import ConfigError
 from zdse.keys import CurveServer
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
-from zdse.zmqio import has_input, send_frames
+from zdse.zmqio import has_input, recv_frames, send_frames
 
 __all__ = ["Proxy"]
 
@@ -122,7 +123,7 @@ class Proxy:
         tick_every = core.heartbeat / 4
         next_tick = time.monotonic() + tick_every
         self._running = True
-        recv = self._recv_curve if self._auth is not None else router.recv_multipart
+        recv = self._recv_curve if self._auth is not None else partial(recv_frames, router)
         while self._running:
             wait = max(0.0, next_tick - time.monotonic())
             if poller.poll(int(wait * 1000)):
