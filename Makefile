@@ -7,14 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install debs sim test soak check lint typecheck run bench clean
+.PHONY: help install debs sim test soak lint typecheck run bench-vsphere clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP) sim ## Create .venv with zdse (editable), its extras and the test tools; install Debian packages the tests need
 
-debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govmomi) when missing
+debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govmomi, iproute2) when missing
 	@scripts/ensure-debs
 
 $(STAMP): pyproject.toml | debs

@@ -1,6 +1,6 @@
 """How the vsphere module scales: poll a vCenter of 50 hosts and 2,000 VMs; what reaches the bus.
 
-Issue 3, item 5. Everything is real and on loopback: govmomi's vCenter
+Everything is real and on loopback: govmomi's vCenter
 simulator (``build/vcsim-zdse``; ``make sim`` builds it), a cage
 (``zdse-proxy``), ``zdse-node --module vsphere`` polling the simulator every
 ``--interval`` seconds, a subscriber (:class:`zdse.Bus`) to the node's five
