@@ -46,3 +46,14 @@ def test_bad_values_name_the_option_and_the_value(parse: object, text: str, mess
     with pytest.raises(ConfigError, match=message) as info:
         parse({"k": text}, "k", None)  # type: ignore[operator]
     assert f"--set k={text!r}" in str(info.value)
+
+
+def test_an_environment_number_names_the_variable() -> None:
+    """positive_float_env: the default when unset, the number when good, else an error
+    naming the variable and its value."""
+    assert options.positive_float_env("ZDSE_X", 10.0, {}) == 10.0
+    assert options.positive_float_env("ZDSE_X", 10.0, {"ZDSE_X": "0.5"}) == 0.5
+    for text, why in (("abc", "not a number"), ("0", "above zero"), ("inf", "finite")):
+        with pytest.raises(ConfigError, match=why) as info:
+            options.positive_float_env("ZDSE_X", 10.0, {"ZDSE_X": text})
+        assert str(info.value).startswith(f"ZDSE_X={text!r}: ")

@@ -1,17 +1,21 @@
-"""Reading a module's ``--set KEY=VALUE`` options: one set of parsers for all. Pure.
+"""Reading a module's ``--set KEY=VALUE`` options: one set of parsers for all.
 
 Every error is a :class:`~zdse.errors.ConfigError` naming the option and
-the value, e.g. ``--set window='ten': not a whole number``.
+the value, e.g. ``--set window='ten': not a whole number``. The same number
+check serves the command-line flags (:mod:`zdse.cli.args`) and the
+environment variables read outside argparse (:func:`positive_float_env`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Collection, Mapping
 
 from zdse.errors import ConfigError
 
-__all__ = ["boolean", "positive_float", "positive_int"]
+__all__ = ["boolean", "finite_positive", "positive_float", "positive_float_env", "positive_int",
+           "refuse_unknown"]
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
@@ -26,12 +30,36 @@ def positive_float(options: Mapping[str, str], key: str, default: float) -> floa
     text = options.get(key)
     if text is None:
         return default
+    return finite_positive(text, f"--set {key}={text!r}")
+
+
+def positive_float_env(variable: str, default: float,
+                       env: Mapping[str, str] = os.environ) -> float:
+    """Environment variable ``variable`` as a finite number above zero
+    (``default`` when it is not set).
+
+    Raises:
+        ConfigError: naming the variable and its value, e.g.
+            ``ZDSE_SUB_REFRESH='0': must be a finite number above zero``.
+    """
+    text = env.get(variable)
+    if text is None:
+        return default
+    return finite_positive(text, f"{variable}={text!r}")
+
+
+def finite_positive(text: str, what: str) -> float:
+    """``text`` as a finite number above zero.
+
+    Raises:
+        ConfigError: ``what`` (where the text came from), then what is wrong.
+    """
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: not a number") from None
+        raise ConfigError(f"{what}: not a number") from None
     if not value > 0 or math.isinf(value):
-        raise ConfigError(f"--set {key}={text!r}: must be a finite number above zero")
+        raise ConfigError(f"{what}: must be a finite number above zero")
     return value
 
 
@@ -67,3 +95,23 @@ def boolean(options: Mapping[str, str], key: str, default: bool) -> bool:
     if text.lower() in FALSE:
         return False
     raise ConfigError(f"--set {key}={text!r}: say true or false")
+
+
+def refuse_unknown(module: str, options: Mapping[str, str], known: Collection[str],
+                   prefixes: Collection[str] = ()) -> None:
+    """Refuse option keys that module ``module`` does not know: a mistyped
+    key must not vanish. Keys starting with one of ``prefixes`` are known too.
+
+    The error names the keys only, never a value (a mistyped key may hold a
+    password).
+
+    Raises:
+        ConfigError: e.g. ``module file has no option 'poll_intervall'
+            (known: path, poll_interval)``.
+    """
+    unknown = sorted(k for k in options if k not in known and not k.startswith(tuple(prefixes)))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        shown = ", ".join([*sorted(known), *(f"{p}*" for p in sorted(prefixes))])
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"module {module} has no option{plural} {names} (known: {shown})")

@@ -1,21 +1,53 @@
-"""argparse value types shared by the command-line tools."""
+"""argparse value types and defaults shared by the command-line tools."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-__all__ = ["key_value", "positive_float"]
+from zdse import options
+from zdse.errors import ConfigError
+
+__all__ = ["env_default", "key_value", "positive_float"]
+
+
+class _FromEnvironment(str):
+    """A flag's default read from an environment variable; its repr names the variable.
+
+    argparse runs a flag's ``type=`` on a default that is a string, as on a
+    value given on the command line, so a bad value is an argparse error
+    (exit 2) and not a traceback. Since the types put ``repr(text)`` in
+    their errors, and argparse does in its own, the error names the
+    variable: ``argument --heartbeat: ZDSE_HEARTBEAT='0': must be a finite
+    number above zero``.
+    """
+
+    variable: str
+
+    def __new__(cls, text: str, variable: str) -> _FromEnvironment:
+        self = super().__new__(cls, text)
+        self.variable = variable
+        return self
+
+    def __repr__(self) -> str:
+        return f"{self.variable}={str.__repr__(self)}"
+
+
+def env_default(variable: str, default: str | None = None) -> str | None:
+    """A flag's default: environment variable ``variable`` if set, else ``default``.
+
+    Both are strings, so argparse checks them with the flag's ``type=``.
+    """
+    text = os.environ.get(variable)
+    return default if text is None else _FromEnvironment(text, variable)
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number (of seconds) above zero."""
+    """argparse type: a finite number (of seconds) above zero."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
+        return options.finite_positive(text, repr(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -24,3 +56,4 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
+

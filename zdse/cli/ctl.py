@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import uuid
 from typing import Any, TextIO
 
 from zdse.bus import Bus, Update
-from zdse.cli.args import positive_float
+from zdse.cli.args import env_default, positive_float
 from zdse.cli.node import client_curve
 from zdse.codec import CAGE
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
@@ -63,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_key_flags(parser)
     parser.add_argument(
         "--connect-timeout", type=positive_float,
-        default=float(os.environ.get("ZDSE_CONNECT_TIMEOUT", "5")),
-        help="seconds to wait for the cage (default %(default)s)",
+        default=env_default("ZDSE_CONNECT_TIMEOUT", "5"),
+        help="seconds to wait for the cage (env ZDSE_CONNECT_TIMEOUT, default %(default)s)",
     )
     cmds = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (

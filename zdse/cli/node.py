@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = Endpoints.from_args(args)
         curve = client_curve(args)
         service = cls(name, dict(args.options))
+        bus = Bus(name, addresses, endpoints=endpoints, info={"module": args.module}, curve=curve)
     except (ConfigError, ProtocolError) as exc:
         print(f"zdse-node: {exc}", file=sys.stderr)
         return 2
-    bus = Bus(name, addresses, endpoints=endpoints, info={"module": args.module}, curve=curve)
     try:
         return asyncio.run(run(service, bus))
     except ConfigError as exc:

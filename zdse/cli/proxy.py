@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from zdse.authz import Authorized
-from zdse.cli.args import positive_float
+from zdse.cli.args import env_default, positive_float
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
@@ -25,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat",
         type=positive_float,
-        default=float(os.environ.get("ZDSE_HEARTBEAT", HEARTBEAT_INTERVAL)),
+        default=env_default("ZDSE_HEARTBEAT", str(HEARTBEAT_INTERVAL)),
         help="seconds between heartbeats; 3 missed expire a node "
         "(env ZDSE_HEARTBEAT, default %(default)s)",
     )

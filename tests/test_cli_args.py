@@ -1,0 +1,102 @@
+"""The command lines of zdse-proxy, zdse-node and zdse-ctl: environment
+variables checked as their flags are, and the flags every tool shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+
+import pytest
+
+from tests.support import BIN
+from zdse.cli import ctl, node, proxy
+from zdse.cli.args import env_default, positive_float
+
+
+def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the installed commands to completion with ``env`` added."""
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=30, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "value", "flag", "why"),
+    [
+        (["zdse-proxy"], "ZDSE_HEARTBEAT", "abc", "--heartbeat", "not a number"),
+        (["zdse-proxy"], "ZDSE_HEARTBEAT", "0", "--heartbeat", "above zero"),
+        (["zdse-proxy"], "ZDSE_HEARTBEAT", "nan", "--heartbeat", "above zero"),
+        (["zdse-ctl", "services"], "ZDSE_CONNECT_TIMEOUT", "x", "--connect-timeout",
+         "not a number"),
+        (["zdse-ctl", "stats"], "ZDSE_CONNECT_TIMEOUT", "-1", "--connect-timeout",
+         "above zero"),
+    ],
+)
+def test_a_bad_environment_value_is_a_usage_error_naming_it(
+    argv: list[str], variable: str, value: str, flag: str, why: str
+) -> None:
+    """Exit 2 and one line naming the flag, the variable and the value: no traceback,
+    and nothing started."""
+    result = run_tool(argv, **{variable: value})
+    assert result.returncode == 2, result.stderr
+    assert f"argument {flag}: {variable}={value!r}: " in result.stderr
+    assert why in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [(["zdse-proxy", "--help"], "ZDSE_HEARTBEAT"),
+     (["zdse-ctl", "--help"], "ZDSE_CONNECT_TIMEOUT")],
+)
+def test_help_works_whatever_the_environment(argv: list[str], variable: str) -> None:
+    """--help does not read the values it shows, so a bad one does not stop it;
+    and it names the variable."""
+    result = run_tool(argv, **{variable: "abc"})
+    assert result.returncode == 0, result.stderr
+    assert f"env {variable}" in " ".join(result.stdout.split())
+
+
+def test_the_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad variable does not matter when the flag is given; a good one is used."""
+    monkeypatch.setenv("ZDSE_HEARTBEAT", "abc")
+    assert proxy.build_parser().parse_args(["--heartbeat", "0.5"]).heartbeat == 0.5
+    monkeypatch.setenv("ZDSE_HEARTBEAT", "2")
+    assert proxy.build_parser().parse_args([]).heartbeat == 2.0
+    monkeypatch.delenv("ZDSE_HEARTBEAT")
+    assert proxy.build_parser().parse_args([]).heartbeat == 1.0
+    monkeypatch.setenv("ZDSE_CONNECT_TIMEOUT", "0.25")
+    assert ctl.build_parser().parse_args(["routes"]).connect_timeout == 0.25
+
+
+def test_a_bad_flag_value_names_the_flag_and_the_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The flag's own value goes through the same check."""
+    with pytest.raises(SystemExit) as info:
+        proxy.build_parser().parse_args(["--heartbeat", "inf"])
+    assert info.value.code == 2
+    assert "argument --heartbeat: 'inf': must be a finite number above zero" in (
+        capsys.readouterr().err)
+
+
+def test_env_default_is_the_variable_or_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default is a string (argparse converts it); its repr names the variable."""
+    monkeypatch.delenv("ZDSE_TEST_X", raising=False)
+    assert env_default("ZDSE_TEST_X", "5") == "5"
+    assert env_default("ZDSE_TEST_X") is None
+    monkeypatch.setenv("ZDSE_TEST_X", "7")
+    value = env_default("ZDSE_TEST_X", "5")
+    assert value == "7"
+    assert repr(value) == "ZDSE_TEST_X='7'"
+    assert positive_float(value or "") == 7.0
+    monkeypatch.setenv("ZDSE_TEST_X", "0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^ZDSE_TEST_X='0': must be a finite"):
+        positive_float(env_default("ZDSE_TEST_X") or "")
+
+
+def test_parsers_build() -> None:
+    """Every tool's parser builds (its help strings format)."""
+    for module in (proxy, node, ctl):
+        module.build_parser().format_help()
