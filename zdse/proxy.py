@@ -128,13 +128,16 @@ class Proxy:
             wait = max(0.0, next_tick - time.monotonic())
             if poller.poll(int(wait * 1000)):
                 now = time.monotonic()
-                # B007: the index is read after the loop (frames handled).
-                for count in range(DRAIN_LIMIT):  # noqa: B007
-                    if not has_input(router):
-                        break
-                    core.receive(recv(zmq.NOBLOCK), now)
-                else:
-                    count = DRAIN_LIMIT
+                # The poll saw a message: read it, then ask before each next.
+                count = 0
+                try:
+                    while True:
+                        core.receive(recv(zmq.NOBLOCK), now)
+                        count += 1
+                        if count == DRAIN_LIMIT or not has_input(router):
+                            break
+                except zmq.Again:
+                    pass
                 core.drained(count)
             now = time.monotonic()
             if now >= next_tick:
