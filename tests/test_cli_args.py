@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.support import BIN
+from tests.harness import Cluster, write_json
+from tests.support import BIN, Processes
 from zdse.cli import ctl, node, proxy
 from zdse.cli.args import env_default, positive_float
 
@@ -100,3 +102,37 @@ def test_parsers_build() -> None:
     """Every tool's parser builds (its help strings format)."""
     for module in (proxy, node, ctl):
         module.build_parser().format_help()
+
+
+
+def test_node_and_ctl_take_the_log_format(procs: Processes, tmp_path: Path) -> None:
+    """zdse-node and zdse-ctl take --log-format and --log-level as zdse-proxy does."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    write_json(tmp_path / "t.json", {"t": [1]})
+    node = cluster.spawn("node", [str(BIN / "zdse-node"), "--module", "file", "--name", "f",
+                                  "--set", f"path={tmp_path / 't.json'}",
+                                  "--log-format", "console"])
+    while "node.started" not in (line := node.wait_event("text")["text"]):
+        pass
+    assert not line.startswith("{")  # a readable line, though stderr is a pipe
+
+    for fmt in ("json", "console"):
+        result = cluster.ctl("--log-level", "info", "--log-format", fmt, "routes")
+        assert result.returncode == 0, result.stderr
+        registered = [ln for ln in result.stderr.splitlines() if "node.registered" in ln]
+        assert len(registered) == 1, result.stderr
+        assert registered[0].startswith("{") == (fmt == "json")
+    quiet = cluster.ctl("routes")  # default: warning, so nothing
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+
+
+def test_an_unknown_log_format_is_refused() -> None:
+    """Only auto, json and console, for every tool."""
+    for argv in (["zdse-node", "--module", "file", "--log-format", "xml"],
+                 ["zdse-ctl", "--log-format", "xml", "routes"],
+                 ["zdse-proxy", "--log-format", "xml"]):
+        result = run_tool(argv)
+        assert result.returncode == 2
+        assert "argument --log-format: invalid choice: 'xml'" in result.stderr

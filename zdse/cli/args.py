@@ -1,4 +1,4 @@
-"""argparse value types and defaults shared by the command-line tools."""
+"""argparse value types, defaults and flags shared by the command-line tools."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 
 from zdse import options
 from zdse.errors import ConfigError
+from zdse.log import FORMATS, LEVELS
 
-__all__ = ["env_default", "key_value", "positive_float"]
+__all__ = ["add_log_flags", "env_default", "key_value", "positive_float"]
 
 
 class _FromEnvironment(str):
@@ -57,3 +58,13 @@ def key_value(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
 
+
+def add_log_flags(parser: argparse.ArgumentParser, level: str = "info") -> None:
+    """Add ``--log-level`` and ``--log-format``, as every zdse process takes them
+    (see :func:`zdse.log.configure`)."""
+    parser.add_argument("--log-level", choices=LEVELS, default=level,
+                        help="the least level logged (default %(default)s)")
+    parser.add_argument(
+        "--log-format", choices=FORMATS, default="auto",
+        help="auto: JSON lines unless stderr is a terminal (default %(default)s)",
+    )

@@ -17,7 +17,7 @@ import uuid
 from typing import Any, TextIO
 
 from zdse.bus import Bus, Update
-from zdse.cli.args import env_default, positive_float
+from zdse.cli.args import add_log_flags, env_default, positive_float
 from zdse.cli.node import client_curve
 from zdse.codec import CAGE
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ZDSE_CONNECT_TIMEOUT", "5"),
         help="seconds to wait for the cage (env ZDSE_CONNECT_TIMEOUT, default %(default)s)",
     )
+    add_log_flags(parser, level="warning")
     cmds = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
         ("services", "the services registered with the cage, and those it supervises"),
@@ -246,7 +247,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of zdse-ctl."""
     args = build_parser().parse_args(argv)
-    configure("warning")
+    configure(args.log_level, fmt=args.log_format)
     try:
         return asyncio.run(run(args, sys.stdout, sys.stderr))
     except (ConfigError, ProtocolError) as exc:

@@ -9,11 +9,11 @@ import sys
 
 from zdse import codec, modules
 from zdse.bus import Bus
-from zdse.cli.args import key_value
+from zdse.cli.args import add_log_flags, key_value
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 from zdse.errors import ConfigError, ProtocolError, RegistrationError
 from zdse.keys import CurveClient
-from zdse.log import LEVELS, configure, get_logger
+from zdse.log import configure, get_logger
 from zdse.service import Service
 from zdse.supervise import follow_parent
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_endpoint_flags(parser)
     add_client_key_flags(parser)
-    parser.add_argument("--log-level", choices=LEVELS, default="info")
+    add_log_flags(parser)
     return parser
 
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of zdse-node."""
     follow_parent()  # under a cage's supervision: end with the cage
     args = build_parser().parse_args(argv)
-    configure(args.log_level)
+    configure(args.log_level, fmt=args.log_format)
     try:
         cls = modules.load(args.module)
         name = args.name or args.module

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from zdse.authz import Authorized
-from zdse.cli.args import env_default, positive_float
+from zdse.cli.args import add_log_flags, env_default, positive_float
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
-from zdse.log import FORMATS, LEVELS, configure, get_logger
+from zdse.log import configure, get_logger
 from zdse.operations import Operations, read_config
 from zdse.proxy import Proxy
 
@@ -36,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--authorized", metavar="FILE",
         help="TOML file: client public key -> names (and addresses) it may register",
     )
-    parser.add_argument("--log-level", choices=LEVELS, default="info")
-    parser.add_argument(
-        "--log-format", choices=FORMATS, default="auto",
-        help="auto: JSON lines unless stderr is a terminal (default %(default)s)",
-    )
+    add_log_flags(parser)
     parser.add_argument(
         "--config", metavar="FILE",
         help="TOML config: settings (flags and environment override them) and the services "
