@@ -136,3 +136,13 @@ def test_an_unknown_log_format_is_refused() -> None:
         result = run_tool(argv)
         assert result.returncode == 2
         assert "argument --log-format: invalid choice: 'xml'" in result.stderr
+
+
+def test_ctl_help_lists_every_exit_code() -> None:
+    """zdse-ctl --help ends with its exit codes, one line each, 0 to EXIT_REFUSED."""
+    result = run_tool(["zdse-ctl", "--help"])
+    assert result.returncode == 0
+    codes = result.stdout.partition("Exit codes:\n")[2]
+    listed = [line.split()[0] for line in codes.splitlines() if line.startswith("  ")]
+    assert listed == [str(code) for code in range(ctl.EXIT_REFUSED + 1)]
+    assert set(ctl.EXIT_CODES.values()) < set(range(ctl.EXIT_REFUSED + 1))

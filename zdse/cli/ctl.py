@@ -1,9 +1,19 @@
 """``zdse-ctl``: look at the bus and talk to its services.
 
-Exit codes: 0 done; 1 a subscription ran out of time or lost its publisher;
-2 bad usage; 3 no service listens on the key; 4 timeout; 5 the service
-answered with an error; 6 the cage cannot be reached; 7 the cage refused
-this client (its CURVE key is not authorized for a ctl.* name).
+``zdse-ctl --help`` ends with the rest of this docstring.
+
+Exit codes:
+  0  done; for sub also: its --timeout passed without --count, or SIGINT/SIGTERM
+  1  sub --count N: fewer than N updates within --timeout
+  2  bad usage
+  3  no service listens on the key (req; sub without --wait)
+  4  a request timed out
+  5  the service, or the cage, answered with an error (e.g. an unknown name)
+  6  the cage cannot be reached
+  7  the cage refused this client (its CURVE key is not authorized for a ctl.* name)
+
+sub prints a publisher's "lost" update like any other (it counts toward
+--count) and goes on: the publisher may come back.
 """
 
 from __future__ import annotations
@@ -57,7 +67,11 @@ def _json_arg(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of zdse-ctl."""
-    parser = argparse.ArgumentParser(prog="zdse-ctl", description="Look at and talk to zdse.")
+    parser = argparse.ArgumentParser(
+        prog="zdse-ctl", description="Look at and talk to zdse.",
+        epilog="".join((__doc__ or "").partition("Exit codes:")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_endpoint_flags(parser)
     add_client_key_flags(parser)
     parser.add_argument(
