@@ -17,7 +17,7 @@ from zdse_nodes.amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
 from zdse_nodes.amqp_tables import TableConfig
 
 from zdse.errors import ConfigError
-from zdse.options import boolean, positive_float, positive_int
+from zdse.options import boolean, positive_float, positive_int, refuse_unknown
 
 __all__ = ["AmqpConfig", "backoff", "from_options", "redact", "scrub"]
 
@@ -28,6 +28,13 @@ SCHEMES = {"amqp": "amqp", "amqps": "amqps", "rabbit": "amqp"}
 #: Exchange names and topics: what RabbitMQ accepts, minus '#' and '*' (the
 #: bridge binds ``<topic>.*`` itself) and minus ',' (the list separator).
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
+
+#: The options (docs/amqp.md), besides ``key.<event type>``; any other is refused.
+OPTIONS = frozenset({
+    "url", "url_file", "exchanges", "topics", "queue", "durable", "queue_expires", "prefetch",
+    "max_body", "heartbeat", "reconnect_min", "reconnect_max", "window", "window_bytes",
+    "latest_size", "latest_bytes", "max_event_types", "event_types",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +84,17 @@ class AmqpConfig:
 
 
 def from_options(name: str, options: Mapping[str, str]) -> AmqpConfig:
-    """Build the settings of bridge ``name`` from its ``--set`` options.
+    """Build the settings of bridge ``name`` from its ``--set`` options, once
+    ``url_file`` has been read into ``url`` (the bridge does it).
 
     Raises:
         ConfigError: an option is missing, unknown or out of range.
     """
     opts = dict(options)
-    known = {
-        "url", "exchanges", "topics", "queue", "durable", "queue_expires", "prefetch",
-        "max_body", "heartbeat", "reconnect_min", "reconnect_max", "window", "window_bytes",
-        "latest_size", "latest_bytes", "max_event_types", "event_types",
-    }
-    unknown = sorted(k for k in opts if k not in known and not k.startswith("key."))
-    if unknown:
-        raise ConfigError(f"module amqp has no option {unknown[0]!r} (see docs/amqp.md)")
+    refuse_unknown("amqp", opts, OPTIONS, prefixes=("key.",))
     if "url" not in opts:
-        raise ConfigError("module amqp needs --set url=amqp://USER:PASS@HOST:5672/VHOST")
+        raise ConfigError("module amqp needs --set url=amqp://USER:PASS@HOST:5672/VHOST "
+                          "or --set url_file=FILE (a file holding the URL)")
     urls, secrets = _urls(opts["url"])
     max_body = positive_int(opts, "max_body", MAX_BODY_BYTES)
     tables = TableConfig(

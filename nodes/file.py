@@ -14,17 +14,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from zdse.errors import ConfigError
+from zdse.options import refuse_unknown
 from zdse.service import PollingService
+
+#: The module's options; any other is refused.
+OPTIONS = frozenset({"path", "poll_interval"})
 
 
 class FileService(PollingService):
-    """Options: ``path`` (required), ``poll_interval`` (seconds, default 1)."""
+    """Options: ``path`` (required), ``poll_interval`` (seconds, default 1).
+
+    Raises:
+        ConfigError: an unknown option, no path, or a bad poll_interval.
+    """
 
     poll_interval = 1.0
 
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
+        refuse_unknown("file", options, OPTIONS)
+        path = options.get("path")
+        if not path:
+            raise ConfigError("module file needs --set path=FILE (a JSON file)")
         super().__init__(name, options)
-        self.path = self.option("path")
+        self.path = path
         self._stamp: tuple[int, int, int] | None = None
         self._published: dict[str, Any] = {}
         self._invalid_since: tuple[int, int, int] | None = None

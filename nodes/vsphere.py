@@ -60,7 +60,7 @@ import structlog
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from zdse.errors import ConfigError, ZdseError
-from zdse.options import boolean, positive_float
+from zdse.options import boolean, positive_float, refuse_unknown
 from zdse.service import PollingService
 
 __all__ = [
@@ -211,10 +211,7 @@ class VCenterConfig:
         Raises:
             ConfigError: a missing, malformed or ambiguous option.
         """
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            # Key names only: a mistyped key may hold a password.
-            log.warning("vsphere.unknown_options", keys=unknown, known=sorted(OPTIONS))
+        refuse_unknown("vsphere", options, OPTIONS)
         raw_url = options.get("url")
         if not raw_url:
             raise ConfigError("vsphere: the url option is required (https://HOST/sdk)")

@@ -146,3 +146,12 @@ def test_ctl_help_lists_every_exit_code() -> None:
     listed = [line.split()[0] for line in codes.splitlines() if line.startswith("  ")]
     assert listed == [str(code) for code in range(ctl.EXIT_REFUSED + 1)]
     assert set(ctl.EXIT_CODES.values()) < set(range(ctl.EXIT_REFUSED + 1))
+
+
+def test_zdse_node_refuses_an_unknown_module_option() -> None:
+    """A mistyped --set key stops zdse-node at once (exit 2) instead of vanishing."""
+    result = run_tool(["zdse-node", "--module", "file", "--set", "path=t.json",
+                       "--set", "poll_intervall=5"])
+    assert result.returncode == 2
+    assert result.stderr == ("zdse-node: module file has no option 'poll_intervall' "
+                             "(known: path, poll_interval)\n")

@@ -57,3 +57,42 @@ def test_an_environment_number_names_the_variable() -> None:
         with pytest.raises(ConfigError, match=why) as info:
             options.positive_float_env("ZDSE_X", 10.0, {"ZDSE_X": text})
         assert str(info.value).startswith(f"ZDSE_X={text!r}: ")
+
+
+def test_unknown_keys_are_refused_naming_the_module_the_keys_and_the_known() -> None:
+    """refuse_unknown: keys only (never a value), sorted; prefixed keys pass."""
+    options.refuse_unknown("m", {"a": "1", "key.x": "2"}, {"a", "b"}, prefixes=("key.",))
+    with pytest.raises(ConfigError) as info:
+        options.refuse_unknown("m", {"zz": "secret", "a": "1", "c": "x"}, {"b", "a"},
+                               prefixes=("key.",))
+    assert str(info.value) == "module m has no options 'c', 'zz' (known: a, b, key.*)"
+
+
+def test_each_module_refuses_an_unknown_option() -> None:
+    """file, vsphere and amqp all refuse a mistyped key, naming the module and the key."""
+    from zdse_nodes.amqp_config import from_options
+    from zdse_nodes.file import FileService
+    from zdse_nodes.vsphere import VCenterConfig
+
+    with pytest.raises(ConfigError, match=r"^module file has no option 'poll_intervall' "
+                                          r"\(known: path, poll_interval\)$"):
+        FileService("f", {"path": "f.json", "poll_intervall": "5"})
+    with pytest.raises(ConfigError, match=r"^module vsphere has no option 'pasword' \(known: "
+                                          r"insecure, password, password_file, poll_interval, "
+                                          r"timeout, url, user\)$") as info:
+        VCenterConfig.from_options({"url": "https://u@h/sdk", "pasword": "hunter2"})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"^module amqp has no option 'exchange' \(known: .*"
+                                          r"url, url_file, window, window_bytes, key\.\*\)$"):
+        from_options("o", {"url": "amqp://u:p@h/", "exchange": "nova"})
+
+
+def test_missing_required_options_name_the_module_and_the_ways_to_give_them() -> None:
+    """The file module says 'file' (not its class); amqp names url_file too."""
+    from zdse_nodes.amqp_config import from_options
+    from zdse_nodes.file import FileService
+
+    with pytest.raises(ConfigError, match=r"^module file needs --set path=FILE"):
+        FileService("f", {"poll_interval": "5"})
+    with pytest.raises(ConfigError, match=r"needs --set url=.* or --set url_file=FILE"):
+        from_options("o", {})
