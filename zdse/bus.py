@@ -146,6 +146,8 @@ class Bus:
                                urgent=_urgent)
         self._watches: list[SocketWatch] = []
         self._flush_handle: asyncio.Handle | None = None
+        #: True while a read turn runs its callbacks: the turn flushes at its end.
+        self._in_turn = False
         self._registered = asyncio.Event()
         self._refused = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -357,7 +359,6 @@ class Bus:
         self._waiters[cid] = fut
         # A request leaves now, with whatever was queued before it, not one
         # loop iteration later: the caller is waiting on the round trip.
-        self._pump()
         self._flush_now()
         # A timer and the future itself: wait_for(shield(fut)) costs three
         # more loop iterations between the reply and the caller.
@@ -399,7 +400,26 @@ class Bus:
     # --- output -------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Apply the core's filter changes and schedule a flush of its outbox."""
+        """Apply the core's filter changes and schedule a flush of its outbox.
+
+        Messages queued within one loop iteration leave together, coalesced,
+        at the end of it.
+        """
+        self._apply_filters()
+        if (self.core.outbox and self._flush_handle is None and self._opened
+                and not self._in_turn):
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush_now(self) -> None:
+        """Apply the filter changes and send what is queued at once, not at the scheduled flush."""
+        self._apply_filters()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        elif self.core.outbox and self._opened:
+            self._flush()
+
+    def _apply_filters(self) -> None:
         filters = self.core.filters
         if filters.add or filters.remove:
             for t in filters.add:
@@ -409,14 +429,6 @@ class Bus:
             filters.add.clear()
             filters.remove.clear()
             self._sub_watch.poke()
-        if self.core.outbox and self._flush_handle is None and self._opened:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush_now(self) -> None:
-        """Send what is queued at once instead of at the scheduled flush."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush()
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -496,12 +508,17 @@ class Bus:
             events += take(recv_frames(sock), now)
             if time.monotonic() - now > DRAIN_SECONDS:
                 break
-        self._pump()
-        if events:
-            self._events.feed(events)
-        # What the frames just read called for (replies, snapshots) leaves
-        # now, as one batch, not one loop iteration later.
-        self._flush_now()
+        self._apply_filters()
+        # What the frames just read called for (replies, snapshots, what sync
+        # callbacks queue) leaves at the end of this turn, as one batch: not
+        # one loop iteration later, nor in flushes of its own.
+        self._in_turn = True
+        try:
+            if events:
+                self._events.feed(events)
+        finally:
+            self._in_turn = False
+            self._flush_now()
         if self.core.stats["bad_frames"] != bad:
             bad = self.core.stats["bad_frames"]
             if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
