@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -349,3 +350,19 @@ def test_supervised_nodes_use_their_curve_key_from_the_config(
     cluster.env.update(ZDSE_CURVE_KEY=str(tmp_path / "keys" / "node.key_secret"),
                        ZDSE_CAGE_KEY=str(tmp_path / "keys" / "cage.key"))
     assert services(cluster)["secure.one"]["state"] == "running"
+
+
+def test_the_docs_name_every_log_event() -> None:
+    """docs/operations.md (docs/amqp.md for the amqp module) names each event the
+    code logs by a literal name, and each reason a node leaves the cage for."""
+    docs = "".join((ROOT / "docs" / name).read_text() for name in ("operations.md", "amqp.md"))
+    logged = re.compile(r'\.(?:debug|info|warning|error|exception)\(\s*"([a-z_]+\.[a-z_]+)"'
+                        r'|events\.append\(\(\s*"([a-z_]+\.[a-z_]+)"')
+    left = re.compile(r'_remove\([^,]+, "([a-z-]+)"')
+    events: set[str] = set()
+    for source in [*(ROOT / "zdse").rglob("*.py"), *(ROOT / "nodes").glob("*.py")]:
+        text = source.read_text()
+        events.update(a or b for a, b in logged.findall(text))
+        events.update(left.findall(text))
+    assert {"node.left", "send.dropped", "re-registered"} <= events  # the patterns work
+    assert sorted(e for e in events if f"`{e}`" not in docs) == []
