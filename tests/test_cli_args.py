@@ -155,3 +155,12 @@ def test_zdse_node_refuses_an_unknown_module_option() -> None:
     assert result.returncode == 2
     assert result.stderr == ("zdse-node: module file has no option 'poll_intervall' "
                              "(known: path, poll_interval)\n")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "nan"])
+def test_a_bad_subscription_refresh_is_refused_naming_it(value: str) -> None:
+    """ZDSE_SUB_REFRESH is read by every node: a bad value is exit 2 and one line, no traceback."""
+    result = run_tool(["zdse-ctl", "services"], ZDSE_SUB_REFRESH=value)
+    assert result.returncode == 2, result.stderr
+    assert f"ZDSE_SUB_REFRESH={value!r}" in result.stderr
+    assert "Traceback" not in result.stderr

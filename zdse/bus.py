@@ -54,6 +54,7 @@ from zdse.node import (
     Registered,
     SessionChange,
 )
+from zdse.options import positive_float_env
 from zdse.requests import Outcome
 from zdse.subscriber import Update
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
@@ -110,6 +111,7 @@ class Bus:
 
     Raises:
         ProtocolError: the name or an address is not valid.
+        ConfigError: ``$ZDSE_SUB_REFRESH`` is not a number above zero.
     """
 
     def __init__(
@@ -130,7 +132,7 @@ class Bus:
         self.endpoints = endpoints or Endpoints()
         details = {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}
         register = codec.Register(name, list(addresses), details)
-        refresh = refresh or float(os.environ.get("ZDSE_SUB_REFRESH", SUBSCRIPTION_REFRESH))
+        refresh = refresh or positive_float_env("ZDSE_SUB_REFRESH", SUBSCRIPTION_REFRESH)
         self.core = NodeCore(register, uuid.uuid4().hex[:12], refresh, time.monotonic())
         self.on_request = on_request
         self.on_message = on_message

@@ -166,7 +166,7 @@ class CageCollector(Collector):
         dropped = CounterMetricFamily(
             "zdse_messages_dropped", "Frames the cage did not deliver, by kind and reason: "
             "'hwm', the destination node's queue was full (100,000 frames); 'noroute', a "
-            "reply, unsubscribe or snapshot for a key nobody listens on any more.",
+            "reply, unsubscribe, snapshot or current for a key nobody listens on any more.",
             labels=["kind", "reason"])
         for kind in sorted(snap.dropped_kinds.keys() | set(_ROUTED)):
             dropped.add_metric([kind, "hwm"], snap.dropped_kinds.get(kind, 0))

@@ -128,7 +128,7 @@ class Service:
         """
         value = self.options.get(key, default)
         if value is None:
-            raise ConfigError(f"module {type(self).__name__} needs --set {key}=...")
+            raise ConfigError(f"service {self.name!r} needs --set {key}=...")
         return value
 
     def float_option(self, key: str, default: float) -> float:

@@ -104,7 +104,9 @@ class Launcher:
             self._resolved = self._endpoints()
         argv = [sys.executable, "-m", "zdse.cli.node", "--module", spec.module,
                 "--name", spec.name, "--router", self._resolved.router,
-                "--pub", self._resolved.pub, "--log-level", self.log_level]
+                "--pub", self._resolved.pub, "--log-level", self.log_level,
+                # The cage reads its nodes' stderr as JSON lines.
+                "--log-format", "json"]
         for address in spec.addresses:
             argv += ["--address", address]
         for key, value in spec.options:
