@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from tests.harness import Cluster, run
+from tests.harness import TEST_REFRESH, WAIT, Cluster, run
 from tests.support import Processes
 from zdse import bus as bus_module
 from zdse.bus import Bus, Update
+from zdse.errors import NoRouteError, RequestTimeout
+
+#: Messages a test sends at most to fill a node's DEALER queue behind a stopped cage.
+FILL_LIMIT = 1_000_000
 
 
 class WatchedBus(Bus):
@@ -103,34 +109,123 @@ def test_a_backlog_behind_a_stopped_cage_is_sent_in_order_once_it_runs_again(
 ) -> None:
     """Past the DEALER's queue the node keeps what it sends, in order, and sends it all
     once the cage takes messages again: nothing dropped, nothing reordered."""
-    cluster = Cluster(procs, tmp_path, heartbeat=5.0)  # expiry 15 s: longer than the stop
+    # Expiry 60 s: far longer than the stop (a few seconds), which is checked.
+    cluster = Cluster(procs, tmp_path, heartbeat=20.0)
     cage = cluster.start_cage()
-    # Past the DEALER's 100,000-message queue and the kernel's socket buffers.
-    count = 200_000
+    extra = 20_000  # messages held by the node itself, past the DEALER's queue
     pad = "x" * 200
 
     async def scenario() -> None:
         got: list[int] = []
         done = asyncio.Event()
+        last: int | None = None
 
         def on_message(sender: str, dataindex: str, data: list[int | str]) -> None:
             got.append(int(data[0]))
-            if data[0] == count - 1:
+            if data[0] == last:
                 done.set()
 
         async with cluster.bus("recv") as recv, cluster.bus("send") as send:
             recv.on_message = on_message
             assert await send.request("recv", "pubdata") == {}  # both registered, routed
             cage.kill(signal.SIGSTOP)
+            stopped = time.monotonic()
+            count = 0
             try:
-                for i in range(count):
-                    send.send("recv", "n", [i, pad])
+                # Until the DEALER's queue is full (and the kernel's socket
+                # buffers), then as many again as `extra`.
+                while not send._backlog and count < FILL_LIMIT:
+                    send.send("recv", "n", [count, pad])
+                    count += 1
                     await asyncio.sleep(0)  # one loop turn: each message its own frame
                 assert send._backlog, "the DEALER's queue never filled"
+                for _ in range(extra):
+                    send.send("recv", "n", [count, pad])
+                    count += 1
+                    await asyncio.sleep(0)
+                assert len(send._backlog) >= extra
             finally:
                 cage.kill(signal.SIGCONT)
+            stop = time.monotonic() - stopped
+            assert stop < send.core.session.expiry, f"a stop of {stop:.1f} s outlasted the expiry"
+            last = count - 1
             await asyncio.wait_for(done.wait(), 60)
             assert send.statistics().get("dropped_backlog", 0) == 0
         assert got == list(range(count))
 
     run(scenario(), timeout=120)
+
+
+class DroppingBus(Bus):
+    """A Bus that says when it drops its backlog."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.dropped = asyncio.Event()
+
+    def _drop_backlog(self) -> None:
+        super()._drop_backlog()
+        if self.core.stats["dropped_backlog"]:
+            self.dropped.set()
+
+
+def test_a_backlog_the_cage_takes_nothing_of_for_an_expiry_is_dropped_and_the_node_carries_on(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """A cage stopped longer than the expiry while the node holds frames past its DEALER's
+    queue: the node drops them (counted, logged) and carries on: once the cage runs
+    again, its requests are answered."""
+    cluster = Cluster(procs, tmp_path)  # heartbeat 0.2 s: expiry 0.6 s
+    cage = cluster.start_cage()
+    # Half the flood goes to the cage itself, which counts and drops it, half
+    # to a node of its own (not on this loop, whose heartbeats it would
+    # starve); the keys alternate, so each message is a frame of its own
+    # without a loop turn each.
+    keys = ("cage", "recv.all")
+    node, _ = cluster.file_node("recv", {"t": [[1]]}, keys[1:])
+    pad = "x" * 200  # fewer messages fill the kernel's socket buffers
+    extra = 10_000  # messages held by the node itself, past the DEALER's queue
+
+    async def scenario() -> None:
+        async with DroppingBus("send", endpoints=cluster.endpoints, refresh=TEST_REFRESH,
+                               connect_timeout=WAIT) as send:
+            assert await send.request("recv", "t") == [[1]]  # both registered, routed
+            cage.kill(signal.SIGSTOP)
+            stopped = time.monotonic()
+            sent = 0
+            try:
+                while len(send._backlog) < extra and sent < FILL_LIMIT:
+                    for _ in range(10_000):
+                        send.send(keys[sent % 2], "n", [sent, pad])
+                        sent += 1
+                    # One loop turn: the flush fills the DEALER's queue, the node holds the rest.
+                    await asyncio.sleep(0)
+                assert len(send._backlog) >= extra, "the DEALER's queue never filled"
+                # The cage takes nothing for an expiry: the node drops what it holds.
+                while send.core.stats["dropped_backlog"] < extra:
+                    await asyncio.wait_for(send.dropped.wait(), WAIT)
+                    send.dropped.clear()
+                assert time.monotonic() - stopped >= send.core.session.expiry
+            finally:
+                cage.kill(signal.SIGCONT)
+            assert send.statistics()["dropped_backlog"] < sent
+            # Carries on. A bounded wait: the request waits behind what the
+            # DEALER's queue held, and a cage stopped that long may expire
+            # both nodes before it reads them; they register again by themselves.
+            deadline = time.monotonic() + 2 * WAIT
+            while True:
+                try:
+                    assert await send.request("recv", "t", timeout=1) == [[1]]
+                    break
+                except (NoRouteError, RequestTimeout):
+                    if time.monotonic() > deadline:
+                        raise
+            assert send.registered
+        assert node.popen.poll() is None
+
+    with capture_logs() as logs:
+        run(scenario())
+    warned = [e for e in logs if e["event"] == "send.dropped"]
+    assert warned, logs[-20:]
+    assert {(e["log_level"], e["service"]) for e in warned} == {("warning", "send")}
+    assert sum(e["frames"] for e in warned) >= extra
