@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,26 @@ def test_request_all_gathers_every_service_and_errors_are_values(cluster: Cluste
             pubdata = await bus.request_all("allservices", "pubdata")
             assert set(pubdata) >= {"a", "b", "test.client"}
             assert pubdata["a"]["t"]["seq"] == 1
+
+    run(scenario())
+
+
+def test_request_all_returns_at_its_deadline_the_answers_that_came(cluster: Cluster) -> None:
+    """A stopped service on the key: request_all returns the other's answer at the deadline."""
+    cluster.file_node("a", {"t": [1]}, ["shared"])
+    stopped, _ = cluster.file_node("b", {"t": [2]}, ["shared"])
+
+    async def scenario() -> None:
+        async with cluster.bus() as bus:
+            assert await bus.request_all("shared", "t") == {"a": [1], "b": [2]}
+            stopped.kill(signal.SIGSTOP)
+            try:
+                asked = time.monotonic()
+                assert await bus.request_all("shared", "t", timeout=0.4) == {"a": [1]}
+                waited = time.monotonic() - asked
+                assert 0.4 <= waited < 0.8, waited
+            finally:
+                stopped.kill(signal.SIGCONT)
 
     run(scenario())
 
