@@ -106,6 +106,27 @@ def test_silent_nodes_expire_and_lose_their_routes() -> None:
     assert codec.decode_body(Kind.LEFT, pub[0][2]) == [codec.Left("svc", "expired")]
 
 
+def test_a_stalled_cage_expires_nobody_until_it_has_read_what_queued() -> None:
+    """Ticks more than a beat apart: the cage was away; nodes get a beat to be heard."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "alive", now=0)
+    register(core, b"B", "dead", now=0)
+    for i in range(5):
+        core.tick(i * HB / 4)
+    core.events.clear()
+    core.tick(10 * HB)  # the cage was stopped for 9 beats
+    assert {"alive", "dead"} <= core.names.keys()
+    assert core.events == [("cage.stalled", {"seconds": 9 * HB})]
+    assert core.stats["stalls"] == 1
+    # What A sent meanwhile is read; B sent nothing.
+    core.receive(frames(b"A", codec.Heartbeat()), 10.1 * HB)
+    core.tick(10.5 * HB)
+    assert "dead" in core.names
+    core.tick(11 * HB)
+    assert "alive" in core.names
+    assert "dead" not in core.names
+
+
 def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
     """A heartbeat refreshes the node and gets the cage's epoch back."""
     core = CageCore("e1", HB)

@@ -120,6 +120,10 @@ class CageCore:
         #: never one per message.
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.last_bad = ""
+        self._last_tick: float | None = None
+        #: Until then nobody is expired and no name claim is decided: the
+        #: cage has just come back from a stall (see tick()).
+        self._grace_until = float("-inf")
         #: Extra control requests, by dataindex, answered by the shell
         #: (the supervisor: start, stop, reload, ...).
         self.handlers: dict[str, ControlHandler] = {}
@@ -303,7 +307,20 @@ class CageCore:
     # --- time and transport feedback --------------------------------------
 
     def tick(self, now: float) -> None:
-        """Expire silent nodes and decide name claims whose probe timed out."""
+        """Expire silent nodes and decide name claims whose probe timed out.
+
+        The shell ticks several times a beat. Ticks more than a beat apart
+        mean the cage itself did not run (stopped, its machine paused, its
+        loop held up): what the nodes sent meanwhile waits unread in its
+        queues, so their silence is the cage's. Then for one beat nobody is
+        expired and no claim decided, while the cage reads what queued.
+        """
+        last, self._last_tick = self._last_tick, now
+        if last is not None and now - last > self.heartbeat:
+            self._grace_until = now + self.heartbeat
+            self.stats["stalls"] += 1
+            self.events.append(("cage.stalled", {"seconds": round(now - last, 3)}))
+        waiting = now < self._grace_until
         if now >= self._next_prune:
             # Forget subscription announces older than the ttl, now and then.
             self._next_prune = now + SUBSCRIPTION_TTL
@@ -316,7 +333,7 @@ class CageCore:
             if holder is not None and holder.last_seen > claim.holder_seen:
                 del self.claims[name]
                 self._refuse(claim.identity, name, "it answered the probe")
-            elif holder is None or now >= claim.deadline:
+            elif holder is None or (now >= claim.deadline and not waiting):
                 del self.claims[name]
                 if holder is not None:
                     self._remove(holder, "replaced")
@@ -324,7 +341,7 @@ class CageCore:
         cutoff = now - self.expiry
         late = now - self.heartbeat
         for record in list(self.nodes.values()):
-            if record.last_seen < cutoff:
+            if record.last_seen < cutoff and not waiting:
                 self._remove(record, "expired")
             elif record.last_seen < late:
                 # A beat late: probe it. A node killed outright has no
