@@ -127,6 +127,18 @@ def test_a_stalled_cage_expires_nobody_until_it_has_read_what_queued() -> None:
     assert "dead" not in core.names
 
 
+def test_a_cage_late_at_every_tick_still_expires_the_silent() -> None:
+    """An overloaded cage, every tick a little over a beat late: one grace per expiry at most."""
+    core = CageCore("e1", HB)
+    register(core, b"A", "dead", now=0)
+    now = 0.0
+    while now < 6 * HB and "dead" in core.names:
+        now += 1.05 * HB
+        core.tick(now)
+    assert "dead" not in core.names
+    assert core.stats["stalls"] == 1
+
+
 def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
     """A heartbeat refreshes the node and gets the cage's epoch back."""
     core = CageCore("e1", HB)

@@ -111,7 +111,7 @@ def test_request_all_returns_at_its_deadline_the_answers_that_came(cluster: Clus
                 asked = time.monotonic()
                 assert await bus.request_all("shared", "t", timeout=0.4) == {"a": [1]}
                 waited = time.monotonic() - asked
-                assert 0.4 <= waited < 0.8, waited
+                assert 0.4 <= waited < 1.2, waited
             finally:
                 stopped.kill(signal.SIGCONT)
 

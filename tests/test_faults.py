@@ -358,7 +358,7 @@ def test_requests_fail_fast_with_no_route_or_time_out_at_their_deadline(cluster:
                 with pytest.raises(RequestTimeout):
                     await bus.request("pubs", "t0", timeout=0.4)
                 waited = time.monotonic() - asked
-                assert 0.4 <= waited < 0.8, waited
+                assert 0.4 <= waited < 1.2, waited
                 # Stopped, its connection open: the cage's probes go
                 # unanswered and it expires the node, not `disconnected`.
                 await asyncio.to_thread(wait_event_any, cage, {"node.left"},

@@ -5,9 +5,11 @@ PUB), a watch on each and a task that keeps time. What to send and what
 happened, it asks the pure core; then it does the I/O and runs the
 callbacks, handlers and waiters the core's events call for.
 
-Outgoing messages queued in one loop iteration leave together: consecutive
+Outgoing messages queued in one loop iteration leave together at its end,
+and what a read turn's callbacks queue at the turn's end: consecutive
 messages of the same kind to the same key share one frame (never waiting
-to fill it), so pyzmq's per-call cost is paid once per batch.
+to fill it), so pyzmq's per-call cost is paid once per batch. A request
+leaves at once, after whatever was queued before it: its caller waits.
 
 Incoming frames are read by a callback on the sockets' FDs
 (:class:`~zdse.zmqio.SocketWatch`), drained without blocking, and their
@@ -319,6 +321,7 @@ class Bus:
             NoRouteError: nothing listens on ``key`` (at once, not at the timeout).
             RequestTimeout: no answer within ``timeout`` seconds.
             RemoteError: the service answered with an error.
+            BusClosed: the bus is (or gets) closed.
         """
         outcome = await self._request(key, dataindex, args, timeout, gather=False)
         sender, reply = next(iter(outcome.replies.items()))
@@ -335,6 +338,7 @@ class Bus:
         Raises:
             NoRouteError: nothing listens on ``key``.
             RequestTimeout: not a single answer within ``timeout``.
+            BusClosed: the bus is (or gets) closed.
         """
         outcome = await self._request(key, dataindex, args, timeout, gather=True)
         answers: dict[str, Any] = {}
@@ -349,23 +353,26 @@ class Bus:
         self, key: str, dataindex: str, args: Any, timeout: float, gather: bool
     ) -> Outcome:
         deadline = time.monotonic() + timeout
-        if not self.registered:
+        if not self.registered and not self._closed:
             try:
                 await asyncio.wait_for(self._registered.wait(), timeout)
             except TimeoutError:
                 raise RequestTimeout(
                     f"not connected to the cage at {self.endpoints.router}"
                 ) from None
+        if self._closed:
+            raise BusClosed("the bus was closed")
         cid = self.core.request(key, dataindex, args, gather)
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
-        # A request leaves now, with whatever was queued before it, not one
-        # loop iteration later: the caller is waiting on the round trip.
-        self._flush_now()
         # A timer and the future itself: wait_for(shield(fut)) costs three
         # more loop iterations between the reply and the caller.
         timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), _expire, fut)
         try:
+            # A request leaves now, with whatever was queued before it, not
+            # at the end of the loop iteration: the caller waits on the round
+            # trip. (So requests made together are sent one by one.)
+            self._flush_now()
             outcome = await fut
         except TimeoutError:
             late = self.core.requests.timeout(cid)

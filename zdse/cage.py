@@ -313,10 +313,13 @@ class CageCore:
         mean the cage itself did not run (stopped, its machine paused, its
         loop held up): what the nodes sent meanwhile waits unread in its
         queues, so their silence is the cage's. Then for one beat nobody is
-        expired and no claim decided, while the cage reads what queued.
+        expired and no claim decided, while the cage reads what queued. At
+        most one such beat per expiry: a cage late at every tick (overloaded)
+        still expires the silent.
         """
         last, self._last_tick = self._last_tick, now
-        if last is not None and now - last > self.heartbeat:
+        if (last is not None and now - last > self.heartbeat
+                and now >= self._grace_until + self.expiry):
             self._grace_until = now + self.heartbeat
             self.stats["stalls"] += 1
             self.events.append(("cage.stalled", {"seconds": round(now - last, 3)}))
