@@ -18,6 +18,7 @@ router = "tcp://127.0.0.1:6000"
 pub = "tcp://127.0.0.1:6001"
 heartbeat = 0.5
 heartbeats_to_expire = 4
+queue_hwm = 5000
 metrics = "127.0.0.1:9570"
 
 [log]
@@ -44,7 +45,8 @@ def test_a_full_file_gives_settings_policy_and_services() -> None:
     config = parse(tomllib.loads(FULL), "zdse.toml", known_modules={"file"})
     assert config.settings == {
         "router": "tcp://127.0.0.1:6000", "pub": "tcp://127.0.0.1:6001", "heartbeat": 0.5,
-        "heartbeats_to_expire": 4, "metrics": "127.0.0.1:9570", "log_level": "debug",
+        "heartbeats_to_expire": 4, "queue_hwm": 5000, "metrics": "127.0.0.1:9570",
+        "log_level": "debug",
         "log_format": "json",
     }
     assert config.policy == RestartPolicy(backoff=0.5, max_restarts=2)
@@ -59,6 +61,7 @@ def test_a_full_file_gives_settings_policy_and_services() -> None:
 @pytest.mark.parametrize(("text", "error"), [
     ('[cage]\nrouter = "nonsense"', r"zdse\.toml: cage\.router 'nonsense' is not an endpoint"),
     ("[cage]\nheartbeat = 0", r"zdse\.toml: cage\.heartbeat: expected a number above zero, got 0"),
+    ("[cage]\nqueue_hwm = 0", r"cage\.queue_hwm: expected a whole number of at least 1, got 0"),
     ("[cage]\nheartbeat = true", r"cage\.heartbeat: expected a number above zero, got True"),
     ('[cage]\nrouterr = "x"', r"cage\.routerr: unknown key \(known: router, pub,"),
     ('[cage]\nmetrics = "9570"', r"cage\.metrics '9570' is not HOST:PORT"),
@@ -113,6 +116,7 @@ def test_flags_beat_the_environment_beats_the_file() -> None:
     assert args.pub != "tcp://127.0.0.1:6001"  # the environment's (parsed with the flag)
     assert args.heartbeat == 0.5  # the file
     assert args.heartbeats_to_expire == 4
+    assert args.queue_hwm == 5000
     assert args.log_level == "debug"
     assert args.metrics == "127.0.0.1:9570"
 

@@ -36,7 +36,7 @@ from tests.test_fuzz import NODE_FRAMES
 from zdse import codec
 from zdse.codec import Kind
 from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
-from zdse.limits import MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
+from zdse.limits import MAX_MESSAGE_BYTES
 
 #: The promise: after a cage restart, every view is right again within this.
 RECONVERGE_SECONDS = 3.0
@@ -115,9 +115,13 @@ def test_publisher_kill_9_is_told_within_3_heartbeats_and_its_return_snapshots(
 
 
 def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
-    cluster: Cluster,
+    procs: Processes, tmp_path: Path
 ) -> None:
-    """SIGSTOP a subscriber past the cage's queue: the rest flows, memory is bounded, it resyncs."""
+    """SIGSTOP a subscriber past the cage's queue (--queue-hwm): the rest flows, memory is
+    bounded, it resyncs."""
+    hwm = 10_000  # the default, NODE_QUEUE_HWM, is ten times that
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage("--queue-hwm", str(hwm))
     tables = 8  # eight frames per publish: more PUB messages per loop turn of the publisher
     flags = ["--tables", str(tables), "--window", "2", "--pad", "200", "--report", "0.2"]
     busproc(cluster, "pub", "pub.1", "--address", "pubs", *flags)
@@ -129,12 +133,13 @@ def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
     assert cluster.cage is not None
     cage_before = rss_mib(cluster.cage)
     # More PUB messages than the cage queues for one subscriber (the kernel's
-    # socket buffers hold some 10,000 more of these): some must be dropped for b.
-    steps = NODE_QUEUE_HWM * 13 // 10 // tables
+    # socket buffers hold some 10,000 more of these): some must be dropped for b,
+    # which a queue of the default size would have held.
+    steps = hwm * 4 // tables
     # Each queued message costs its body plus ZeroMQ's bookkeeping.
     one = len(codec.encode_one(codec.Delta("t0", "0" * 12, steps, [
         "rows", [[1, steps, 0, "x" * 200]], [[1, steps - 2, 0, "x" * 200]]])))
-    bound = NODE_QUEUE_HWM * (one + 512) * 2 / 2**20 + 64
+    bound = hwm * (one + 512) * 2 / 2**20 + 64
 
     async def scenario() -> None:
         async with cluster.bus() as bus:
@@ -157,7 +162,7 @@ def test_a_stalled_subscriber_past_the_queues_resyncs_while_the_rest_keep_going(
                 published = after["published"] - before
                 # (a publisher sends nothing while nobody subscribes: under a
                 # heavy load an expiry of sub.a may cost a few of them)
-                assert published > NODE_QUEUE_HWM, "the stall did not outlast the queue"
+                assert published > hwm, "the stall did not outlast the queue"
                 grown = rss_mib(cluster.cage) - cage_before
                 assert grown < bound, f"the cage grew {grown:.0f} MiB (bound {bound:.0f})"
             finally:

@@ -7,6 +7,7 @@
     pub = "tcp://127.0.0.1:5571"         # as --pub
     heartbeat = 1.0                      # as --heartbeat
     heartbeats_to_expire = 3             # missed heartbeats that expire a node
+    queue_hwm = 100000                   # as --queue-hwm
     metrics = "127.0.0.1:9570"           # as --metrics
     curve_secret = "keys/cage.key_secret"  # as --curve-secret
     authorized = "keys/authorized.toml"  # as --authorized
@@ -59,10 +60,11 @@ from zdse.supervisor import RestartPolicy, ServiceSpec
 __all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port"]
 
 #: Settings that have an environment variable; it overrides the file too.
-ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT"}
+ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT",
+       "queue_hwm": "ZDSE_QUEUE_HWM"}
 
-_CAGE_KEYS = ("router", "pub", "heartbeat", "heartbeats_to_expire", "metrics", "curve_secret",
-              "authorized")
+_CAGE_KEYS = ("router", "pub", "heartbeat", "heartbeats_to_expire", "queue_hwm", "metrics",
+              "curve_secret", "authorized")
 _LOG_KEYS = ("level", "format")
 _RESTART_KEYS = ("backoff", "backoff_max", "max_restarts", "window", "stop_timeout",
                  "start_timeout")
@@ -78,7 +80,7 @@ class CageConfig:
         source: where it came from (for messages).
         settings: cage settings present in the file, by the ``zdse-proxy``
             option they stand for: router, pub, heartbeat,
-            heartbeats_to_expire, metrics, curve_secret, authorized,
+            heartbeats_to_expire, queue_hwm, metrics, curve_secret, authorized,
             log_level, log_format.
         policy: the restart policy.
         services: the supervised services, by name.
@@ -145,6 +147,8 @@ def parse(
         settings["heartbeat"] = check.positive(cage, "heartbeat", "cage")
     if "heartbeats_to_expire" in cage:
         settings["heartbeats_to_expire"] = check.integer(cage, "heartbeats_to_expire", "cage", 2)
+    if "queue_hwm" in cage:
+        settings["queue_hwm"] = check.integer(cage, "queue_hwm", "cage", 1)
     if "metrics" in cage:
         text = check.string(cage, "metrics", "cage")
         parse_host_port(text, f"{source}: cage.metrics")

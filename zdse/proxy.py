@@ -47,6 +47,8 @@ class Proxy:
         curve: the cage's CURVE keys and the authorized client keys; None
             for plain TCP.
         heartbeats_to_expire: missed heartbeats after which a node is expired.
+        queue_hwm: messages queued for one peer (on the ROUTER and on the
+            PUB socket) before ZeroMQ drops what comes next for it.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Proxy:
         heartbeat: float = HEARTBEAT_INTERVAL,
         curve: tuple[CurveServer, Authorized] | None = None,
         heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
+        queue_hwm: int = NODE_QUEUE_HWM,
     ) -> None:
         self.endpoints = endpoints
         self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, heartbeats_to_expire,
@@ -75,12 +78,12 @@ class Proxy:
         # Without ROUTER_MANDATORY a send to a vanished node is dropped
         # silently; with it we learn at once and expire the node.
         self.router.router_mandatory = 1
-        self.router.sndhwm = NODE_QUEUE_HWM
-        self.router.rcvhwm = NODE_QUEUE_HWM
+        self.router.sndhwm = queue_hwm
+        self.router.rcvhwm = queue_hwm
         # A hard cap above the core's named limit: the core answers
         # "too_large" up to it, ZeroMQ drops the peer beyond it.
         self.router.maxmsgsize = MAX_MESSAGE_BYTES + 1024 * 1024
-        self.pub.sndhwm = NODE_QUEUE_HWM
+        self.pub.sndhwm = queue_hwm
 
     def _secure(self, keys: CurveServer, authorized: Authorized) -> None:
         # ZeroMQ asks the authenticator (ZAP) about every CURVE handshake:

@@ -9,7 +9,7 @@ from zdse import options
 from zdse.errors import ConfigError
 from zdse.log import FORMATS, LEVELS
 
-__all__ = ["add_log_flags", "env_default", "key_value", "positive_float"]
+__all__ = ["add_log_flags", "env_default", "key_value", "positive_float", "positive_int"]
 
 
 class _FromEnvironment(str):
@@ -49,6 +49,17 @@ def positive_float(text: str) -> float:
         return options.finite_positive(text, repr(text))
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
 
 
 def key_value(text: str) -> tuple[str, str]:

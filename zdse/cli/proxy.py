@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from zdse.authz import Authorized
-from zdse.cli.args import add_log_flags, env_default, positive_float
+from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, NODE_QUEUE_HWM
 from zdse.log import configure, get_logger
 from zdse.operations import Operations, read_config
 from zdse.proxy import Proxy
@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ZDSE_HEARTBEAT", str(HEARTBEAT_INTERVAL)),
         help="seconds between heartbeats; 3 missed expire a node "
         "(env ZDSE_HEARTBEAT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-hwm",
+        type=positive_int,
+        metavar="N",
+        default=env_default("ZDSE_QUEUE_HWM", str(NODE_QUEUE_HWM)),
+        help="messages the cage queues for one node (or subscriber) before it drops "
+        "what comes next for it; bounds the cage's memory per stalled peer "
+        "(env ZDSE_QUEUE_HWM, default %(default)s)",
     )
     parser.add_argument(
         "--curve-secret", metavar="FILE",
@@ -81,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     operations: Operations | None = None
     try:
         proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
-                      curve=load_curve(args), heartbeats_to_expire=args.heartbeats_to_expire)
+                      curve=load_curve(args), heartbeats_to_expire=args.heartbeats_to_expire,
+                      queue_hwm=args.queue_hwm)
         operations = Operations(proxy, args, config)
         proxy.serve()
     except ConfigError as exc:
