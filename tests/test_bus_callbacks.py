@@ -210,8 +210,7 @@ def test_a_backlog_the_cage_takes_nothing_of_for_an_expiry_is_dropped_and_the_no
                 cage.kill(signal.SIGCONT)
             assert send.statistics()["dropped_backlog"] < sent
             # Carries on. A bounded wait: the request waits behind what the
-            # DEALER's queue held, and a cage stopped that long may expire
-            # both nodes before it reads them; they register again by themselves.
+            # DEALER's queue held, so the first tries may time out.
             deadline = time.monotonic() + 2 * WAIT
             while True:
                 try:

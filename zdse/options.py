@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from zdse.errors import ConfigError
 
 __all__ = ["boolean", "finite_positive", "positive_float", "positive_float_env", "positive_int",
-           "refuse_unknown"]
+           "refuse_unknown", "whole_positive"]
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
@@ -72,12 +72,21 @@ def positive_int(options: Mapping[str, str], key: str, default: int) -> int:
     text = options.get(key)
     if text is None:
         return default
+    return whole_positive(text, f"--set {key}={text!r}")
+
+
+def whole_positive(text: str, what: str) -> int:
+    """``text`` as a whole number of at least 1.
+
+    Raises:
+        ConfigError: ``what`` (where the text came from), then what is wrong.
+    """
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: not a whole number") from None
+        raise ConfigError(f"{what}: not a whole number") from None
     if value < 1:
-        raise ConfigError(f"--set {key}={text!r}: must be at least 1")
+        raise ConfigError(f"{what}: must be at least 1")
     return value
 
 
