@@ -184,7 +184,9 @@ class Updates:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
+        #: Each publisher's view after the newest update received, and read.
         self.views: dict[str, Any] = {}
+        self.read: dict[str, Any] = {}
 
     def __call__(self, update: Update) -> None:
         if update.kind in ("snapshot", "delta"):
@@ -195,16 +197,23 @@ class Updates:
 
     async def next(self, timeout: float = WAIT) -> Update:
         """The next update."""
-        return await asyncio.wait_for(self.queue.get(), timeout)
+        return self._read(await asyncio.wait_for(self.queue.get(), timeout))
 
     async def until(self, pred: Callable[[Update], bool], timeout: float = WAIT) -> Update:
         """Wait for an update that satisfies ``pred``; the ones before it are skipped."""
         async def loop() -> Update:
             while True:
-                update = await self.queue.get()
+                update = self._read(await self.queue.get())
                 if pred(update):
                     return update
         return await asyncio.wait_for(loop(), timeout)
+
+    def _read(self, update: Update) -> Update:
+        if update.kind in ("snapshot", "delta"):
+            self.read[update.publisher] = update.view
+        elif update.kind == "lost":
+            self.read.pop(update.publisher, None)
+        return update
 
     async def until_views(self, want: dict[str, Any], timeout: float = WAIT) -> None:
         """Wait until the views by publisher equal ``want`` (rows compared as multisets)."""

@@ -105,11 +105,24 @@ def added_rows(update: Update) -> list[dict[str, Any]]:
     return list(update.data[1][-1:])
 
 
+def row_key(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
 async def collect(updates: Updates, count: int) -> list[dict[str, Any]]:
-    """Read ``count`` deltas; each must add exactly one row. Return the rows, in order."""
+    """Read updates until ``count`` rows came; return them, in order.
+
+    Each delta must add exactly one row. A snapshot in between (a feed
+    resyncs whenever it finds it missed a delta: a bus may do so at any
+    time) brings its rows past those the views held when the reading began.
+    """
+    known = {row_key(row) for view in updates.read.values() for row in view or []}
     rows: list[dict[str, Any]] = []
     while len(rows) < count:
         update = await updates.next(timeout=30)
+        if update.kind == "snapshot":
+            rows = [row for row in update.view if row_key(row) not in known]
+            continue
         added = added_rows(update)
         assert len(added) == 1, f"a delta added {len(added)} rows: {update}"
         rows.append(added[0])

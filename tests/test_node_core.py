@@ -237,6 +237,55 @@ def test_publisher_skips_snapshots_for_up_to_date_subscribers_and_forgets_silent
     assert pubs.publish("t", [[2]]) is None  # nobody listens any more
 
 
+def test_a_reannounce_that_crossed_deltas_in_flight_gets_a_current_not_a_snapshot() -> None:
+    """Behind only by deltas sent since its filter was known on: a Current says how far."""
+    pubs = Publications("pub", "e")
+    pubs.publish("t", [[1]])
+
+    def announce(seen: dict[str, list[object]]) -> list[Send]:
+        return pubs.on_subscribe("sub", Subscribe("s1", "t", seen, 10), 0)
+
+    assert isinstance(announce({})[0].message, Snapshot)
+    # The first sync: whether the filter was on for the deltas before it is unknown.
+    pubs.publish("t", [[2]])
+    assert isinstance(announce({"pub": ["e", 1]})[0].message, Snapshot)
+    # From here on every delta was sent while the filter was on.
+    assert pubs.publish("t", [[3]]) is not None
+    assert announce({"pub": ["e", 2]}) == [Send("sub", codec.Current("s1", "t", "e", 3))]
+    # Still behind at the next one: the deltas were lost, not late.
+    assert isinstance(announce({"pub": ["e", 2]})[0].message, Snapshot)
+    # Registered anew: what was sent may have died with the old cage.
+    pubs.publish("t", [[4]])
+    pubs.registered_again()
+    assert isinstance(announce({"pub": ["e", 3]})[0].message, Snapshot)
+    # Garbage in seen is no view of ours: a snapshot, nothing raised.
+    for seen in (["e"], ["e", "3"], ["e", True], "e4", ["other", 4]):
+        assert isinstance(announce({"pub": seen})[0].message, Snapshot)  # type: ignore[dict-item]
+
+
+def test_a_current_ahead_of_the_view_waits_for_its_deltas_then_resyncs() -> None:
+    """Owed deltas that arrive within CURRENT_GRACE are applied; past it, a snapshot is asked."""
+    subs = Subscriptions(refresh=50)  # no re-announce falls due here
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    # The Current overtook delta 2: the view stays as it is, no snapshot asked.
+    subs.on_current("pub", codec.Current(sid, "t", "e", 2), 1)
+    assert subs.tick(1 + subscriber.CURRENT_GRACE / 2) == []
+    ups, _ = subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 1.1)
+    assert [u.kind for u in ups] == ["delta"]
+    assert subs.tick(1 + subscriber.CURRENT_GRACE * 2) == []
+    # Delta 3 never comes: after the grace the feed asks for a snapshot.
+    subs.on_current("pub", codec.Current(sid, "t", "e", 3), 3)
+    assert subs.tick(3 + subscriber.CURRENT_GRACE / 2) == []
+    assert subs.tick(3 + subscriber.CURRENT_GRACE) == [
+        Send("pub", Subscribe(sid, "t", {}, subs.ttl))]
+    assert subs.stats["owed"] == 1
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.RESYNC.value
+    ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 3, [[1], [2], [3]]), 4)
+    assert [(u.kind, u.seq) for u in ups] == [("snapshot", 3)]
+    assert subs.tick(4 + subscriber.CURRENT_GRACE * 2) == []
+
+
 def test_a_publisher_that_dies_while_no_cage_runs_is_lost_after_the_ttl() -> None:
     """No Left event can come from a restarted cage: silence past the ttl ends the feed."""
     net = FakeNet()

@@ -403,8 +403,8 @@ class Bus:
         return self.core.subscriptions.subdata()
 
     def statistics(self) -> dict[str, int]:
-        """This node's counters."""
-        return dict(self.core.stats)
+        """This node's counters, its subscriptions' (gaps, resyncs, ...) among them."""
+        return {**self.core.stats, **self.core.subscriptions.stats}
 
     # --- output -------------------------------------------------------------
 

@@ -24,6 +24,12 @@ HEARTBEATS_TO_EXPIRE = 3
 SUBSCRIPTION_REFRESH = 10.0
 REFRESHES_TO_EXPIRE = 3
 
+#: Seconds a subscriber waits for deltas a publisher's Current says it sent
+#: before asking for a snapshot. They cross the cage by another socket than
+#: the Current and arrive within milliseconds; a second behind, they were
+#: lost (a stalled subscriber's queue overflowed, or a cage died with them).
+CURRENT_GRACE = 1.0
+
 #: Deltas a subscriber buffers while it waits for a snapshot; past this it
 #: drops the buffer, since the snapshot it waits for supersedes it anyway.
 MAX_BUFFERED_DELTAS = 10_000

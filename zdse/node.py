@@ -309,6 +309,7 @@ class NodeCore:
         elif isinstance(msg, codec.Welcome):
             again_ = self.session.on_welcome(msg.epoch, float(msg.heartbeat), now)
             events.append(Registered(again_, msg.epoch))
+            self.publications.registered_again()
             self._act(self.subscriptions.reannounce_all(now))
         elif isinstance(msg, codec.Error):
             self._on_error(msg, now, events)

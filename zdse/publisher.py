@@ -4,8 +4,10 @@
 someone subscribes, returns one delta for the cage's PUB socket, whatever
 the number of subscribers (the node sends it keyed by its dataindex).
 :meth:`Publications.on_subscribe` records a subscriber and answers with a
-snapshot unless the subscriber already holds the current epoch and
-sequence number.
+snapshot, unless the subscriber holds the current epoch and sequence number
+or is behind only by deltas it was sent: then a Current, which says how far
+the publisher is (the deltas may still be on their way; see
+:class:`Reader`).
 """
 
 from __future__ import annotations
@@ -19,20 +21,39 @@ from zdse.actions import Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.slots import builder
 
-__all__ = ["Publication", "Publications"]
+__all__ = ["Publication", "Publications", "Reader"]
 
 
 _build_delta = builder(Delta)
 
 
 @dataclass(slots=True)
+class Reader:
+    """One subscription to a publication.
+
+    ``covered`` is the sequence number after which every delta was sent
+    while the subscriber's SUB filter was on: set when a re-announce shows
+    it holds a view of ours (its filter goes on with its first snapshot, so
+    the first announce cannot say), cleared when it shows none, and by
+    :meth:`Publications.registered_again`. A re-announce behind ``pub.seq``
+    but not behind ``covered`` crossed deltas in flight: a snapshot would
+    be wasted on it, and would reach it before them (it comes through the
+    cage's ROUTER, they through its PUB), as a snapshot instead of deltas.
+    """
+
+    #: Time after which it is forgotten, unless it re-announces.
+    deadline: float
+    covered: int | None = None
+
+
+@dataclass(slots=True)
 class Publication:
-    """One dataindex: its data, sequence number and subscribers' deadlines."""
+    """One dataindex: its data, sequence number and subscribers."""
 
     data: Any = None
     seq: int = 0
-    #: (subscriber name, subscription id) -> time after which it is forgotten.
-    subscribers: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: (subscriber name, subscription id) -> its reader.
+    subscribers: dict[tuple[str, str], Reader] = field(default_factory=dict)
 
 
 class Publications:
@@ -83,14 +104,48 @@ class Publications:
         return d if pub.subscribers else None
 
     def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
-        """Record (or refresh) a subscriber; snapshot it, or confirm it is up to date."""
+        """Record (or refresh) a subscriber; snapshot it, or confirm how far we are.
+
+        A Current, not a snapshot, when the view it holds is ours and either
+        current or behind only by deltas sent since it was covered; the
+        subscriber asks for a snapshot itself if they never come.
+        """
         pub = self._pubs.setdefault(sub.dataindex, Publication())
-        pub.subscribers[(sender, sub.sid)] = now + sub.ttl
-        if sub.seen.get(self.name) == [self.epoch, pub.seq]:
-            # Up to date: say so (cheaply), so the subscriber knows we live.
+        key = (sender, sub.sid)
+        reader = pub.subscribers.get(key)
+        if reader is None:
+            reader = pub.subscribers[key] = Reader(now + sub.ttl)
+        else:
+            reader.deadline = now + sub.ttl
+        seen = sub.seen.get(self.name)
+        covered = reader.covered
+        reader.covered = None if seen is None else pub.seq
+        held = self._held(seen)
+        if held == pub.seq or (covered is not None and held is not None
+                               and covered <= held <= pub.seq):
+            # Say so cheaply; the subscriber also learns that we live.
             return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, pub.seq))]
         snapshot = Snapshot(sub.sid, sub.dataindex, self.epoch, pub.seq, pub.data)
         return [Send(sender, snapshot)]
+
+    def _held(self, seen: list[Any] | None) -> int | None:
+        """The sequence number of a view of this epoch that ``seen`` shows held, if any."""
+        if isinstance(seen, list) and len(seen) == 2 and seen[0] == self.epoch:
+            seq = seen[1]
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                return seq
+        return None
+
+    def registered_again(self) -> None:
+        """The session with a cage began anew: deltas since may not have reached anyone.
+
+        They went to a cage that died, or were not sent while the session
+        was lost; every subscriber behind gets a snapshot at its next
+        re-announce.
+        """
+        for pub in self._pubs.values():
+            for reader in pub.subscribers.values():
+                reader.covered = None
 
     def on_unsubscribe(self, sender: str, unsub: Unsubscribe) -> None:
         """Forget one subscription."""
@@ -108,7 +163,7 @@ class Publications:
         """Forget subscribers that stopped re-announcing; return how many."""
         gone = 0
         for pub in self._pubs.values():
-            for key in [k for k, deadline in pub.subscribers.items() if deadline < now]:
+            for key in [k for k, reader in pub.subscribers.items() if reader.deadline < now]:
                 del pub.subscribers[key]
                 gone += 1
         return gone

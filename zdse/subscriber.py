@@ -10,6 +10,8 @@ subscriptions that reach it. A feed follows this table::
     LIVE     next delta ->  LIVE     view := apply(view, delta)
     LIVE     old delta  ->  LIVE     dropped (already in the view)
     LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
+    LIVE     owed       ->  RESYNC   snapshot asked: a Current said the publisher
+                                     is further on, and its deltas never came
     RESYNC   any delta  ->  RESYNC   buffered (up to MAX_BUFFERED_DELTAS)
     RESYNC   snapshot   ->  LIVE     view := data; buffered deltas above its seq
                                      applied in order (a gap among them: RESYNC)
@@ -20,6 +22,12 @@ Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
 between would be missed. The sync tells the publisher which sequence number
 the view holds; it answers with a fresh snapshot if it has moved on.
+
+Later re-announces may cross deltas in flight: the publisher answers those
+with a Current saying how far it is, and the feed is *owed* deltas up to
+there. They normally arrive within milliseconds (by the cage's PUB, while
+the Current came by its ROUTER); a feed still owed after CURRENT_GRACE
+lost them, and resyncs.
 """
 
 from __future__ import annotations
@@ -33,7 +41,12 @@ from zdse import delta as deltas
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
-from zdse.limits import MAX_BUFFERED_DELTAS, REFRESHES_TO_EXPIRE, SUBSCRIPTION_REFRESH
+from zdse.limits import (
+    CURRENT_GRACE,
+    MAX_BUFFERED_DELTAS,
+    REFRESHES_TO_EXPIRE,
+    SUBSCRIPTION_REFRESH,
+)
 from zdse.routes import pattern_matches
 from zdse.slots import builder
 
@@ -53,6 +66,7 @@ TRANSITIONS: dict[tuple[FeedState, str], FeedState] = {
     (FeedState.LIVE, "next"): FeedState.LIVE,
     (FeedState.LIVE, "old"): FeedState.LIVE,
     (FeedState.LIVE, "gap"): FeedState.RESYNC,
+    (FeedState.LIVE, "owed"): FeedState.RESYNC,
     (FeedState.RESYNC, "next"): FeedState.RESYNC,
     (FeedState.RESYNC, "old"): FeedState.RESYNC,
     (FeedState.RESYNC, "gap"): FeedState.RESYNC,
@@ -110,6 +124,10 @@ class _Feed:
     resync_sent: float = 0.0
     #: When the publisher last showed it lives (a snapshot, or a Current).
     confirmed: float = 0.0
+    #: The highest seq a Current said the publisher is at, and since when
+    #: the view has been behind it.
+    owed: int = 0
+    owed_since: float = 0.0
 
     def move(self, event: str) -> None:
         self.state = TRANSITIONS[(self.state, event)]
@@ -137,7 +155,7 @@ class Subscriptions:
         self.ttl = refresh * REFRESHES_TO_EXPIRE
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
-        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0}
+        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0}
 
     # --- local calls --------------------------------------------------------
 
@@ -243,12 +261,12 @@ class Subscriptions:
             return [], []
         if event == "gap":
             self.stats["gaps"] += 1
-            return [], self._resync(feed, d, now)
+            return [], self._resync(feed, d, now, event)
         try:
             feed.view = deltas.apply(feed.view, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
-            return [], self._resync(feed, d, now)
+            return [], self._resync(feed, d, now, "gap")
         # Here the feed is LIVE and the event "next": the table keeps it LIVE,
         # so the per-delta hot path skips the look-up.
         feed.seq = d.seq
@@ -355,16 +373,24 @@ class Subscriptions:
                 sub.next_announce = now + self.refresh
                 actions.append(Send(sub.key, self._announce(sub)))
         for feed in self._feeds.values():
-            if feed.state is FeedState.RESYNC and now - feed.resync_sent >= self.refresh:
-                feed.resync_sent = now
-                actions.append(self._sync(feed, min(feed.sids)))
+            if feed.state is FeedState.RESYNC:
+                if now - feed.resync_sent >= self.refresh:
+                    feed.resync_sent = now
+                    actions.append(self._sync(feed, min(feed.sids)))
+            elif feed.owed > feed.seq and now - feed.owed_since >= CURRENT_GRACE:
+                self.stats["owed"] += 1
+                actions += self._resync(feed, None, now, "owed")
         return actions
 
     def on_current(self, sender: str, current: Current, now: float) -> None:
-        """The publisher confirms a view is current: it still lives."""
+        """The publisher lives, at ``current.seq``: the view holds it, or deltas are owed."""
         feed = self._feeds.get((sender, current.dataindex))
         if feed is not None and feed.epoch == current.epoch:
             feed.confirmed = now
+            if current.seq > feed.seq:
+                if feed.owed <= feed.seq:
+                    feed.owed_since = now
+                feed.owed = max(feed.owed, current.seq)
 
     def expire(self, now: float) -> tuple[list[Update], list[Action]]:
         """Drop, as "lost", feeds whose publisher has not answered for ``ttl``.
@@ -426,10 +452,11 @@ class Subscriptions:
             seen = {}  # whatever the numbers say, we want a snapshot
         return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, self.ttl))
 
-    def _resync(self, feed: _Feed, d: Delta, now: float) -> list[Action]:
+    def _resync(self, feed: _Feed, d: Delta | None, now: float, event: str) -> list[Action]:
+        """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""
         self.stats["resyncs"] += 1
-        feed.move("gap")
-        feed.buffer = [d]
+        feed.move(event)
+        feed.buffer = [] if d is None else [d]
         feed.resync_sent = now
         return [self._sync(feed, min(feed.sids))]
 
