@@ -159,6 +159,17 @@ def test_zdse_node_refuses_an_unknown_module_option() -> None:
                              "(known: path, poll_interval)\n")
 
 
+def test_zdse_proxy_refuses_a_config_whose_service_its_module_refuses(tmp_path: Path) -> None:
+    """The cage checks each service's options with its module before it starts anything."""
+    config = tmp_path / "zdse.toml"
+    config.write_text('[services."files.a"]\nmodule = "file"\n'
+                      'options = { path = "a.json", poll_intervall = 5 }\n')
+    result = run_tool(["zdse-proxy", "--config", str(config)])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f'zdse-proxy: {config}: [services."files.a"]: module file has no '
+                             "option 'poll_intervall' (known: path, poll_interval)\n")
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "nan"])
 def test_a_bad_subscription_refresh_is_refused_naming_it(value: str) -> None:
     """ZDSE_SUB_REFRESH is read by every node: a bad value is exit 2 and one line, no traceback."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -156,5 +157,30 @@ def test_the_example_config_of_make_run_is_valid() -> None:
     config = load(ROOT / "examples" / "zdse.toml", modules.available(),
                   env={"ZDSE_DEMO_DIR": "/demo", "ZDSE_DEMO_VCENTER": "https://u:p@h/sdk"})
     assert set(config.services) == {"files.boston", "files.chicago", "vSphere.demo"}
+    modules.check_services(config)  # every module takes its options
     assert dict(config.services["files.boston"].options) == {"path": "/demo/boston.json"}
     assert config.services["files.boston"].addresses == ("files.all",)
+
+
+def test_each_service_is_checked_by_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a module's constructor refuses is a ConfigError naming the file and the service;
+    only the services named are checked."""
+    from zdse import modules
+    from zdse.service import Service
+
+    text = ('[services."files.a"]\nmodule = "file"\noptions = { path = "a.json", colour = 1 }\n'
+            '[services.b]\nmodule = "file"\noptions = { path = "b.json" }\n')
+    config = parse(tomllib.loads(text), "zdse.toml", modules.available())
+    with pytest.raises(ConfigError, match=r'^zdse.toml: \[services."files.a"\]: module file '
+                                          r"has no option 'colour'"):
+        modules.check_services(config)
+    modules.check_services(config, ["b"])
+
+    class Picky(Service):
+        def __init__(self, name: str, options: Mapping[str, str]) -> None:
+            raise KeyError("speed")
+
+    monkeypatch.setattr(modules, "load", lambda module: Picky)  # a third-party module
+    with pytest.raises(ConfigError, match=r"\[services.b\]: module 'file' refused its options: "
+                                          r"KeyError: 'speed'"):
+        modules.check_services(config, ["b"])

@@ -224,6 +224,16 @@ def test_sighup_and_reload_config_start_added_and_stop_removed_services(
     assert "has no module" in broken.stderr
     assert services(cluster)["svc.a"]["pid"] == pid_a  # a bad file changes nothing
 
+    # An option its module refuses: the reload is refused, not the service restarted into it.
+    write_config(config, {"svc.a": {**a, "options": {**a["options"], "colour": "red"}},
+                          "svc.c": c})
+    refused = cluster.ctl("reload-config")
+    assert refused.returncode == 5
+    assert "[services.\"svc.a\"]: module file has no option 'colour'" in refused.stderr
+    rows = services(cluster)
+    assert (rows["svc.a"]["pid"], rows["svc.a"]["state"]) == (pid_a, "running")
+    assert "svc.c" not in rows  # nothing of that file was taken
+
 
 def test_a_module_that_crashes_at_once_ends_failed_with_its_error(
     procs: Processes, tmp_path: Path,
@@ -231,14 +241,18 @@ def test_a_module_that_crashes_at_once_ends_failed_with_its_error(
     """A node that exits at start is restarted max_restarts times, then FAILED with its error."""
     cluster = Cluster(procs, tmp_path)
     config = tmp_path / "zdse.toml"
-    write_config(config, {"broken": {"module": "file"}})  # the file module needs a path
+    # Its options pass the cage's check; the cage refuses its name, held by another node.
+    spec = {**file_service(tmp_path, "broken", {"t": [[1]]}), "autostart": False}
+    write_config(config, {"broken": spec})
     cage = cluster.start_cage("--config", str(config))
+    cluster.file_node("broken", {"t": [[1]]})
+    assert cluster.ctl("start", "broken").returncode == 0
     failed = cage.wait_event("service.failed", service="broken")
-    assert "needs --set path=" in failed["error"]
+    assert "name 'broken' is held by a live node" in failed["error"]
     row = services(cluster)["broken"]
-    assert (row["state"], row["pid"], row["restarts"]) == ("failed", 0, 2)
-    assert row["last_error"].startswith("exited with code 2: ")
-    assert "needs --set path=" in row["last_error"]
+    assert (row["state"], row["restarts"]) == ("failed", 2)
+    assert row["last_error"].startswith("exited with code 1: ")
+    assert "name 'broken' is held by a live node" in row["last_error"]
     table = cluster.ctl("services")
     assert "failed" in table.stdout
     assert "LAST ERROR" in table.stdout

@@ -57,7 +57,8 @@ from zdse.errors import ConfigError, ProtocolError
 from zdse.log import FORMATS, LEVELS
 from zdse.supervisor import RestartPolicy, ServiceSpec
 
-__all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port"]
+__all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port",
+           "service_table"]
 
 #: Settings that have an environment variable; it overrides the file too.
 ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT",
@@ -278,7 +279,7 @@ class _Checker:
     def service(
         self, name: str, table: Any, known_modules: Collection[str] | None
     ) -> ServiceSpec:
-        where = f"services.{_quote(name)}"
+        where = service_table(name)
         if not isinstance(table, dict):
             raise self.fail("services", _quote(name), f"expected a table, got {_show(table)}")
         if "module" not in table:
@@ -327,6 +328,11 @@ class _Checker:
         curve_key = (self.expand(self.string(table, "curve_key", where), where, "curve_key")
                      if "curve_key" in table else None)
         return ServiceSpec(name, module, tuple(addresses), tuple(pairs), autostart, curve_key)
+
+
+def service_table(name: str) -> str:
+    """How a message names the config table of service ``name``: ``services."a.b"``."""
+    return f"services.{_quote(name)}"
 
 
 def _quote(name: str) -> str:

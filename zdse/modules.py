@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
+from zdse.config import CageConfig, service_table
 from zdse.errors import ConfigError
 from zdse.service import Service
 
-__all__ = ["GROUP", "available", "load"]
+__all__ = ["GROUP", "available", "check", "check_services", "load"]
 
 GROUP = "zdse.modules"
 
@@ -35,3 +37,38 @@ def load(name: str) -> type[Service]:
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError(f"module {name!r} ({matches[0].value}) is not a zdse Service")
     return cls
+
+
+def check(module: str, name: str, options: Mapping[str, str]) -> None:
+    """Build service ``name`` of ``module`` from ``options``, and drop it unstarted.
+
+    What a node would refuse at start is refused here: a module that does
+    not load, an unknown or bad option. A module's constructor reads its
+    options (and the files they name) and connects to nothing: that waits
+    for :meth:`Service.start`.
+
+    Raises:
+        ConfigError: the module's own message, or what its constructor raised.
+    """
+    cls = load(module)
+    try:
+        cls(name, options)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a third-party module's own error type
+        raise ConfigError(f"module {module!r} refused its options: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def check_services(config: CageConfig, names: Iterable[str] | None = None) -> None:
+    """:func:`check` the services of ``config`` (those in ``names``, or all).
+
+    Raises:
+        ConfigError: naming the file and the service.
+    """
+    for name in sorted(config.services if names is None else names):
+        spec = config.services[name]
+        try:
+            check(spec.module, spec.name, dict(spec.options))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: [{service_table(name)}]: {exc}") from None

@@ -31,11 +31,13 @@ def read_config(
     flag nor the environment set a value.
 
     Raises:
-        ConfigError: the file is wrong, naming the key.
+        ConfigError: the file is wrong, naming the key, or a service's module
+            refuses its options (see :func:`zdse.modules.check`).
     """
     if args.config is None:
         return CageConfig()
     config = load(args.config, modules.available())
+    modules.check_services(config)
     apply_defaults(args, config, given_flags(parser, argv, config.settings.keys()), env)
     return config
 

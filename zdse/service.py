@@ -25,6 +25,11 @@ __all__ = ["PollingService", "Service"]
 class Service:
     """Base class of a data service.
 
+    A subclass's constructor checks its options, raising ConfigError for a
+    bad one, and connects to nothing: the cage builds each service of its
+    config this way, unstarted, to refuse what the module would refuse
+    (:func:`zdse.modules.check`). Connections start in :meth:`start`.
+
     Args:
         name: the service's unique name on the bus.
         options: the ``--set KEY=VALUE`` options, as strings.

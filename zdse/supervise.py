@@ -321,7 +321,8 @@ class Supervisor:
             the names added, removed, changed and unchanged.
 
         Raises:
-            ConfigError: no config file, or it is wrong (nothing changes then).
+            ConfigError: no config file, or it is wrong, or a module refuses
+                the options of a service added or changed (nothing changes then).
         """
         if self.config_path is None:
             raise ConfigError("the cage runs without --config: there is no file to reload")
@@ -334,6 +335,7 @@ class Supervisor:
             "changed": sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
             "unchanged": sorted(n for n in new.keys() & old.keys() if new[n] == old[n]),
         }
+        modules.check_services(config, summary["added"] + summary["changed"])
         self.core.policy = config.policy
         self._do(self.core.configure(new, now), now)
         stale = sorted(k for k in config.settings.keys() | self.config.settings.keys()
