@@ -84,6 +84,12 @@ def test_a_bad_flag_value_names_the_flag_and_the_value(
     assert "argument --heartbeat: 'inf': must be a finite number above zero" in (
         capsys.readouterr().err)
 
+    with pytest.raises(SystemExit):
+        ctl.build_parser().parse_args(["sub", "k", "t", "--count", "-1"])
+    assert "argument --count: '-1': must be at least 1" in capsys.readouterr().err
+    assert ctl.build_parser().parse_args(["sub", "k", "t", "--count", "3"]).count == 3
+    assert ctl.build_parser().parse_args(["sub", "k", "t"]).count is None
+
 
 def test_env_default_is_the_variable_or_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default is a string (argparse converts it); its repr names the variable."""

@@ -27,7 +27,7 @@ import uuid
 from typing import Any, TextIO
 
 from zdse.bus import Bus, Update
-from zdse.cli.args import add_log_flags, env_default, positive_float
+from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
 from zdse.cli.node import client_curve
 from zdse.codec import CAGE
 from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = cmds.add_parser("sub", help="subscribe and print each update as JSON")
     sub.add_argument("key")
     sub.add_argument("dataindex")
-    sub.add_argument("--count", type=int, default=0, help="exit after N updates")
+    sub.add_argument("--count", type=positive_int, help="exit after N updates (N >= 1)")
     sub.add_argument("--timeout", type=positive_float, help="give up after S seconds")
     sub.add_argument("--view", action="store_true",
                      help="print the whole merged view after each update as data")
@@ -209,7 +209,7 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         }
         _print_json(record, out, compact)
         seen += 1
-        if args.count and seen >= args.count:
+        if args.count is not None and seen >= args.count:
             done.set_result(EXIT_OK)
 
     bus.subscribe(args.key, args.dataindex, on_update)
@@ -223,7 +223,7 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     try:
         return await asyncio.wait_for(done, args.timeout)
     except TimeoutError:
-        if args.count:
+        if args.count is not None:
             err.write(f"zdse-ctl: {seen} of {args.count} updates within {args.timeout}s\n")
             return EXIT_SUB
         return EXIT_OK
