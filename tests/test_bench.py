@@ -97,9 +97,15 @@ def test_vs_nats_runs_the_same_scenario_and_gives_ratios(scenario: str) -> None:
     assert all(isinstance(g["met"], bool) for g in report["goals"])
 
 
-def test_bad_flags_are_refused() -> None:
-    """A count below one is refused with exit code 2, before anything starts."""
-    result = subprocess.run([str(BIN / "zdse-bench"), "unicast", "--msgs", "0"],
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--msgs", "0"], "argument --msgs: '0': must be at least 1"),
+    (["--rounds", "many"], "argument --rounds: 'many': not a whole number"),
+    (["--timeout", "-1"], "argument --timeout: '-1': must be a finite number above zero"),
+])
+def test_bad_flags_are_refused(flags: list[str], error: str) -> None:
+    """A count below one, or a timeout at or below zero, is refused with exit code 2,
+    before anything starts."""
+    result = subprocess.run([str(BIN / "zdse-bench"), "unicast", *flags],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
-    assert "--msgs must be at least 1" in result.stderr
+    assert error in result.stderr

@@ -29,6 +29,7 @@ from zdse.bench import routes as route_bench
 from zdse.bench.procs import BenchError, Processes, nats_server_path
 from zdse.bench.scenarios import ROUNDS, Options, Target, start_target
 from zdse.bench.stats import median, ratio
+from zdse.cli.args import positive_float, positive_int
 
 __all__ = ["GOALS", "main"]
 
@@ -85,19 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vs", choices=("nats",), default=None,
                         help="also run the scenario against a nats-server started for the run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--msgs", type=int, default=None,
+    parser.add_argument("--msgs", type=positive_int, default=None,
                         help="messages per round (requests for reqrep, look-ups for routes); "
                         f"defaults {DEFAULT_MSGS}")
-    parser.add_argument("--size", type=int, default=100, help="payload bytes (default 100)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per target (default 5)")
-    parser.add_argument("--subs", type=int, default=4,
+    parser.add_argument("--size", type=positive_int, default=100,
+                        help="payload bytes (default 100)")
+    parser.add_argument("--rounds", type=positive_int, default=5,
+                        help="rounds per target (default 5)")
+    parser.add_argument("--subs", type=positive_int, default=4,
                         help="fanout: subscriber processes (default 4)")
-    parser.add_argument("--burst", type=int, default=100,
+    parser.add_argument("--burst", type=positive_int, default=100,
                         help="senders yield to their event loop every BURST messages "
                         "(default 100)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the bare pyzmq forwarder (the transport's floor)")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout", type=positive_float, default=60.0,
                         help="seconds any one round may take (default 60)")
     return parser
 
@@ -274,10 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.msgs is None:
         args.msgs = DEFAULT_MSGS[args.scenario]
-    for flag in ("msgs", "size", "rounds", "subs", "burst"):
-        if getattr(args, flag) < 1:
-            print(f"zdse-bench: --{flag} must be at least 1", file=sys.stderr)
-            return 2
     progress = Progress(sys.stderr)
     runner: Callable[[argparse.Namespace, Progress], dict[str, Any]] = (
         run_routes if args.scenario == "routes" else run_networked)
