@@ -76,7 +76,7 @@ class Publisher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.seq = 0
-        self.steady = args.rate > 0
+        self.steady = args.rate > 0 and not args.paused
         self.bus = Bus(args.name, args.address, on_request=self.on_request,
                        info={"module": "busproc.pub"}, endpoints=Endpoints.from_args(args),
                        connect_timeout=args.lifetime)
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", default="")
     parser.add_argument("--gen", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0.0, help="publishes or requests a second")
+    parser.add_argument("--paused", action="store_true",
+                        help="pub: publish the first version only, until asked to resume")
     parser.add_argument("--tables", type=int, default=1, help="how many dataindexes")
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--pad", type=int, default=0)

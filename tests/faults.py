@@ -24,13 +24,15 @@ __all__ = [
 Status = dict[str, Any]
 
 
-def busproc(cluster: Cluster, role: str, name: str, *flags: str, wait: bool = True) -> Proc:
+def busproc(cluster: Cluster, role: str, name: str, *flags: str, wait: bool = True,
+            env: dict[str, str] | None = None) -> Proc:
     """Start ``python -m tests.busproc ROLE --name NAME FLAGS`` on the cluster's cage.
 
-    Waits (by default) until it has registered.
+    ``env`` adds to the cluster's environment. Waits (by default) until it
+    has registered.
     """
     argv = [sys.executable, "-m", "tests.busproc", role, "--name", name, *flags]
-    env = dict(cluster.env, PYTHONPATH=str(ROOT))
+    env = dict(cluster.env, PYTHONPATH=str(ROOT), **(env or {}))
     popen = cluster.procs.start(argv, env=env, cwd=str(ROOT), stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     proc = Proc(popen, name)

@@ -87,6 +87,29 @@ def test_cage_kill_9_under_steady_publishing_views_are_right_within_3s(cluster: 
     assert all(p.popen.poll() is None for p in [*pubs.values(), *subs.values()]), "restarted"
 
 
+def test_reannounces_crossing_steady_deltas_bring_no_snapshot(cluster: Cluster) -> None:
+    """A subscriber re-announcing every 100 ms while its publisher publishes up to 1,000 times a second
+    gets its first snapshot, then deltas only: a re-announce that crossed deltas on their
+    way is answered with a Current (a snapshot would have overtaken them)."""
+    pub = busproc(cluster, "pub", "pub.1", "--rate", "1000", "--paused")
+    sub = busproc(cluster, "sub", "sub.1", "--key", "pub.1",
+                  env={"ZDSE_SUB_REFRESH": "0.1"})
+    # The snapshot, and the sync that follows it, before the deltas flow: a
+    # delta published in between would rightly bring a second snapshot.
+    wait_status(sub, lambda s: s["snapshots"] == 1, what="the first snapshot")
+
+    async def resume() -> None:
+        async with cluster.bus() as bus:
+            await bus.request("pub.1", "resume")
+
+    run(resume())
+    status = wait_status(sub, lambda s: s["deltas"] >= 3000, timeout=60,
+                         what="3,000 deltas (30 re-announces or more)")
+    assert (status["snapshots"], status["bad_views"]) == (1, 0), status
+    assert (status["gaps"], status["resyncs"], status["owed"]) == (0, 0, 0), status
+    assert pub.popen.poll() is None
+
+
 def test_publisher_kill_9_is_told_within_3_heartbeats_and_its_return_snapshots(
     cluster: Cluster,
 ) -> None:
