@@ -88,9 +88,9 @@ def test_cage_kill_9_under_steady_publishing_views_are_right_within_3s(cluster: 
 
 
 def test_reannounces_crossing_steady_deltas_bring_no_snapshot(cluster: Cluster) -> None:
-    """A subscriber re-announcing every 100 ms while its publisher publishes up to 1,000 times a second
-    gets its first snapshot, then deltas only: a re-announce that crossed deltas on their
-    way is answered with a Current (a snapshot would have overtaken them)."""
+    """A subscriber re-announcing every 100 ms while its publisher publishes up to 1,000
+    times a second gets its first snapshot, then deltas only: a re-announce that crossed
+    deltas on their way is answered with a Current (a snapshot would have overtaken them)."""
     pub = busproc(cluster, "pub", "pub.1", "--rate", "1000", "--paused")
     sub = busproc(cluster, "sub", "sub.1", "--key", "pub.1",
                   env={"ZDSE_SUB_REFRESH": "0.1"})
