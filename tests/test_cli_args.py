@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,13 +149,44 @@ def test_an_unknown_log_format_is_refused() -> None:
 
 
 def test_ctl_help_lists_every_exit_code() -> None:
-    """zdse-ctl --help ends with its exit codes, one line each, 0 to EXIT_REFUSED."""
+    """zdse-ctl --help ends with its exit codes, one line each, 0 to EXIT_REFUSED and 130."""
     result = run_tool(["zdse-ctl", "--help"])
     assert result.returncode == 0
     codes = result.stdout.partition("Exit codes:\n")[2]
     listed = [line.split()[0] for line in codes.splitlines() if line.startswith("  ")]
-    assert listed == [str(code) for code in range(ctl.EXIT_REFUSED + 1)]
+    assert listed == [str(code) for code in range(ctl.EXIT_REFUSED + 1)] + [
+        str(ctl.EXIT_INTERRUPTED)]
     assert set(ctl.EXIT_CODES.values()) < set(range(ctl.EXIT_REFUSED + 1))
+
+
+def test_zdse_node_waiting_for_its_cage_says_so_and_stops_on_sigterm(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """No cage on the endpoints: the node logs node.waiting (it keeps trying), and SIGTERM
+    ends it at once, exit 0, where it used to be ignored until the cage answered."""
+    cluster = Cluster(procs, tmp_path)  # its endpoints, no cage on them
+    path = tmp_path / "t.json"
+    write_json(path, {"t": [[1]]})
+    node = cluster.spawn("node", [str(BIN / "zdse-node"), "--module", "file",
+                                  "--set", f"path={path}"])
+    waiting = node.wait_event("node.waiting")
+    assert waiting["router"] == cluster.env["ZDSE_ROUTER"]
+    node.popen.send_signal(signal.SIGTERM)
+    assert node.popen.wait(timeout=10) == 0
+    assert node.wait_event("node.stopped")["registered"] is False
+
+
+def test_zdse_ctl_interrupted_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while zdse-ctl waits (for an unreachable cage, say): one line, the shell's 130."""
+    def interrupted(coro: Any) -> Any:
+        coro.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ctl.asyncio, "run", interrupted)
+    assert ctl.main(["services"]) == ctl.EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "zdse-ctl: interrupted\n"
 
 
 def test_zdse_node_refuses_an_unknown_module_option() -> None:

@@ -3,14 +3,15 @@
 ``zdse-ctl --help`` ends with the rest of this docstring.
 
 Exit codes:
-  0  done; for sub also: its --timeout passed without --count, or SIGINT/SIGTERM
-  1  sub --count N: fewer than N updates within --timeout
-  2  bad usage
-  3  no service listens on the key (req; sub without --wait)
-  4  a request timed out
-  5  the service, or the cage, answered with an error (e.g. an unknown name)
-  6  the cage cannot be reached
-  7  the cage refused this client (its CURVE key is not authorized for a ctl.* name)
+    0  done; for sub also: its --timeout passed without --count, or SIGINT/SIGTERM
+    1  sub --count N: fewer than N updates within --timeout
+    2  bad usage
+    3  no service listens on the key (req; sub without --wait)
+    4  a request timed out
+    5  the service, or the cage, answered with an error (e.g. an unknown name)
+    6  the cage cannot be reached
+    7  the cage refused this client (its CURVE key is not authorized for a ctl.* name)
+  130  interrupted (Ctrl-C) before the answer came
 
 sub prints a publisher's "lost" update like any other (it counts toward
 --count) and goes on: the publisher may come back.
@@ -46,6 +47,8 @@ from zdse.log import configure
 
 (EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE,
  EXIT_REFUSED) = range(8)
+#: The shell's code for a command ended by SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 #: How each error ends zdse-ctl.
@@ -267,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ProtocolError) as exc:
         print(f"zdse-ctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("zdse-ctl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+
+import structlog
 
 from zdse import codec, modules
 from zdse.bus import Bus
@@ -41,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Seconds without an answer from the cage before the node says it waits
+#: (then twice as long each time, up to a minute).
+WAITING_NOTICE = 5.0
+
+
 async def run(service: Service, bus: Bus) -> int:
     """Register, start the service, run until SIGTERM/SIGINT, stop it."""
     log = get_logger(service=service.name)
@@ -50,7 +58,9 @@ async def run(service: Service, bus: Bus) -> int:
         loop.add_signal_handler(sig, stop.set)
     service.attach(bus)
     try:
-        await bus.open()
+        if not await open_unless_stopped(bus, stop, log):
+            log.info("node.stopped", registered=False)
+            return 0
     except RegistrationError as exc:
         log.error("node.refused", error=str(exc))
         print(f"zdse-node: {exc}", file=sys.stderr)
@@ -71,6 +81,41 @@ async def run(service: Service, bus: Bus) -> int:
         await service.stop()
         await bus.close()
         log.info("node.stopped")
+
+
+async def open_unless_stopped(
+    bus: Bus, stop: asyncio.Event, log: structlog.stdlib.BoundLogger
+) -> bool:
+    """Open ``bus`` (it waits for the cage as long as it takes) unless ``stop`` is set first.
+
+    Logs ``node.waiting`` while the cage does not answer. Returns whether the
+    bus opened; a stop closes it unopened.
+
+    Raises:
+        RegistrationError: the cage refused the name or the key.
+    """
+    opening = asyncio.ensure_future(bus.open())
+    stopping = asyncio.ensure_future(stop.wait())
+    waited, patience = 0.0, WAITING_NOTICE
+    try:
+        while True:
+            await asyncio.wait([opening, stopping], timeout=patience,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if opening.done():
+                opening.result()
+                return True
+            if stopping.done():
+                return False
+            waited += patience
+            log.warning("node.waiting", router=bus.endpoints.router, waited=waited,
+                        why="no answer from the cage yet; still trying")
+            patience = min(2 * patience, 60.0)
+    finally:
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()  # Bus.open closes what it opened
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
 
 
 def client_curve(args: argparse.Namespace) -> CurveClient | None:
