@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -83,6 +83,11 @@ DRAIN_SECONDS = 0.02
 BEHIND_LIMIT = 10_000
 #: Reserved requests every service answers.
 RESERVED = ("pubdata", "subdata")
+#: Seconds a Bus that waits for its cage without a deadline goes without an
+#: answer before it logs ``node.waiting`` (then twice as long each time, up
+#: to WAITING_NOTICE_MAX).
+WAITING_NOTICE = 5.0
+WAITING_NOTICE_MAX = 60.0
 
 
 class UnknownRequest(ZdseError):
@@ -220,7 +225,10 @@ class Bus:
         waits = [asyncio.ensure_future(self._registered.wait()),
                  asyncio.ensure_future(self._refused.wait())]
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if timeout is not None:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await self._wait_saying_so(waits)
         finally:
             for fut in waits:
                 fut.cancel()
@@ -234,6 +242,19 @@ class Bus:
                 f"no answer from the cage at {self.endpoints.router} within {timeout}s "
                 "(is zdse-proxy running there?)"
             )
+
+    async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for the first of ``waits``, logging ``node.waiting`` now and then meanwhile."""
+        waited, patience = 0.0, WAITING_NOTICE
+        while True:
+            done, _ = await asyncio.wait(waits, timeout=patience,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return
+            waited += patience
+            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited,
+                             why="no answer from the cage yet; still trying")
+            patience = min(2 * patience, WAITING_NOTICE_MAX)
 
     @property
     def registered(self) -> bool:

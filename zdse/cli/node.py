@@ -8,8 +8,6 @@ import contextlib
 import signal
 import sys
 
-import structlog
-
 from zdse import codec, modules
 from zdse.bus import Bus
 from zdse.cli.args import add_log_flags, key_value
@@ -44,11 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Seconds without an answer from the cage before the node says it waits
-#: (then twice as long each time, up to a minute).
-WAITING_NOTICE = 5.0
-
-
 async def run(service: Service, bus: Bus) -> int:
     """Register, start the service, run until SIGTERM/SIGINT, stop it."""
     log = get_logger(service=service.name)
@@ -58,7 +51,7 @@ async def run(service: Service, bus: Bus) -> int:
         loop.add_signal_handler(sig, stop.set)
     service.attach(bus)
     try:
-        if not await open_unless_stopped(bus, stop, log):
+        if not await open_unless_stopped(bus, stop):
             log.info("node.stopped", registered=False)
             return 0
     except RegistrationError as exc:
@@ -83,33 +76,22 @@ async def run(service: Service, bus: Bus) -> int:
         log.info("node.stopped")
 
 
-async def open_unless_stopped(
-    bus: Bus, stop: asyncio.Event, log: structlog.stdlib.BoundLogger
-) -> bool:
+async def open_unless_stopped(bus: Bus, stop: asyncio.Event) -> bool:
     """Open ``bus`` (it waits for the cage as long as it takes) unless ``stop`` is set first.
 
-    Logs ``node.waiting`` while the cage does not answer. Returns whether the
-    bus opened; a stop closes it unopened.
+    Returns whether the bus opened; a stop closes it unopened.
 
     Raises:
         RegistrationError: the cage refused the name or the key.
     """
     opening = asyncio.ensure_future(bus.open())
     stopping = asyncio.ensure_future(stop.wait())
-    waited, patience = 0.0, WAITING_NOTICE
     try:
-        while True:
-            await asyncio.wait([opening, stopping], timeout=patience,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if opening.done():
-                opening.result()
-                return True
-            if stopping.done():
-                return False
-            waited += patience
-            log.warning("node.waiting", router=bus.endpoints.router, waited=waited,
-                        why="no answer from the cage yet; still trying")
-            patience = min(2 * patience, 60.0)
+        await asyncio.wait([opening, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if opening.done():
+            opening.result()
+            return True
+        return False
     finally:
         stopping.cancel()
         if not opening.done():
