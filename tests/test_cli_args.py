@@ -185,6 +185,9 @@ def test_zdse_ctl_interrupted_exits_130_without_a_traceback(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ctl.asyncio, "run", interrupted)
+    # main configures logging for the process: not this one's, whose stderr
+    # is a capture closed after the test.
+    monkeypatch.setattr(ctl, "configure", lambda *args, **kwargs: None)
     assert ctl.main(["services"]) == ctl.EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err == "zdse-ctl: interrupted\n"
 
