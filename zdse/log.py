@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
-__all__ = ["configure", "get_logger"]
+__all__ = ["LineWriter", "configure", "get_logger"]
 
 LEVELS = ("debug", "info", "warning", "error")
 #: ``auto``: JSON lines when the stream is not a terminal, readable lines when it is.
@@ -40,9 +41,33 @@ def configure(level: str = "info", stream: object = None, fmt: str = "auto") -> 
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        logger_factory=lambda *args: LineWriter(out),
         cache_logger_on_first_use=False,
     )
+
+
+class LineWriter:
+    """structlog's final logger: one rendered line per event, written and flushed.
+
+    A line the stream refuses (closed, a broken pipe, a full disk) is dropped
+    and counted: logging never takes a process down, nor breaks the socket
+    reader that happened to log.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.dropped = 0
+
+    def msg(self, message: str) -> None:
+        """Write ``message`` and a newline."""
+        try:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # ValueError: I/O on a closed file
+            self.dropped += 1
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def get_logger(**initial: object) -> structlog.stdlib.BoundLogger:
