@@ -184,8 +184,9 @@ class Updates:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
-        #: Each publisher's view after the newest update received, and read.
+        #: Each publisher's view after the newest update received (queued)...
         self.views: dict[str, Any] = {}
+        #: ... and after the newest one the test has read (next, until).
         self.read: dict[str, Any] = {}
 
     def __call__(self, update: Update) -> None:

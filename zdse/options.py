@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import TypeVar
 
 from zdse.errors import ConfigError
 
 __all__ = ["boolean", "finite_positive", "positive_float", "positive_float_env", "positive_int",
            "refuse_unknown", "whole_positive"]
+
+T = TypeVar("T")
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
@@ -27,10 +30,16 @@ def positive_float(options: Mapping[str, str], key: str, default: float) -> floa
     Raises:
         ConfigError: not a number, or not finite and above zero.
     """
+    return _parsed(options, key, default, finite_positive)
+
+
+def _parsed(options: Mapping[str, str], key: str, default: T,
+            parse: Callable[[str, str], T]) -> T:
+    """Option ``key`` through ``parse(text, what)``, or ``default`` when absent."""
     text = options.get(key)
     if text is None:
         return default
-    return finite_positive(text, f"--set {key}={text!r}")
+    return parse(text, f"--set {key}={text!r}")
 
 
 def positive_float_env(variable: str, default: float,
@@ -69,10 +78,7 @@ def positive_int(options: Mapping[str, str], key: str, default: int) -> int:
     Raises:
         ConfigError: not a whole number, or below 1.
     """
-    text = options.get(key)
-    if text is None:
-        return default
-    return whole_positive(text, f"--set {key}={text!r}")
+    return _parsed(options, key, default, whole_positive)
 
 
 def whole_positive(text: str, what: str) -> int:
