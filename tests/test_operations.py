@@ -250,7 +250,7 @@ def test_a_module_that_crashes_at_once_ends_failed_with_its_error(
     failed = cage.wait_event("service.failed", service="broken")
     assert "name 'broken' is held by a live node" in failed["error"]
     row = services(cluster)["broken"]
-    assert (row["state"], row["restarts"]) == ("failed", 2)
+    assert (row["state"], row["pid"], row["restarts"]) == ("failed", 0, 2)
     assert row["last_error"].startswith("exited with code 1: ")
     assert "name 'broken' is held by a live node" in row["last_error"]
     table = cluster.ctl("services")
