@@ -144,6 +144,9 @@ class Bus:
         self.on_request = on_request
         self.on_message = on_message
         self.prepush_processor = prepush_processor
+        #: Column names by dataindex, for tables whose rows are lists: shown
+        #: in ``pubdata`` (and by zdse-web). A Service sets its ``columns``.
+        self.columns: dict[str, list[str]] = {}
         self.connect_timeout = connect_timeout
         self.curve = curve
         self.log = get_logger(service=name)
@@ -416,8 +419,12 @@ class Bus:
     # --- introspection ------------------------------------------------------
 
     def pubdata(self) -> dict[str, Any]:
-        """What this service publishes, and to whom."""
-        return self.core.publications.pubdata()
+        """What this service publishes, and to whom (with its ``columns``, if declared)."""
+        published = self.core.publications.pubdata()
+        for dataindex, names in self.columns.items():
+            if dataindex in published:
+                published[dataindex]["columns"] = names
+        return published
 
     def subdata(self) -> dict[str, Any]:
         """What this service subscribes to, and how far each view is."""
