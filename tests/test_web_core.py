@@ -148,3 +148,20 @@ def test_to_json_shows_what_json_cannot_hold() -> None:
     text = to_json({"b": b"\xffx", "f": math.nan, "n": [math.inf], (1, 2): 1, 3: None})
     assert json.loads(text) == {"b": "\ufffdx", "f": "nan", "n": ["inf"], "(1, 2)": 1,
                                 "3": None}
+
+
+def test_declared_columns_are_answered_in_pubdata() -> None:
+    """A Service's columns reach its Bus and show in pubdata for the tables it publishes."""
+    from zdse.bus import Bus
+    from zdse.service import Service
+
+    class Declares(Service):
+        columns = {"vms": ("name", "uuid"), "unpublished": ("x",)}
+
+    bus = Bus("columns.test")
+    Declares("columns.test", {}).attach(bus)
+    bus.core.publish("vms", [["a", "1"]])
+    bus.core.publish("plain", [[1]])
+    pubdata = bus.pubdata()
+    assert pubdata["vms"]["columns"] == ["name", "uuid"]
+    assert "columns" not in pubdata["plain"] and "unpublished" not in pubdata

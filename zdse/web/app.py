@@ -56,7 +56,10 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 
 def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html")
+    # no-store: a page is live data, and one kept in the browser's
+    # back-forward cache would keep its stream (and subscriptions) open.
+    return web.Response(text=text, status=status, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
 
 
 class Dashboard:

@@ -44,6 +44,9 @@ function listen(url, onEvent) {
   source.onmessage = (msg) => onEvent(JSON.parse(msg.data));
   source.onerror = () => banner("zdse-web does not answer: reconnecting…");
   source.onopen = () => banner("");
+  // A page left for another (or kept in the back-forward cache) ends its
+  // stream, and so zdse-web's subscriptions, at once.
+  window.addEventListener("pagehide", () => source.close());
   return source;
 }
 
