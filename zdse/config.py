@@ -54,6 +54,7 @@ from typing import Any
 from zdse import codec
 from zdse.endpoints import check_endpoint
 from zdse.errors import ConfigError, ProtocolError
+from zdse.limits import MIN_HEARTBEAT
 from zdse.log import FORMATS, LEVELS
 from zdse.supervisor import RestartPolicy, ServiceSpec
 
@@ -145,7 +146,7 @@ def parse(
             settings[key] = check_endpoint(check.string(cage, key, "cage"),
                                            f"{source}: cage.{key}")
     if "heartbeat" in cage:
-        settings["heartbeat"] = check.positive(cage, "heartbeat", "cage")
+        settings["heartbeat"] = check.positive(cage, "heartbeat", "cage", MIN_HEARTBEAT)
     if "heartbeats_to_expire" in cage:
         settings["heartbeats_to_expire"] = check.integer(cage, "heartbeats_to_expire", "cage", 2)
     if "queue_hwm" in cage:
@@ -257,10 +258,14 @@ class _Checker:
             raise self.fail(where, key, f"expected a non-empty string, got {_show(value)}")
         return value
 
-    def positive(self, table: Mapping[str, Any], key: str, where: str) -> float:
+    def positive(self, table: Mapping[str, Any], key: str, where: str,
+                 least: float = 0.0) -> float:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise self.fail(where, key, f"expected a number above zero, got {_show(value)}")
+        if value < least:
+            raise self.fail(where, key, f"must be at least {least:g} (the floor), "
+                                        f"got {_show(value)}")
         return float(value)
 
     def integer(self, table: Mapping[str, Any], key: str, where: str, least: int) -> int:

@@ -11,10 +11,20 @@ from zdse.cli.args import add_log_flags, env_default, positive_float, positive_i
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, NODE_QUEUE_HWM
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MIN_HEARTBEAT, NODE_QUEUE_HWM
 from zdse.log import configure, get_logger
 from zdse.operations import Operations, read_config
+from zdse.options import at_least
 from zdse.proxy import Proxy
+
+
+def heartbeat(text: str) -> float:
+    """argparse type of --heartbeat: seconds, at least MIN_HEARTBEAT."""
+    value = positive_float(text)
+    try:
+        return at_least(value, repr(text), MIN_HEARTBEAT)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoint_flags(parser)
     parser.add_argument(
         "--heartbeat",
-        type=positive_float,
+        type=heartbeat,
         default=env_default("ZDSE_HEARTBEAT", str(HEARTBEAT_INTERVAL)),
-        help="seconds between heartbeats; 3 missed expire a node "
+        help=f"seconds between heartbeats, at least {MIN_HEARTBEAT:g}; 3 missed expire a node "
         "(env ZDSE_HEARTBEAT, default %(default)s)",
     )
     parser.add_argument(
