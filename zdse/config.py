@@ -59,7 +59,7 @@ from zdse.log import FORMATS, LEVELS
 from zdse.supervisor import RestartPolicy, ServiceSpec
 
 __all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port",
-           "service_table"]
+           "read_text", "service_table"]
 
 #: Settings that have an environment variable; it overrides the file too.
 ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT",
@@ -114,15 +114,27 @@ def load(
             (the message names the file and the key).
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
+    text = read_text(path, f"config {source}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     return parse(data, source, known_modules, env)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a UTF-8 file.
+
+    Raises:
+        ConfigError: ``cannot read WHAT: why`` (missing, unreadable, not UTF-8).
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {what}: not UTF-8 text (byte "
+                          f"{exc.object[exc.start]:#04x} at offset {exc.start})") from None
 
 
 def parse(
