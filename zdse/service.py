@@ -28,7 +28,9 @@ class Service:
     A subclass's constructor checks its options, raising ConfigError for a
     bad one, and connects to nothing: the cage builds each service of its
     config this way, unstarted, to refuse what the module would refuse
-    (:func:`zdse.modules.check`). Connections start in :meth:`start`.
+    (:func:`zdse.modules.check`, in a child process given
+    :data:`~zdse.limits.CONFIG_CHECK_TIMEOUT` seconds for all the services it
+    checks). Connections start in :meth:`start`.
 
     Args:
         name: the service's unique name on the bus.

@@ -6,7 +6,8 @@ own interpreter, the cage's endpoints), reads each one's stderr on a thread
 reaps them, and feeds what happened to the pure core, then carries out the
 actions the core returns. It runs inside the cage's loop: :meth:`Supervisor.tick`
 is called every heartbeat/4 and nothing it does blocks (a spawn is a
-fork/exec, a stop is a signal, a reap is a non-blocking wait).
+fork/exec, a stop is a signal, a reap is a non-blocking wait, and the check
+of a reloaded config's modules is a child process it polls).
 
 Control requests to the key ``cage``: ``start``, ``stop``, ``reload`` (args
 ``{"name": NAME}``), ``reload-config``, and ``services`` gains each
