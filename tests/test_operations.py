@@ -289,11 +289,12 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
         "files.m": file_service(tmp_path, "m", {"t": [[1]]}),
     }, "--metrics", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/metrics"
-    before = scrape(url)
+    running = ("zdse_service_state", (("service", "files.m"), ("state", "running")))
+    before = scrape_until(url, lambda s: s.get(running) == 1)
     assert before[("zdse_loop_responsive", ())] == 1
     assert before[("zdse_nodes", ())] == 1
     assert before[("zdse_routes", ())] == 2  # its name and allservices
-    assert before[("zdse_service_state", (("service", "files.m"), ("state", "running")))] == 1
+    assert before[running] == 1
     assert before[("zdse_service_restarts_total", (("service", "files.m"),))] == 0
 
     def routed(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
@@ -354,7 +355,8 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
                                 timeout=60)
 
     run(vsphere_hosts(), timeout=90)
-    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    metrics = scrape_until(f"http://127.0.0.1:{port}/metrics",
+                           lambda s: s.get(("zdse_nodes", ()), 0) >= 3)
     assert metrics[("zdse_nodes", ())] >= 3
 
 
