@@ -66,7 +66,7 @@ def test_front_page_lists_services_and_a_click_shows_tables(
     cluster.start_cage()
     cluster.file_node("files.boston", {"vms": [["vm-1", "on"], ["vm-2", "off"]],
                                        "hosts": {"h1": {"ip": "10.0.0.1"}}})
-    web, url = start_web(cluster)
+    _web, url = start_web(cluster)
     chrome.get(url + "/")
     wait_for(chrome, lambda d: service_state(d, "files.boston") == "running")
     chrome.find_element(By.LINK_TEXT, "files.boston").click()
@@ -155,7 +155,7 @@ def test_a_browser_that_leaves_ends_its_subscriptions(
 
 def test_latency_of_a_10000_row_table_at_100_deltas_a_second(
         chrome: Any, procs: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Publish -> DOM latency, 10,000 rows, 100 deltas/s (printed, not asserted; see benchmarks/)."""
+    """Publish -> DOM latency, 10,000 rows, 100 deltas/s (printed, not asserted: benchmarks/)."""
     from zdse import delta
 
     cluster = Cluster(procs, tmp_path)

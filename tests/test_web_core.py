@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -49,7 +49,8 @@ def test_deltas_past_the_budget_become_one_snapshot_of_the_newest_view() -> None
         assert feed.queued_bytes <= 500
     sent = events(feed)
     assert [e["t"] for e in sent] == ["snapshot"]
-    assert sent[0]["seq"] == 99 and sent[0]["data"] == view
+    assert sent[0]["seq"] == 99
+    assert sent[0]["data"] == view
     assert feed.coalesced >= 1
 
 
@@ -156,7 +157,8 @@ def test_declared_columns_are_answered_in_pubdata() -> None:
     from zdse.service import Service
 
     class Declares(Service):
-        columns = {"vms": ("name", "uuid"), "unpublished": ("x",)}
+        columns: ClassVar[dict[str, tuple[str, ...]]] = {
+            "vms": ("name", "uuid"), "unpublished": ("x",)}
 
     bus = Bus("columns.test")
     Declares("columns.test", {}).attach(bus)
@@ -164,4 +166,5 @@ def test_declared_columns_are_answered_in_pubdata() -> None:
     bus.core.publish("plain", [[1]])
     pubdata = bus.pubdata()
     assert pubdata["vms"]["columns"] == ["name", "uuid"]
-    assert "columns" not in pubdata["plain"] and "unpublished" not in pubdata
+    assert "columns" not in pubdata["plain"]
+    assert "unpublished" not in pubdata

@@ -51,6 +51,18 @@ def _text(fields: Mapping[str, Any], name: str) -> str:
     return value.strip()
 
 
+def _word(fields: Mapping[str, Any], name: str, hint: str) -> str:
+    """A required field that goes on the wire as an address or dataindex."""
+    value = _text(fields, name)
+    if not value:
+        raise FormError(f"{name} is missing: {hint}")
+    try:
+        codec.validate_pattern(value, name)
+    except ProtocolError as exc:
+        raise FormError(str(exc)) from None
+    return value
+
+
 def parse_request(fields: Mapping[str, Any], control: bool) -> RequestForm:
     """Check a request form's fields (strings, as a form posts them).
 
@@ -63,20 +75,8 @@ def parse_request(fields: Mapping[str, Any], control: bool) -> RequestForm:
     Raises:
         FormError: which field is wrong, and why.
     """
-    key = _text(fields, "key")
-    if not key:
-        raise FormError("key is missing: the address to send the request to, e.g. cage")
-    try:
-        codec.validate_pattern(key, "key")
-    except ProtocolError as exc:
-        raise FormError(str(exc)) from None
-    dataindex = _text(fields, "dataindex")
-    if not dataindex:
-        raise FormError("dataindex is missing: what to ask for, e.g. services")
-    try:
-        codec.validate_pattern(dataindex, "dataindex")
-    except ProtocolError as exc:
-        raise FormError(str(exc)) from None
+    key = _word(fields, "key", "the address to send the request to, e.g. cage")
+    dataindex = _word(fields, "dataindex", "what to ask for, e.g. services")
     if key == codec.CAGE and dataindex in CONTROL_REQUESTS and not control:
         raise FormError(f"{dataindex!r} changes the cage: zdse-web is read-only "
                         "(start it with --control to allow it)")
