@@ -109,6 +109,21 @@ def test_a_stopped_service_shows_as_gone(chrome: Any, procs: Processes, tmp_path
     wait_for(chrome, lambda d: service_state(d, "files.boston") == "gone")
 
 
+def test_a_shared_key_shows_one_panel_per_publisher_and_lost(
+        chrome: Any, procs: Processes, tmp_path: Path) -> None:
+    """The subscribe view of a shared key has a panel per publisher; one that leaves is lost."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    boston, _ = cluster.file_node("files.boston", {"vms": [["b-1"]]}, ["files.all"])
+    cluster.file_node("files.chicago", {"vms": [["c-1"]]}, ["files.all"])
+    _, url = start_web(cluster)
+    chrome.get(url + "/subscribe?key=files.all&dataindex=vms")
+    wait_for(chrome, lambda d: sorted(texts(d, ".panel td")) == ["b-1", "c-1"])
+    boston.kill(signal.SIGTERM)
+    wait_for(chrome, lambda d: texts(d, ".panel.lost h3 small") == ["from files.boston"])
+    assert texts(chrome, ".panel:not(.lost) td") == ["c-1"]
+
+
 def test_the_page_recovers_after_the_cage_restarts(
         chrome: Any, procs: Processes, tmp_path: Path) -> None:
     """With the cage gone a banner says so; when it is back the page recovers by itself."""
