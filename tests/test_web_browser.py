@@ -168,6 +168,42 @@ def test_a_browser_that_leaves_ends_its_subscriptions(
     assert web_name not in run(subscribers(lambda names: web_name not in names))
 
 
+def test_a_100000_row_table_is_paged(chrome: Any, procs: Processes, tmp_path: Path) -> None:
+    """A 100,000-row table renders one page of rows, and its pager reaches the last row."""
+    from selenium.webdriver.common.by import By
+
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    _, url = start_web(cluster)
+
+    async def serve(opened: threading.Event, done: threading.Event) -> None:
+        async with cluster.bus("big.publisher") as bus:
+            bus.publish("rows", [[f"row-{i:06}", i] for i in range(100_000)])
+            opened.set()
+            await asyncio.to_thread(done.wait)
+
+    opened, done = threading.Event(), threading.Event()
+    publisher = threading.Thread(target=run, args=(serve(opened, done), 120), daemon=True)
+    publisher.start()
+    try:
+        assert opened.wait(WAIT)
+        started = time.monotonic()
+        chrome.get(url + "/service/big.publisher")
+        wait_for(chrome, lambda d: d.execute_script(
+            "const p = document.querySelector('.panel');"
+            "return p && p.dataset.rows === '100000';"))
+        print(f"\n100,000-row table: page open -> first page rendered "
+              f"{(time.monotonic() - started) * 1000:.0f} ms")
+        assert len(chrome.find_elements(By.CSS_SELECTOR, ".panel tbody tr")) == 50
+        chrome.find_element(By.XPATH, "//button[text()='»']").click()
+        wait_for(chrome, lambda d: texts(d, ".panel tbody tr:last-child td") == [
+            "row-099999", "99999"])
+        assert "of 100000 · page 2000 of 2000" in texts(chrome, ".panel .info")[0]
+    finally:
+        done.set()
+        publisher.join(WAIT)
+
+
 def test_latency_of_a_10000_row_table_at_100_deltas_a_second(
         chrome: Any, procs: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Publish -> DOM latency, 10,000 rows, 100 deltas/s (printed, not asserted: benchmarks/)."""
