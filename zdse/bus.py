@@ -252,8 +252,12 @@ class Bus:
             if done:
                 return
             waited += patience
-            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited,
-                             why="no answer from the cage yet; still trying")
+            if self.core.session.known:
+                why = (f"welcomed, but nothing came yet from the cage's PUB at "
+                       f"{self.endpoints.pub}; still trying")
+            else:
+                why = "no answer from the cage yet; still trying"
+            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited, why=why)
             patience = min(2 * patience, WAITING_NOTICE_MAX)
 
     @property
@@ -705,7 +709,9 @@ class Bus:
             if events:
                 self._events.feed(events)
             session = self.core.session
-            await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+            now = time.monotonic()
+            await asyncio.sleep(min(session.heartbeat / 4, self.core.subscriptions.refresh / 4,
+                                    session.due_in(now)))
 
 
 def _urgent(event: Event) -> bool:
