@@ -47,7 +47,7 @@ from zdse.errors import (
 from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
-from zdse.log import get_logger
+from zdse.log import get_logger, sampled
 from zdse.node import (
     Event,
     IncomingMessage,
@@ -387,7 +387,8 @@ class Bus:
                 ) from None
         if self._closed:
             raise BusClosed("the bus was closed")
-        cid = self.core.request(key, dataindex, args, gather)
+        cid = self.core.request(key, dataindex, args, gather,
+                                max(0.0, deadline - time.monotonic()))
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
         # A timer and the future itself: wait_for(shield(fut)) costs three
@@ -555,7 +556,7 @@ class Bus:
             self._flush_now()
         if self.core.stats["bad_frames"] != bad:
             bad = self.core.stats["bad_frames"]
-            if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
+            if sampled(bad):
                 self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
         return more
 
@@ -656,13 +657,30 @@ class Bus:
         self.core.reply(sender, req.cid, True, result)
 
     async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
+        """Await an async handler's answer and send it; cancel it once its requester gave up.
+
+        Past the requester's timeout (counted from the request's arrival)
+        nobody waits for the answer: the handler is cancelled, so one that
+        never finishes holds no task, and no memory, for ever.
+        """
         try:
-            result = await pending
+            async with asyncio.timeout(req.timeout if req.timeout > 0 else None) as scope:
+                result = await pending
         except Exception as exc:
-            self._reply_error(sender, req, exc)
+            if isinstance(exc, TimeoutError) and scope.expired():
+                self._abandoned(sender, req)
+                return
+            self._reply_error(sender, req, exc)  # the handler's own TimeoutError too
         else:
             self.core.reply(sender, req.cid, True, result)
         self._pump()
+
+    def _abandoned(self, sender: str, req: codec.Request) -> None:
+        count = self.core.stats["requests_abandoned"] = self.core.stats["requests_abandoned"] + 1
+        if sampled(count):
+            self.log.warning("request.abandoned", sender=sender, dataindex=req.dataindex,
+                             timeout=req.timeout, count=count,
+                             why="its handler outlived the requester's timeout: cancelled")
 
     def _reply_error(self, sender: str, req: codec.Request, exc: Exception) -> None:
         if not isinstance(exc, ZdseError):

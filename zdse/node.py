@@ -182,12 +182,13 @@ class NodeCore:
         """End a subscription."""
         self._act(self.subscriptions.unsubscribe(sid))
 
-    def request(self, key: str, dataindex: str, args: Any, gather: bool) -> int:
-        """Queue a request; return its correlation id."""
+    def request(self, key: str, dataindex: str, args: Any, gather: bool,
+                timeout: float = 0.0) -> int:
+        """Queue a request, to be answered within ``timeout`` seconds; return its correlation id."""
         codec.validate_pattern(key, "key")
         cid = self.requests.new(key, gather)
         try:
-            self._act([Send(key, codec.Request(cid, dataindex, args))],
+            self._act([Send(key, codec.Request(cid, dataindex, args, timeout))],
                       FLAG_GATHER if gather else 0)
         except (ProtocolError, MessageTooLarge):
             self.requests.cancel(cid)
