@@ -121,3 +121,18 @@ def test_a_welcome_after_registered_proves_the_sub_again() -> None:
     s.on_welcome("e1", 1.0, 0.5)
     assert s.state is SessionState.JOINING
     assert s.on_probe("e1", 2)
+
+
+def test_joining_for_an_expiry_says_so_once_per_expiry() -> None:
+    """A SUB that stays silent while the DEALER works is worth a warning, never a flood."""
+    s = Session(REG, 0)
+    s.start(0)
+    s.on_welcome("e1", 1.0, 0.0)
+    silent = []
+    for step in range(1, 80):
+        now = step / 10
+        s.on_heartbeat("e1", now)  # the cage keeps answering
+        if s.tick(now).sub_silent:
+            silent.append(now)
+    assert silent == [3.0, 6.0]
+    assert s.state is SessionState.JOINING

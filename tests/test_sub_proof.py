@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.harness import Cluster, Proc, Updates, run
-from tests.support import Processes
+from tests.support import Processes, free_port
 from zdse.bus import Bus
+from zdse.endpoints import Endpoints
+from zdse.errors import BusClosed
 
 #: Tries, each with a cage started after its two nodes.
 TRIES = 50
@@ -111,3 +115,20 @@ def test_a_cage_restarted_under_its_nodes_loses_no_delta_after_the_reannounce(
 
     late = run(main(), timeout=240)
     assert late == [], f"{len(late)} of {RESTARTS} deltas came late (restarts {late})"
+
+
+def test_a_node_whose_sub_never_hears_the_cage_is_not_registered_and_says_why(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """A wrong PUB endpoint: welcomed, never registered; open() fails naming the PUB."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    wrong = Endpoints(cluster.endpoints.router, f"tcp://127.0.0.1:{free_port()}")
+
+    async def main() -> None:
+        bus = Bus("deaf", endpoints=wrong, connect_timeout=1.0)
+        with pytest.raises(BusClosed, match=f"nothing came from its PUB at {wrong.pub}"):
+            await bus.open()
+        assert not bus.registered
+
+    run(main())

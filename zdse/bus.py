@@ -238,6 +238,12 @@ class Bus:
                 raise NameTakenError(session.refusal)
             raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
         if not self._registered.is_set():
+            if self.core.session.known:
+                raise BusClosed(
+                    f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
+                    f"came from its PUB at {self.endpoints.pub} within {timeout}s "
+                    "(is that the cage's --pub?)"
+                )
             raise BusClosed(
                 f"no answer from the cage at {self.endpoints.router} within {timeout}s "
                 "(is zdse-proxy running there?)"
@@ -626,6 +632,8 @@ class Bus:
         elif event.what in ("lost", "reregistering"):
             self.log.warning(f"cage.{event.what}", why=event.detail)
             self._registered.clear()
+        elif event.what == "sub_silent":
+            self.log.warning("cage.sub_silent", pub=self.endpoints.pub, why=event.detail)
         else:
             self.log.warning("cage.error", error=event.detail)
 

@@ -80,7 +80,10 @@ class Registered:
 
 @dataclass(frozen=True, slots=True)
 class SessionChange:
-    """The session moved: ``"lost"``, ``"reregistering"`` or ``"refused"``."""
+    """The session moved: ``"lost"``, ``"reregistering"``, ``"refused"``, ``"sub_silent"``.
+
+    (Or ``"error"``: the cage refused one of our frames.)
+    """
 
     what: str
     detail: str
@@ -284,6 +287,9 @@ class NodeCore:
         if tick.lost:
             silent = f"no word from the cage for {self.session.expiry}s"
             events.append(SessionChange("lost", silent))
+        if tick.sub_silent:
+            events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on the "
+                                        f"SUB for {self.session.expiry}s; still probing"))
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)

@@ -9,6 +9,7 @@ One node's states, as in :data:`TRANSITIONS`::
                                                    subscriptions)
     JOINING      tick, probe due  ->  JOINING      probe sent again (backing off)
     JOINING      silence          ->  CONNECTING   register sent again
+    JOINING      tick, an expiry  ->  JOINING      sub_silent: worth a warning
     REGISTERED   tick, beat due   ->  REGISTERED   heartbeat sent
     REGISTERED   silence          ->  LOST         keep beating; the cage may come back
     REGISTERED   welcome          ->  JOINING      (a retried register's answer)
@@ -125,6 +126,9 @@ class Tick:
     probe: bool = False
     #: The session just went silent: LOST, or registering again.
     lost: bool = False
+    #: JOINING for another expiry: the DEALER works, but nothing came from
+    #: the cage's PUB (a wrong PUB endpoint, say). Worth a warning.
+    sub_silent: bool = False
 
 
 class Session:
@@ -147,6 +151,7 @@ class Session:
         self._next_send = now
         self._next_probe = float("inf")
         self._probe_wait = PROBE_RETRY
+        self._joining_since = 0.0
 
     @property
     def expiry(self) -> float:
@@ -184,6 +189,7 @@ class Session:
             self.registrations += 1
             self._next_probe = now + PROBE_RETRY
             self._probe_wait = PROBE_RETRY
+            self._joining_since = now
         self._last_heard = now
         self._next_send = now + self.heartbeat
         return self.registrations > 1
@@ -244,6 +250,9 @@ class Session:
                 out.send.append(self.register)
             else:
                 out.send.append(Heartbeat())
+        if self.state is SessionState.JOINING and now - self._joining_since >= self.expiry:
+            self._joining_since = now  # said again after another expiry
+            out.sub_silent = True
         if self.state is SessionState.JOINING and now >= self._next_probe:
             out.probe = True
             self._probe_wait = min(2 * self._probe_wait, self.heartbeat)
