@@ -12,7 +12,7 @@ from zdse import codec, subscriber
 from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
-from zdse.errors import MessageTooLarge
+from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.node import NodeCore
 from zdse.publisher import Publications
@@ -365,3 +365,5 @@ def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> N
     assert core.registered
     kinds = [codec.parse_header(h)[0] for h, _, _ in core.outbox]
     assert kinds == [codec.Kind.SUBSCRIBE]
+    with pytest.raises(ProtocolError, match="reserved"):
+        core.publish(PROBE_DATAINDEX, [[1]])

@@ -145,10 +145,13 @@ class NodeCore:
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
-            ProtocolError: msgpack cannot represent ``data``.
+            ProtocolError: msgpack cannot represent ``data``, or ``dataindex``
+                is the reserved PROBE_DATAINDEX.
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
+        if dataindex == PROBE_DATAINDEX:
+            raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
