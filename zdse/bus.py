@@ -47,7 +47,7 @@ from zdse.errors import (
 from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
-from zdse.log import get_logger
+from zdse.log import get_logger, sampled
 from zdse.node import (
     Event,
     IncomingMessage,
@@ -241,6 +241,12 @@ class Bus:
                 raise NameTakenError(session.refusal)
             raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
         if not self._registered.is_set():
+            if self.core.session.known:
+                raise BusClosed(
+                    f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
+                    f"came from its PUB at {self.endpoints.pub} within {timeout}s "
+                    "(is that the cage's --pub?)"
+                )
             raise BusClosed(
                 f"no answer from the cage at {self.endpoints.router} within {timeout}s "
                 "(is zdse-proxy running there?)"
@@ -255,8 +261,12 @@ class Bus:
             if done:
                 return
             waited += patience
-            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited,
-                             why="no answer from the cage yet; still trying")
+            if self.core.session.known:
+                why = (f"welcomed, but nothing came yet from the cage's PUB at "
+                       f"{self.endpoints.pub}; still trying")
+            else:
+                why = "no answer from the cage yet; still trying"
+            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited, why=why)
             patience = min(2 * patience, WAITING_NOTICE_MAX)
 
     @property
@@ -386,7 +396,8 @@ class Bus:
                 ) from None
         if self._closed:
             raise BusClosed("the bus was closed")
-        cid = self.core.request(key, dataindex, args, gather)
+        cid = self.core.request(key, dataindex, args, gather,
+                                max(0.0, deadline - time.monotonic()))
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
         # A timer and the future itself: wait_for(shield(fut)) costs three
@@ -558,7 +569,7 @@ class Bus:
             self._flush_now()
         if self.core.stats["bad_frames"] != bad:
             bad = self.core.stats["bad_frames"]
-            if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
+            if sampled(bad):
                 self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
         return more
 
@@ -628,6 +639,8 @@ class Bus:
         elif event.what in ("lost", "reregistering"):
             self.log.warning(f"cage.{event.what}", why=event.detail)
             self._registered.clear()
+        elif event.what == "sub_silent":
+            self.log.warning("cage.sub_silent", pub=self.endpoints.pub, why=event.detail)
         else:
             self.log.warning("cage.error", error=event.detail)
 
@@ -659,13 +672,30 @@ class Bus:
         self.core.reply(sender, req.cid, True, result)
 
     async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
+        """Await an async handler's answer and send it; cancel it once its requester gave up.
+
+        Past the requester's timeout (counted from the request's arrival)
+        nobody waits for the answer: the handler is cancelled, so one that
+        never finishes holds no task, and no memory, for ever.
+        """
         try:
-            result = await pending
+            async with asyncio.timeout(req.timeout if req.timeout > 0 else None) as scope:
+                result = await pending
         except Exception as exc:
-            self._reply_error(sender, req, exc)
+            if isinstance(exc, TimeoutError) and scope.expired():
+                self._abandoned(sender, req)
+                return
+            self._reply_error(sender, req, exc)  # the handler's own TimeoutError too
         else:
             self.core.reply(sender, req.cid, True, result)
         self._pump()
+
+    def _abandoned(self, sender: str, req: codec.Request) -> None:
+        count = self.core.stats["requests_abandoned"] = self.core.stats["requests_abandoned"] + 1
+        if sampled(count):
+            self.log.warning("request.abandoned", sender=sender, dataindex=req.dataindex,
+                             timeout=req.timeout, count=count,
+                             why="its handler outlived the requester's timeout: cancelled")
 
     def _reply_error(self, sender: str, req: codec.Request, exc: Exception) -> None:
         if not isinstance(exc, ZdseError):
@@ -712,7 +742,9 @@ class Bus:
             if events:
                 self._events.feed(events)
             session = self.core.session
-            await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+            now = time.monotonic()
+            await asyncio.sleep(min(session.heartbeat / 4, self.core.subscriptions.refresh / 4,
+                                    session.due_in(now)))
 
 
 def _urgent(event: Event) -> bool:
