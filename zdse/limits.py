@@ -40,3 +40,11 @@ REQUEST_TIMEOUT = 10.0
 #: Messages queued towards one node before the cage drops (and counts)
 #: instead of blocking everyone: ZeroMQ's high-water mark on the ROUTER.
 NODE_QUEUE_HWM = 100_000
+
+#: Subscriptions a publisher holds, all together, for dataindexes it has not
+#: published (yet): a subscriber may name any dataindex, and each held one
+#: costs about 700 bytes, so 50,000 announces to made-up names cost 33 MB
+#: before this bound. Past it an announce is answered, not recorded; it is
+#: recorded when a re-announce finds the dataindex published. A few
+#: thousand covers every table a real service would be asked for early.
+MAX_WAITING_SUBSCRIPTIONS = 4096
