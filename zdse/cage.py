@@ -27,6 +27,7 @@ from zdse.limits import (
     FRAME_COST,
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
+    MAX_COUNTED_SUBSCRIPTIONS,
     MAX_LEFT_ACCOUNTS,
     MAX_MESSAGE_BYTES,
     NODE_QUEUE_BYTES,
@@ -209,7 +210,11 @@ class CageCore:
                 return
             self.routed[head] += 1
             if kind is Kind.SUBSCRIBE:
-                self.subscribers[(identity, key_bytes)] = now
+                pair = (identity, key_bytes)
+                if pair in self.subscribers or len(self.subscribers) < MAX_COUNTED_SUBSCRIPTIONS:
+                    self.subscribers[pair] = now
+                else:
+                    self.stats["subscriptions_uncounted"] += 1
             out = self.outbox.router
             sender = node.name_bytes
             cost = len(sender) + len(key_bytes) + len(body) + _ROUTED_COST

@@ -76,3 +76,10 @@ FRAME_COST = 64
 #: again on the same connection gives no fresh budget. Past it the oldest
 #: is forgotten. About 100 bytes each.
 MAX_LEFT_ACCOUNTS = 10_000
+
+#: (subscriber, key) pairs the cage remembers for its subscriptions gauge
+#: until they age out (SUBSCRIPTION_TTL): any key that routes counts, so a
+#: node announcing made-up keys under a wildcard address could otherwise
+#: grow it for 30 s at a stretch. Past it, new pairs are not counted
+#: (``subscriptions_uncounted`` in ``zdse-ctl stats``); routing is unchanged.
+MAX_COUNTED_SUBSCRIPTIONS = 100_000
