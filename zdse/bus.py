@@ -52,6 +52,7 @@ from zdse.node import (
     Event,
     IncomingMessage,
     IncomingRequest,
+    Membership,
     NodeCore,
     Registered,
     SessionChange,
@@ -61,7 +62,17 @@ from zdse.requests import Outcome
 from zdse.subscriber import Update
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
-__all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
+__all__ = [
+    "Bus",
+    "Callback",
+    "Membership",
+    "MembershipHandler",
+    "MessageHandler",
+    "NotPolling",
+    "RequestHandler",
+    "UnknownRequest",
+    "Update",
+]
 
 #: A subscription's callback: called with each update, may be sync or async.
 Callback = Callable[[Update], Any]
@@ -69,6 +80,10 @@ Callback = Callable[[Update], Any]
 RequestHandler = Callable[[str, str, Any], Any]
 #: Takes a one-way message: (sender, dataindex, data).
 MessageHandler = Callable[[str, str, Any], Any]
+#: Told of each service that joins or leaves the bus; may be sync or async.
+MembershipHandler = Callable[[Membership], Any]
+#: Answers the reserved request ``refresh``: polls now, returns what it published.
+RefreshHandler = Callable[[], Awaitable[Any]]
 
 #: Frames read per wake-up before other tasks get a turn.
 DRAIN_LIMIT = 1024
@@ -81,8 +96,8 @@ DRAIN_SECONDS = 0.02
 #: queues (and their high-water marks) hold the rest, not this process's
 #: memory.
 BEHIND_LIMIT = 10_000
-#: Reserved requests every service answers.
-RESERVED = ("pubdata", "subdata")
+#: Reserved requests every service answers (``refresh``: see Bus.on_refresh).
+RESERVED = ("pubdata", "subdata", "refresh")
 #: Seconds a Bus that waits for its cage without a deadline goes without an
 #: answer before it logs ``node.waiting`` (then twice as long each time, up
 #: to WAITING_NOTICE_MAX).
@@ -92,6 +107,10 @@ WAITING_NOTICE_MAX = 60.0
 
 class UnknownRequest(ZdseError):
     """A request for a dataindex the service neither publishes nor handles."""
+
+
+class NotPolling(ZdseError):
+    """A ``refresh`` request to a service that does not poll."""
 
 
 class Bus:
@@ -109,7 +128,11 @@ class Bus:
         on_request: answers requests; by default a request for a published
             dataindex is answered with its data.
         on_message: takes one-way messages.
-        prepush_processor: grooms data before it is stored and deltas are made.
+        prepush_processor: grooms data before it is stored and deltas are
+            made; when it returns None, that publish is dropped: nothing is
+            stored or sent (Congress's "send nothing").
+        on_membership: told of each service that joins the bus (or changes
+            its addresses) and each that leaves, as a :class:`Membership`.
         refresh: seconds between re-announcements of each subscription
             (default $ZDSE_SUB_REFRESH or 10).
         connect_timeout: seconds to wait for the cage when entering.
@@ -131,6 +154,7 @@ class Bus:
         on_request: RequestHandler | None = None,
         on_message: MessageHandler | None = None,
         prepush_processor: Callable[[str, Any], Any] | None = None,
+        on_membership: MembershipHandler | None = None,
         refresh: float | None = None,
         connect_timeout: float | None = None,
         curve: CurveClient | None = None,
@@ -144,6 +168,10 @@ class Bus:
         self.on_request = on_request
         self.on_message = on_message
         self.prepush_processor = prepush_processor
+        self.on_membership = on_membership
+        #: Answers the reserved request ``refresh`` (a PollingService sets
+        #: it); None: the service answers NotPolling.
+        self.on_refresh: RefreshHandler | None = None
         self.connect_timeout = connect_timeout
         self.curve = curve
         self.log = get_logger(service=name)
@@ -301,35 +329,87 @@ class Bus:
     def publish(self, dataindex: str, data: Any) -> None:
         """Store ``data`` under ``dataindex`` and send subscribers the delta.
 
-        The ``prepush_processor`` grooms the data first. Nothing is sent when
-        nothing changed or nobody subscribes.
+        The ``prepush_processor`` grooms the data first; if it returns None,
+        nothing is stored or sent. Nothing is sent when nothing changed or
+        nobody subscribes.
         """
         if self.prepush_processor is not None:
             data = self.prepush_processor(dataindex, data)
+            if data is None:
+                self.core.stats["prepush_dropped"] += 1
+                return
         self.core.publish(dataindex, data)
         self._pump()
 
     # --- subscribing --------------------------------------------------------
 
-    def subscribe(self, key: str, dataindex: str, callback: Callback) -> str:
+    def subscribe(self, key: str, dataindex: str, callback: Callback, *,
+                  sid: str | None = None, refresh: float | None = None) -> str:
         """Subscribe to ``dataindex`` of every service that listens on ``key``.
 
         ``callback`` gets an :class:`Update` for the snapshot of each
         publisher, then one per delta; ``update.view`` is the merged view.
 
+        Args:
+            sid: the subscription's id; a fresh one when None.
+            refresh: seconds between its re-announcements; the Bus's when None.
+
         Returns:
             the subscription id.
+
+        Raises:
+            ProtocolError: a bad key, ``sid`` in use or too long, a bad ``refresh``.
         """
-        sid = self.core.subscribe(key, dataindex, time.monotonic())
+        sid = self.core.subscribe(key, dataindex, time.monotonic(), sid, refresh)
         self._callbacks[sid] = callback
         self._pump()
         return sid
 
-    def unsubscribe(self, sid: str) -> None:
-        """End subscription ``sid``."""
-        self._callbacks.pop(sid, None)
-        self.core.unsubscribe(sid)
+    def unsubscribe(self, sid: str | None = None, *, key: str | None = None,
+                    dataindex: str | None = None) -> list[str]:
+        """End subscription ``sid``, or every subscription to ``dataindex`` on ``key``.
+
+        Returns:
+            the ids of the subscriptions ended.
+        """
+        if sid is not None:
+            sids = [sid] if self.core.subscriptions.has(sid) else []
+        elif key is not None and dataindex is not None:
+            sids = self.core.subscriptions.sids_for(key, dataindex)
+        else:
+            raise TypeError("unsubscribe takes a sid, or both key and dataindex")
+        for one in sids:
+            self._callbacks.pop(one, None)
+            self.core.unsubscribe(one)
         self._pump()
+        return sids
+
+    def views(self, sid: str) -> dict[str, Any]:
+        """Subscription ``sid``'s views, by publisher (Congress's subData); {} if none."""
+        return self.core.subscriptions.view(sid)
+
+    # --- addresses ----------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses this service listens on besides its name."""
+        return list(self.core.session.register.addresses)
+
+    def add_address(self, address: str) -> None:
+        """Listen on ``address`` too, from now on: the cage's routes follow at once.
+
+        Raises:
+            ProtocolError: the address is not valid.
+        """
+        if address not in self.addresses:
+            self.core.set_addresses([*self.addresses, address])
+            self._pump()
+
+    def remove_address(self, address: str) -> None:
+        """Stop listening on ``address`` (the name itself cannot be removed)."""
+        if address in self.addresses:
+            self.core.set_addresses([a for a in self.addresses if a != address])
+            self._pump()
 
     # --- requests -----------------------------------------------------------
 
@@ -611,6 +691,14 @@ class Bus:
             self._registered.set()
         elif isinstance(event, SessionChange):
             self._on_session_change(event)
+        elif isinstance(event, Membership) and self.on_membership is not None:
+            try:
+                result = self.on_membership(event)
+            except Exception:
+                self._call_failed("membership")
+                return None
+            if result is not None and inspect.isawaitable(result):
+                return self._call(result, "membership")
         return None
 
     def _on_session_change(self, event: SessionChange) -> None:
@@ -637,8 +725,7 @@ class Bus:
 
     def _answer(self, sender: str, req: codec.Request) -> None:
         if req.dataindex in RESERVED:
-            value = self.pubdata() if req.dataindex == "pubdata" else self.subdata()
-            self.core.reply(sender, req.cid, True, value)
+            self._answer_reserved(sender, req)
             return
         handler = self.on_request or self.answer_published
         try:
@@ -650,6 +737,21 @@ class Bus:
             self._spawn(self._answer_later(sender, req, result))
             return
         self.core.reply(sender, req.cid, True, result)
+
+    def _answer_reserved(self, sender: str, req: codec.Request) -> None:
+        if req.dataindex == "pubdata":
+            self.core.reply(sender, req.cid, True, self.pubdata())
+        elif req.dataindex == "subdata":
+            value = self.subdata()
+            if isinstance(req.args, dict) and req.args.get("views"):
+                for sid, row in value.items():
+                    row["views"] = self.views(sid)
+            self.core.reply(sender, req.cid, True, value)
+        elif self.on_refresh is None:
+            self._reply_error(sender, req, NotPolling(
+                f"{self.name} does not poll: refresh asks a polling service to poll now"))
+        else:
+            self._spawn(self._answer_later(sender, req, self.on_refresh()))
 
     async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
         try:
@@ -705,7 +807,7 @@ class Bus:
             if events:
                 self._events.feed(events)
             session = self.core.session
-            await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+            await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.min_refresh()) / 4)
 
 
 def _urgent(event: Event) -> bool:

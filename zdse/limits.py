@@ -40,3 +40,12 @@ REQUEST_TIMEOUT = 10.0
 #: Messages queued towards one node before the cage drops (and counts)
 #: instead of blocking everyone: ZeroMQ's high-water mark on the ROUTER.
 NODE_QUEUE_HWM = 100_000
+
+#: Subscriptions one service may hold to the cage's own tables (services,
+#: routes): a client needs one or two; the bound keeps a hostile or buggy
+#: node's fresh subscription ids from growing the cage's memory.
+MAX_CAGE_SUBSCRIPTIONS = 64
+
+#: Longest subscription id a caller may choose (Bus.subscribe(sid=...)):
+#: it travels in every announce and snapshot.
+MAX_SID_BYTES = 128

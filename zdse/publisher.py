@@ -159,6 +159,11 @@ class Publications:
             for key in [k for k in pub.subscribers if k[0] == subscriber]:
                 del pub.subscribers[key]
 
+    def readers_of(self, subscriber: str) -> set[tuple[str, str]]:
+        """The (dataindex, sid) of every subscription ``subscriber`` holds here."""
+        return {(dataindex, sid) for dataindex, pub in self._pubs.items()
+                for name, sid in pub.subscribers if name == subscriber}
+
     def expire(self, now: float) -> int:
         """Forget subscribers that stopped re-announcing; return how many."""
         gone = 0
