@@ -58,7 +58,8 @@ def test_services_is_a_snapshot_then_a_delta_per_join_and_leave(cluster: Cluster
             ctl_rows = _stable([r for r in printed if not r["name"].startswith("ctl.")])
             assert sorted(joined.view, key=lambda r: r["name"]) == ctl_rows
             row = next(r for r in joined.view if r["name"] == "files.one")
-            assert row["addresses"] == ["files.all"] and row["module"] == "file"
+            assert row["addresses"] == ["files.all"]
+            assert row["module"] == "file"
             assert not VOLATILE & row.keys()
             node.kill(signal.SIGTERM)
             left = await updates.until(lambda u: "files.one" not in _names(u.view))
@@ -163,7 +164,8 @@ def test_join_and_leave_events_reach_the_bus_owner(cluster: Cluster) -> None:
                 pass
             await asyncio.wait_for(gone.wait(), 15)
             joined = [e for e in seen if e.what == "joined" and e.name == "comer"]
-            assert joined and joined[0].addresses == ["comers.#"]
+            assert joined
+            assert joined[0].addresses == ["comers.#"]
             assert seen[-1].reason == "bye"
 
     run(scenario())

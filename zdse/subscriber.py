@@ -502,7 +502,9 @@ class Subscriptions:
         seen = {feed.publisher: [feed.epoch, feed.seq]}
         if feed.state is FeedState.RESYNC:
             seen = {}  # whatever the numbers say, we want a snapshot
-        return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, self._ttl(feed)))
+        sub = self._subs.get(sid)
+        ttl = self.ttl if sub is None else sub.ttl
+        return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, ttl))
 
     def _resync(self, feed: _Feed, d: Delta | None, now: float, event: str) -> list[Action]:
         """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""
