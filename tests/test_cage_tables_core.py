@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zdse import codec
-from zdse.limits import MAX_CAGE_SUBSCRIPTIONS, REFRESHES_TO_EXPIRE
+from zdse.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES, REFRESHES_TO_EXPIRE
 from zdse.node import Membership
 from zdse.subscriber import Update
 from zdse.testing import FakeNet
@@ -90,3 +90,16 @@ def test_each_subscription_announces_its_own_ttl_even_on_a_shared_feed() -> None
     net.run()
     net.advance(net.refresh * 2)
     assert ttls == {slow: 60 * REFRESHES_TO_EXPIRE, fast: net.refresh * REFRESHES_TO_EXPIRE}
+
+
+def test_a_long_subscription_id_to_the_cage_is_refused() -> None:
+    """The cage keeps no subscription whose id is over MAX_SID_BYTES: it answers an error."""
+    net = FakeNet()
+    node = net.add("node")
+    member = net.member(node)
+    body = codec.encode_one(codec.Subscribe("x" * (MAX_SID_BYTES + 1), "services", {}, 30.0))
+    net.cage.receive([member.identity, codec.header(codec.Kind.SUBSCRIBE), b"cage", body],
+                     net.clock.now)
+    net.run()
+    assert net.cage.tables.publications.readers_of("node") == set()
+    assert node.stats["error_bad_subscription"] == 1

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from zdse import codec
 from zdse.codec import CAGE, Kind
-from zdse.errors import ProtocolError
-from zdse.limits import MAX_CAGE_SUBSCRIPTIONS
+from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES
 from zdse.publisher import Publications
 
 if TYPE_CHECKING:
@@ -95,6 +95,11 @@ class CageTables:
 
     def _subscribe(self, identity: bytes, name: str, sub: codec.Subscribe, now: float) -> None:
         name_bytes = name.encode()
+        if len(sub.sid.encode()) > MAX_SID_BYTES:
+            # Kept per subscription until it expires: a long one is refused.
+            self._error(identity, "bad_subscription",
+                        f"a subscription id is at most {MAX_SID_BYTES} bytes")
+            return
         if sub.dataindex not in TABLES:
             # Never published: say so (the subscriber's update is
             # "unpublished") and keep no record of it.
@@ -104,11 +109,9 @@ class CageTables:
             return
         held = self.publications.readers_of(name)
         if (sub.dataindex, sub.sid) not in held and len(held) >= MAX_CAGE_SUBSCRIPTIONS:
-            error = codec.Error("too_many_subscriptions",
-                                f"at most {MAX_CAGE_SUBSCRIPTIONS} subscriptions of one "
-                                "service to the cage's tables")
-            self.outbox.router.append([identity, _ERROR_HEADER, _CAGE_BYTES, b"",
-                                codec.encode_one(error)])
+            self._error(identity, "too_many_subscriptions",
+                        f"at most {MAX_CAGE_SUBSCRIPTIONS} subscriptions of one service to "
+                        "the cage's tables")
             return
         if self.stale or self.publications.data(sub.dataindex) is None:
             # First subscriber, or a change not yet published: bring the
@@ -118,10 +121,14 @@ class CageTables:
             msg = action.message
             try:
                 body = codec.encode_one(msg)
-            except ProtocolError:
-                continue  # a sid too large to send back: nothing to answer
+            except (ProtocolError, MessageTooLarge):
+                continue  # cannot be sent back: nothing to answer
             self.outbox.router.append([identity, codec.header(msg.KIND), _CAGE_BYTES,
                                        name_bytes, body])
+
+    def _error(self, identity: bytes, code: str, message: str) -> None:
+        body = codec.encode_one(codec.Error(code, message))
+        self.outbox.router.append([identity, _ERROR_HEADER, _CAGE_BYTES, b"", body])
 
     def _publish(self, now: float) -> None:
         self.stale = False
