@@ -186,6 +186,8 @@ class Bus:
         #: True while a read turn runs its callbacks: the turn flushes at its end.
         self._in_turn = False
         self._registered = asyncio.Event()
+        #: add_address/remove_address callers waiting for the cage's Welcome.
+        self._readdressing: list[asyncio.Future[None]] = []
         self._refused = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
@@ -395,21 +397,44 @@ class Bus:
         """The addresses this service listens on besides its name."""
         return list(self.core.session.register.addresses)
 
-    def add_address(self, address: str) -> None:
-        """Listen on ``address`` too, from now on: the cage's routes follow at once.
+    async def add_address(self, address: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Listen on ``address`` too; return once the cage's routes have it.
+
+        Not registered (the cage is away), it returns at once: the next
+        registration carries the address.
 
         Raises:
             ProtocolError: the address is not valid.
+            RequestTimeout: the cage did not confirm within ``timeout`` (the
+                address is kept, and sent again with the next registration).
         """
         if address not in self.addresses:
-            self.core.set_addresses([*self.addresses, address])
-            self._pump()
+            await self._readdress([*self.addresses, address], timeout)
 
-    def remove_address(self, address: str) -> None:
-        """Stop listening on ``address`` (the name itself cannot be removed)."""
+    async def remove_address(self, address: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Stop listening on ``address``; return once the cage's routes no longer have it.
+
+        Raises:
+            RequestTimeout: as for :meth:`add_address`.
+        """
         if address in self.addresses:
-            self.core.set_addresses([a for a in self.addresses if a != address])
-            self._pump()
+            await self._readdress([a for a in self.addresses if a != address], timeout)
+
+    async def _readdress(self, addresses: list[str], timeout: float) -> None:
+        self.core.set_addresses(addresses)
+        if not self.registered or self._closed:
+            return
+        welcomed: asyncio.Future[None] = self._loop.create_future()
+        self._readdressing.append(welcomed)
+        self._flush_now()
+        try:
+            await asyncio.wait_for(welcomed, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"the cage did not confirm {self.name}'s addresses "
+                                 f"within {timeout}s") from None
+        finally:
+            if welcomed in self._readdressing:
+                self._readdressing.remove(welcomed)
 
     # --- requests -----------------------------------------------------------
 
@@ -689,6 +714,9 @@ class Bus:
         elif isinstance(event, Registered):
             self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
             self._registered.set()
+            for welcomed in self._readdressing:
+                if not welcomed.done():
+                    welcomed.set_result(None)
         elif isinstance(event, SessionChange):
             self._on_session_change(event)
         elif isinstance(event, Membership) and self.on_membership is not None:

@@ -130,13 +130,13 @@ class Service:
         """A subscription's views by publisher (Congress's subData)."""
         return self.bus.views(sid)
 
-    def add_address(self, address: str) -> None:
-        """Listen on ``address`` too; the cage's routes follow at once."""
-        self.bus.add_address(address)
+    async def add_address(self, address: str) -> None:
+        """Listen on ``address`` too; return once the cage's routes have it (see Bus)."""
+        await self.bus.add_address(address)
 
-    def remove_address(self, address: str) -> None:
-        """Stop listening on ``address``."""
-        self.bus.remove_address(address)
+    async def remove_address(self, address: str) -> None:
+        """Stop listening on ``address``; return once the cage's routes no longer have it."""
+        await self.bus.remove_address(address)
 
     async def request(
         self, key: str, dataindex: str, args: Any = None, timeout: float = REQUEST_TIMEOUT
