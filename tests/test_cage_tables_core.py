@@ -103,3 +103,20 @@ def test_a_long_subscription_id_to_the_cage_is_refused() -> None:
     net.run()
     assert net.cage.tables.publications.readers_of("node") == set()
     assert node.stats["error_bad_subscription"] == 1
+
+
+def test_changes_while_nobody_subscribes_are_in_the_next_snapshot() -> None:
+    """Nothing is computed without subscribers, yet a later subscriber's snapshot holds
+    every registration made meanwhile."""
+    net = FakeNet()
+    watcher = net.add("watcher")
+    sid = watcher.subscribe("cage", "services", net.clock.now)
+    net.run()
+    watcher.unsubscribe(sid)
+    net.run()
+    assert not net.cage.tables.subscribed()
+    net.add("late")
+    net.advance(1)
+    sid = watcher.subscribe("cage", "services", net.clock.now)
+    net.run()
+    assert [r["name"] for r in watcher.subscriptions.view(sid)["cage"]] == ["late", "watcher"]

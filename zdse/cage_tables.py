@@ -62,8 +62,12 @@ class CageTables:
     def __init__(self, epoch: str, rows: RowSource, outbox: Outbox) -> None:
         self.publications = Publications(CAGE, epoch)
         self._rows = rows
-        #: True when a registration changed since the tables were computed.
+        #: True when a registration changed since the last refresh() (the
+        #: core sets it; the shell checks it once per loop iteration).
         self.stale = True
+        #: True while the published tables may lag the registrations: they
+        #: were not computed since, nobody subscribing.
+        self._outdated = True
         #: Where the frames to send go (the core's: the shell takes them).
         self.outbox = outbox
 
@@ -75,10 +79,15 @@ class CageTables:
         """Publish the tables anew if stale (or ``force``), and anyone subscribes.
 
         A table that changed sends its subscribers one delta; nothing is
-        computed while nobody subscribes (the tables stay stale until then).
+        computed while nobody subscribes (the next subscription computes it).
         """
-        if (self.stale or force) and self.subscribed():
+        if not (self.stale or force):
+            return
+        self.stale = False
+        if self.subscribed():
             self._publish(now)
+        else:
+            self._outdated = True  # computed at the next subscription
 
     def receive(self, identity: bytes, name: str, kind: Kind, body: bytes, now: float) -> None:
         """Take a Subscribe or Unsubscribe that node ``name`` sent to the cage.
@@ -113,7 +122,7 @@ class CageTables:
                         f"at most {MAX_CAGE_SUBSCRIPTIONS} subscriptions of one service to "
                         "the cage's tables")
             return
-        if self.stale or self.publications.data(sub.dataindex) is None:
+        if self._outdated or self.stale or self.publications.data(sub.dataindex) is None:
             # First subscriber, or a change not yet published: bring the
             # tables up to date before the snapshot (deltas go to the others).
             self._publish(now)
@@ -131,7 +140,7 @@ class CageTables:
         self.outbox.router.append([identity, _ERROR_HEADER, _CAGE_BYTES, b"", body])
 
     def _publish(self, now: float) -> None:
-        self.stale = False
+        self.stale = self._outdated = False
         for dataindex in TABLES:
             sent = self.publications.publish(dataindex, self._clean(dataindex, now))
             if sent is not None:
