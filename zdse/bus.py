@@ -304,7 +304,8 @@ class Bus:
         if bye:
             self.core.bye()
             self._flush()
-        for fut in self._waiters.values():
+        waiting: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._readdressing]
+        for fut in waiting:
             if not fut.done():
                 fut.set_exception(BusClosed("the bus was closed"))
         for watch in self._watches:
@@ -407,6 +408,7 @@ class Bus:
             ProtocolError: the address is not valid.
             RequestTimeout: the cage did not confirm within ``timeout`` (the
                 address is kept, and sent again with the next registration).
+            BusClosed: the bus was closed meanwhile.
         """
         if address not in self.addresses:
             await self._readdress([*self.addresses, address], timeout)
