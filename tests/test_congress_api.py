@@ -16,6 +16,7 @@ from tests.harness import Cluster, Updates, run, write_json
 from tests.support import Processes
 from zdse.bus import Bus, Membership
 from zdse.errors import ProtocolError, RemoteError
+from zdse.limits import MAX_SID_BYTES
 from zdse.service import Service
 
 
@@ -75,8 +76,8 @@ def test_refresh_answers_clear_errors(cluster: Cluster, tmp_path: Path) -> None:
 
 def test_views_sid_refresh_and_unsubscribe_by_key(cluster: Cluster) -> None:
     """A caller-chosen sid with its own refresh interval reaches two publishers; Bus.views
-    reads each view by publisher, the subdata request can include them; a sid in use is
-    refused; unsubscribe(key=, dataindex=) ends it at the publishers."""
+    reads each view by publisher, the subdata request can include them; a sid in use, or
+    over MAX_SID_BYTES, is refused; unsubscribe(key=, dataindex=) ends it at the publishers."""
     cluster.file_node("vs.boston", {"vms": [["vm1"]]}, ["vs.all"])
     cluster.file_node("vs.chicago", {"vms": [["vm9"]]}, ["vs.all"])
 
@@ -92,6 +93,8 @@ def test_views_sid_refresh_and_unsubscribe_by_key(cluster: Cluster) -> None:
             assert "views" not in (await asker.request("client", "subdata"))[sid]
             with pytest.raises(ProtocolError, match="in use"):
                 bus.subscribe("vs.all", "vms", updates, sid=sid)
+            with pytest.raises(ProtocolError, match="128 bytes"):
+                bus.subscribe("vs.all", "vms", updates, sid="x" * (MAX_SID_BYTES + 1))
             other = bus.subscribe("vs.boston", "vms", updates)
             assert sorted(bus.unsubscribe(key="vs.all", dataindex="vms")) == [sid]
             assert bus.views(sid) == {}
