@@ -31,9 +31,9 @@ from tests.faults import (
     wait_status,
 )
 from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, run, write_json
+from tests.prometheus import scrape_until
 from tests.support import Processes, free_port
 from tests.test_fuzz import NODE_FRAMES
-from tests.test_operations import scrape
 from zdse import codec
 from zdse.codec import Kind
 from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
@@ -494,9 +494,13 @@ def test_a_peer_that_never_reads_cannot_grow_the_cage_past_its_byte_budget(
                 assert await bus.request("P", "t") == [1]
                 services = {s["name"]: s for s in await bus.request("cage", "services")}
                 assert 0 < services["greedy"]["unread_bytes"] <= NODE_QUEUE_BYTES
-                metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
                 dropped = ("zdse_messages_dropped_total", (("kind", "snapshot"),
                                                            ("reason", "budget")))
+                # A scrape answers from the loop's last sample, a tick behind the stats.
+                stats = await bus.request("cage", "stats")
+                metrics = await asyncio.to_thread(
+                    scrape_until, f"http://127.0.0.1:{port}/metrics",
+                    lambda s: s.get(dropped, 0) >= stats["dropped_budget"])
                 assert metrics[dropped] == stats["dropped_budget"]
                 unread = metrics[("zdse_node_unread_bytes", (("node", "greedy"),))]
                 assert 0 < unread <= NODE_QUEUE_BYTES

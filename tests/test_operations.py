@@ -10,16 +10,13 @@ import re
 import select
 import signal
 import subprocess
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import WAIT, Cluster, Proc, Updates, run, write_json
+from tests.harness import Cluster, Proc, Updates, run, write_json
+from tests.prometheus import scrape_until
 from tests.support import ROOT, Processes, free_port, require
 from tests.vcsim import BINARY as VCSIM
 from zdse.keys import load_public
@@ -172,15 +169,17 @@ def test_ctl_stop_start_and_reload_a_service(procs: Processes, tmp_path: Path) -
             started = await ctl("start", "files.x")
             assert started["state"] == "starting"
             await event("service.running", service="files.x")
-            await updates.until(lambda u: u.kind == "snapshot")
+            # A snapshot, or "unpublished" if it announced itself before its first poll.
+            await updates.until(lambda u: u.kind in ("snapshot", "unpublished"))
             await updates.until_views({"files.x": [["vm1", "on"]]})
 
             reloaded = await ctl("reload", "files.x")
             assert reloaded["state"] == "stopping"
             new = await event("service.started", service="files.x", reason="reload")
             assert new["pid"] not in (pid, started["pid"])
-            # The new process is a new epoch: the subscriber starts over from a snapshot.
-            fresh = await updates.until(lambda u: u.kind == "snapshot")
+            # The new process is a new epoch: the subscriber starts over from a snapshot
+            # (of nothing, "unpublished", if it comes before the new process's first poll).
+            fresh = await updates.until(lambda u: u.kind in ("snapshot", "unpublished"))
             assert fresh.publisher == "files.x"
             await updates.until_views({"files.x": [["vm1", "on"]]})
 
@@ -260,27 +259,6 @@ def test_a_module_that_crashes_at_once_ends_failed_with_its_error(
     assert "LAST ERROR" in table.stdout
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Read a Prometheus endpoint: (sample name, labels) -> value."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape_until(url: str, pred: Callable[[Sample], bool], timeout: float = WAIT) -> Sample:
-    """Scrape until ``pred`` holds: a scrape shows the loop's last tick (a quarter
-    heartbeat ago), so what just happened shows at a tick to come."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sample = scrape(url)
-        if pred(sample) or time.monotonic() > deadline:
-            return sample
-
-
 def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> None:
     """Scraping --metrics shows nodes, routes and service states, and counters move with
     traffic."""
@@ -316,11 +294,13 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
             assert during[("zdse_subscriptions", ())] >= 1
 
     run(traffic())
-    after = scrape_until(url, lambda s: routed(s, "snapshot") >= routed(before, "snapshot") + 1)
+    noroute = ("zdse_noroute_answers_total", (("kind", "request"),))
+    # A scrape answers from the loop's last sample: wait for one taken after all the traffic.
+    after = scrape_until(url, lambda s: routed(s, "reply") >= routed(before, "reply") + 5
+                         and s[noroute] >= before[noroute] + 1)
     assert routed(after, "request") >= routed(before, "request") + 5
     assert routed(after, "reply") >= routed(before, "reply") + 5
     assert routed(after, "snapshot") >= routed(before, "snapshot") + 1
-    noroute = ("zdse_noroute_answers_total", (("kind", "request"),))
     assert after[noroute] == before[noroute] + 1
     assert after[("zdse_loop_batch_size_count", ())] > before[("zdse_loop_batch_size_count", ())]
     assert after[("zdse_bad_frames_total", ())] == 0

@@ -7,7 +7,7 @@ The public API for module authors and clients::
 
 from __future__ import annotations
 
-from zdse.bus import Bus, Update
+from zdse.bus import Bus, Membership, NotPolling, Update
 from zdse.errors import (
     BusClosed,
     ConfigError,
@@ -27,9 +27,11 @@ __all__ = [
     "Bus",
     "BusClosed",
     "ConfigError",
+    "Membership",
     "MessageTooLarge",
     "NameTakenError",
     "NoRouteError",
+    "NotPolling",
     "PollingService",
     "ProtocolError",
     "RegistrationError",

@@ -52,6 +52,7 @@ from zdse.node import (
     Event,
     IncomingMessage,
     IncomingRequest,
+    Membership,
     NodeCore,
     Registered,
     SessionChange,
@@ -61,7 +62,17 @@ from zdse.requests import Outcome
 from zdse.subscriber import Update
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
-__all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
+__all__ = [
+    "Bus",
+    "Callback",
+    "Membership",
+    "MembershipHandler",
+    "MessageHandler",
+    "NotPolling",
+    "RequestHandler",
+    "UnknownRequest",
+    "Update",
+]
 
 #: A subscription's callback: called with each update, may be sync or async.
 Callback = Callable[[Update], Any]
@@ -69,6 +80,10 @@ Callback = Callable[[Update], Any]
 RequestHandler = Callable[[str, str, Any], Any]
 #: Takes a one-way message: (sender, dataindex, data).
 MessageHandler = Callable[[str, str, Any], Any]
+#: Told of each service that joins or leaves the bus; may be sync or async.
+MembershipHandler = Callable[[Membership], Any]
+#: Answers the reserved request ``refresh``: polls now, returns what it published.
+RefreshHandler = Callable[[], Awaitable[Any]]
 
 #: Frames read per wake-up before other tasks get a turn.
 DRAIN_LIMIT = 1024
@@ -81,8 +96,8 @@ DRAIN_SECONDS = 0.02
 #: queues (and their high-water marks) hold the rest, not this process's
 #: memory.
 BEHIND_LIMIT = 10_000
-#: Reserved requests every service answers.
-RESERVED = ("pubdata", "subdata")
+#: Reserved requests every service answers (``refresh``: see Bus.on_refresh).
+RESERVED = ("pubdata", "subdata", "refresh")
 #: Seconds a Bus that waits for its cage without a deadline goes without an
 #: answer before it logs ``node.waiting`` (then twice as long each time, up
 #: to WAITING_NOTICE_MAX).
@@ -92,6 +107,10 @@ WAITING_NOTICE_MAX = 60.0
 
 class UnknownRequest(ZdseError):
     """A request for a dataindex the service neither publishes nor handles."""
+
+
+class NotPolling(ZdseError):
+    """A ``refresh`` request to a service that does not poll."""
 
 
 class Bus:
@@ -109,7 +128,11 @@ class Bus:
         on_request: answers requests; by default a request for a published
             dataindex is answered with its data.
         on_message: takes one-way messages.
-        prepush_processor: grooms data before it is stored and deltas are made.
+        prepush_processor: grooms data before it is stored and deltas are
+            made; when it returns None, that publish is dropped: nothing is
+            stored or sent (Congress's "send nothing").
+        on_membership: told of each service that joins the bus (or changes
+            its addresses) and each that leaves, as a :class:`Membership`.
         refresh: seconds between re-announcements of each subscription
             (default $ZDSE_SUB_REFRESH or 10).
         connect_timeout: seconds to wait for the cage when entering.
@@ -131,6 +154,7 @@ class Bus:
         on_request: RequestHandler | None = None,
         on_message: MessageHandler | None = None,
         prepush_processor: Callable[[str, Any], Any] | None = None,
+        on_membership: MembershipHandler | None = None,
         refresh: float | None = None,
         connect_timeout: float | None = None,
         curve: CurveClient | None = None,
@@ -147,6 +171,10 @@ class Bus:
         #: Column names by dataindex, for tables whose rows are lists: shown
         #: in ``pubdata`` (and by zdse-web). A Service sets its ``columns``.
         self.columns: dict[str, list[str]] = {}
+        self.on_membership = on_membership
+        #: Answers the reserved request ``refresh`` (a PollingService sets
+        #: it); None: the service answers NotPolling.
+        self.on_refresh: RefreshHandler | None = None
         self.connect_timeout = connect_timeout
         self.curve = curve
         self.log = get_logger(service=name)
@@ -161,6 +189,8 @@ class Bus:
         #: True while a read turn runs its callbacks: the turn flushes at its end.
         self._in_turn = False
         self._registered = asyncio.Event()
+        #: add_address/remove_address callers waiting for the cage's Welcome.
+        self._readdressing: list[asyncio.Future[None]] = []
         self._refused = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
@@ -287,7 +317,8 @@ class Bus:
         if bye:
             self.core.bye()
             self._flush()
-        for fut in self._waiters.values():
+        waiting: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._readdressing]
+        for fut in waiting:
             if not fut.done():
                 fut.set_exception(BusClosed("the bus was closed"))
         for watch in self._watches:
@@ -314,35 +345,111 @@ class Bus:
     def publish(self, dataindex: str, data: Any) -> None:
         """Store ``data`` under ``dataindex`` and send subscribers the delta.
 
-        The ``prepush_processor`` grooms the data first. Nothing is sent when
-        nothing changed or nobody subscribes.
+        The ``prepush_processor`` grooms the data first; if it returns None,
+        nothing is stored or sent. Nothing is sent when nothing changed or
+        nobody subscribes.
         """
         if self.prepush_processor is not None:
             data = self.prepush_processor(dataindex, data)
+            if data is None:
+                self.core.stats["prepush_dropped"] += 1
+                return
         self.core.publish(dataindex, data)
         self._pump()
 
     # --- subscribing --------------------------------------------------------
 
-    def subscribe(self, key: str, dataindex: str, callback: Callback) -> str:
+    def subscribe(self, key: str, dataindex: str, callback: Callback, *,
+                  sid: str | None = None, refresh: float | None = None) -> str:
         """Subscribe to ``dataindex`` of every service that listens on ``key``.
 
         ``callback`` gets an :class:`Update` for the snapshot of each
         publisher, then one per delta; ``update.view`` is the merged view.
 
+        Args:
+            sid: the subscription's id; a fresh one when None.
+            refresh: seconds between its re-announcements; the Bus's when None.
+
         Returns:
             the subscription id.
+
+        Raises:
+            ProtocolError: a bad key, ``sid`` in use or too long, a bad ``refresh``.
         """
-        sid = self.core.subscribe(key, dataindex, time.monotonic())
+        sid = self.core.subscribe(key, dataindex, time.monotonic(), sid, refresh)
         self._callbacks[sid] = callback
         self._pump()
         return sid
 
-    def unsubscribe(self, sid: str) -> None:
-        """End subscription ``sid``."""
-        self._callbacks.pop(sid, None)
-        self.core.unsubscribe(sid)
+    def unsubscribe(self, sid: str | None = None, *, key: str | None = None,
+                    dataindex: str | None = None) -> list[str]:
+        """End subscription ``sid``, or every subscription to ``dataindex`` on ``key``.
+
+        Returns:
+            the ids of the subscriptions ended.
+        """
+        if sid is not None:
+            sids = [sid] if self.core.subscriptions.has(sid) else []
+        elif key is not None and dataindex is not None:
+            sids = self.core.subscriptions.sids_for(key, dataindex)
+        else:
+            raise TypeError("unsubscribe takes a sid, or both key and dataindex")
+        for one in sids:
+            self._callbacks.pop(one, None)
+            self.core.unsubscribe(one)
         self._pump()
+        return sids
+
+    def views(self, sid: str) -> dict[str, Any]:
+        """Subscription ``sid``'s views, by publisher (Congress's subData); {} if none."""
+        return self.core.subscriptions.view(sid)
+
+    # --- addresses ----------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses this service listens on besides its name."""
+        return list(self.core.session.register.addresses)
+
+    async def add_address(self, address: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Listen on ``address`` too; return once the cage's routes have it.
+
+        Not registered (the cage is away), it returns at once: the next
+        registration carries the address.
+
+        Raises:
+            ProtocolError: the address is not valid.
+            RequestTimeout: the cage did not confirm within ``timeout`` (the
+                address is kept, and sent again with the next registration).
+            BusClosed: the bus was closed meanwhile.
+        """
+        if address not in self.addresses:
+            await self._readdress([*self.addresses, address], timeout)
+
+    async def remove_address(self, address: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Stop listening on ``address``; return once the cage's routes no longer have it.
+
+        Raises:
+            RequestTimeout: as for :meth:`add_address`.
+        """
+        if address in self.addresses:
+            await self._readdress([a for a in self.addresses if a != address], timeout)
+
+    async def _readdress(self, addresses: list[str], timeout: float) -> None:
+        self.core.set_addresses(addresses)
+        if not self.registered or self._closed:
+            return
+        welcomed: asyncio.Future[None] = self._loop.create_future()
+        self._readdressing.append(welcomed)
+        self._flush_now()
+        try:
+            await asyncio.wait_for(welcomed, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"the cage did not confirm {self.name}'s addresses "
+                                 f"within {timeout}s") from None
+        finally:
+            if welcomed in self._readdressing:
+                self._readdressing.remove(welcomed)
 
     # --- requests -----------------------------------------------------------
 
@@ -634,8 +741,19 @@ class Bus:
         elif isinstance(event, Registered):
             self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
             self._registered.set()
+            for welcomed in self._readdressing:
+                if not welcomed.done():
+                    welcomed.set_result(None)
         elif isinstance(event, SessionChange):
             self._on_session_change(event)
+        elif isinstance(event, Membership) and self.on_membership is not None:
+            try:
+                result = self.on_membership(event)
+            except Exception:
+                self._call_failed("membership")
+                return None
+            if result is not None and inspect.isawaitable(result):
+                return self._call(result, "membership")
         return None
 
     def _on_session_change(self, event: SessionChange) -> None:
@@ -664,8 +782,7 @@ class Bus:
 
     def _answer(self, sender: str, req: codec.Request) -> None:
         if req.dataindex in RESERVED:
-            value = self.pubdata() if req.dataindex == "pubdata" else self.subdata()
-            self.core.reply(sender, req.cid, True, value)
+            self._answer_reserved(sender, req)
             return
         handler = self.on_request or self.answer_published
         try:
@@ -677,6 +794,21 @@ class Bus:
             self._spawn(self._answer_later(sender, req, result))
             return
         self.core.reply(sender, req.cid, True, result)
+
+    def _answer_reserved(self, sender: str, req: codec.Request) -> None:
+        if req.dataindex == "pubdata":
+            self.core.reply(sender, req.cid, True, self.pubdata())
+        elif req.dataindex == "subdata":
+            value = self.subdata()
+            if isinstance(req.args, dict) and req.args.get("views"):
+                for sid, row in value.items():
+                    row["views"] = self.views(sid)
+            self.core.reply(sender, req.cid, True, value)
+        elif self.on_refresh is None:
+            self._reply_error(sender, req, NotPolling(
+                f"{self.name} does not poll: refresh asks a polling service to poll now"))
+        else:
+            self._spawn(self._answer_later(sender, req, self.on_refresh()))
 
     async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
         """Await an async handler's answer and send it; cancel it once its requester gave up.
@@ -750,8 +882,8 @@ class Bus:
                 self._events.feed(events)
             session = self.core.session
             now = time.monotonic()
-            await asyncio.sleep(min(session.heartbeat / 4, self.core.subscriptions.refresh / 4,
-                                    session.due_in(now)))
+            refresh = self.core.subscriptions.min_refresh()
+            await asyncio.sleep(min(session.heartbeat / 4, refresh / 4, session.due_in(now)))
 
 
 def _urgent(event: Event) -> bool:

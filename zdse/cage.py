@@ -21,6 +21,7 @@ from typing import Any
 
 from zdse import codec
 from zdse.authz import Authorized
+from zdse.cage_tables import TABLES, CageTables
 from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import ProtocolError, ZdseError
 from zdse.limits import (
@@ -175,6 +176,8 @@ class CageCore:
         #: (subscriber identity, key) -> last time it announced a subscription.
         self.subscribers: dict[tuple[bytes, bytes], float] = {}
         self._next_prune = started_at + SUBSCRIPTION_TTL
+        #: The cage's own publications (services, routes): see zdse.cage_tables.
+        self.tables = CageTables(epoch, self._table_rows, self.outbox)
         self._beat = codec.encode_one(codec.Heartbeat(epoch))
 
     # --- the hot path ------------------------------------------------------
@@ -309,6 +312,10 @@ class CageCore:
 
     def _accept(self, identity: bytes, reg: codec.Register, now: float) -> None:
         old = self.nodes.get(identity)
+        self.tables.stale = True
+        if old is not None and old.name == reg.name:
+            self._readdress(old, reg)
+            return
         if old is not None:
             self._remove(old, "re-registered", announce=old.name != reg.name)
         record = NodeRecord(identity, reg.name, list(reg.addresses), dict(reg.info), now, now)
@@ -329,6 +336,30 @@ class CageCore:
         self._send([identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", welcome])
         self._event(codec.Joined(record.name, [record.name, *record.addresses]))
 
+    def _readdress(self, record: NodeRecord, reg: codec.Register) -> None:
+        """A registered node registered again under its name: its addresses may have changed.
+
+        Its routes follow at once, in place (its subscribers are kept); the
+        Joined event lets subscribers announce to it on the new addresses.
+        """
+        before, after = set(self._patterns(record)), set(self._patterns_of(reg.name, reg.addresses))
+        for pattern in before - after:
+            self.routes.remove(pattern, record.identity)
+        for pattern in after - before:
+            self.routes.add(pattern, record.identity)
+        changed = record.addresses != list(reg.addresses)
+        record.addresses = list(reg.addresses)
+        record.info = dict(reg.info)
+        acct = self.accounts.get(record.identity)
+        welcome = codec.encode_one(codec.Welcome(self.epoch, self.heartbeat,
+                                                 acct.sent if acct else 0))
+        self._send([record.identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", welcome])
+        if changed:
+            self.stats["readdressed"] += 1
+            self.events.append(("node.readdressed", {"name": reg.name,
+                                                     "addresses": reg.addresses}))
+            self._event(codec.Joined(record.name, [record.name, *record.addresses]))
+
     def _refuse(self, identity: bytes, name: str, why: str) -> None:
         self.stats["refused"] += 1
         self.events.append(("node.refused", {"name": name, "why": why}))
@@ -336,7 +367,11 @@ class CageCore:
 
     @staticmethod
     def _patterns(record: NodeRecord) -> list[str]:
-        return [record.name, codec.ALL_SERVICES, *record.addresses]
+        return CageCore._patterns_of(record.name, record.addresses)
+
+    @staticmethod
+    def _patterns_of(name: str, addresses: list[str]) -> list[str]:
+        return [name, codec.ALL_SERVICES, *addresses]
 
     def _remove(self, record: NodeRecord, reason: str, announce: bool = True) -> None:
         self.nodes.pop(record.identity, None)
@@ -347,6 +382,8 @@ class CageCore:
         for pair in [p for p in self.subscribers if p[0] == record.identity]:
             del self.subscribers[pair]
         self._leave_account(record.identity)
+        self.tables.stale = True
+        self.tables.forget(record.name)
         self.stats[f"left_{reason}".replace("-", "_")] += 1
         self.events.append(("node.left", {"name": record.name, "reason": reason}))
         if announce:
@@ -372,6 +409,9 @@ class CageCore:
             self.stats["stalls"] += 1
             self.events.append(("cage.stalled", {"seconds": round(now - last, 3)}))
         waiting = now < self._grace_until
+        self.tables.expire(now)
+        # The supervisor's rows (state, restarts) change on its own clock.
+        self.tables.refresh(now, force="services" in self.handlers)
         if now >= self._next_prune:
             # Forget subscription announces older than the ttl, now and then.
             self._next_prune = now + SUBSCRIPTION_TTL
@@ -539,6 +579,12 @@ class CageCore:
 
     def _control(self, node: NodeRecord, kind: Kind, body: bytes, now: float) -> None:
         self.stats["control"] += 1
+        if kind in (Kind.SUBSCRIBE, Kind.UNSUBSCRIBE):
+            try:
+                self.tables.receive(node.identity, node.name, kind, body, now)
+            except ProtocolError as exc:
+                self._bad(node.identity, f"bad subscription to the cage: {exc}")
+            return
         if kind is not Kind.REQUEST:
             return
         try:
@@ -614,6 +660,24 @@ class CageCore:
                 **dict(sorted(self.stats.items())),
                 "routed": sum(self.routed.values()),
             }
-        if dataindex in ("pubdata", "subdata"):
+        if dataindex == "pubdata":
+            return self.tables.publications.pubdata()
+        if dataindex == "subdata":
             return {}
         return None
+
+    def _table_rows(self, dataindex: str, now: float) -> Any:
+        """The rows of one of the cage's tables: what the control request answers."""
+        assert dataindex in TABLES
+        answer = self._answer(dataindex, now)
+        handler = self.handlers.get(dataindex)
+        if handler is not None:
+            try:
+                rows = handler(None, answer, now)
+                # A handler's answer put off (Later) is no table: keep the core's.
+                answer = answer if isinstance(rows, Later) else rows
+            except Exception as exc:
+                # Publish the cage's own rows rather than stop the loop.
+                self.events.append(("control.failed", {"request": dataindex,
+                                                       "error": repr(exc)}))
+        return answer

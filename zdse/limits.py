@@ -83,6 +83,14 @@ MAX_LEFT_ACCOUNTS = 10_000
 #: grow it for 30 s at a stretch. Past it, new pairs are not counted
 #: (``subscriptions_uncounted`` in ``zdse-ctl stats``); routing is unchanged.
 MAX_COUNTED_SUBSCRIPTIONS = 100_000
+#: Subscriptions one service may hold to the cage's own tables (services,
+#: routes): a client needs one or two; the bound keeps a hostile or buggy
+#: node's fresh subscription ids from growing the cage's memory.
+MAX_CAGE_SUBSCRIPTIONS = 64
+
+#: Longest subscription id a caller may choose (Bus.subscribe(sid=...)):
+#: it travels in every announce and snapshot.
+MAX_SID_BYTES = 128
 
 #: Seconds the cage gives the child process that builds new or changed
 #: services unstarted to check their options (zdse.module_check), at start

@@ -33,6 +33,7 @@ __all__ = [
     "Event",
     "IncomingMessage",
     "IncomingRequest",
+    "Membership",
     "NodeCore",
     "Registered",
     "SessionChange",
@@ -90,7 +91,25 @@ class SessionChange:
     detail: str
 
 
-Event = Update | Outcome | IncomingRequest | IncomingMessage | Registered | SessionChange
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A service joined the bus (or changed its addresses), or left it.
+
+    Attributes:
+        what: ``"joined"`` or ``"left"``.
+        name: the service's unique name.
+        addresses: its addresses besides the name (joined only).
+        reason: why it left: ``"bye"``, ``"expired"``, ``"disconnected"``, ...
+    """
+
+    what: str
+    name: str
+    addresses: list[str]
+    reason: str
+
+
+Event = (Update | Outcome | IncomingRequest | IncomingMessage | Registered | SessionChange
+         | Membership)
 
 
 @dataclass(slots=True)
@@ -179,13 +198,29 @@ class NodeCore:
         if sent is not None and self.session.known:
             self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
 
-    def subscribe(self, key: str, dataindex: str, now: float) -> str:
-        """Start a subscription; return its id."""
+    def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
+                  refresh: float | None = None) -> str:
+        """Start a subscription; return its id (see Subscriptions.subscribe)."""
         codec.validate_pattern(key, "key")
-        sid, actions = self.subscriptions.subscribe(key, dataindex, now)
+        sid, actions = self.subscriptions.subscribe(key, dataindex, now, sid, refresh)
         if self.registered:
             self._act(actions)
         return sid
+
+    def set_addresses(self, addresses: list[str]) -> None:
+        """Listen on ``addresses`` besides the name from now on; tell the cage at once.
+
+        The registration is sent again (the cage changes the routes in
+        place); a node not registered yet registers with these.
+
+        Raises:
+            ProtocolError: an address is not valid (nothing changes then).
+        """
+        session = self.session
+        old = session.register
+        session.register = codec.Register(old.name, list(addresses), old.info)
+        if self.registered:
+            self._control(session.register)
 
     def unsubscribe(self, sid: str) -> None:
         """End a subscription."""
@@ -283,9 +318,12 @@ class NodeCore:
                 self._take(self.subscriptions.on_delta(publisher, msg, now), events)
             elif isinstance(msg, codec.Joined):
                 self._act(self.subscriptions.on_joined(msg.name, msg.addresses, now))
+                events.append(Membership("joined", msg.name,
+                                          [a for a in msg.addresses if a != msg.name], ""))
             elif isinstance(msg, codec.Left):
                 self.publications.forget(msg.name)
                 self._take(self.subscriptions.on_left(msg.name), events)
+                events.append(Membership("left", msg.name, [], msg.reason))
         return events
 
     def tick(self, now: float) -> list[Event]:

@@ -177,6 +177,9 @@ class Proxy:
 
     def _flush(self, now: float) -> None:
         core = self.core
+        if core.tables.stale:
+            # Once per loop iteration at most, never per message.
+            core.tables.refresh(now)
         to_router, to_pub = core.outbox.take()
         for frames in to_router:
             try:

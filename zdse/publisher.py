@@ -182,6 +182,11 @@ class Publications:
                 del pub.subscribers[key]
             self._drop_readers(dataindex, pub, len(keys))
 
+    def readers_of(self, subscriber: str) -> set[tuple[str, str]]:
+        """The (dataindex, sid) of every subscription ``subscriber`` holds here."""
+        return {(dataindex, sid) for dataindex, pub in self._pubs.items()
+                for name, sid in pub.subscribers if name == subscriber}
+
     def expire(self, now: float) -> int:
         """Forget subscribers that stopped re-announcing; return how many."""
         gone = 0

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from zdse import options
-from zdse.bus import Bus, Callback
+from zdse.bus import Bus, Callback, Membership, NotPolling
 from zdse.errors import BusClosed, ConfigError
 from zdse.limits import MIN_POLL_INTERVAL, REQUEST_TIMEOUT
 from zdse.log import get_logger
@@ -66,6 +66,8 @@ class Service:
         bus.on_message = self.handle_message
         bus.prepush_processor = self.prepush_processor
         bus.columns = {dataindex: list(names) for dataindex, names in self.columns.items()}
+        bus.on_membership = self.handle_membership
+        bus.on_refresh = self.refresh
 
     @property
     def bus(self) -> Bus:
@@ -89,8 +91,23 @@ class Service:
         self.running = False
 
     def prepush_processor(self, dataindex: str, data: Any) -> Any:
-        """Groom data before it is stored and deltas are computed."""
+        """Groom data before it is stored and deltas are computed.
+
+        Return None to drop this publish: nothing is stored or sent.
+        """
         return data
+
+    def handle_membership(self, event: Membership) -> Any:
+        """Told of each service that joins (or changes addresses) or leaves; ignored by default."""
+        return None
+
+    async def refresh(self) -> Any:
+        """Answer the reserved request ``refresh``: a plain service does not poll.
+
+        Raises:
+            NotPolling: always (a PollingService polls).
+        """
+        raise NotPolling(f"{self.name} does not poll: refresh asks a polling service to poll now")
 
     def handle_request(self, sender: str, dataindex: str, args: Any) -> Any:
         """Answer a request; by default with the data of a published dataindex."""
@@ -106,13 +123,27 @@ class Service:
         """Publish ``data`` as ``dataindex``; subscribers get the delta."""
         self.bus.publish(dataindex, data)
 
-    def subscribe(self, key: str, dataindex: str, callback: Callback) -> str:
-        """Subscribe to ``dataindex`` on ``key``; return the subscription id."""
-        return self.bus.subscribe(key, dataindex, callback)
+    def subscribe(self, key: str, dataindex: str, callback: Callback, *,
+                  sid: str | None = None, refresh: float | None = None) -> str:
+        """Subscribe to ``dataindex`` on ``key``; return the subscription id (see Bus)."""
+        return self.bus.subscribe(key, dataindex, callback, sid=sid, refresh=refresh)
 
-    def unsubscribe(self, sid: str) -> None:
-        """End a subscription."""
-        self.bus.unsubscribe(sid)
+    def unsubscribe(self, sid: str | None = None, *, key: str | None = None,
+                    dataindex: str | None = None) -> list[str]:
+        """End a subscription, or those to ``dataindex`` on ``key``; return their ids."""
+        return self.bus.unsubscribe(sid, key=key, dataindex=dataindex)
+
+    def views(self, sid: str) -> dict[str, Any]:
+        """A subscription's views by publisher (Congress's subData)."""
+        return self.bus.views(sid)
+
+    async def add_address(self, address: str) -> None:
+        """Listen on ``address`` too; return once the cage's routes have it (see Bus)."""
+        await self.bus.add_address(address)
+
+    async def remove_address(self, address: str) -> None:
+        """Stop listening on ``address``; return once the cage's routes no longer have it."""
+        await self.bus.remove_address(address)
 
     async def request(
         self, key: str, dataindex: str, args: Any = None, timeout: float = REQUEST_TIMEOUT
@@ -171,6 +202,8 @@ class PollingService(Service):
         self.last_error = ""
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: Callers of refresh() waiting for a poll that starts after they asked.
+        self._refreshes: list[asyncio.Future[dict[str, Any]]] = []
 
     async def poll(self) -> None:
         """Fetch the data and publish it. Override this."""
@@ -195,18 +228,58 @@ class PollingService(Service):
         """Cut the current wait short: poll at once."""
         self._wake.set()
 
+    async def refresh(self) -> dict[str, Any]:
+        """Poll now (Congress's request_refresh) and return once that poll is done.
+
+        A poll already under way when it is asked does not count: it may have
+        fetched its data before. Answers the reserved request ``refresh``.
+
+        Returns:
+            ``{"published": {dataindex: seq}}`` for each dataindex the poll
+            changed, and ``"seqs"``, every published dataindex's seq after it.
+
+        Raises:
+            NotPolling: the service is not running (stopped, or not started).
+            Whatever the poll raised.
+        """
+        if not self.running or self._poller is None:
+            raise NotPolling(f"{self.name} is not running: start it before asking it to poll")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._refreshes.append(waiter)
+        self.poll_now()
+        return await waiter
+
+    def _seqs(self) -> dict[str, int]:
+        if self._bus is None:
+            return {}
+        return {di: row["seq"] for di, row in self.bus.pubdata().items() if row["seq"]}
+
     def retry_delay(self) -> float:
         """Seconds to wait after ``self.failures`` failed polls in a row."""
         cap = max(self.poll_interval, 60.0)
         return float(min(cap, 2 ** (self.failures - 1)))
 
     async def _poll_loop(self) -> None:
+        try:
+            await self._polls()
+        finally:
+            for waiter in self._refreshes:
+                if not waiter.done():
+                    waiter.set_exception(NotPolling(f"{self.name} stopped polling"))
+            self._refreshes = []
+
+    async def _polls(self) -> None:
         while self.running:
+            # The refreshes asked before this poll began are answered by it.
+            asked, self._refreshes = self._refreshes, []
+            before = self._seqs() if asked else {}
             try:
                 await self.poll()
             except asyncio.CancelledError:
+                self._refreshes[:0] = asked  # answered in _poll_loop's finally
                 raise
             except Exception as exc:
+                _settle(asked, exc)
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self.retry_delay()
@@ -218,6 +291,24 @@ class PollingService(Service):
                 self.failures = 0
                 self.last_error = ""
                 delay = self.poll_interval
+                if asked:
+                    after = self._seqs()
+                    _settle(asked, {"published": {di: seq for di, seq in after.items()
+                                                  if before.get(di) != seq},
+                                    "seqs": after})
             self._wake.clear()
+            if self._refreshes:
+                continue  # asked during the poll: poll again at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+
+def _settle(waiters: list[asyncio.Future[dict[str, Any]]], outcome: Any) -> None:
+    """Answer the refreshes a poll served: with its result, or its exception."""
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)

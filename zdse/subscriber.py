@@ -44,6 +44,7 @@ from zdse.errors import ProtocolError
 from zdse.limits import (
     CURRENT_GRACE,
     MAX_BUFFERED_DELTAS,
+    MAX_SID_BYTES,
     REFRESHES_TO_EXPIRE,
     SUBSCRIPTION_REFRESH,
 )
@@ -81,8 +82,11 @@ class Update(NamedTuple):
         sid: the subscription.
         publisher: the unique name of the service that published.
         dataindex: the table.
-        kind: ``"snapshot"``, ``"delta"``, ``"lost"`` (the publisher left) or
-            ``"noroute"`` (nothing listens on the key yet; ``data`` is the key).
+        kind: ``"snapshot"``, ``"delta"``, ``"lost"`` (the publisher left),
+            ``"noroute"`` (nothing listens on the key yet; ``data`` is the key)
+            or ``"unpublished"`` (the publisher has never published this
+            dataindex: ``seq`` is 0, ``data`` and ``view`` None; its first
+            publish comes as a ``"delta"`` holding ``["replace", data]``).
         seq: the publisher's sequence number after this update.
         data: the snapshot's data, or the delta.
         view: the subscriber's whole view of this publisher's table after it.
@@ -109,6 +113,11 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int,
 
 
 _build_delta = builder(Delta)
+
+
+def _snapshot_kind(snap: Snapshot) -> str:
+    """A snapshot at seq 0 is of a dataindex its publisher never published."""
+    return "unpublished" if snap.seq == 0 else "snapshot"
 
 
 @dataclass(slots=True)
@@ -139,8 +148,14 @@ class _Subscription:
     key: str
     dataindex: str
     next_announce: float
+    refresh: float
     no_route: bool = False
     feeds: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def ttl(self) -> float:
+        """How long its publishers keep it without a re-announce."""
+        return self.refresh * REFRESHES_TO_EXPIRE
 
 
 class Subscriptions:
@@ -160,13 +175,43 @@ class Subscriptions:
     # --- local calls --------------------------------------------------------
 
     def subscribe(
-        self, key: str, dataindex: str, now: float, sid: str | None = None
+        self, key: str, dataindex: str, now: float, sid: str | None = None,
+        refresh: float | None = None,
     ) -> tuple[str, list[Action]]:
-        """Start a subscription; return its id and the announce to send."""
-        sid = sid or uuid.uuid4().hex
-        sub = _Subscription(sid, key, dataindex, now + self.refresh)
+        """Start a subscription; return its id and the announce to send.
+
+        Args:
+            sid: the subscription's id (a fresh uuid when None).
+            refresh: seconds between its re-announcements (``self.refresh``
+                when None); its publishers forget it after
+                REFRESHES_TO_EXPIRE of them missed.
+
+        Raises:
+            ProtocolError: ``sid`` is empty, too long or in use, or
+                ``refresh`` is not a finite number above zero.
+        """
+        if sid is None:
+            sid = uuid.uuid4().hex
+        elif not isinstance(sid, str) or not sid or len(sid.encode()) > MAX_SID_BYTES:
+            raise ProtocolError(f"a subscription id is a string of 1 to {MAX_SID_BYTES} bytes")
+        if sid in self._subs:
+            raise ProtocolError(f"subscription id {sid!r} is in use")
+        if refresh is None:
+            refresh = self.refresh
+        elif not (isinstance(refresh, int | float) and 0 < refresh < float("inf")):
+            raise ProtocolError(f"refresh must be a number of seconds above zero, not {refresh!r}")
+        sub = _Subscription(sid, key, dataindex, now + refresh, float(refresh))
         self._subs[sid] = sub
-        return sid, [Send(key, Subscribe(sid, dataindex, {}, self.ttl))]
+        return sid, [Send(key, Subscribe(sid, dataindex, {}, sub.ttl))]
+
+    def sids_for(self, key: str, dataindex: str) -> list[str]:
+        """The ids of the subscriptions to ``dataindex`` on ``key``."""
+        return sorted(sid for sid, sub in self._subs.items()
+                      if sub.key == key and sub.dataindex == dataindex)
+
+    def min_refresh(self) -> float:
+        """The shortest re-announcement interval of any subscription (or the default)."""
+        return min((sub.refresh for sub in self._subs.values()), default=self.refresh)
 
     def unsubscribe(self, sid: str) -> list[Action]:
         """End a subscription; tell its publishers and drop feeds nobody else uses."""
@@ -217,7 +262,7 @@ class Subscriptions:
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
             feed.sids.add(snap.sid)
-            return [self._update(feed, snap.sid, "snapshot", snap.data)], actions
+            return [self._update(feed, snap.sid, _snapshot_kind(snap), snap.data)], actions
         new_sid = snap.sid not in feed.sids
         feed.sids.add(snap.sid)
         feed.confirmed = now
@@ -226,10 +271,12 @@ class Subscriptions:
         if stale or same:
             # Older than (or the same as) what the view holds: keep the view.
             # A subscription that just joined this feed still gets it whole.
-            return ([self._update(feed, snap.sid, "snapshot", feed.view)] if new_sid else []), []
+            kind = "unpublished" if feed.seq == 0 else "snapshot"
+            return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
         feed.move("snapshot")
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, snap.data
-        updates = [self._update(feed, sid, "snapshot", snap.data) for sid in sorted(feed.sids)]
+        kind = _snapshot_kind(snap)
+        updates = [self._update(feed, sid, kind, snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
         for d in sorted(buffered, key=lambda d: d.seq):
             more, acts = self.on_delta(sender, d, now)
@@ -370,7 +417,7 @@ class Subscriptions:
         actions: list[Action] = []
         for sub in self._subs.values():
             if now >= sub.next_announce:
-                sub.next_announce = now + self.refresh
+                sub.next_announce = now + sub.refresh
                 actions.append(Send(sub.key, self._announce(sub)))
         for feed in self._feeds.values():
             if feed.state is FeedState.RESYNC:
@@ -399,7 +446,7 @@ class Subscriptions:
         silence past the ttl means it is gone, even if no cage told us: it
         may have died while the cage was down.
         """
-        gone = [f for f in self._feeds.values() if now - f.confirmed > self.ttl]
+        gone = [f for f in self._feeds.values() if now - f.confirmed > self._ttl(f)]
         updates: list[Update] = []
         actions: list[Action] = []
         for feed in gone:
@@ -444,13 +491,20 @@ class Subscriptions:
             for pub, di in sub.feeds
             if (pub, di) in self._feeds and self._feeds[(pub, di)].state is FeedState.LIVE
         }
-        return Subscribe(sub.sid, sub.dataindex, seen, self.ttl)
+        return Subscribe(sub.sid, sub.dataindex, seen, sub.ttl)
+
+    def _ttl(self, feed: _Feed) -> float:
+        """A feed's ttl: the longest of its subscriptions' (the one re-announced least often)."""
+        subs = self._subs
+        return max((subs[sid].ttl for sid in feed.sids if sid in subs), default=self.ttl)
 
     def _sync(self, feed: _Feed, sid: str) -> Send:
         seen = {feed.publisher: [feed.epoch, feed.seq]}
         if feed.state is FeedState.RESYNC:
             seen = {}  # whatever the numbers say, we want a snapshot
-        return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, self.ttl))
+        sub = self._subs.get(sid)
+        ttl = self.ttl if sub is None else sub.ttl
+        return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, ttl))
 
     def _resync(self, feed: _Feed, d: Delta | None, now: float, event: str) -> list[Action]:
         """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""

@@ -166,6 +166,8 @@ class FakeNet:
             for frames in codec.coalesce(queue):
                 self.cage.receive([member.identity, *frames], now)
                 moved = True
+        if self.cage.tables.stale:
+            self.cage.tables.refresh(now)  # as the proxy does once per loop iteration
         to_router, to_pub = self.cage.outbox.take()
         for frames in to_router:
             moved = True

@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--wait", action="store_true",
                      help="keep waiting when no service listens on KEY yet")
 
+    refresh = cmds.add_parser(
+        "refresh", help="make a polling service poll now; print what it published",
+        description="Send the reserved request refresh: the service polls at once and "
+                    "answers when that poll is done, with the seqs it published. A service "
+                    "that does not poll answers NotPolling (exit 5).")
+    refresh.add_argument("service", metavar="NAME", help="the service's name")
+    refresh.add_argument("--timeout", type=positive_float, default=30.0,
+                         help="seconds to wait for the poll (default %(default)s)")
+
     keygen = cmds.add_parser("keygen", help="write a CURVE key pair: PREFIX.key, PREFIX.key_secret")
     keygen.add_argument("prefix", help="path and name, e.g. keys/vsphere-boston")
 
@@ -256,6 +265,10 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return await _sub(bus, args, out, err)
             if args.command == "req":
                 return await _req(bus, args, out)
+            if args.command == "refresh":
+                value = await bus.request(args.service, "refresh", None, args.timeout)
+                _print_json(value, out, compact=not out.isatty())
+                return EXIT_OK
             return await _cage(bus, args, out)
         finally:
             await bus.close()
