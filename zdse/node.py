@@ -12,7 +12,7 @@ answer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,9 +161,56 @@ class NodeCore:
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
             bodies.append(body)
 
-        sent = self.publications.publish(dataindex, data, admit)
+        self._queue(dataindex, self.publications.publish(dataindex, data, admit), bodies)
+
+    def replace(self, dataindex: str, value: Any) -> None:
+        """Store ``value`` whole and queue it as a ``replace`` delta (no diff).
+
+        Raises:
+            MessageTooLarge: a snapshot of ``value`` would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent ``value``.
+        """
+        body: list[bytes] = []
+
+        def admit(d: codec.Delta) -> None:
+            encoded = codec.encode_one(d)
+            if len(encoded) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
+                raise MessageTooLarge(
+                    f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+            body.append(encoded)
+
+        self._queue(dataindex, self.publications.replace(dataindex, value, admit), body)
+
+    def change_keys(self, dataindex: str, put: Mapping[Any, Any],
+                    delete: Iterable[Any] = ()) -> None:
+        """Put and delete keys of a dict table; queue exactly that delta.
+
+        See :meth:`Publications.change_keys` (and what it raises); the delta
+        itself must fit one message (MessageTooLarge).
+        """
+        self._change(dataindex, lambda admit: self.publications.change_keys(
+            dataindex, put, delete, admit))
+
+    def change_rows(self, dataindex: str, add: Iterable[Any] = (),
+                    remove: Iterable[Any] = ()) -> None:
+        """Add and remove rows of a list table; queue exactly that delta.
+
+        See :meth:`Publications.change_rows` (and what it raises); the delta
+        itself must fit one message (MessageTooLarge).
+        """
+        self._change(dataindex, lambda admit: self.publications.change_rows(
+            dataindex, add, remove, admit))
+
+    def _change(self, dataindex: str,
+                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None]) -> None:
+        """Make a change, its delta encoded (once) before anything is stored; queue it."""
+        body: list[bytes] = []
+        self._queue(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
+
+    def _queue(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> None:
+        """Queue a stored change's encoded delta, if it is to be sent and the cage knows us."""
         if sent is not None and self.registered:
-            self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
+            self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
 
     def subscribe(self, key: str, dataindex: str, now: float) -> str:
         """Start a subscription; return its id."""

@@ -7,7 +7,7 @@ subscriptions that reach it. A feed follows this table::
     state    event      ->  state    what happens
     (none)   snapshot   ->  LIVE     view := data; SUB filter on; sync with publisher
     LIVE     snapshot   ->  LIVE     view := data (a newer epoch or seq)
-    LIVE     next delta ->  LIVE     view := apply(view, delta)
+    LIVE     next delta ->  LIVE     view changed by the delta, in place
     LIVE     old delta  ->  LIVE     dropped (already in the view)
     LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
     LIVE     owed       ->  RESYNC   snapshot asked: a Current said the publisher
@@ -85,7 +85,10 @@ class Update(NamedTuple):
             ``"noroute"`` (nothing listens on the key yet; ``data`` is the key).
         seq: the publisher's sequence number after this update.
         data: the snapshot's data, or the delta.
-        view: the subscriber's whole view of this publisher's table after it.
+        view: the subscriber's whole view of this publisher's table. Deltas
+            change it in place (in time that follows the change, not the
+            table), so it is the view as of the latest update: copy it to
+            keep the view as it was at this one.
     """
 
     sid: str
@@ -109,6 +112,15 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int,
 
 
 _build_delta = builder(Delta)
+
+
+def _own(data: Any) -> Any:
+    """A view of its own for a snapshot's data: deltas change views in place."""
+    if isinstance(data, list):
+        return list(data)
+    if isinstance(data, dict):
+        return dict(data)
+    return data
 
 
 @dataclass(slots=True)
@@ -212,7 +224,8 @@ class Subscriptions:
         feed = self._feeds.get(fkey)
         actions: list[Action] = []
         if feed is None:
-            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, snap.data, confirmed=now)
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
+                         confirmed=now)
             self._feeds[fkey] = feed
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
@@ -228,7 +241,7 @@ class Subscriptions:
             # A subscription that just joined this feed still gets it whole.
             return ([self._update(feed, snap.sid, "snapshot", feed.view)] if new_sid else []), []
         feed.move("snapshot")
-        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, snap.data
+        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         updates = [self._update(feed, sid, "snapshot", snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
         for d in sorted(buffered, key=lambda d: d.seq):
@@ -263,7 +276,7 @@ class Subscriptions:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
-            feed.view = deltas.apply(feed.view, d.delta)
+            feed.view = deltas.patch(feed.view, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
             return [], self._resync(feed, d, now, "gap")
@@ -290,7 +303,7 @@ class Subscriptions:
         actions: list[Action] = []
         feeds = self._feeds
         feed: _Feed | None = None
-        apply = deltas.apply
+        apply = deltas.patch
         live = FeedState.LIVE
         for fields in batch:
             dataindex, epoch, seq, change = fields
