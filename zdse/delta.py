@@ -119,17 +119,7 @@ def patch(data: Any, delta: Any) -> Any:
         if not isinstance(added, list) or not isinstance(removed, list):
             raise ProtocolError("rows delta needs two arrays")
         if removed:
-            gone = _row_counts(removed)
-            left = len(removed)
-            at = []
-            for i, row in enumerate(data):
-                key = _freeze(row)
-                if gone[key] > 0:
-                    gone[key] -= 1
-                    at.append(i)
-                    left -= 1
-                    if not left:
-                        break
+            at = _find(data, removed)
             if len(at) <= 8:
                 for i in reversed(at):
                     del data[i]
@@ -150,3 +140,32 @@ def patch(data: Any, delta: Any) -> Any:
         data.update(changed)
         return data
     raise ProtocolError(f"cannot apply delta {op!r} to {type(data).__name__}")
+
+
+def _find(rows: list[Any], removed: list[Any]) -> list[int]:
+    """The positions of the rows to remove (one per removed row held), in order.
+
+    A few rows are compared with ``==`` (equality as data, like the frozen
+    forms) from the start, where a window holds its oldest: a window's
+    delta then costs a comparison or two. Many are counted by frozen form,
+    in one pass.
+    """
+    at: list[int] = []
+    if len(removed) <= 4:
+        for gone in removed:
+            for i, row in enumerate(rows):
+                if i not in at and row == gone:
+                    at.append(i)
+                    break
+        return sorted(at)
+    counts = _row_counts(removed)
+    left = len(removed)
+    for i, row in enumerate(rows):
+        key = _freeze(row)
+        if counts[key] > 0:
+            counts[key] -= 1
+            at.append(i)
+            left -= 1
+            if not left:
+                break
+    return at
