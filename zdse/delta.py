@@ -103,7 +103,7 @@ def patch(data: Any, delta: Any) -> Any:
     What :func:`apply` gives, at a cost that follows the change rather than
     the table: a ``keys`` delta changes the dict it is given, a ``rows``
     delta the list (removed rows are looked for from its start, where a
-    window keeps its oldest), a ``replace`` returns its value. ``data`` is
+    window keeps its oldest), a ``replace`` returns a copy of its value. ``data`` is
     left as it was when the delta is refused.
 
     Raises:
@@ -113,7 +113,10 @@ def patch(data: Any, delta: Any) -> Any:
         raise ProtocolError(f"delta must be a non-empty array, got {type(delta).__name__}")
     op = delta[0]
     if op == REPLACE and len(delta) == 2:
-        return delta[1]
+        # Not the delta's own list or map: the view changes in place later,
+        # and the delta was handed to callbacks too.
+        value = delta[1]
+        return value.copy() if isinstance(value, list | dict) else value
     if op == ROWS and len(delta) == 3 and isinstance(data, list):
         added, removed = delta[1], delta[2]
         if not isinstance(added, list) or not isinstance(removed, list):

@@ -97,11 +97,12 @@ class Publication:
         table = self.table
         if isinstance(table, kind):
             return table
-        shape = dict if kind is KeyTable else list
+        shape: type[Any] = dict if kind is KeyTable else list
         current = self.data
         if current is None:
             # Held from its first change on: until then the data stays null.
-            return kind(shape())
+            empty: Any = shape()
+            return kind(empty)
         if not isinstance(current, shape):
             other = "change_rows" if shape is dict else "change_keys"
             raise TypeError(f"the data is a {type(current).__name__}, not a {shape.__name__} "
