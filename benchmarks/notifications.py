@@ -73,7 +73,10 @@ class View:
         self.want: tuple[str, int] | None = None
         self.done = asyncio.Event()
         self.at = 0.0
-        self.resyncs = 0
+        #: When the view got there: time.time(), to compare with the Notifier's.
+        self.wall = 0.0
+        #: Snapshots taken: the first, and one per resync.
+        self.snapshots = 0
 
     def expect_size(self, size: int) -> None:
         self.want_size, self.want = size, None
@@ -88,8 +91,8 @@ class View:
         if update.kind not in ("snapshot", "delta"):
             return
         self.size = len(update.view or {})
-        if update.kind == "snapshot" and update.seq > 0:
-            self.resyncs += 1
+        if update.kind == "snapshot":
+            self.snapshots += 1
         if self.want is not None:
             row = (update.view or {}).get(self.want[0])
             if row is not None and row["payload"].get("n") == self.want[1]:
@@ -104,6 +107,7 @@ class View:
     def _hit(self) -> None:
         if not self.done.is_set():
             self.at = time.monotonic()
+            self.wall = time.time()
             self.done.set()
 
 
@@ -137,9 +141,10 @@ class Notifier:
         return self.sent - 1
 
     async def wait_sent(self, timeout: float) -> float:
-        """Wait until the Notifier returned for all; return when that was seen."""
-        await asyncio.to_thread(self.proc.wait_event, "emitted", timeout, count=self.sent)
-        return time.monotonic()
+        """Wait until the Notifier returned for all; return when it did (time.time())."""
+        event = await asyncio.to_thread(self.proc.wait_event, "emitted", timeout,
+                                        count=self.sent)
+        return float(event["at"])
 
 
 async def bare_rate(url: str, queue_name: str, count: int) -> float:
@@ -244,7 +249,7 @@ async def measure(args: argparse.Namespace, procs: Processes, broker: RabbitMQ) 
                 "rabbitmq_bare_per_s": round(reference),
                 "ratio_to_rabbitmq": round(absorb / reference, 3),
                 "live_per_s": round(args.live / (view.at - began)),
-                "lag_ms": round(max(0.0, view.at - sent_at) * 1000, 1),
+                "lag_ms": round((view.wall - sent_at) * 1000, 1),
                 "publish_errors": stats["publish_errors"],
             })
             print(json.dumps(results[-1]), file=sys.stderr)
@@ -260,7 +265,8 @@ async def measure(args: argparse.Namespace, procs: Processes, broker: RabbitMQ) 
         "results": results,
         "large_over_small": round(large["absorb_per_s"] / small["absorb_per_s"], 3),
         "table": pubdata.get(LATEST),
-        "subscriber_resyncs": statistics.get("resyncs", 0) + view.resyncs,
+        "subscriber_resyncs": statistics.get("resyncs", 0),
+        "subscriber_snapshots": view.snapshots,
     }
 
 
