@@ -55,6 +55,7 @@ from tests.rabbitmq import RabbitMQ, find_scripts  # noqa: E402
 from tests.support import BIN, Processes, free_port  # noqa: E402
 from zdse.bus import Bus, Update  # noqa: E402
 from zdse.endpoints import Endpoints  # noqa: E402
+from zdse.log import configure  # noqa: E402
 
 EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"
@@ -282,6 +283,7 @@ def main() -> int:
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.sizes != sorted(args.sizes) or args.sizes[0] < 1:
         parser.error("--sizes: give table sizes in ascending order")
+    configure("warning", stream=sys.stderr)  # stdout is the report's
     scripts = find_scripts()
     if scripts is None:
         print("notifications: rabbitmq-server is not installed", file=sys.stderr)
