@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install debs sim test soak lint typecheck run screenshots bench-vsphere clean
+.PHONY: help install debs sim test soak lint typecheck run screenshots bench-vsphere bench-notifications clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ screenshots: install ## Run the demo and write docs/web-front.png and docs/web-v
 
 bench-vsphere: $(STAMP) sim ## vsphere polling benchmark: 50 hosts, 2,000 VMs, every 5 s (benchmarks/README.md)
 	$(BIN)/python benchmarks/vsphere_poll.py --hosts 50 --vms 2000 --interval 5
+
+bench-notifications: $(STAMP) ## amqp bridge: oslo notifications into a latest-state table of 1,000 and 30,000 instances (benchmarks/README.md)
+	$(BIN)/python benchmarks/notifications.py --sizes 1000,30000
 
 clean: ## Remove the venv and build outputs
 	rm -rf $(VENV) build

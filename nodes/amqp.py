@@ -8,8 +8,10 @@ One bridge per OpenStack instance, under that instance's prefix::
 The bridge consumes from a queue of its own (``zdse.<name>``), bound to each
 exchange with ``notifications.*``, so it competes with no other consumer of
 oslo's shared ``notifications.info`` queue. Each notification updates the
-tables of :mod:`zdse_nodes.amqp_tables`, which are published on the bus; a
-subscription to ``openstack1.compute.instance.update`` with dataindex
+tables of :mod:`zdse_nodes.amqp_tables`, and exactly that change goes on
+the bus (the incremental API: no table is published whole, so a
+notification costs the same whatever the tables hold); a subscription to
+``openstack1.compute.instance.update`` with dataindex
 ``compute.instance.update`` gets the recent window, then one delta per
 notification. docs/amqp.md has the whole story.
 
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 
 from zdse_nodes.amqp_config import AmqpConfig, backoff, from_options, redact, scrub
 from zdse_nodes.amqp_envelope import Malformed, Notification, Reason, parse
-from zdse_nodes.amqp_tables import STATS, Tables
+from zdse_nodes.amqp_tables import STATS, RowChange, Tables
 
 from zdse.errors import ConfigError
 from zdse.service import Service
@@ -303,8 +305,13 @@ class AmqpBridge(Service):
     def _publish_notification(self, note: Notification, size: int) -> None:
         tables = self.tables
         try:
-            for dataindex, data in tables.take(note, size):
-                self.publish(dataindex, data)
+            # What the notification changed, as exactly that: no table is
+            # published whole, so its cost does not grow with the tables.
+            for change in tables.take(note, size):
+                if isinstance(change, RowChange):
+                    self.change_rows(change.dataindex, change.add, change.remove)
+                else:
+                    self.change_keys(change.dataindex, change.put, change.delete)
         except Exception:
             # A bug or a value the bus cannot carry: count and move on, since a
             # message that fails every time must not stop the bridge.
@@ -327,7 +334,8 @@ class AmqpBridge(Service):
                              bytes=len(message.body), count=count)
 
     def _publish_counters(self) -> None:
-        self.publish(STATS, dict(self.counters))
+        # Only the counters that moved are sent (and compared: a score of them).
+        self.change_keys(STATS, self.counters)
 
     def _describe(self, exc: BaseException) -> str:
         """An error for the log: type and text, with every password masked."""

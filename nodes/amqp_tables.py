@@ -15,9 +15,11 @@ list table as a multiset), and a notification delivered twice (AMQP's
 at-least-once) is one row.
 
 Windows and latest-state tables are bounded by rows and by bytes (the size
-of the AMQP bodies behind their rows), so a snapshot of any table fits in
-one bus message. Each call of :meth:`Tables.take` returns new table values:
-published data is never mutated afterwards.
+of the AMQP bodies behind their rows). Each call of :meth:`Tables.take`
+returns what the notification changed, as :class:`RowChange` and
+:class:`KeyChange` values the bridge hands to the bus's incremental API:
+the row added and the rows evicted, the key put and the keys evicted. So a
+notification costs the same whatever the size of the tables.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ __all__ = [
     "EVENT_TYPES",
     "KEY_MARK",
     "STATS",
+    "Change",
+    "KeyChange",
     "Latest",
+    "RowChange",
     "TableConfig",
     "Tables",
     "Window",
@@ -53,6 +58,27 @@ STATS = "@stats"
 def latest_name(event_type: str, key: str) -> str:
     """The dataindex of ``event_type``'s latest-state table keyed by payload field ``key``."""
     return f"{event_type}{KEY_MARK}{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """Rows added to and removed from a window (a list table)."""
+
+    dataindex: str
+    add: list[dict[str, Any]]
+    remove: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """Keys put into and deleted from a map table."""
+
+    dataindex: str
+    put: dict[str, Any]
+    delete: list[str]
+
+
+Change = RowChange | KeyChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,27 +124,36 @@ class _Bounded:
     def __contains__(self, key: str) -> bool:
         return key in self._rows
 
-    def _put(self, key: str, row: dict[str, Any], weight: int) -> None:
+    def _put(self, key: str, row: dict[str, Any],
+             weight: int) -> tuple[dict[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
+        """Hold ``row`` under ``key``; return the row it replaced and the (key, row) evicted."""
         old = self._rows.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
         self._rows[key] = (row, weight)
         self.bytes += weight
+        evicted: list[tuple[str, dict[str, Any]]] = []
         # The newest row always stays, even alone over the byte bound.
         while len(self._rows) > 1 and (len(self._rows) > self.size or self.bytes > self.max_bytes):
-            _, (_, gone) = self._rows.popitem(last=False)
+            gone_key, (gone_row, gone) = self._rows.popitem(last=False)
             self.bytes -= gone
+            evicted.append((gone_key, gone_row))
+        return (None if old is None else old[0]), evicted
 
 
 class Window(_Bounded):
     """The recent notifications of one event type, oldest first, one per message id."""
 
-    def add(self, message_id: str, row: dict[str, Any], weight: int) -> bool:
-        """Append a row; return False (and change nothing) if ``message_id`` is held."""
+    def add(self, message_id: str, row: dict[str, Any],
+            weight: int) -> list[dict[str, Any]] | None:
+        """Append a row; return the rows evicted.
+
+        None (and nothing changed) if ``message_id`` is held already.
+        """
         if message_id in self._rows:
-            return False
-        self._put(message_id, row, weight)
-        return True
+            return None
+        _, evicted = self._put(message_id, row, weight)
+        return [gone for _, gone in evicted]
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows, oldest first (a new list)."""
@@ -132,13 +167,19 @@ class Latest(_Bounded):
         super().__init__(size, max_bytes)
         self.key = key
 
-    def add(self, payload: Any, row: dict[str, Any], weight: int) -> bool:
-        """Make ``row`` the latest of its key; False if the payload has no usable key."""
+    def add(self, payload: Any, row: dict[str, Any], weight: int) -> KeyChange | None:
+        """Make ``row`` the latest of its key; return the change.
+
+        None if the payload has no usable key. The change puts the row under
+        its key and deletes the keys evicted; its dataindex is left empty for
+        the caller to name.
+        """
         value = payload.get(self.key) if isinstance(payload, dict) else None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            return False
-        self._put(str(value), row, weight)
-        return True
+            return None
+        key = str(value)
+        _, evicted = self._put(key, row, weight)
+        return KeyChange("", {key: row}, [gone for gone, _ in evicted])
 
     def table(self) -> dict[str, dict[str, Any]]:
         """Key -> latest row (a new map)."""
@@ -179,17 +220,19 @@ class Tables:
         out.append((EVENT_TYPES, {}))
         return out
 
-    def take(self, note: Notification, weight: int) -> list[tuple[str, Any]]:
-        """Record a notification; return the (dataindex, new table) pairs to publish.
+    def take(self, note: Notification, weight: int) -> list[Change]:
+        """Record a notification; return what it changed, table by table.
 
         Args:
             note: the notification.
             weight: its size in bytes, for the byte bounds.
 
         Returns:
-            nothing for a message id already in the window (a redelivery,
-            counted in ``duplicates``) or for a new event type past the
-            bound (counted in ``refused``).
+            its window's row added (and the oldest evicted), its latest-state
+            tables' key put (and keys evicted), and its ``@event_types``
+            entry; nothing for a message id already in the window (a
+            redelivery, counted in ``duplicates``) or for a new event type
+            past the bound (counted in ``refused``).
         """
         message_id = note.message_id
         if not message_id:
@@ -206,24 +249,25 @@ class Tables:
                 return []
             window = self.windows[event_type] = Window(self.config.window,
                                                        self.config.window_bytes)
-        if not window.add(message_id, row, weight):
+        evicted = window.add(message_id, row, weight)
+        if evicted is None:
             self.duplicates += 1
             return []
-        out: list[tuple[str, Any]] = [(event_type, window.rows())]
+        out: list[Change] = [RowChange(event_type, [row], evicted)]
         for key in self.config.keys.get(event_type, ()):
             name = latest_name(event_type, key)
             latest = self.latest.get(name)
             if latest is None:
                 latest = self.latest[name] = Latest(key, self.config.latest_size,
                                                     self.config.latest_bytes)
-            if latest.add(note.payload, row, weight):
-                out.append((name, latest.table()))
+            change = latest.add(note.payload, row, weight)
+            if change is not None:
+                out.append(KeyChange(name, change.put, change.delete))
             else:
                 self.unkeyed += 1
         seen = self.event_types.get(event_type, {"count": 0})
-        self.event_types = {
-            **self.event_types,
-            event_type: {"count": seen["count"] + 1, "last": note.timestamp},
-        }
-        out.append((EVENT_TYPES, self.event_types))
+        # A new entry each time: the bus holds the one it was given.
+        entry = {"count": seen["count"] + 1, "last": note.timestamp}
+        self.event_types[event_type] = entry
+        out.append(KeyChange(EVENT_TYPES, {event_type: entry}, []))
         return out

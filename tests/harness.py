@@ -184,9 +184,10 @@ class Updates:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
-        #: Each publisher's view after the newest update received (queued)...
+        #: Each publisher's view (views change in place: as of the newest
+        #: update applied, which may be ahead of those read)...
         self.views: dict[str, Any] = {}
-        #: ... and after the newest one the test has read (next, until).
+        #: ... and of the publishers whose updates the test has read (next, until).
         self.read: dict[str, Any] = {}
 
     def __call__(self, update: Update) -> None:

@@ -16,7 +16,8 @@ where ``context`` holds keyword arguments of oslo.context's RequestContext.
 
 and writes JSON events on stderr, one per line, for the tests to wait on:
 ``{"event": "ready"}`` once the Notifier exists, then
-``{"event": "emitted", "count": N}`` after each Notifier call returned.
+``{"event": "emitted", "count": N, "at": UNIX_TIME}`` after each Notifier
+call returned.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -73,7 +75,7 @@ def main() -> int:
             ctxt = context.RequestContext(**command.get("context", {}))
             emit(ctxt, command["event_type"], command["payload"])
             count += 1
-            event("emitted", count=count)
+            event("emitted", count=count, at=time.time())
     finally:
         transport.cleanup()
     return 0

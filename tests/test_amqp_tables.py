@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -11,7 +10,9 @@ from hypothesis import strategies as st
 from zdse_nodes.amqp_envelope import Notification
 from zdse_nodes.amqp_tables import (
     EVENT_TYPES,
+    KeyChange,
     Latest,
+    RowChange,
     TableConfig,
     Tables,
     Window,
@@ -38,16 +39,16 @@ def row(message_id: str) -> dict[str, Any]:
 def test_window_keeps_the_newest_rows_oldest_first() -> None:
     """Past its size the window drops the oldest row."""
     window = Window(size=3, max_bytes=1000)
-    for i in range(5):
-        assert window.add(f"m{i}", row(f"m{i}"), 1)
+    evicted = [window.add(f"m{i}", row(f"m{i}"), 1) for i in range(5)]
     assert [r["message_id"] for r in window.rows()] == ["m2", "m3", "m4"]
+    assert evicted == [[], [], [], [row("m0")], [row("m1")]]
 
 
 def test_window_holds_each_message_id_once() -> None:
     """A redelivered message id changes nothing."""
     window = Window(size=3, max_bytes=1000)
-    assert window.add("m1", row("m1"), 1)
-    assert not window.add("m1", {"message_id": "m1", "other": True}, 1)
+    assert window.add("m1", row("m1"), 1) == []
+    assert window.add("m1", {"message_id": "m1", "other": True}, 1) is None
     assert window.rows() == [row("m1")]
 
 
@@ -89,8 +90,11 @@ def test_latest_keys_rows_by_a_scalar_payload_field(
 ) -> None:
     """Only a string or number field keys a latest-state table."""
     latest = Latest("instance_id", size=10, max_bytes=1000)
-    assert latest.add(payload, row("m1"), 1) is taken
+    change = latest.add(payload, row("m1"), 1)
+    assert (change is not None) is taken
     assert latest.table() == ({key: row("m1")} if taken else {})
+    if change is not None:
+        assert (change.put, change.delete) == ({key: row("m1")}, [])
 
 
 def test_latest_replaces_a_key_and_evicts_the_least_recently_changed() -> None:
@@ -99,23 +103,27 @@ def test_latest_replaces_a_key_and_evicts_the_least_recently_changed() -> None:
     latest.add({"id": "a"}, row("m1"), 1)
     latest.add({"id": "b"}, row("m2"), 1)
     latest.add({"id": "a"}, row("m3"), 1)
-    latest.add({"id": "c"}, row("m4"), 1)
+    change = latest.add({"id": "c"}, row("m4"), 1)
     assert latest.table() == {"a": row("m3"), "c": row("m4")}
+    assert change is not None
+    assert (change.put, change.delete) == ({"c": row("m4")}, ["b"])
     assert latest.bytes == 2
 
 
-def test_take_publishes_window_latest_and_event_types() -> None:
-    """One notification changes its window, its latest-state table and @event_types."""
+def test_take_gives_the_changes_of_window_latest_and_event_types() -> None:
+    """One notification adds a row to its window, a key to its latest table and @event_types."""
     tables = Tables(TableConfig(window=10, keys={"compute.instance.update": ("instance_id",)}))
     n = note(payload={"instance_id": "i-1", "state": "building"}, timestamp="t1")
-    out = dict(tables.take(n, 100))
-    assert out["compute.instance.update"] == [n.row()]
-    assert out[latest_name("compute.instance.update", "instance_id")] == {"i-1": n.row()}
-    assert out[EVENT_TYPES] == {"compute.instance.update": {"count": 1, "last": "t1"}}
+    assert tables.take(n, 100) == [
+        RowChange("compute.instance.update", [n.row()], []),
+        KeyChange(latest_name("compute.instance.update", "instance_id"), {"i-1": n.row()}, []),
+        KeyChange(EVENT_TYPES, {"compute.instance.update": {"count": 1, "last": "t1"}}, []),
+    ]
     other = note(event_type="port.create.end", message_id="m2", timestamp="t2")
-    out = dict(tables.take(other, 100))
-    assert set(out) == {"port.create.end", EVENT_TYPES}
-    assert out[EVENT_TYPES]["port.create.end"] == {"count": 1, "last": "t2"}
+    assert tables.take(other, 100) == [
+        RowChange("port.create.end", [other.row()], []),
+        KeyChange(EVENT_TYPES, {"port.create.end": {"count": 1, "last": "t2"}}, []),
+    ]
 
 
 def test_initial_tables_are_empty_and_named_from_the_config() -> None:
@@ -138,16 +146,19 @@ def test_notifications_without_message_id_each_get_a_row() -> None:
     """Senders without oslo's ids still get one row per notification."""
     tables = Tables(TableConfig())
     tables.take(note(message_id=""), 1)
-    out = dict(tables.take(note(message_id=""), 1))
-    assert [r["message_id"] for r in out["compute.instance.update"]] == ["local-1", "local-2"]
+    (added, *_) = tables.take(note(message_id=""), 1)
+    assert isinstance(added, RowChange)
+    assert added.add[0]["message_id"] == "local-2"
+    window = tables.windows["compute.instance.update"].rows()
+    assert [r["message_id"] for r in window] == ["local-1", "local-2"]
 
 
 def test_unkeyed_payloads_are_counted_and_stay_in_the_window() -> None:
     """A payload without the key field is in the window, not in the latest-state table."""
     tables = Tables(TableConfig(keys={"compute.instance.update": ("instance_id",)}))
-    out = dict(tables.take(note(payload={"no": "key"}), 1))
+    out = {c.dataindex: c for c in tables.take(note(payload={"no": "key"}), 1)}
     assert "compute.instance.update@instance_id" not in out
-    assert len(out["compute.instance.update"]) == 1
+    assert len(tables.windows["compute.instance.update"]) == 1
     assert tables.unkeyed == 1
 
 
@@ -169,15 +180,14 @@ steps = st.lists(
 )
 
 
-@given(steps, st.integers(1, 6))
-def test_windows_match_a_model_and_each_notification_is_one_small_delta(
-    script: list[tuple[str, int, int]], size: int
+@given(steps, st.integers(1, 6), st.integers(1, 4))
+def test_tables_match_a_model_and_each_notification_is_one_small_change(
+    script: list[tuple[str, int, int]], size: int, latest_size: int
 ) -> None:
-    """Windows equal a simple model; each new notification is one delta adding exactly its row."""
-    tables = Tables(TableConfig(window=size, keys={"a.x": ("k",)}))
+    """Windows equal a model; each notification adds just its row; changes rebuild every table."""
+    tables = Tables(TableConfig(window=size, keys={"a.x": ("k",)}, latest_size=latest_size))
     model: dict[str, list[str]] = {}
-    published: dict[str, Any] = {}
-    snapshots: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    rebuilt: dict[str, Any] = {}
     for event_type, number, key in script:
         message_id = f"m{number}"
         n = note(event_type=event_type, message_id=message_id, payload={"k": key})
@@ -186,22 +196,24 @@ def test_windows_match_a_model_and_each_notification_is_one_small_delta(
         if new:
             ids.append(message_id)
             del ids[:-size]
-        out = dict(tables.take(n, 1))
-        assert bool(out) == new
+        changes = tables.take(n, 1)
+        assert bool(changes) == new
         if not new:
             continue
-        window = out[event_type]
-        assert [r["message_id"] for r in window] == ids
-        old = published.get(event_type, [])
-        change = delta.diff(old, window)
-        assert change is not None
-        if change[0] == "rows":
-            assert change[1] == [n.row()]
-            assert len(change[2]) <= 1
-        else:  # a window of one: the delta replaces the single row
-            assert change == ["replace", [n.row()]]
-        assert delta.same(delta.apply(old, change), window)
-        snapshots.append((copy.deepcopy(out), out))
-        published.update(out)
-    for frozen, live in snapshots:
-        assert frozen == live, "a published table was changed after it was published"
+        window_change = changes[0]
+        assert isinstance(window_change, RowChange)
+        assert window_change.add == [n.row()]
+        assert len(window_change.remove) <= 1
+        for change in changes:
+            if isinstance(change, RowChange):
+                wire = ["rows", change.add, change.remove]
+                rebuilt[change.dataindex] = delta.apply(rebuilt.get(change.dataindex, []), wire)
+            else:
+                wire = ["keys", change.put, change.delete]
+                rebuilt[change.dataindex] = delta.apply(rebuilt.get(change.dataindex, {}), wire)
+        assert [r["message_id"] for r in tables.windows[event_type].rows()] == ids
+    for event_type, window in tables.windows.items():
+        assert delta.same(rebuilt[event_type], window.rows())
+    for name, latest in tables.latest.items():
+        assert rebuilt[name] == latest.table()
+    assert rebuilt.get(EVENT_TYPES, {}) == tables.event_types

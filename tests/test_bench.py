@@ -109,3 +109,11 @@ def test_bad_flags_are_refused(flags: list[str], error: str) -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert error in result.stderr
+
+
+def test_notifications_runs_the_checkout_script_and_its_checks() -> None:
+    """`zdse-bench notifications` hands its options to the bridge's benchmark script."""
+    done = subprocess.run([str(BIN / "zdse-bench"), "notifications", "--sizes", "5,1"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--sizes: give table sizes in ascending order" in done.stderr

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -346,8 +346,15 @@ class Bus:
         """Store ``data`` under ``dataindex`` and send subscribers the delta.
 
         The ``prepush_processor`` grooms the data first; if it returns None,
-        nothing is stored or sent. Nothing is sent when nothing changed or
-        nobody subscribes.
+        nothing is stored or sent. The delta comes from comparing the data
+        with what was stored: for a module that knows only the new whole.
+        One that knows what changed says so with :meth:`change_keys`,
+        :meth:`change_rows` or :meth:`replace`, at a cost that follows the
+        change. Nothing is sent when nothing changed or nobody subscribes.
+
+        Raises:
+            MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent ``data``.
         """
         if self.prepush_processor is not None:
             data = self.prepush_processor(dataindex, data)
@@ -355,6 +362,73 @@ class Bus:
                 self.core.stats["prepush_dropped"] += 1
                 return
         self.core.publish(dataindex, data)
+        self._pump()
+
+    def change_keys(self, dataindex: str, put: Mapping[Any, Any] | None = None,
+                    delete: Iterable[Any] = ()) -> None:
+        """Put and delete keys of the dict table ``dataindex``; send exactly that delta.
+
+        The cost follows the change, not the table: no diff. Keys put with
+        the value they hold, or deleted but not held, are left out; nothing
+        is sent when nothing changed or nobody subscribes. A dataindex never
+        published starts as an empty dict. The ``prepush_processor`` is not
+        called (it grooms whole tables). The stored table changes in place:
+        what :meth:`publish` gave it last is copied first, never changed.
+
+        Args:
+            dataindex: the table.
+            put: key -> new value.
+            delete: keys to remove.
+
+        Raises:
+            TypeError: the table holds something other than a dict.
+            ValueError: a key is both put and deleted, or is not hashable.
+            MessageTooLarge: the delta, or a snapshot of the changed table,
+                would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent a key or value.
+            Whatever is raised, nothing is stored or sent.
+        """
+        self.core.change_keys(dataindex, put or {}, delete)
+        self._pump()
+
+    def change_rows(self, dataindex: str, add: Iterable[Any] = (),
+                    remove: Iterable[Any] = ()) -> None:
+        """Add and remove rows of the list table ``dataindex``; send exactly that delta.
+
+        A list table is a multiset: removing a row removes one copy of an
+        equal row held before this change; one not held is left out. As
+        :meth:`change_keys` otherwise (cost, prepush, a new dataindex starts
+        as an empty list, the table changes in place).
+
+        Args:
+            dataindex: the table.
+            add: rows to add.
+            remove: rows to remove.
+
+        Raises:
+            TypeError: the table holds something other than a list.
+            MessageTooLarge: the delta, or a snapshot of the changed table,
+                would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent a row.
+            Whatever is raised, nothing is stored or sent.
+        """
+        self.core.change_rows(dataindex, add, remove)
+        self._pump()
+
+    def replace(self, dataindex: str, value: Any) -> None:
+        """Store ``value`` whole under ``dataindex`` and send it whole, without a diff.
+
+        For a scalar (a count, a status), or a value rebuilt whole anyway.
+        Nothing is sent when it equals the value held, or nobody subscribes.
+        The ``prepush_processor`` grooms it first, as in :meth:`publish`.
+
+        Raises:
+            MessageTooLarge: a snapshot of ``value`` would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent ``value``.
+        """
+        if self.prepush_processor is not None:
+            value = self.prepush_processor(dataindex, value)
+        self.core.replace(dataindex, value)
         self._pump()
 
     # --- subscribing --------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from zdse.errors import ProtocolError
 
-__all__ = ["apply", "diff", "same"]
+__all__ = ["apply", "diff", "freeze", "patch", "same"]
 
 ROWS = "rows"
 KEYS = "keys"
@@ -32,6 +32,10 @@ def _freeze(value: Any) -> Hashable:
     if isinstance(value, dict):
         return ("\x00map", tuple(sorted((repr(k), _freeze(v)) for k, v in value.items())))
     return value  # type: ignore[no-any-return]
+
+
+#: A row's hashable form: equal rows (as data) freeze equal.
+freeze = _freeze
 
 
 def _row_counts(rows: list[Any]) -> Counter[Hashable]:
@@ -88,29 +92,83 @@ def apply(data: Any, delta: Any) -> Any:
     Raises:
         ProtocolError: the delta is malformed or does not fit the data's shape.
     """
+    if isinstance(data, list | dict):
+        data = data.copy()  # the table's own containers: its rows are never changed
+    return patch(data, delta)
+
+
+def patch(data: Any, delta: Any) -> Any:
+    """Change ``data`` by ``delta`` in place where it can; return the new data.
+
+    What :func:`apply` gives, at a cost that follows the change rather than
+    the table: a ``keys`` delta changes the dict it is given, a ``rows``
+    delta the list (removed rows are looked for from its start, where a
+    window keeps its oldest), a ``replace`` returns a copy of its value. ``data`` is
+    left as it was when the delta is refused.
+
+    Raises:
+        ProtocolError: the delta is malformed or does not fit the data's shape.
+    """
     if not isinstance(delta, list) or not delta:
         raise ProtocolError(f"delta must be a non-empty array, got {type(delta).__name__}")
     op = delta[0]
     if op == REPLACE and len(delta) == 2:
-        return delta[1]
+        # Not the delta's own list or map: the view changes in place later,
+        # and the delta was handed to callbacks too.
+        value = delta[1]
+        return value.copy() if isinstance(value, list | dict) else value
     if op == ROWS and len(delta) == 3 and isinstance(data, list):
         added, removed = delta[1], delta[2]
         if not isinstance(added, list) or not isinstance(removed, list):
             raise ProtocolError("rows delta needs two arrays")
-        gone = _row_counts(removed)
-        kept = []
-        for row in data:
-            key = _freeze(row)
-            if gone[key] > 0:
-                gone[key] -= 1
-            else:
-                kept.append(row)
-        return kept + added
+        if removed:
+            at = _find(data, removed)
+            if len(at) <= 8:
+                for i in reversed(at):
+                    del data[i]
+            else:  # one pass, not a move of the tail per row
+                drop = set(at)
+                data[:] = [row for i, row in enumerate(data) if i not in drop]
+        data.extend(added)
+        return data
     if op == KEYS and len(delta) == 3 and isinstance(data, dict):
         changed, removed = delta[1], delta[2]
         if not isinstance(changed, dict) or not isinstance(removed, list):
             raise ProtocolError("keys delta needs a map and an array")
-        result = {k: v for k, v in data.items() if k not in removed}
-        result.update(changed)
-        return result
+        for key in removed:
+            try:
+                data.pop(key, None)
+            except TypeError:  # an unhashable key from the wire: held by no dict
+                continue
+        data.update(changed)
+        return data
     raise ProtocolError(f"cannot apply delta {op!r} to {type(data).__name__}")
+
+
+def _find(rows: list[Any], removed: list[Any]) -> list[int]:
+    """The positions of the rows to remove (one per removed row held), in order.
+
+    A few rows are compared with ``==`` (equality as data, like the frozen
+    forms) from the start, where a window holds its oldest: a window's
+    delta then costs a comparison or two. Many are counted by frozen form,
+    in one pass.
+    """
+    at: list[int] = []
+    if len(removed) <= 4:
+        for gone in removed:
+            for i, row in enumerate(rows):
+                if i not in at and row == gone:
+                    at.append(i)
+                    break
+        return sorted(at)
+    counts = _row_counts(removed)
+    left = len(removed)
+    for i, row in enumerate(rows):
+        key = _freeze(row)
+        if counts[key] > 0:
+            counts[key] -= 1
+            at.append(i)
+            left -= 1
+            if not left:
+                break
+    return at

@@ -12,7 +12,7 @@ answer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,8 +172,7 @@ class NodeCore:
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
-        if dataindex == PROBE_DATAINDEX:
-            raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")
+        _not_reserved(dataindex)
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
@@ -193,10 +192,59 @@ class NodeCore:
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
             bodies.append(body)
 
-        sent = self.publications.publish(dataindex, data, admit)
+        self._queue(dataindex, self.publications.publish(dataindex, data, admit), bodies)
+
+    def replace(self, dataindex: str, value: Any) -> None:
+        """Store ``value`` whole and queue it as a ``replace`` delta (no diff).
+
+        Raises:
+            MessageTooLarge: a snapshot of ``value`` would exceed MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent ``value``.
+        """
+        _not_reserved(dataindex)
+        body: list[bytes] = []
+
+        def admit(d: codec.Delta) -> None:
+            encoded = codec.encode_one(d)
+            if len(encoded) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
+                raise MessageTooLarge(
+                    f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+            body.append(encoded)
+
+        self._queue(dataindex, self.publications.replace(dataindex, value, admit), body)
+
+    def change_keys(self, dataindex: str, put: Mapping[Any, Any],
+                    delete: Iterable[Any] = ()) -> None:
+        """Put and delete keys of a dict table; queue exactly that delta.
+
+        See :meth:`Publications.change_keys` (and what it raises); the delta
+        itself must fit one message (MessageTooLarge).
+        """
+        self._change(dataindex, lambda admit: self.publications.change_keys(
+            dataindex, put, delete, admit))
+
+    def change_rows(self, dataindex: str, add: Iterable[Any] = (),
+                    remove: Iterable[Any] = ()) -> None:
+        """Add and remove rows of a list table; queue exactly that delta.
+
+        See :meth:`Publications.change_rows` (and what it raises); the delta
+        itself must fit one message (MessageTooLarge).
+        """
+        self._change(dataindex, lambda admit: self.publications.change_rows(
+            dataindex, add, remove, admit))
+
+    def _change(self, dataindex: str,
+                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None]) -> None:
+        """Make a change, its delta encoded (once) before anything is stored; queue it."""
+        _not_reserved(dataindex)
+        body: list[bytes] = []
+        self._queue(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
+
+    def _queue(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> None:
+        """Queue a stored change's encoded delta, if it is to be sent and the cage knows us."""
         # Sent while JOINING too: subscribers may hold a snapshot of ours.
         if sent is not None and self.session.known:
-            self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
+            self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
 
     def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
                   refresh: float | None = None) -> str:
@@ -480,3 +528,9 @@ class NodeCore:
     def _bad(self, exc: Exception) -> None:
         self.stats["bad_frames"] += 1
         self.last_bad = str(exc)
+
+
+def _not_reserved(dataindex: str) -> None:
+    """Refuse to publish on the dataindex of the node's own probes (zdse.session)."""
+    if dataindex == PROBE_DATAINDEX:
+        raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")

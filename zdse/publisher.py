@@ -8,24 +8,34 @@ snapshot, unless the subscriber holds the current epoch and sequence number
 or is behind only by deltas it was sent: then a Current, which says how far
 the publisher is (the deltas may still be on their way; see
 :class:`Reader`).
+
+A module that knows what changed says so instead of publishing the whole:
+:meth:`Publications.change_keys` (a dict table), :meth:`Publications.change_rows`
+(a list table) and :meth:`Publications.replace` (any value, sent whole with
+no diff) send exactly that change, at a cost that follows the change, not
+the table (see :mod:`zdse.table`). Both ways may be mixed on one dataindex:
+the stored table is what snapshots and requests give either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from zdse import delta
 from zdse.actions import Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
-from zdse.limits import MAX_WAITING_SUBSCRIPTIONS
+from zdse.errors import MessageTooLarge
+from zdse.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 from zdse.slots import builder
+from zdse.table import KeyPlan, KeyTable, RowPlan, RowTable
 
 __all__ = ["Publication", "Publications", "Reader"]
 
 
 _build_delta = builder(Delta)
+_T = TypeVar("_T", KeyTable, RowTable)
 
 
 @dataclass(slots=True)
@@ -51,10 +61,54 @@ class Reader:
 class Publication:
     """One dataindex: its data, sequence number and subscribers."""
 
-    data: Any = None
     seq: int = 0
     #: (subscriber name, subscription id) -> its reader.
     subscribers: dict[tuple[str, str], Reader] = field(default_factory=dict)
+    #: The value last published whole (the module's own: never changed here).
+    value: Any = None
+    #: The table the publisher owns, from the first incremental change
+    #: after the value was published whole (None until then).
+    table: KeyTable | RowTable | None = None
+
+    @property
+    def data(self) -> Any:
+        """The current data: what snapshots and requests give."""
+        table = self.table
+        if table is None:
+            return self.value
+        return table.data if isinstance(table, KeyTable) else table.rows()
+
+    @data.setter
+    def data(self, data: Any) -> None:
+        self.value = data
+        self.table = None
+
+    def owned(self, kind: type[_T]) -> _T:
+        """The data as a table of ``kind`` the publisher owns and changes in place.
+
+        Made from the data at its first change after it was published whole
+        (copied: the module's value is never changed); an empty one for
+        null, held once a change stores it.
+
+        Raises:
+            TypeError: the data is not of the table's shape (a dict for a
+                KeyTable, a list for a RowTable).
+        """
+        table = self.table
+        if isinstance(table, kind):
+            return table
+        shape: type[Any] = dict if kind is KeyTable else list
+        current = self.data
+        if current is None:
+            # Held from its first change on: until then the data stays null.
+            empty: Any = shape()
+            return kind(empty)
+        if not isinstance(current, shape):
+            other = "change_rows" if shape is dict else "change_keys"
+            raise TypeError(f"the data is a {type(current).__name__}, not a {shape.__name__} "
+                            f"table: publish a {shape.__name__} first, or use {other} or replace")
+        owned = self.table = kind(current)
+        return owned
 
 
 class Publications:
@@ -110,6 +164,109 @@ class Publications:
         if not pub.seq:
             self.waiting -= len(pub.subscribers)
         pub.data = data
+        pub.seq += 1
+        return d if pub.subscribers else None
+
+    def replace(
+        self, dataindex: str, value: Any, admit: Callable[[Delta], object] | None = None
+    ) -> Delta | None:
+        """Store ``value`` whole; return its ``replace`` delta, if it changed and anyone listens.
+
+        No diff: for a scalar, or a value rebuilt whole anyway. ``admit`` as
+        in :meth:`publish`.
+        """
+        pub = self._pubs.get(dataindex)
+        if pub is None:
+            pub = Publication()
+        if pub.seq and delta.same(pub.data, value):
+            return None
+        return self._commit(dataindex, pub, [delta.REPLACE, value], admit,
+                            lambda: setattr(pub, "data", value))
+
+    def change_keys(
+        self,
+        dataindex: str,
+        put: Mapping[Any, Any],
+        delete: Iterable[Any] = (),
+        admit: Callable[[Delta], object] | None = None,
+    ) -> Delta | None:
+        """Put and delete keys of a dict table; return the ``keys`` delta to send.
+
+        Only what changes is sent (a put of the value held, or a delete of a
+        key not held, is left out); None when nothing changed or nobody
+        listens. The first change of a dataindex never published is sent as
+        a ``replace`` of the new table. ``admit`` as in :meth:`publish`.
+
+        Raises:
+            TypeError: the data is not a dict table.
+            ValueError: a key is both put and deleted, or is not hashable.
+            MessageTooLarge: a snapshot of the changed table would exceed
+                MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent a key or value.
+            Whatever is raised, the publication is left as it was.
+        """
+        pub = self._pubs.get(dataindex)
+        if pub is None:
+            pub = Publication()
+        table = pub.owned(KeyTable)
+        plan = table.plan(put, delete)
+        if not plan.put and not plan.delete:
+            return None
+        self._check_size(dataindex, table.bytes + plan.grow)
+        if pub.seq:
+            change = [delta.KEYS, plan.put, plan.delete]
+        else:
+            change = [delta.REPLACE, {**table.data, **plan.put}]
+        return self._commit(dataindex, pub, change, admit, lambda: _store(pub, table, plan))
+
+    def change_rows(
+        self,
+        dataindex: str,
+        add: Iterable[Any] = (),
+        remove: Iterable[Any] = (),
+        admit: Callable[[Delta], object] | None = None,
+    ) -> Delta | None:
+        """Add and remove rows of a list table (a multiset); return the ``rows`` delta to send.
+
+        Removals count against the rows held before the change; a row to
+        remove that is not held is left out. None when nothing changed or
+        nobody listens; the first change of a dataindex never published is
+        sent as a ``replace``. ``admit`` as in :meth:`publish`.
+
+        Raises:
+            TypeError: the data is not a list table.
+            MessageTooLarge: a snapshot of the changed table would exceed
+                MAX_MESSAGE_BYTES.
+            ProtocolError: msgpack cannot represent a row.
+            Whatever is raised, the publication is left as it was.
+        """
+        pub = self._pubs.get(dataindex)
+        if pub is None:
+            pub = Publication()
+        table = pub.owned(RowTable)
+        plan = table.plan(add, remove)
+        if not plan.add and not plan.remove:
+            return None
+        self._check_size(dataindex, table.bytes + plan.grow)
+        # Nothing held before the first: none removed, and it replaces a snapshot of null.
+        change = [delta.ROWS, plan.add, plan.remove] if pub.seq else [delta.REPLACE, plan.add]
+        return self._commit(dataindex, pub, change, admit, lambda: _store(pub, table, plan))
+
+    def _check_size(self, dataindex: str, size: int) -> None:
+        """Refuse a table whose snapshot would not fit one message."""
+        if size + _snapshot_overhead(dataindex, self.epoch) > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+
+    def _commit(self, dataindex: str, pub: Publication, change: list[Any],
+                admit: Callable[[Delta], object] | None,
+                store: Callable[[], object]) -> Delta | None:
+        """Admit the delta, then store the change and count it."""
+        d = _build_delta(dataindex, self.epoch, pub.seq + 1, change)
+        if admit is not None:
+            admit(d)
+        store()
+        self._pubs[dataindex] = pub
         pub.seq += 1
         return d if pub.subscribers else None
 
@@ -212,8 +369,31 @@ class Publications:
             dataindex: {
                 "seq": pub.seq,
                 "epoch": self.epoch,
-                "size": len(pub.data) if isinstance(pub.data, list | dict) else None,
+                "size": _size(pub),
                 "subscribers": sorted({name for name, _ in pub.subscribers}),
             }
             for dataindex, pub in sorted(self._pubs.items())
         }
+
+
+def _store(pub: Publication, table: KeyTable | RowTable, plan: KeyPlan | RowPlan) -> None:
+    """Make a planned change and hold the table (a new one, for data that was null)."""
+    table.commit(plan)  # type: ignore[arg-type]  # each table's plan, from its own plan()
+    pub.table = table
+
+
+def _size(pub: Publication) -> int | None:
+    """Rows or keys held (without compacting a row table to count them)."""
+    if pub.table is not None:
+        return len(pub.table.data) if isinstance(pub.table, KeyTable) else len(pub.table)
+    return len(pub.value) if isinstance(pub.value, list | dict) else None
+
+
+def _snapshot_overhead(dataindex: str, epoch: str) -> int:
+    """What a snapshot adds around its data's entries, at most.
+
+    An array header, a subscription id (a uuid4 hex: 33 bytes packed), the
+    dataindex and epoch (5 bytes of header each at most), the largest seq
+    (9) and the data's own map or array header (5).
+    """
+    return 1 + 33 + 5 + len(dataindex.encode()) + 5 + len(epoch.encode()) + 9 + 5

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from zdse import options
@@ -120,8 +120,22 @@ class Service:
     # --- what a module calls ----------------------------------------------
 
     def publish(self, dataindex: str, data: Any) -> None:
-        """Publish ``data`` as ``dataindex``; subscribers get the delta."""
+        """Publish ``data`` as ``dataindex``; subscribers get a diff (see :meth:`Bus.publish`)."""
         self.bus.publish(dataindex, data)
+
+    def change_keys(self, dataindex: str, put: Mapping[Any, Any] | None = None,
+                    delete: Iterable[Any] = ()) -> None:
+        """Put and delete keys of a dict table (see :meth:`Bus.change_keys`)."""
+        self.bus.change_keys(dataindex, put, delete)
+
+    def change_rows(self, dataindex: str, add: Iterable[Any] = (),
+                    remove: Iterable[Any] = ()) -> None:
+        """Add and remove rows of a list table (see :meth:`Bus.change_rows`)."""
+        self.bus.change_rows(dataindex, add, remove)
+
+    def replace(self, dataindex: str, value: Any) -> None:
+        """Publish ``value`` whole, without a diff (see :meth:`Bus.replace`)."""
+        self.bus.replace(dataindex, value)
 
     def subscribe(self, key: str, dataindex: str, callback: Callback, *,
                   sid: str | None = None, refresh: float | None = None) -> str:

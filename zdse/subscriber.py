@@ -7,7 +7,7 @@ subscriptions that reach it. A feed follows this table::
     state    event      ->  state    what happens
     (none)   snapshot   ->  LIVE     view := data; SUB filter on; sync with publisher
     LIVE     snapshot   ->  LIVE     view := data (a newer epoch or seq)
-    LIVE     next delta ->  LIVE     view := apply(view, delta)
+    LIVE     next delta ->  LIVE     view changed by the delta, in place
     LIVE     old delta  ->  LIVE     dropped (already in the view)
     LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
     LIVE     owed       ->  RESYNC   snapshot asked: a Current said the publisher
@@ -89,7 +89,10 @@ class Update(NamedTuple):
             publish comes as a ``"delta"`` holding ``["replace", data]``).
         seq: the publisher's sequence number after this update.
         data: the snapshot's data, or the delta.
-        view: the subscriber's whole view of this publisher's table after it.
+        view: the subscriber's whole view of this publisher's table. Deltas
+            change it in place (in time that follows the change, not the
+            table), so it is the view as of the latest update: copy it to
+            keep the view as it was at this one.
     """
 
     sid: str
@@ -118,6 +121,15 @@ _build_delta = builder(Delta)
 def _snapshot_kind(snap: Snapshot) -> str:
     """A snapshot at seq 0 is of a dataindex its publisher never published."""
     return "unpublished" if snap.seq == 0 else "snapshot"
+
+
+def _own(data: Any) -> Any:
+    """A view of its own for a snapshot's data: deltas change views in place."""
+    if isinstance(data, list):
+        return list(data)
+    if isinstance(data, dict):
+        return dict(data)
+    return data
 
 
 @dataclass(slots=True)
@@ -257,7 +269,8 @@ class Subscriptions:
         feed = self._feeds.get(fkey)
         actions: list[Action] = []
         if feed is None:
-            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, snap.data, confirmed=now)
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
+                         confirmed=now)
             self._feeds[fkey] = feed
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
@@ -274,7 +287,7 @@ class Subscriptions:
             kind = "unpublished" if feed.seq == 0 else "snapshot"
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
         feed.move("snapshot")
-        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, snap.data
+        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         kind = _snapshot_kind(snap)
         updates = [self._update(feed, sid, kind, snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
@@ -310,7 +323,7 @@ class Subscriptions:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
-            feed.view = deltas.apply(feed.view, d.delta)
+            feed.view = deltas.patch(feed.view, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
             return [], self._resync(feed, d, now, "gap")
@@ -337,7 +350,7 @@ class Subscriptions:
         actions: list[Action] = []
         feeds = self._feeds
         feed: _Feed | None = None
-        apply = deltas.apply
+        apply = deltas.patch
         live = FeedState.LIVE
         for fields in batch:
             dataindex, epoch, seq, change = fields

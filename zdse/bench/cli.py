@@ -9,6 +9,9 @@ forwarder (reqrep also with ``raw`` blocking pyzmq clients through one), and
 with ``--vs nats`` through a ``nats-server`` started for the run; the
 targets take turns round after round (A B, B A, ...) and the report gives
 medians and ratios oriented so that > 1 means zdse is ahead.
+
+``zdse-bench notifications`` runs the amqp bridge's benchmark instead
+(:mod:`zdse.bench.notifications`; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from zdse.bench import notifications
 from zdse.bench import routes as route_bench
 from zdse.bench.procs import BenchError, Processes, nats_server_path
 from zdse.bench.scenarios import ROUNDS, Options, Target, start_target
@@ -274,6 +278,10 @@ def render(report: dict[str, Any], settings: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and print its report."""
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["notifications"]:
+        # The amqp bridge's benchmark: a script of the source checkout.
+        return notifications.main(words[1:])
     args = build_parser().parse_args(argv)
     if args.msgs is None:
         args.msgs = DEFAULT_MSGS[args.scenario]
