@@ -59,6 +59,7 @@ from zdse.node import (
 from zdse.options import positive_float_env
 from zdse.requests import Outcome
 from zdse.subscriber import Update
+from zdse.tableindex import SLICE_ROWS
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
@@ -164,6 +165,9 @@ class Bus:
         self._opened = False
         self._monitor: zmq.Socket[bytes] | None = None
         self._closed = False
+        #: Big tables waiting to be prepared in slices: the newest per dataindex.
+        self._pending: dict[str, Any] = {}
+        self._published_waiters: list[asyncio.Future[None]] = []
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -303,11 +307,69 @@ class Bus:
 
         The ``prepush_processor`` grooms the data first. Nothing is sent when
         nothing changed or nobody subscribes.
+
+        A big table (:data:`~zdse.tableindex.SLICE_ROWS` rows or more) is
+        indexed and diffed in slices, between which the loop answers requests
+        and heartbeats: it is stored when that ends (:meth:`wait_published`),
+        and a failure is logged (``publish.refused``), not raised. Versions
+        published meanwhile are coalesced: the newest wins.
+
+        Raises:
+            MessageTooLarge: a snapshot of ``data`` would exceed the message limit.
+            ProtocolError: msgpack cannot represent ``data``.
         """
         if self.prepush_processor is not None:
             data = self.prepush_processor(dataindex, data)
+        if self._opened and not self._closed and (
+                dataindex in self._pending or (isinstance(data, list | dict)
+                                               and len(data) >= SLICE_ROWS)):
+            waiting = dataindex in self._pending
+            self._pending[dataindex] = data
+            if not waiting:
+                self._spawn(self._publish_sliced(dataindex))
+            return
         self.core.publish(dataindex, data)
         self._pump()
+
+    async def _publish_sliced(self, dataindex: str) -> None:
+        """Prepare the newest pending version of ``dataindex`` in slices, then store it."""
+        while dataindex in self._pending:
+            data = self._pending[dataindex]
+            started = time.monotonic()
+            try:
+                steps = self.core.publications.prepare(dataindex, data)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        prepared = done.value
+                        break
+                    await asyncio.sleep(0)  # a turn for requests and heartbeats
+                if self._pending.get(dataindex) is data:
+                    del self._pending[dataindex]
+                self.core.publish(dataindex, data, prepared)
+            except ZdseError as exc:
+                if self._pending.get(dataindex) is data:
+                    del self._pending[dataindex]
+                self.log.error("publish.refused", dataindex=dataindex, error=str(exc))
+            else:
+                self.log.debug("publish.sliced", dataindex=dataindex,
+                               seconds=round(time.monotonic() - started, 3))
+            self._pump()
+        for fut in self._published_waiters:
+            if not fut.done() and not self._pending:
+                fut.set_result(None)
+
+    async def wait_published(self) -> None:
+        """Wait until every big table handed to :meth:`publish` is stored."""
+        if not self._pending:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._published_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            self._published_waiters.remove(fut)
 
     # --- subscribing --------------------------------------------------------
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from zdse import codec
 from zdse import delta as deltas
+from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_MESSAGE_BYTES
-from zdse.publisher import Publications
+from zdse.publisher import Prepared, Publications
 from zdse.requests import Outcome, PendingRequests
 from zdse.session import Session, SessionState
 from zdse.slots import builder
@@ -44,6 +45,10 @@ _DELTA_HEADER = codec.header(Kind.DELTA)
 #: subscription id (a uuid4 hex: 34 bytes packed) and a seq grown from 1
 #: byte to 9, less the ["replace", ...] wrapper it lacks (9 bytes packed).
 SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
+#: What a snapshot adds to a table's packed rows, at most: the array headers
+#: (5 bytes each), a subscription id, the dataindex (at most 255 bytes and
+#: its header), an epoch (a uuid4 hex) and the largest seq.
+SNAPSHOT_OVER_TABLE = 5 + 34 + 258 + 34 + 9 + 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +138,11 @@ class NodeCore:
         if self.registered:
             self._control(codec.Bye())
 
-    def publish(self, dataindex: str, data: Any) -> None:
+    def publish(self, dataindex: str, data: Any, prepared: Prepared | None = None) -> None:
         """Store data; queue the delta if it changed and anyone subscribes.
+
+        ``prepared``, if given, is ``data`` already indexed and diffed by
+        :meth:`Publications.prepare` (a shell spreads that over its loop).
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
@@ -142,26 +150,38 @@ class NodeCore:
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
+        if prepared is None:
+            prepared = tableindex.run(self.publications.prepare(dataindex, data))
+        index = prepared.index
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
             # Only data that changed gets here (an unchanged poll of a big
-            # table costs no encoding). The delta is encoded once, to send.
-            body = codec.encode_one(d)
+            # table costs no encoding).
             change = d.delta
-            if change[0] == deltas.REPLACE:
+            if index is not None:
+                # A big table: its packed rows tell a snapshot's size without
+                # packing it again.
+                if index.size + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
+                    raise MessageTooLarge(
+                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+                body = codec.encode_one(d)
+            elif change[0] == deltas.REPLACE:
                 # The delta holds the data whole: a snapshot is this body
                 # plus at most a subscription id and a bigger seq.
+                body = codec.encode_one(d)
                 if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
                     raise MessageTooLarge(
                         f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             else:
+                body = codec.encode_one(d)
                 # Worst case of what a snapshot adds around the data: a
                 # uuid4 hex subscription id, the largest seq.
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
+            # The delta is encoded once, to send.
             bodies.append(body)
 
-        sent = self.publications.publish(dataindex, data, admit)
+        sent = self.publications.commit(dataindex, prepared, admit)
         if sent is not None and self.registered:
             self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
 

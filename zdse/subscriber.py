@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from zdse import delta as deltas
+from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
@@ -49,6 +50,7 @@ from zdse.limits import (
 )
 from zdse.routes import pattern_matches
 from zdse.slots import builder
+from zdse.tableindex import INDEX_MIN_ROWS, TableIndex
 
 __all__ = ["FeedState", "Subscriptions", "Update"]
 
@@ -111,6 +113,22 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int,
 _build_delta = builder(Delta)
 
 
+def _apply(feed: _Feed, change: Any) -> Any:
+    """The feed's view changed by ``change``; a big table's through its kept index.
+
+    Raises:
+        ProtocolError: the delta does not fit the view.
+    """
+    view = feed.view
+    if type(view) is not list or len(view) < INDEX_MIN_ROWS:
+        feed.index = None
+        return deltas.apply(view, change)
+    if feed.index is None:
+        feed.index = tableindex.run(tableindex.index(view))
+    view, feed.index = tableindex.apply(view, feed.index, change)
+    return view
+
+
 @dataclass(slots=True)
 class _Feed:
     publisher: str
@@ -128,6 +146,8 @@ class _Feed:
     #: the view has been behind it.
     owed: int = 0
     owed_since: float = 0.0
+    #: The kept index of a big view, built at its first delta.
+    index: TableIndex | None = None
 
     def move(self, event: str) -> None:
         self.state = TRANSITIONS[(self.state, event)]
@@ -229,6 +249,7 @@ class Subscriptions:
             return ([self._update(feed, snap.sid, "snapshot", feed.view)] if new_sid else []), []
         feed.move("snapshot")
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, snap.data
+        feed.index = None
         updates = [self._update(feed, sid, "snapshot", snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
         for d in sorted(buffered, key=lambda d: d.seq):
@@ -263,7 +284,7 @@ class Subscriptions:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
-            feed.view = deltas.apply(feed.view, d.delta)
+            feed.view = _apply(feed, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
             return [], self._resync(feed, d, now, "gap")
@@ -291,6 +312,7 @@ class Subscriptions:
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.apply
+        big = INDEX_MIN_ROWS
         live = FeedState.LIVE
         for fields in batch:
             dataindex, epoch, seq, change = fields
@@ -299,7 +321,11 @@ class Subscriptions:
             if feed is not None and feed.state is live and epoch == feed.epoch \
                     and seq == feed.seq + 1:
                 try:
-                    view = apply(feed.view, change)
+                    view = feed.view
+                    # A big table is changed through its kept index, not by
+                    # freezing every row of it (see zdse.tableindex).
+                    view = _apply(feed, change) if type(view) is list and len(view) >= big \
+                        else apply(view, change)
                 except ProtocolError:
                     pass  # on_delta below counts it and resyncs
                 else:
