@@ -59,7 +59,7 @@ from zdse.node import (
 from zdse.options import positive_float_env
 from zdse.requests import Outcome
 from zdse.subscriber import Update
-from zdse.tableindex import SLICE_ROWS
+from zdse.tableindex import SLICED_ROWS
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = ["Bus", "Callback", "MessageHandler", "RequestHandler", "UnknownRequest", "Update"]
@@ -308,7 +308,7 @@ class Bus:
         The ``prepush_processor`` grooms the data first. Nothing is sent when
         nothing changed or nobody subscribes.
 
-        A big table (:data:`~zdse.tableindex.SLICE_ROWS` rows or more) is
+        A big table (:data:`~zdse.tableindex.SLICED_ROWS` rows or more) is
         indexed and diffed in slices, between which the loop answers requests
         and heartbeats: it is stored when that ends (:meth:`wait_published`),
         and a failure is logged (``publish.refused``), not raised. Versions
@@ -322,7 +322,7 @@ class Bus:
             data = self.prepush_processor(dataindex, data)
         if self._opened and not self._closed and (
                 dataindex in self._pending or (isinstance(data, list | dict)
-                                               and len(data) >= SLICE_ROWS)):
+                                               and len(data) >= SLICED_ROWS)):
             waiting = dataindex in self._pending
             self._pending[dataindex] = data
             if not waiting:

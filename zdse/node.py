@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse import codec
+from zdse import codec, tableindex
 from zdse import delta as deltas
-from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError

@@ -11,10 +11,6 @@ packs only the new version, and compares packed rows:
   C; only the rows that differ are looked at in Python;
 - otherwise: multisets of packed rows (sets when no row repeats).
 
-The packed rows also make snapshots cheap: a part of a snapshot is a
-msgpack array header followed by packed rows (:func:`zdse.codec.encode_part`),
-so a table is never packed twice.
-
 Everything long is a generator that yields between slices of
 :data:`SLICE_ROWS` rows, so a shell can run it on its event loop without a
 pause longer than one slice (:func:`run` drives one to its end at once).
@@ -25,8 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Generator, Hashable
-from bisect import bisect_right
-from itertools import accumulate, compress, islice
+from itertools import compress, islice
 from operator import ne
 from typing import Any, TypeVar
 
@@ -35,12 +30,20 @@ import msgpack
 from zdse import delta as deltas
 from zdse.errors import ProtocolError
 
-__all__ = ["INDEX_MIN_ROWS", "SLICE_ROWS", "TableIndex", "apply", "diff", "index", "parts", "run"]
+__all__ = [
+    "INDEX_MIN_ROWS", "SLICED_ROWS", "SLICE_ROWS", "TableIndex", "apply", "diff", "index",
+    "run",
+]
 
 #: Rows handled between two yields: packing a 13-column row takes about
-#: 0.6 us, so a slice keeps the caller's loop busy some 30 ms at most, well
-#: under a quarter of a heartbeat even on a loaded machine.
-SLICE_ROWS = 50_000
+#: 0.6 us, so a slice keeps the caller's loop busy some 6 ms, under a
+#: quarter of even a fast heartbeat (0.2 s) on a machine loaded ten times.
+SLICE_ROWS = 10_000
+
+#: Tables from this many rows are prepared in slices by a shell (a Bus
+#: publishes them between loop turns): below it, the whole job takes less
+#: than a few slices and is done at once.
+SLICED_ROWS = 50_000
 
 #: Tables below this many rows are diffed and applied the plain way
 #: (:mod:`zdse.delta`): an index would cost more than it saves.
@@ -272,27 +275,3 @@ def apply(view: Any, view_index: TableIndex | None,
     else:
         kept, kept_packed = list(view), list(packed)
     return kept + added, TableIndex(rows=kept_packed + added_packed, size=size)
-
-
-def parts(packed: TableIndex, limit: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges of rows (or keys, in order) whose packed bytes stay under ``limit``.
-
-    A single row larger than ``limit`` makes a part of its own.
-    """
-    if packed.rows is not None:
-        lengths = list(map(len, packed.rows))
-    elif packed.keys is not None:
-        # A key of a dict table is a short string or number: 64 bytes is ample.
-        lengths = [len(v) + 64 for v in packed.keys.values()]
-    else:
-        return []
-    ends = list(accumulate(lengths))
-    out: list[tuple[int, int]] = []
-    start, base = 0, 0
-    while start < len(ends):
-        # The first row past the limit ends this part (never before one row).
-        stop = max(bisect_right(ends, base + limit, lo=start), start + 1)
-        out.append((start, stop))
-        base = ends[stop - 1]
-        start = stop
-    return out
