@@ -435,6 +435,35 @@ def encode_one(msg: MessageValue) -> bytes:
     return body
 
 
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_with_rows(fields: tuple[Any, ...], rows: list[bytes], wrap: str | None = None) -> bytes:
+    """Pack a message whose last field is a list table given as its rows, each packed.
+
+    ``fields`` are the message's other fields, in order; ``wrap``, if given,
+    puts the table inside ``[wrap, table]`` (a ``replace`` delta). The same
+    bytes as :func:`encode_one` of the whole message, without packing the
+    rows again: a big table's snapshot is one join.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    try:
+        head = [_packer.pack_array_header(len(fields) + 1)]
+        head += [_pack(f) for f in fields]
+        if wrap is not None:
+            head += [_packer.pack_array_header(2), _pack(wrap)]
+        head.append(_packer.pack_array_header(len(rows)))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode message: {exc}") from exc
+    size = sum(map(len, head)) + sum(map(len, rows))
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"body of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return b"".join(head) + b"".join(rows)
+
+
 def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
     """Turn queued ``(header, key, body)`` messages into ``[header, key, body]`` frames.
 

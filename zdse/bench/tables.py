@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from typing import Any
@@ -71,10 +70,12 @@ class PauseMeter:
 
 
 def _rss_mb(pid: int | None = None) -> float:
-    """Peak RSS of a process (this one by default), from /proc."""
-    if pid is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with open(f"/proc/{pid}/status") as f:
+    """Peak RSS of a process (this one by default), from /proc.
+
+    Not getrusage: its peak survives exec, so a child started by a big
+    parent would report the parent's.
+    """
+    with open(f"/proc/{pid or 'self'}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
