@@ -43,12 +43,16 @@ from zdse.errors import (
     ZdseError,
 )
 from zdse.keys import generate, load_public
+from zdse.limits import CONFIG_CHECK_TIMEOUT
 from zdse.log import configure
 
 (EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE,
  EXIT_REFUSED) = range(8)
 #: The shell's code for a command ended by SIGINT.
 EXIT_INTERRUPTED = 130
+#: Seconds a command to the cage waits for its answer (reload-config waits
+#: CONFIG_CHECK_TIMEOUT more: the cage answers it when its check is done).
+CAGE_TIMEOUT = 5.0
 
 
 #: How each error ends zdse-ctl.
@@ -167,8 +171,10 @@ def render(command: str, value: Any) -> str:
 
 async def _cage(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
     service = getattr(args, "service", None)
+    # reload-config is answered once the new services passed their check.
+    timeout = CAGE_TIMEOUT + (CONFIG_CHECK_TIMEOUT if args.command == "reload-config" else 0)
     value = await bus.request(CAGE, args.command, None if service is None else {"name": service},
-                              timeout=5.0)
+                              timeout=timeout)
     if args.json:
         _print_json(value, out, compact=False)
     else:
