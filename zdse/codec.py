@@ -78,13 +78,14 @@ class Kind(enum.IntEnum):
     ERROR = ord("E")
     JOINED = ord("J")
     LEFT = ord("L")
+    PART = ord("K")
 
 
 #: Kinds the cage routes by key to other nodes (everything else is for the
 #: cage itself or, for DELTA, for its PUB socket).
 ROUTED_KINDS = frozenset(
     {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT,
-     Kind.CURRENT}
+     Kind.CURRENT, Kind.PART}
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
@@ -263,6 +264,26 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """Publisher -> subscriber: part ``part`` of ``parts`` of a list table's snapshot.
+
+    A snapshot too big for one message travels as parts, in order, each
+    with the snapshot's ``(epoch, seq)``; ``rows`` are this part's rows. The
+    subscriber takes the table when the last part has come, and asks again
+    if one is missing.
+    """
+
+    KIND: ClassVar[Kind] = Kind.PART
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+    part: int
+    parts: int
+    rows: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Current:
     """Publisher -> subscriber: your view of ``dataindex`` is current at ``(epoch, seq)``.
 
@@ -342,14 +363,14 @@ class Left:
 
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
-    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left
+    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | SnapshotPart
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
     cls.KIND: cls
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
-        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left,
+        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, SnapshotPart,
     )
 }
 
@@ -373,6 +394,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.ERROR: (str, str),
     Kind.JOINED: (str, list),
     Kind.LEFT: (str, str),
+    Kind.PART: (str, str, str, int, int, int, list),
 }
 
 # Field order on the wire is the declaration order. attrgetter reads them

@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 from zdse import delta as deltas
 from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
+from zdse.assembly import Assemblies
+from zdse.codec import Current, Delta, Snapshot, SnapshotPart, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
 from zdse.limits import (
     CURRENT_GRACE,
@@ -175,7 +176,9 @@ class Subscriptions:
         self.ttl = refresh * REFRESHES_TO_EXPIRE
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
-        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0}
+        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0,
+                                      "lost_parts": 0}
+        self._parts = Assemblies()
 
     # --- local calls --------------------------------------------------------
 
@@ -193,6 +196,7 @@ class Subscriptions:
         sub = self._subs.pop(sid, None)
         if sub is None:
             return []
+        self._parts.forget(sid=sid)
         actions: list[Action] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
         for fkey in sub.feeds:
             feed = self._feeds.get(fkey)
@@ -258,6 +262,21 @@ class Subscriptions:
             actions += acts
         return updates, actions
 
+    def on_part(self, sender: str, part: SnapshotPart,
+                now: float) -> tuple[list[Update], list[Action]]:
+        """Take a part of a snapshot; the snapshot when it is whole, a new ask if one is lost."""
+        got = self._parts.take(sender, part)
+        if got is None:
+            return [], []
+        if isinstance(got, Snapshot):
+            return self.on_snapshot(sender, got, now)
+        self.stats["lost_parts"] += 1
+        sub = self._subs.get(part.sid)
+        if sub is None:
+            return [], []
+        # Ask the publisher again, by name: its answer is a new snapshot.
+        return [], [Send(sender, Subscribe(sub.sid, sub.dataindex, {}, self.ttl))]
+
     def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Action]]:
         """Take a delta published by ``publisher``."""
         feed = self._feeds.get((publisher, d.dataindex))
@@ -280,6 +299,9 @@ class Subscriptions:
             return [], []
         if event == "old":
             return [], []
+        if event == "next" and d.delta == [deltas.SNAPSHOT]:
+            # The change was too big for one message: a snapshot brings it.
+            return [], self._resync(feed, None, now, "gap")
         if event == "gap":
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
@@ -360,6 +382,7 @@ class Subscriptions:
 
     def on_left(self, name: str) -> tuple[list[Update], list[Action]]:
         """A publisher left the bus: its feeds end with a "lost" update."""
+        self._parts.forget(sender=name)
         updates: list[Update] = []
         actions: list[Action] = []
         for feed in [f for f in self._feeds.values() if f.publisher == name]:

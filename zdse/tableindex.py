@@ -19,9 +19,10 @@ Results equal :func:`zdse.delta.diff` and :func:`zdse.delta.apply` as data.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Generator, Hashable
-from itertools import compress, islice
+from itertools import accumulate, compress, islice
 from operator import ne
 from typing import Any, TypeVar
 
@@ -275,3 +276,19 @@ def apply(view: Any, view_index: TableIndex | None,
     else:
         kept, kept_packed = list(view), list(packed)
     return kept + added, TableIndex(rows=kept_packed + added_packed, size=size)
+
+
+def parts(rows: list[bytes], limit: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of packed rows, each under ``limit`` bytes.
+
+    A row bigger than ``limit`` makes a part of its own.
+    """
+    ends = list(accumulate(map(len, rows)))
+    out: list[tuple[int, int]] = []
+    start = base = 0
+    while start < len(ends):
+        stop = max(bisect_right(ends, base + limit, lo=start), start + 1)
+        out.append((start, stop))
+        base = ends[stop - 1]
+        start = stop
+    return out

@@ -61,6 +61,8 @@ class FakeNet:
         heartbeat: the cage's heartbeat interval.
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
+        drop_routed: called with each frame list the cage's ROUTER sends
+            (``[identity, header, sender, key, body]``); True loses it.
     """
 
     def __init__(
@@ -68,11 +70,13 @@ class FakeNet:
         heartbeat: float = 1.0,
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
+        drop_routed: Callable[[list[bytes]], bool] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now)
         self.refresh = refresh
         self.drop = drop
+        self.drop_routed = drop_routed
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
 
@@ -147,6 +151,8 @@ class FakeNet:
         to_router, to_pub = self.cage.outbox.take()
         for frames in to_router:
             moved = True
+            if self.drop_routed is not None and self.drop_routed(frames):
+                continue
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.

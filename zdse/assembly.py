@@ -1,0 +1,74 @@
+"""Snapshots that travel in parts, put back together on the subscriber's side. Pure.
+
+A publisher sends a list table too big for one message as
+:class:`~zdse.codec.SnapshotPart` values, in order, through the cage's
+ROUTER (which keeps their order between two nodes). :class:`Assemblies`
+keeps, per publisher and subscription, the parts of the snapshot under way:
+
+    part     state                    ->  what happens
+    0        any                      ->  a new snapshot under way (replaces any other)
+    next     same (epoch, seq)        ->  its rows kept; the last one completes it
+    other    any                      ->  "lost": dropped; the subscriber asks again
+
+It holds one table's rows per subscription at most: what the view will
+hold anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zdse.codec import Snapshot, SnapshotPart
+
+__all__ = ["LOST", "Assemblies"]
+
+#: What :meth:`Assemblies.take` returns when a part is missing.
+LOST = "lost"
+
+
+@dataclass(slots=True)
+class _Assembly:
+    epoch: str
+    seq: int
+    parts: int
+    next: int = 0
+    rows: list[Any] = field(default_factory=list)
+
+
+class Assemblies:
+    """The snapshots in parts under way, by (publisher, subscription id)."""
+
+    def __init__(self) -> None:
+        self._under_way: dict[tuple[str, str], _Assembly] = {}
+
+    def take(self, sender: str, part: SnapshotPart) -> Snapshot | str | None:
+        """Keep a part; the whole snapshot with its last, LOST if one is missing, else None."""
+        key = (sender, part.sid)
+        if part.part == 0:
+            if part.parts < 1:
+                self._under_way.pop(key, None)
+                return LOST
+            under = self._under_way[key] = _Assembly(part.epoch, part.seq, part.parts)
+        else:
+            found = self._under_way.get(key)
+            if found is None or (found.epoch, found.seq, found.parts, found.next) \
+                    != (part.epoch, part.seq, part.parts, part.part):
+                self._under_way.pop(key, None)
+                return LOST
+            under = found
+        under.rows += part.rows
+        under.next += 1
+        if under.next < under.parts:
+            return None
+        del self._under_way[key]
+        return Snapshot(part.sid, part.dataindex, part.epoch, part.seq, under.rows)
+
+    def forget(self, sender: str | None = None, sid: str | None = None) -> None:
+        """Drop what is under way from ``sender`` (any if None) for ``sid`` (any if None)."""
+        for key in [k for k in self._under_way
+                    if (sender is None or k[0] == sender) and (sid is None or k[1] == sid)]:
+            del self._under_way[key]
+
+    def __len__(self) -> int:
+        return len(self._under_way)
