@@ -11,7 +11,9 @@ keeps, per publisher and subscription, the parts of the snapshot under way:
     other    any                      ->  "lost": dropped; the subscriber asks again
 
 It holds one table's rows per subscription at most: what the view will
-hold anyway.
+hold anyway, and packs each part's rows as it comes, so that the view's
+index (:mod:`zdse.tableindex`) is ready with the table, built a part at a
+time rather than at its first delta, in one long pause.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zdse import tableindex
 from zdse.codec import Snapshot, SnapshotPart
+from zdse.tableindex import TableIndex
 
 __all__ = ["LOST", "Assemblies"]
 
@@ -34,6 +38,7 @@ class _Assembly:
     parts: int
     next: int = 0
     rows: list[Any] = field(default_factory=list)
+    packed: list[bytes] = field(default_factory=list)
 
 
 class Assemblies:
@@ -42,8 +47,13 @@ class Assemblies:
     def __init__(self) -> None:
         self._under_way: dict[tuple[str, str], _Assembly] = {}
 
-    def take(self, sender: str, part: SnapshotPart) -> Snapshot | str | None:
-        """Keep a part; the whole snapshot with its last, LOST if one is missing, else None."""
+    def take(self, sender: str,
+             part: SnapshotPart) -> tuple[Snapshot, TableIndex] | str | None:
+        """Keep a part; with the last, the whole snapshot and its index; LOST if one is missing.
+
+        Raises:
+            ProtocolError: a row msgpack cannot pack again (it never comes from msgpack).
+        """
         key = (sender, part.sid)
         if part.part == 0:
             if part.parts < 1:
@@ -58,11 +68,15 @@ class Assemblies:
                 return LOST
             under = found
         under.rows += part.rows
+        packed = tableindex.run(tableindex.index(part.rows))
+        if packed is not None and packed.rows is not None:  # always, for a list
+            under.packed += packed.rows
         under.next += 1
         if under.next < under.parts:
             return None
         del self._under_way[key]
-        return Snapshot(part.sid, part.dataindex, part.epoch, part.seq, under.rows)
+        index = TableIndex(rows=under.packed, size=sum(map(len, under.packed)))
+        return Snapshot(part.sid, part.dataindex, part.epoch, part.seq, under.rows), index
 
     def forget(self, sender: str | None = None, sid: str | None = None) -> None:
         """Drop what is under way from ``sender`` (any if None) for ``sid`` (any if None)."""

@@ -170,6 +170,11 @@ class NodeCore:
                     raise MessageTooLarge(
                         f"a row of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
                 try:
+                    if change[0] == deltas.REPLACE and \
+                            index.size + SNAPSHOT_OVER_TABLE > PART_BYTES:
+                        # Whole, it would be one long decode for every
+                        # subscriber: they fetch it in parts instead.
+                        raise MessageTooLarge("a snapshot in parts instead")
                     if change[0] == deltas.REPLACE:
                         body = codec.encode_with_rows((d.dataindex, d.epoch, d.seq),
                                                       index.rows, deltas.REPLACE)

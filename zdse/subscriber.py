@@ -268,8 +268,13 @@ class Subscriptions:
         got = self._parts.take(sender, part)
         if got is None:
             return [], []
-        if isinstance(got, Snapshot):
-            return self.on_snapshot(sender, got, now)
+        if isinstance(got, tuple):
+            snap, index = got
+            result = self.on_snapshot(sender, snap, now)
+            feed = self._feeds.get((sender, snap.dataindex))
+            if feed is not None and feed.view is snap.data:
+                feed.index = index  # built a part at a time, not at the first delta
+            return result
         self.stats["lost_parts"] += 1
         sub = self._subs.get(part.sid)
         if sub is None:
