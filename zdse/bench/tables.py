@@ -9,6 +9,8 @@ Reports, measured in one run:
   holding the table, for the first version and for the 1% change;
 - ``publisher_pause_s`` and ``subscriber_pause_s``: the longest pause of each
   one's event loop meanwhile (a task that wakes every 5 ms measures it);
+- ``publisher_gc_s``, ``subscriber_gc_s``: the longest garbage collection in
+  each (part of the pause when it is the longest);
 - ``publisher_rss_mb``, ``subscriber_rss_mb``, ``cage_rss_mb``: peak RSS.
 
 The publisher runs in this process, the cage and the subscriber in their own
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -47,14 +50,27 @@ TICK = 0.005
 
 
 class PauseMeter:
-    """The longest time the event loop took to wake a task due every TICK."""
+    """The longest time the event loop took to wake a task due every TICK.
+
+    Also the longest garbage collection meanwhile (``gc_longest``): with a
+    table of millions of objects, a full collection is a pause of its own.
+    """
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self.gc_longest = 0.0
+        self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        else:
+            self.gc_longest = max(self.gc_longest, time.monotonic() - self._gc_started)
 
     def start(self) -> None:
         """Start measuring."""
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -65,6 +81,8 @@ class PauseMeter:
 
     def stop(self) -> None:
         """Stop measuring."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
 
@@ -123,6 +141,7 @@ async def _publish_side(endpoints: Endpoints, sub: Proc, rows: int,
             out[name] = got["at"] - started
         meter.stop()
     out["publisher_pause_s"] = meter.longest
+    out["publisher_gc_s"] = meter.gc_longest
     out["publisher_rss_mb"] = _rss_mb()
     return out
 
@@ -152,6 +171,7 @@ def run_table(rows: int, rounds: int, timeout: float) -> dict[str, Any]:
         sub.say("stop")
         end = sub.expect("subscriber_pause_s", timeout)
         report["subscriber_pause_s"] = end["subscriber_pause_s"]
+        report["subscriber_gc_s"] = end["subscriber_gc_s"]
         report["subscriber_rss_mb"] = end["subscriber_rss_mb"]
     finally:
         procs.close()
@@ -210,7 +230,8 @@ async def _subscriber(router: str, pub: str, rows: int) -> None:
         emit(subscribed=True)
         await lines.get()  # stop
         meter.stop()
-    emit(subscriber_pause_s=meter.longest, subscriber_rss_mb=_rss_mb())
+    emit(subscriber_pause_s=meter.longest, subscriber_gc_s=meter.gc_longest,
+         subscriber_rss_mb=_rss_mb())
 
 
 def main(argv: list[str] | None = None) -> None:
