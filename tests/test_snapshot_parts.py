@@ -110,3 +110,22 @@ def test_parts_out_of_order_or_of_another_snapshot_are_lost() -> None:
     assert whole[0] == Snapshot("s", "t", "e", 1, [[0], [1], [2]])
     assert whole[1].rows == [msgpack.packb([i]) for i in range(3)]
     assert asm.take("p", part(1)) == LOST
+
+
+def test_parts_past_the_snapshot_bound_or_for_unknown_subscriptions_are_not_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An assembly over MAX_SNAPSHOT_BYTES is dropped as lost; parts for a sid we do not
+    hold are never kept (and the publisher is told to stop)."""
+    from zdse import assembly
+
+    monkeypatch.setattr(assembly, "MAX_SNAPSHOT_BYTES", 10)
+    asm = Assemblies()
+    assert asm.take("p", SnapshotPart("s", "t", "e", 1, 0, 3, [["x" * 20]])) == assembly.TOO_BIG
+    assert len(asm) == 0
+    monkeypatch.setattr(assembly, "MAX_SNAPSHOT_BYTES", 2**40)
+    net, _, sub, _ = _net()
+    updates, actions = sub.subscriptions.on_part(
+        "pub", SnapshotPart("nobody", "t", "e", 1, 0, 9, [[1]]), net.clock.now)
+    assert updates == []
+    assert [type(a.message).__name__ for a in actions] == ["Unsubscribe"]  # type: ignore[union-attr]
+    assert len(sub.subscriptions._parts) == 0

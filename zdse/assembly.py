@@ -9,8 +9,11 @@ keeps, per publisher and subscription, the parts of the snapshot under way:
     0        any                      ->  a new snapshot under way (replaces any other)
     next     same (epoch, seq)        ->  its rows kept; the last one completes it
     other    any                      ->  "lost": dropped; the subscriber asks again
+    past MAX_SNAPSHOT_BYTES            ->  "too_big": dropped; asked again only by
+                                          the subscription's next re-announce
 
-It holds one table's rows per subscription at most: what the view will
+It holds one table's rows per subscription at most (up to
+MAX_SNAPSHOT_BYTES; only for subscriptions the subscriber holds): what the view will
 hold anyway, and packs each part's rows as it comes, so that the view's
 index (:mod:`zdse.tableindex`) is ready with the table, built a part at a
 time rather than at its first delta, in one long pause.
@@ -23,12 +26,15 @@ from typing import Any
 
 from zdse import tableindex
 from zdse.codec import Snapshot, SnapshotPart
+from zdse.limits import MAX_SNAPSHOT_BYTES
 from zdse.tableindex import TableIndex
 
-__all__ = ["LOST", "Assemblies"]
+__all__ = ["LOST", "TOO_BIG", "Assemblies"]
 
 #: What :meth:`Assemblies.take` returns when a part is missing.
 LOST = "lost"
+#: What it returns when the parts outgrow MAX_SNAPSHOT_BYTES.
+TOO_BIG = "too_big"
 
 
 @dataclass(slots=True)
@@ -39,6 +45,7 @@ class _Assembly:
     next: int = 0
     rows: list[Any] = field(default_factory=list)
     packed: list[bytes] = field(default_factory=list)
+    size: int = 0
 
 
 class Assemblies:
@@ -71,11 +78,15 @@ class Assemblies:
         packed = tableindex.run(tableindex.index(part.rows))
         if packed is not None and packed.rows is not None:  # always, for a list
             under.packed += packed.rows
+            under.size += packed.size
+        if under.size > MAX_SNAPSHOT_BYTES:
+            del self._under_way[key]
+            return TOO_BIG
         under.next += 1
         if under.next < under.parts:
             return None
         del self._under_way[key]
-        index = TableIndex(rows=under.packed, size=sum(map(len, under.packed)))
+        index = TableIndex(rows=under.packed, size=under.size)
         return Snapshot(part.sid, part.dataindex, part.epoch, part.seq, under.rows), index
 
     def forget(self, sender: str | None = None, sid: str | None = None) -> None:

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from zdse import delta as deltas
 from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.assembly import Assemblies
+from zdse.assembly import TOO_BIG, Assemblies
 from zdse.codec import Current, Delta, Snapshot, SnapshotPart, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
 from zdse.limits import (
@@ -265,6 +265,10 @@ class Subscriptions:
     def on_part(self, sender: str, part: SnapshotPart,
                 now: float) -> tuple[list[Update], list[Action]]:
         """Take a part of a snapshot; the snapshot when it is whole, a new ask if one is lost."""
+        if part.sid not in self._subs:
+            # Not (or no longer) ours: nothing kept, and the publisher is told.
+            return [], [Send(sender, Unsubscribe(part.sid, part.dataindex))] if part.part == 0 \
+                else []
         got = self._parts.take(sender, part)
         if got is None:
             return [], []
@@ -277,7 +281,8 @@ class Subscriptions:
             return result
         self.stats["lost_parts"] += 1
         sub = self._subs.get(part.sid)
-        if sub is None:
+        if sub is None or got == TOO_BIG:
+            # Too big: asking at once would loop; the next re-announce asks.
             return [], []
         # Ask the publisher again, by name: its answer is a new snapshot.
         return [], [Send(sender, Subscribe(sub.sid, sub.dataindex, {}, self.ttl))]
