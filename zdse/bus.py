@@ -44,6 +44,7 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
+from zdse.handshake import Seen, after, explain
 from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
@@ -57,7 +58,7 @@ from zdse.node import (
     SessionChange,
 )
 from zdse.options import positive_float_env
-from zdse.requests import Outcome
+from zdse.requests import Gathered, Outcome
 from zdse.subscriber import Update
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
@@ -163,6 +164,7 @@ class Bus:
         self._group: asyncio.TaskGroup | None = None
         self._opened = False
         self._monitor: zmq.Socket[bytes] | None = None
+        self._seen: Seen | None = None
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------
@@ -194,12 +196,9 @@ class Bus:
         self._dealer.sndhwm = self._dealer.rcvhwm = 100_000
         self._sub.rcvhwm = 100_000
         self._sub.subscribe(codec.EVENT_TOPIC)
-        monitor = None
-        if self.curve is not None:
-            # Watch before connecting: a refused key can fail the very first
-            # handshake, and a monitor attached later would miss it.
-            failed = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            monitor = self._dealer.get_monitor_socket(failed)
+        # Watch before connecting: a refused key can fail the very first
+        # handshake, and a monitor attached later would miss it.
+        monitor = self._dealer.get_monitor_socket(_WATCHED)
         self._dealer.connect(self.endpoints.router)
         self._sub.connect(self.endpoints.pub)
         self._opened = True
@@ -211,8 +210,7 @@ class Bus:
         self._sub_watch = SocketWatch(loop, self._sub, self._read_sub)
         self._watches = [self._dealer_watch, self._sub_watch]
         self._monitor = monitor
-        if monitor is not None:
-            self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
+        self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
         self.core.start(time.monotonic())
         self._pump()
         try:
@@ -238,10 +236,10 @@ class Bus:
                 raise NameTakenError(session.refusal)
             raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
         if not self._registered.is_set():
-            raise BusClosed(
-                f"no answer from the cage at {self.endpoints.router} within {timeout}s "
-                "(is zdse-proxy running there?)"
-            )
+            raise BusClosed(f"no answer from the cage within {timeout}s: {self._why_silent()}")
+
+    def _why_silent(self) -> str:
+        return explain(self._seen, self.endpoints.router, self.curve is not None)
 
     async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the first of ``waits``, logging ``node.waiting`` now and then meanwhile."""
@@ -253,7 +251,7 @@ class Bus:
                 return
             waited += patience
             self.log.warning("node.waiting", router=self.endpoints.router, waited=waited,
-                             why="no answer from the cage yet; still trying")
+                             why=f"{self._why_silent()}; still trying")
             patience = min(2 * patience, WAITING_NOTICE_MAX)
 
     @property
@@ -354,7 +352,20 @@ class Bus:
         """Ask every service on ``key``; return their answers by name.
 
         An answer that is an error is returned as a :class:`RemoteError`
-        value. After ``timeout``, the answers that came are returned.
+        value. After ``timeout``, the answers that came are returned
+        (:meth:`gather` tells whether some are missing).
+
+        Raises:
+            NoRouteError: nothing listens on ``key``.
+            RequestTimeout: not a single answer within ``timeout``.
+            BusClosed: the bus is (or gets) closed.
+        """
+        return (await self.gather(key, dataindex, args, timeout)).answers
+
+    async def gather(
+        self, key: str, dataindex: str, args: Any = None, timeout: float = REQUEST_TIMEOUT
+    ) -> Gathered:
+        """As :meth:`request_all`, and say how many services the request reached.
 
         Raises:
             NoRouteError: nothing listens on ``key``.
@@ -368,7 +379,7 @@ class Bus:
                 answers[sender] = _value(sender, reply)
             except RemoteError as exc:
                 answers[sender] = exc
-        return answers
+        return Gathered(answers, outcome.expected)
 
     async def _request(
         self, key: str, dataindex: str, args: Any, timeout: float, gather: bool
@@ -678,16 +689,19 @@ class Bus:
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
     def _read_monitor(self) -> bool:
-        """With CURVE, a key the cage does not know fails the handshake: say so."""
+        """Keep what the connection last went through (see :mod:`zdse.handshake`);
+        with CURVE, a key the cage does not know is a final refusal."""
         monitor = self._monitor
         assert monitor is not None
         if not has_input(monitor):
             return False
         event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-        why = (f"the cage at {self.endpoints.router} refused this node's CURVE key "
-               f"(handshake failed, event {event['event']})")
-        self.core.session.on_error("forbidden", why, time.monotonic())
-        self._on_session_change(SessionChange("refused", why))
+        seen = _seen(event["event"], event["value"])
+        self._seen = after(self._seen, seen)
+        if seen is Seen.REFUSED:
+            why = self._why_silent()
+            self.core.session.on_error("forbidden", why, time.monotonic())
+            self._on_session_change(SessionChange("refused", why))
         return True
 
     def _close_monitor(self) -> None:
@@ -706,6 +720,25 @@ class Bus:
                 self._events.feed(events)
             session = self.core.session
             await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+
+
+#: The events of the DEALER's connection that say why the cage is silent.
+_WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _seen(event: int, value: int) -> Seen:
+    """A monitor event of :data:`_WATCHED` as a :class:`Seen`."""
+    if event == zmq.EVENT_CONNECTED:
+        return Seen.CONNECTED
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return Seen.HANDSHAKE_OK
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return Seen.REFUSED
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
+            value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+        return Seen.MECHANISM_MISMATCH
+    return Seen.HANDSHAKE_FAILED
 
 
 def _urgent(event: Event) -> bool:

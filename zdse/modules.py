@@ -9,7 +9,7 @@ from zdse.config import CageConfig, service_table
 from zdse.errors import ConfigError
 from zdse.service import Service
 
-__all__ = ["GROUP", "available", "check", "check_services", "load"]
+__all__ = ["GROUP", "available", "build", "check", "check_services", "load"]
 
 GROUP = "zdse.modules"
 
@@ -40,7 +40,7 @@ def load(name: str) -> type[Service]:
 
 
 def check(module: str, name: str, options: Mapping[str, str]) -> None:
-    """Build service ``name`` of ``module`` from ``options``, and drop it unstarted.
+    """:func:`build` service ``name`` of ``module`` from ``options``, and drop it unstarted.
 
     What a node would refuse at start is refused here: a module that does
     not load, an unknown or bad option. A module's constructor reads its
@@ -50,12 +50,23 @@ def check(module: str, name: str, options: Mapping[str, str]) -> None:
     Raises:
         ConfigError: the module's own message, or what its constructor raised.
     """
+    build(module, name, options)
+
+
+def build(module: str, name: str, options: Mapping[str, str]) -> Service:
+    """Service ``name`` of ``module``, built from ``options`` and not started.
+
+    Raises:
+        ConfigError: the module's own message, or what its constructor raised
+            (any exception, ``SystemExit`` and ``KeyboardInterrupt`` included:
+            a module's constructor must not end the process that checks it).
+    """
     cls = load(module)
     try:
-        cls(name, options)
+        return cls(name, options)
     except ConfigError:
         raise
-    except Exception as exc:  # a third-party module's own error type
+    except BaseException as exc:  # its own error type, or SystemExit, KeyboardInterrupt...
         raise ConfigError(f"module {module!r} refused its options: "
                           f"{type(exc).__name__}: {exc}") from exc
 
