@@ -404,7 +404,7 @@ class _Broken(Service):
         (RuntimeError("boom"), "RuntimeError: boom"),
         (KeyError("path"), "KeyError: 'path'"),
         (SystemExit(7), "SystemExit: 7"),
-        (KeyboardInterrupt(), "KeyboardInterrupt: "),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
     ],
 )
 def test_zdse_node_names_the_module_whose_constructor_raised(

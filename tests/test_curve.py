@@ -12,8 +12,8 @@ from zdse.authz import Authorized
 from zdse.bus import Bus
 from zdse.codec import Register
 from zdse.errors import ConfigError, RegistrationError
-from zdse.handshake import Seen, after, explain
 from zdse.keys import CurveClient, load_public
+from zdse.silence import Seen, after, explain
 
 
 @pytest.fixture

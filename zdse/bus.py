@@ -44,7 +44,6 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
-from zdse.handshake import Seen, after, explain
 from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
@@ -59,6 +58,7 @@ from zdse.node import (
 )
 from zdse.options import positive_float_env
 from zdse.requests import Gathered, Outcome
+from zdse.silence import Seen, after, explain
 from zdse.subscriber import Update
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
@@ -689,7 +689,7 @@ class Bus:
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
     def _read_monitor(self) -> bool:
-        """Keep what the connection last went through (see :mod:`zdse.handshake`);
+        """Keep what the connection last went through (see :mod:`zdse.silence`);
         with CURVE, a key the cage does not know is a final refusal."""
         monitor = self._monitor
         assert monitor is not None

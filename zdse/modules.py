@@ -67,8 +67,8 @@ def build(module: str, name: str, options: Mapping[str, str]) -> Service:
     except ConfigError:
         raise
     except BaseException as exc:  # its own error type, or SystemExit, KeyboardInterrupt...
-        raise ConfigError(f"module {module!r} refused its options: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(f"module {module!r} refused its options: {detail}") from exc
 
 
 def check_services(config: CageConfig, names: Iterable[str] | None = None) -> None:

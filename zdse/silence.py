@@ -1,4 +1,4 @@
-"""Why the cage does not answer a client, from what its connection's monitor saw. Pure.
+"""Why the cage does not answer a client, from what its connection saw. Pure.
 
 A CURVE mistake makes ZeroMQ fail the handshake and retry it forever: the
 client sees no error, only silence, unless it watches its socket's monitor.
