@@ -66,7 +66,6 @@ def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> str:
     return endpoint
 
 
-
 def is_loopback(endpoint: str) -> bool:
     """Tell whether a tcp endpoint is on the loopback interface (ipc/inproc are local)."""
     match = _TCP.match(endpoint)
