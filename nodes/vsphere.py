@@ -60,6 +60,7 @@ import structlog
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from zdse.errors import ConfigError, ZdseError
+from zdse.limits import MIN_POLL_INTERVAL
 from zdse.options import boolean, positive_float, refuse_unknown
 from zdse.service import PollingService
 
@@ -243,7 +244,8 @@ class VCenterConfig:
             user=users[0],
             password=passwords[0],
             insecure=boolean(options, "insecure", False),
-            poll_interval=positive_float(options, "poll_interval", DEFAULT_POLL_INTERVAL),
+            poll_interval=positive_float(options, "poll_interval", DEFAULT_POLL_INTERVAL,
+                                         MIN_POLL_INTERVAL),
             timeout=positive_float(options, "timeout", DEFAULT_TIMEOUT),
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zdse import codec
-from zdse.cage import CageCore
+from zdse.cage import CageCore, Later
 from zdse.codec import Kind
 
 HB = 1.0
@@ -255,6 +255,27 @@ def test_control_requests_answer_services_routes_and_stats() -> None:
     assert ["x.#", ["svc"]] in replies[2].value
     assert replies[3].value["nodes"] == 1
     assert not replies[4].ok
+
+
+def test_a_control_handler_may_answer_later() -> None:
+    """A handler returning Later sends nothing for that request (the others in its batch
+    are answered at once); answer_later sends the reply once, to the requester."""
+    core = CageCore("e1", HB, started_at=0)
+    pending: list[Later] = []
+
+    def slow(args: object, answer: object, now: float) -> Later:
+        pending.append(Later())
+        return pending[-1]
+
+    core.handlers["slow"] = slow
+    register(core, b"A", "svc")
+    core.outbox.take()
+    reqs = [codec.Request(1, "slow"), codec.Request(2, "stats")]
+    core.receive([b"A", codec.header(Kind.REQUEST), b"cage", codec.encode_body(reqs)], 2)
+    assert [r.cid for r in answers(core, b"A") if isinstance(r, codec.Reply)] == [2]
+    core.answer_later(pending[0], True, {"done": 1})
+    core.answer_later(pending[0], True, {"done": 2})  # answered already: nothing
+    assert answers(core, b"A") == [codec.Reply(1, True, {"done": 1})]
 
 
 def test_bye_removes_a_node_at_once() -> None:

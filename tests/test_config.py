@@ -180,7 +180,15 @@ def test_each_service_is_checked_by_its_module(monkeypatch: pytest.MonkeyPatch) 
         def __init__(self, name: str, options: Mapping[str, str]) -> None:
             raise KeyError("speed")
 
-    monkeypatch.setattr(modules, "load", lambda module: Picky)  # a third-party module
-    with pytest.raises(ConfigError, match=r"\[services.b\]: module 'file' refused its options: "
-                                          r"KeyError: 'speed'"):
-        modules.check_services(config, ["b"])
+    class Quitter(Service):
+        def __init__(self, name: str, options: Mapping[str, str]) -> None:
+            raise SystemExit(7)
+
+    # A third-party module's own error, or even SystemExit, is a refusal.
+    monkeypatch.setattr(modules, "load", lambda module: Picky)
+    with pytest.raises(ConfigError, match=r"^module 'file' refused its options: "
+                                          r"KeyError: 'speed'$"):
+        modules.check("file", "b", {})
+    monkeypatch.setattr(modules, "load", lambda module: Quitter)
+    with pytest.raises(ConfigError, match=r"^module 'file' refused its options: SystemExit: 7$"):
+        modules.check("file", "b", {})

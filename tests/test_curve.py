@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +14,8 @@ from tests.support import BIN, Processes
 from zdse.authz import Authorized
 from zdse.bus import Bus
 from zdse.codec import Register
-from zdse.errors import ConfigError, RegistrationError
+from zdse.errors import BusClosed, ConfigError, RegistrationError
+from zdse.handshakes import MAX_TRACKED, HandshakeLog
 from zdse.keys import CurveClient, load_public
 from zdse.silence import Seen, after, explain
 
@@ -245,3 +249,99 @@ def test_a_vaguer_failure_does_not_hide_a_plainer_one(events: list[Seen], kept: 
     for event in events:
         seen = after(seen, event)
     assert seen is kept
+
+
+def handshake_failures(cluster: Cluster) -> list[dict[str, Any]]:
+    """The cage.handshake_failed lines the cage logged so far."""
+    assert cluster.cage is not None
+    return [json.loads(line) for line in cluster.cage.lines if '"cage.handshake_failed"' in line]
+
+
+def test_the_cage_logs_failed_handshakes_with_the_peer_and_the_likely_mistake(
+    secure: Cluster, keys: dict[str, Path],
+) -> None:
+    """A client without a key, and one with another cage's public key: the cage logs
+    cage.handshake_failed naming the peer's address and the mistake, a line per peer and
+    mistake however often the client retries."""
+    assert secure.cage is not None
+    secure.env.pop("ZDSE_CAGE_KEY")
+    assert secure.ctl("--connect-timeout", "2", "services").returncode == 6
+    plain = secure.cage.wait_event("cage.handshake_failed", peer_host="127.0.0.1")
+    assert plain["why"] == "it does not use CURVE (no client key given?)"
+    assert plain["socket"] in ("router", "pub")
+
+    async def wrong_key() -> None:
+        curve = CurveClient.from_files(str(keys["client_secret"]), str(keys["stranger"]))
+        bus = Bus("client", endpoints=secure.endpoints, curve=curve, connect_timeout=2)
+        with pytest.raises(BusClosed):
+            await bus.open()
+
+    run(wrong_key())
+    wrong = secure.cage.wait_event("cage.handshake_failed", peer_host="127.0.0.1",
+                                   why="it holds another cage public key than this cage's")
+    assert wrong["peer"].startswith("127.0.0.1:")
+    # Each client retried about ten times a second for two seconds, on two sockets.
+    lines = [(f["peer_host"], f["why"], f["socket"]) for f in handshake_failures(secure)]
+    assert len(lines) == len(set(lines)), lines
+
+
+def test_the_cage_warns_when_its_authorized_file_names_no_key(
+    procs: Processes, tmp_path: Path, keys: dict[str, Path],
+) -> None:
+    """An empty authorized file starts a cage nobody can join: it says so at start."""
+    authorized = tmp_path / "authorized.toml"
+    authorized.write_text("# nobody yet\n")
+    cluster = Cluster(procs, tmp_path)
+    proc = cluster.spawn("cage", [str(BIN / "zdse-proxy"), "--curve-secret",
+                                  str(keys["cage_secret"]), "--authorized", str(authorized)])
+    warning = proc.wait_event("cage.nobody_authorized")
+    assert "no node or client can join" in warning["why"]
+    proc.wait_event("cage.started")
+
+
+@pytest.mark.parametrize("flag", ["--config", "--authorized"])
+def test_a_file_that_is_not_utf8_is_a_one_line_error(
+    procs: Processes, tmp_path: Path, keys: dict[str, Path], flag: str,
+) -> None:
+    """zdse-proxy --config or --authorized naming a file that is not UTF-8: exit 2 and one
+    line naming the file, no traceback."""
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'# caf\xe9\n')
+    argv = [str(BIN / "zdse-proxy"), flag, str(bad)]
+    if flag == "--authorized":
+        argv += ["--curve-secret", str(keys["cage_secret"])]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    what = "config" if flag == "--config" else "--authorized"
+    assert result.stderr == (f"zdse-proxy: cannot read {what} {bad}: not UTF-8 text "
+                             "(byte 0xe9 at offset 5)\n")
+
+
+def test_handshake_lines_are_rate_limited_per_peer_host_and_reason_and_bounded() -> None:
+    """The first failure of a (host, reason) is logged, then one a LOG_INTERVAL with the
+    count suppressed between; the tables it keeps stay under MAX_TRACKED."""
+    book = HandshakeLog(interval=10.0)
+    book.accepted(7, "10.0.0.1:4000")
+    book.failed("why")
+    assert book.disconnected(7, 100.0) == {"peer": "10.0.0.1:4000", "peer_host": "10.0.0.1",
+                                           "why": "why", "suppressed": 0}
+    for port in range(3):
+        book.accepted(7, f"10.0.0.1:{port}")
+        book.failed("why")
+        assert book.disconnected(7, 101.0) is None
+    book.accepted(8, "10.0.0.2:1")
+    book.failed("why")
+    assert book.disconnected(8, 101.0) is not None  # another host
+    book.accepted(9, None)
+    assert book.disconnected(9, 102.0) is None  # no failure: a normal goodbye
+    book.accepted(7, "10.0.0.1:9")
+    book.failed("why")
+    assert book.disconnected(7, 111.0) == {"peer": "10.0.0.1:9", "peer_host": "10.0.0.1",
+                                           "why": "why", "suppressed": 3}
+    for n in range(3 * MAX_TRACKED):
+        book.accepted(n, f"10.1.{n // 256}.{n % 256}:1")
+        book.failed("flood")
+        book.disconnected(n, 200.0)
+        book.accepted(100_000 + n, None)  # never disconnected
+    assert book.tracked() <= 2 * MAX_TRACKED

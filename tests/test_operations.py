@@ -10,14 +10,16 @@ import re
 import select
 import signal
 import subprocess
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Cluster, Proc, Updates, run, write_json
+from tests.harness import WAIT, Cluster, Proc, Updates, run, write_json
 from tests.support import ROOT, Processes, free_port, require
 from tests.vcsim import BINARY as VCSIM
 from zdse.keys import load_public
@@ -266,6 +268,19 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_until(url: str, pred: Callable[[Sample], bool], timeout: float = WAIT) -> Sample:
+    """Scrape until ``pred`` holds: a scrape shows the loop's last tick (a quarter
+    heartbeat ago), so what just happened shows at a tick to come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sample = scrape(url)
+        if pred(sample) or time.monotonic() > deadline:
+            return sample
+
+
 def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> None:
     """Scraping --metrics shows nodes, routes and service states, and counters move with
     traffic."""
@@ -274,11 +289,12 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
         "files.m": file_service(tmp_path, "m", {"t": [[1]]}),
     }, "--metrics", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/metrics"
-    before = scrape(url)
+    running = ("zdse_service_state", (("service", "files.m"), ("state", "running")))
+    before = scrape_until(url, lambda s: s.get(running) == 1)
     assert before[("zdse_loop_responsive", ())] == 1
     assert before[("zdse_nodes", ())] == 1
     assert before[("zdse_routes", ())] == 2  # its name and allservices
-    assert before[("zdse_service_state", (("service", "files.m"), ("state", "running")))] == 1
+    assert before[running] == 1
     assert before[("zdse_service_restarts_total", (("service", "files.m"),))] == 0
 
     def routed(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
@@ -293,12 +309,13 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
             updates = Updates()
             bus.subscribe("files.m", "t", updates)
             await updates.until(lambda u: u.kind == "snapshot")
-            during = await asyncio.to_thread(scrape, url)
+            during = await asyncio.to_thread(
+                scrape_until, url, lambda s: s[("zdse_subscriptions", ())] >= 1)
             assert during[("zdse_nodes", ())] == 2
             assert during[("zdse_subscriptions", ())] >= 1
 
     run(traffic())
-    after = scrape(url)
+    after = scrape_until(url, lambda s: routed(s, "snapshot") >= routed(before, "snapshot") + 1)
     assert routed(after, "request") >= routed(before, "request") + 5
     assert routed(after, "reply") >= routed(before, "reply") + 5
     assert routed(after, "snapshot") >= routed(before, "snapshot") + 1
@@ -338,7 +355,8 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
                                 timeout=60)
 
     run(vsphere_hosts(), timeout=90)
-    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    metrics = scrape_until(f"http://127.0.0.1:{port}/metrics",
+                           lambda s: s.get(("zdse_nodes", ()), 0) >= 3)
     assert metrics[("zdse_nodes", ())] >= 3
 
 

@@ -27,13 +27,23 @@ from zdse.limits import (
 )
 from zdse.routes import RouteTable
 
-__all__ = ["CageCore", "ControlHandler", "NodeRecord", "Outbox"]
+__all__ = ["CageCore", "ControlHandler", "Later", "NodeRecord", "Outbox"]
 
 #: A control request answered by the shell (see ``CageCore.handlers``):
 #: ``handler(args, answer, now)`` gets the request's args and the core's own
 #: answer (None if it has none) and returns the reply's value; a ZdseError
-#: it raises is sent back as an error reply.
+#: it raises is sent back as an error reply. A handler that answers later
+#: (after a check that must not hold the loop) returns a :class:`Later`.
 ControlHandler = Callable[[Any, Any, float], Any]
+
+
+@dataclass(slots=True)
+class Later:
+    """A control reply to be sent later: the core notes in it whom to answer,
+    and the shell sends the answer with :meth:`CageCore.answer_later`."""
+
+    #: (identity, name, cid) of the request; set by the core.
+    to: tuple[bytes, bytes, int] | None = None
 #: Seconds a (subscriber, key) pair counts as a live subscription after its
 #: last announce: the default subscription ttl (the cage cannot read a ttl
 #: without decoding the body).
@@ -445,15 +455,27 @@ class CageCore:
                                                            "error": repr(exc)}))
                     replies.append(codec.Reply(req.cid, False, ["InternalError", repr(exc)]))
                     continue
+                if isinstance(answer, Later):
+                    answer.to = (node.identity, node.name_bytes, req.cid)
+                    continue
             if answer is None:
                 known = ", ".join(["services", "routes", "stats", *sorted(self.handlers)])
                 replies.append(codec.Reply(req.cid, False, [
                     "UnknownRequest", f"the cage answers {known}; not {req.dataindex!r}"]))
             else:
                 replies.append(codec.Reply(req.cid, True, answer))
-        self.outbox.router.append(
-            [node.identity, _REPLY_HEADER, _CAGE_BYTES, node.name_bytes, codec.encode_body(replies)]
-        )
+        if replies:
+            self.outbox.router.append([node.identity, _REPLY_HEADER, _CAGE_BYTES,
+                                       node.name_bytes, codec.encode_body(replies)])
+
+    def answer_later(self, later: Later, ok: bool, value: Any) -> None:
+        """Send the reply a handler put off (``value``, or ``[kind, message]`` if not ok)."""
+        if later.to is None:
+            return
+        identity, name, cid = later.to
+        later.to = None
+        self.outbox.router.append([identity, _REPLY_HEADER, _CAGE_BYTES, name,
+                                   codec.encode_body([codec.Reply(cid, ok, value)])])
 
     def _answer(self, dataindex: str, now: float) -> Any:
         if dataindex == "services":

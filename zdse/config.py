@@ -54,11 +54,12 @@ from typing import Any
 from zdse import codec
 from zdse.endpoints import check_endpoint
 from zdse.errors import ConfigError, ProtocolError
+from zdse.limits import MIN_HEARTBEAT
 from zdse.log import FORMATS, LEVELS
 from zdse.supervisor import RestartPolicy, ServiceSpec
 
 __all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port",
-           "service_table"]
+           "read_text", "service_table"]
 
 #: Settings that have an environment variable; it overrides the file too.
 ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT",
@@ -113,15 +114,27 @@ def load(
             (the message names the file and the key).
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
+    text = read_text(path, f"config {source}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     return parse(data, source, known_modules, env)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a UTF-8 file.
+
+    Raises:
+        ConfigError: ``cannot read WHAT: why`` (missing, unreadable, not UTF-8).
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {what}: not UTF-8 text (byte "
+                          f"{exc.object[exc.start]:#04x} at offset {exc.start})") from None
 
 
 def parse(
@@ -145,7 +158,7 @@ def parse(
             settings[key] = check_endpoint(check.string(cage, key, "cage"),
                                            f"{source}: cage.{key}")
     if "heartbeat" in cage:
-        settings["heartbeat"] = check.positive(cage, "heartbeat", "cage")
+        settings["heartbeat"] = check.positive(cage, "heartbeat", "cage", MIN_HEARTBEAT)
     if "heartbeats_to_expire" in cage:
         settings["heartbeats_to_expire"] = check.integer(cage, "heartbeats_to_expire", "cage", 2)
     if "queue_hwm" in cage:
@@ -257,10 +270,14 @@ class _Checker:
             raise self.fail(where, key, f"expected a non-empty string, got {_show(value)}")
         return value
 
-    def positive(self, table: Mapping[str, Any], key: str, where: str) -> float:
+    def positive(self, table: Mapping[str, Any], key: str, where: str,
+                 least: float = 0.0) -> float:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise self.fail(where, key, f"expected a number above zero, got {_show(value)}")
+        if value < least:
+            raise self.fail(where, key, f"must be at least {least:g} (the floor), "
+                                        f"got {_show(value)}")
         return float(value)
 
     def integer(self, table: Mapping[str, Any], key: str, where: str, least: int) -> int:

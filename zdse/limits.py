@@ -40,3 +40,19 @@ REQUEST_TIMEOUT = 10.0
 #: Messages queued towards one node before the cage drops (and counts)
 #: instead of blocking everyone: ZeroMQ's high-water mark on the ROUTER.
 NODE_QUEUE_HWM = 100_000
+
+#: Seconds the cage gives the child process that builds new or changed
+#: services unstarted to check their options (zdse.module_check), at start
+#: and on a reload. Importing the modules takes about half a second; the
+#: rest is for constructors, which read their options and files and connect
+#: to nothing. Routing never waits for it: the loop polls the child.
+CONFIG_CHECK_TIMEOUT = 10.0
+
+#: Shortest heartbeat a cage takes. The cage ticks four times a heartbeat and
+#: every node sends one per heartbeat: below this the ticks and heartbeats
+#: alone keep the processes busy and the stall detector logs every tick.
+MIN_HEARTBEAT = 0.05
+
+#: Shortest poll_interval a polling module takes: below it a poll loop takes
+#: a whole core to find nothing new.
+MIN_POLL_INTERVAL = 0.01

@@ -2,22 +2,28 @@
 
 Nothing here runs per message: the routing loop only bumps the counters it
 keeps anyway (:class:`~zdse.cage.CageCore`), and a scrape turns them into
-metrics. A scrape runs on the HTTP server's thread, which never reads the
-cage's state while the loop changes it: it asks the loop for a
-:class:`Snapshot`, which the loop takes at its next tick (within a quarter
-heartbeat), and waits for it. docs/operations.md says what each metric means.
+metrics. A scrape runs on one of the HTTP server's threads, which never
+reads the cage's state while the loop changes it: the loop copies what the
+metrics need into a :class:`Snapshot` at every tick (a quarter heartbeat),
+and a scrape answers from the newest one at once, waiting on no lock and on
+no other scrape. Scrapes of one snapshot share its rendered text.
+docs/operations.md says what each metric means.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -100,37 +106,37 @@ def take_snapshot(
 
 
 class Exchange:
-    """Hands a :class:`Snapshot` from the loop's thread to a scrape's thread.
+    """Hands the loop's newest :class:`Snapshot` to scrapes, on any thread, without a lock.
+
+    The loop replaces the snapshot at every tick; a scrape reads the
+    reference (one atomic read), so scrapes never wait for the loop or for
+    each other.
 
     Args:
         make: takes a snapshot at a given time (runs on the loop's thread).
-        timeout: seconds a scrape waits for the loop's next tick.
+        timeout: a snapshot older than this many seconds means the loop is
+            stuck: scrapes get none.
+        clock: the loop's clock (monotonic seconds).
     """
 
-    def __init__(self, make: Callable[[float], Snapshot], timeout: float = 2.0) -> None:
+    def __init__(self, make: Callable[[float], Snapshot], timeout: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._make = make
         self.timeout = timeout
-        self._lock = threading.Lock()
-        self._wanted = threading.Event()
-        self._ready = threading.Event()
-        self._value: Snapshot | None = None
+        self._clock = clock
+        self._latest: tuple[float, Snapshot] | None = None
 
     def tick(self, now: float) -> None:
-        """On the loop's thread, every tick: take a snapshot if a scrape waits for one."""
-        if self._wanted.is_set():
-            self._wanted.clear()
-            self._value = self._make(now)
-            self._ready.set()
+        """On the loop's thread, every tick: take the snapshot scrapes will read."""
+        self._latest = (now, self._make(now))
 
     def get(self) -> Snapshot | None:
-        """On a scrape's thread: the next tick's snapshot, or None if the loop did not tick."""
-        with self._lock:
-            self._ready.clear()
-            self._wanted.set()
-            if not self._ready.wait(self.timeout):
-                self._wanted.clear()
-                return None
-            return self._value
+        """On a scrape's thread: the newest snapshot, or None if the loop has not
+        ticked within ``timeout``."""
+        latest = self._latest
+        if latest is None or self._clock() - latest[0] > self.timeout:
+            return None
+        return latest[1]
 
 
 class CageCollector(Collector):
@@ -140,10 +146,10 @@ class CageCollector(Collector):
         self.exchange = exchange
 
     def collect(self) -> Iterator[Metric]:
-        """The cage's metrics, as of the loop's next tick."""
+        """The cage's metrics, as of the loop's last tick."""
         snap = self.exchange.get()
         responsive = GaugeMetricFamily(
-            "zdse_loop_responsive", "1 if the cage's loop answered this scrape within "
+            "zdse_loop_responsive", "1 if the cage's loop took a sample within the last "
             f"{self.exchange.timeout}s; when 0, no other zdse_ metric is given")
         responsive.add_metric([], 1 if snap is not None else 0)
         yield responsive
@@ -265,6 +271,22 @@ def _buckets(batches: dict[int, int]) -> list[tuple[str, float]]:
     return out
 
 
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per scrape: a slow client holds only its own."""
+
+    daemon_threads = True
+    #: Connections the kernel holds until they are accepted. Python's default,
+    #: 5, drops the rest of a burst of scrapes, which retry a second later.
+    request_queue_size = 1024
+
+
+class _Quiet(WSGIRequestHandler):
+    """Logs no request: the cage logs nothing per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
 class MetricsServer:
     """Serve the cage's metrics over HTTP from a thread.
 
@@ -278,21 +300,45 @@ class MetricsServer:
 
     def __init__(self, address: str, exchange: Exchange) -> None:
         host, port = parse_host_port(address, "--metrics")
+        self.exchange = exchange
         self.registry = CollectorRegistry()
         self.registry.register(CageCollector(exchange))
         ProcessCollector(registry=self.registry)
+        #: The text of the last snapshot, served to every scrape of it.
+        self._rendered: tuple[Snapshot, bytes] | None = None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Bound(_Server):
+            address_family = family
+
         try:
-            self._server: WSGIServer
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            self._server: WSGIServer = make_server(host, port, self._app, Bound,
+                                                   handler_class=_Quiet)
         except OSError as exc:
             raise ConfigError(f"cannot serve --metrics {address}: "
                               f"{exc.strerror or exc}") from exc
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+        self._thread.start()
         self.port = self._server.server_port
         self.url = f"http://{address.rpartition(':')[0] or '127.0.0.1'}:{self.port}/metrics"
         if not is_loopback(f"tcp://{host}:{port}"):
             log.warning("metrics.public", address=address,
                         why="anyone who reaches it reads service names and counters")
         log.info("metrics.started", url=self.url)
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        snap = self.exchange.get()
+        rendered = self._rendered
+        if snap is not None and rendered is not None and rendered[0] is snap:
+            body = rendered[1]
+        else:
+            body = generate_latest(self.registry)
+            if snap is not None:
+                self._rendered = (snap, body)
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
 
     def close(self) -> None:
         """Stop serving."""

@@ -7,9 +7,10 @@ from importlib.metadata import entry_points
 
 from zdse.config import CageConfig, service_table
 from zdse.errors import ConfigError
+from zdse.module_check import ModuleCheck, Verdict
 from zdse.service import Service
 
-__all__ = ["GROUP", "available", "build", "check", "check_services", "load"]
+__all__ = ["GROUP", "available", "build", "check", "check_services", "load", "refused"]
 
 GROUP = "zdse.modules"
 
@@ -32,7 +33,7 @@ def load(name: str) -> type[Service]:
         )
     try:
         cls = matches[0].load()
-    except Exception as exc:  # an optional extra missing, or a broken module
+    except BaseException as exc:  # an optional extra missing, a broken module, its sys.exit()
         raise ConfigError(f"module {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError(f"module {name!r} ({matches[0].value}) is not a zdse Service")
@@ -72,14 +73,30 @@ def build(module: str, name: str, options: Mapping[str, str]) -> Service:
 
 
 def check_services(config: CageConfig, names: Iterable[str] | None = None) -> None:
-    """:func:`check` the services of ``config`` (those in ``names``, or all).
+    """:func:`check` the services of ``config`` (those in ``names``, or all) in a
+    child process, waiting for it (see :mod:`zdse.module_check`).
 
     Raises:
         ConfigError: naming the file and the service.
     """
-    for name in sorted(config.services if names is None else names):
-        spec = config.services[name]
-        try:
-            check(spec.module, spec.name, dict(spec.options))
-        except ConfigError as exc:
-            raise ConfigError(f"{config.source}: [{service_table(name)}]: {exc}") from None
+    specs = [config.services[name] for name in sorted(config.services if names is None
+                                                      else names)]
+    if not specs:
+        return
+    try:
+        verdict = ModuleCheck(specs).wait()
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: cannot start the module check: {exc}") from exc
+    refused(config, verdict)
+
+
+def refused(config: CageConfig, verdict: Verdict) -> None:
+    """Raise what ``verdict`` refused in ``config``, if anything.
+
+    Raises:
+        ConfigError: naming the file and the service.
+    """
+    if verdict.error is None:
+        return
+    where = f"[{service_table(verdict.service)}]: " if verdict.service is not None else ""
+    raise ConfigError(f"{config.source}: {where}{verdict.error}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
@@ -65,6 +66,7 @@ class Operations:
                 lambda now: take_snapshot(proxy.core, supervisor.core.rows, now),
                 timeout=max(2.0, 2 * proxy.core.heartbeat),
             )
+            exchange.tick(time.monotonic())  # the loop runs not yet: a scrape now sees it fresh
             proxy.tick_hooks.append(exchange.tick)
             self.metrics = MetricsServer(args.metrics, exchange)
 

@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from zdse.errors import ConfigError
 
-__all__ = ["boolean", "finite_positive", "positive_float", "positive_float_env", "positive_int",
-           "refuse_unknown", "whole_positive"]
+__all__ = ["at_least", "boolean", "finite_positive", "positive_float", "positive_float_env",
+           "positive_int", "refuse_unknown", "whole_positive"]
 
 T = TypeVar("T")
 
@@ -24,13 +24,15 @@ TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def positive_float(options: Mapping[str, str], key: str, default: float) -> float:
-    """Option ``key`` as a finite number above zero (``default`` when absent).
+def positive_float(options: Mapping[str, str], key: str, default: float,
+                   least: float = 0.0) -> float:
+    """Option ``key`` as a finite number above zero (``default`` when absent),
+    and at least ``least`` (a documented floor) when one is given.
 
     Raises:
-        ConfigError: not a number, or not finite and above zero.
+        ConfigError: not a number, not finite and above zero, or below ``least``.
     """
-    return _parsed(options, key, default, finite_positive)
+    return _parsed(options, key, default, lambda text, what: finite_positive(text, what, least))
 
 
 def _parsed(options: Mapping[str, str], key: str, default: T,
@@ -57,8 +59,8 @@ def positive_float_env(variable: str, default: float,
     return finite_positive(text, f"{variable}={text!r}")
 
 
-def finite_positive(text: str, what: str) -> float:
-    """``text`` as a finite number above zero.
+def finite_positive(text: str, what: str, least: float = 0.0) -> float:
+    """``text`` as a finite number above zero, and at least ``least``.
 
     Raises:
         ConfigError: ``what`` (where the text came from), then what is wrong.
@@ -69,6 +71,17 @@ def finite_positive(text: str, what: str) -> float:
         raise ConfigError(f"{what}: not a number") from None
     if not value > 0 or math.isinf(value):
         raise ConfigError(f"{what}: must be a finite number above zero")
+    return at_least(value, what, least)
+
+
+def at_least(value: float, what: str, least: float) -> float:
+    """``value`` if it is at least ``least``, a documented floor.
+
+    Raises:
+        ConfigError: ``what`` (where the value came from), then the floor.
+    """
+    if value < least:
+        raise ConfigError(f"{what}: must be at least {least:g} (the floor)")
     return value
 
 

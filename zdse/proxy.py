@@ -24,6 +24,7 @@ from zdse.cage import CageCore
 from zdse.codec import Kind
 from zdse.endpoints import Endpoints, is_loopback
 from zdse.errors import ConfigError
+from zdse.handshakes import HandshakeMonitor
 from zdse.keys import CurveServer
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
 from zdse.log import get_logger
@@ -69,6 +70,7 @@ class Proxy:
         self._ctx = zmq.Context()
         self._running = False
         self._auth: ThreadAuthenticator | None = None
+        self._handshakes: HandshakeMonitor | None = None
         self.router = self._ctx.socket(zmq.ROUTER)
         self.pub = self._ctx.socket(zmq.PUB)
         for sock in (self.router, self.pub):
@@ -94,6 +96,11 @@ class Proxy:
         self._auth.configure_curve_callback("*", _KeyCheck(authorized))
         for sock in (self.router, self.pub):
             keys.apply(sock)
+        self._handshakes = HandshakeMonitor({"router": self.router, "pub": self.pub},
+                                            time.monotonic)
+        if not authorized.grants:
+            log.warning("cage.nobody_authorized",
+                        why="the authorized file names no key: no node or client can join")
 
     def bind(self) -> None:
         """Bind both sockets.
@@ -198,6 +205,9 @@ class Proxy:
 
     def close(self) -> None:
         """Close the sockets and the context without waiting on unsent messages."""
+        if self._handshakes is not None:
+            self._handshakes.stop()
+            self._handshakes = None
         self.router.close(linger=0)
         self.pub.close(linger=0)
         if self._auth is not None:

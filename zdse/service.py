@@ -16,7 +16,7 @@ from typing import Any
 from zdse import options
 from zdse.bus import Bus, Callback
 from zdse.errors import BusClosed, ConfigError
-from zdse.limits import REQUEST_TIMEOUT
+from zdse.limits import MIN_POLL_INTERVAL, REQUEST_TIMEOUT
 from zdse.log import get_logger
 
 __all__ = ["PollingService", "Service"]
@@ -28,7 +28,9 @@ class Service:
     A subclass's constructor checks its options, raising ConfigError for a
     bad one, and connects to nothing: the cage builds each service of its
     config this way, unstarted, to refuse what the module would refuse
-    (:func:`zdse.modules.check`). Connections start in :meth:`start`.
+    (:func:`zdse.modules.check`, in a child process given
+    :data:`~zdse.limits.CONFIG_CHECK_TIMEOUT` seconds for all the services it
+    checks). Connections start in :meth:`start`.
 
     Args:
         name: the service's unique name on the bus.
@@ -136,17 +138,18 @@ class Service:
             raise ConfigError(f"service {self.name!r} needs --set {key}=...")
         return value
 
-    def float_option(self, key: str, default: float) -> float:
-        """Return option ``key`` as a finite number above zero.
+    def float_option(self, key: str, default: float, least: float = 0.0) -> float:
+        """Return option ``key`` as a finite number above zero, and at least ``least``.
 
         Raises:
             ConfigError: it is not one.
         """
-        return options.positive_float(self.options, key, default)
+        return options.positive_float(self.options, key, default, least)
 
 
 class PollingService(Service):
-    """A service that calls :meth:`poll` every ``poll_interval`` seconds.
+    """A service that calls :meth:`poll` every ``poll_interval`` seconds (at least
+    :data:`~zdse.limits.MIN_POLL_INTERVAL`).
 
     It polls only between :meth:`start` and :meth:`stop`. A poll that raises
     is logged and retried with exponential backoff (1 s, 2 s, 4 s, ... up to
@@ -157,7 +160,8 @@ class PollingService(Service):
 
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         super().__init__(name, options)
-        self.poll_interval = self.float_option("poll_interval", type(self).poll_interval)
+        self.poll_interval = self.float_option("poll_interval", type(self).poll_interval,
+                                               MIN_POLL_INTERVAL)
         self.failures = 0
         self.last_error = ""
         self._poller: asyncio.Task[None] | None = None

@@ -6,7 +6,8 @@ own interpreter, the cage's endpoints), reads each one's stderr on a thread
 reaps them, and feeds what happened to the pure core, then carries out the
 actions the core returns. It runs inside the cage's loop: :meth:`Supervisor.tick`
 is called every heartbeat/4 and nothing it does blocks (a spawn is a
-fork/exec, a stop is a signal, a reap is a non-blocking wait).
+fork/exec, a stop is a signal, a reap is a non-blocking wait, and the check
+of a reloaded config's modules is a child process it polls).
 
 Control requests to the key ``cage``: ``start``, ``stop``, ``reload`` (args
 ``{"name": NAME}``), ``reload-config``, and ``services`` gains each
@@ -26,14 +27,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from zdse import modules
-from zdse.cage import CageCore
+from zdse.cage import CageCore, Later
 from zdse.config import CageConfig, load
 from zdse.endpoints import Endpoints
 from zdse.errors import ConfigError, SupervisorError
 from zdse.log import get_logger
+from zdse.module_check import ModuleCheck
 from zdse.supervisor import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
 
 __all__ = ["PARENT_ENV", "Launcher", "NodeProcess", "Supervisor", "connectable", "follow_parent"]
@@ -201,6 +204,16 @@ class NodeProcess:
                 self.popen.stderr.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingReload:
+    """A reload whose services are being checked."""
+
+    config: CageConfig
+    summary: dict[str, list[str]]
+    check: ModuleCheck
+    reply: Later | None
+
+
 class Supervisor:
     """Supervise the services of a config file for one cage.
 
@@ -233,6 +246,7 @@ class Supervisor:
         self.procs: dict[int, NodeProcess] = {}
         self._configured = False
         self._reload_wanted = False
+        self._pending: _PendingReload | None = None
 
     def install(self, tick_hooks: list[Callable[[float], None]]) -> None:
         """Hook into the cage: its loop's tick and its control requests."""
@@ -256,10 +270,12 @@ class Supervisor:
         if not self._configured:
             self._configured = True
             self._do(self.core.configure(self.config.services, now), now)
-        if self._reload_wanted:
+        if self._pending is not None:
+            self._finish_reload(now)
+        if self._reload_wanted and self._pending is None:
             self._reload_wanted = False
             try:
-                self.reload_config(now)
+                self.begin_reload(now)
             except ConfigError as exc:
                 log.error("config.reload_failed", error=str(exc),
                           action="kept the running configuration")
@@ -313,19 +329,29 @@ class Supervisor:
 
     # --- config ----------------------------------------------------------------
 
-    def reload_config(self, now: float) -> dict[str, list[str]]:
-        """Read the config file again: start added services, stop removed ones,
+    def begin_reload(self, now: float, reply: Later | None = None) -> dict[str, list[str]] | None:
+        """Read the config file again, and take it once its new and changed
+        services passed their check: start added services, stop removed ones,
         reload changed ones; leave the others alone.
 
+        The check runs in a child process (:mod:`zdse.module_check`) that
+        :meth:`tick` polls: routing goes on meanwhile.
+
+        Args:
+            reply: the reload-config request to answer when it is done.
+
         Returns:
-            the names added, removed, changed and unchanged.
+            the names added, removed, changed and unchanged when it is done
+            at once (nothing to check), else None: :meth:`tick` finishes it.
 
         Raises:
-            ConfigError: no config file, or it is wrong, or a module refuses
-                the options of a service added or changed (nothing changes then).
+            ConfigError: no config file, or it is wrong, or a reload is
+                being checked already (nothing changes then).
         """
         if self.config_path is None:
             raise ConfigError("the cage runs without --config: there is no file to reload")
+        if self._pending is not None:
+            raise ConfigError("a reload is being checked already; try again when it is done")
         config = load(self.config_path, self.known_modules())
         old = {name: r.spec for name, r in self.core.services.items() if not r.retiring}
         new = config.services
@@ -335,9 +361,39 @@ class Supervisor:
             "changed": sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
             "unchanged": sorted(n for n in new.keys() & old.keys() if new[n] == old[n]),
         }
-        modules.check_services(config, summary["added"] + summary["changed"])
+        names = summary["added"] + summary["changed"]
+        if not names:
+            return self._apply(config, summary, now)
+        try:
+            check = ModuleCheck([new[n] for n in sorted(names)], clock=self.clock)
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: cannot start the module check: {exc}") from exc
+        self._pending = _PendingReload(config, summary, check, reply)
+        return None
+
+    def _finish_reload(self, now: float) -> None:
+        pending = self._pending
+        assert pending is not None
+        verdict = pending.check.poll(now)
+        if verdict is None:
+            return
+        self._pending = None
+        try:
+            modules.refused(pending.config, verdict)
+            summary = self._apply(pending.config, pending.summary, now)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc), service=verdict.service,
+                      action="kept the running configuration")
+            if pending.reply is not None:
+                self.cage.answer_later(pending.reply, False, [type(exc).__name__, str(exc)])
+            return
+        if pending.reply is not None:
+            self.cage.answer_later(pending.reply, True, summary)
+
+    def _apply(self, config: CageConfig, summary: dict[str, list[str]],
+               now: float) -> dict[str, list[str]]:
         self.core.policy = config.policy
-        self._do(self.core.configure(new, now), now)
+        self._do(self.core.configure(config.services, now), now)
         stale = sorted(k for k in config.settings.keys() | self.config.settings.keys()
                        if config.settings.get(k) != self.config.settings.get(k))
         self.config = config
@@ -366,7 +422,9 @@ class Supervisor:
         return handler
 
     def _reload_config(self, args: Any, answer: Any, now: float) -> Any:
-        return self.reload_config(now)
+        later = Later()
+        summary = self.begin_reload(now, later)
+        return later if summary is None else summary
 
     def _services(self, args: Any, answer: Any, now: float) -> list[dict[str, Any]]:
         """The cage's registered nodes and the supervised services, merged by name."""
@@ -395,6 +453,9 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop every node (SIGTERM, SIGKILL after stop_timeout) and wait for them."""
         now = self.clock()
+        if self._pending is not None:
+            self._pending.check.kill()
+            self._pending = None
         self._do(self.core.stop_all(now), now)
         self._log_events()
         deadline = now + self.core.policy.stop_timeout

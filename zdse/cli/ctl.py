@@ -44,6 +44,7 @@ from zdse.errors import (
     ZdseError,
 )
 from zdse.keys import generate, load_public
+from zdse.limits import CONFIG_CHECK_TIMEOUT
 from zdse.log import configure
 from zdse.requests import Gathered
 from zdse.routes import pattern_matches
@@ -52,9 +53,9 @@ from zdse.routes import pattern_matches
  EXIT_REFUSED, EXIT_PARTIAL) = range(9)
 #: The shell's code for a command ended by SIGINT.
 EXIT_INTERRUPTED = 130
-#: Seconds req --all waits for the cage's routes, to name the services that
-#: did not answer.
-ROUTES_TIMEOUT = 5.0
+#: Seconds a command to the cage waits for its answer (reload-config waits
+#: CONFIG_CHECK_TIMEOUT more: the cage answers it when its check is done).
+CAGE_TIMEOUT = 5.0
 
 
 #: How each error ends zdse-ctl.
@@ -189,8 +190,10 @@ def render(command: str, value: Any) -> str:
 
 async def _cage(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
     service = getattr(args, "service", None)
+    # reload-config is answered once the new services passed their check.
+    timeout = CAGE_TIMEOUT + (CONFIG_CHECK_TIMEOUT if args.command == "reload-config" else 0)
     value = await bus.request(CAGE, args.command, None if service is None else {"name": service},
-                              timeout=5.0)
+                              timeout=timeout)
     if args.json:
         _print_json(value, out, compact=False)
     else:
@@ -218,7 +221,7 @@ async def _req(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 async def _unanswered(bus: Bus, key: str, gathered: Gathered) -> str:
     """Who, of the services on ``key``, did not answer (by name if the cage's routes tell)."""
     try:
-        routes = await bus.request(CAGE, "routes", timeout=ROUTES_TIMEOUT)
+        routes = await bus.request(CAGE, "routes", timeout=CAGE_TIMEOUT)
         listening = {name for pattern, names in routes if pattern_matches(pattern, key)
                      for name in names}
     except ZdseError:

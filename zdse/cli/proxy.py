@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from zdse.authz import Authorized
 from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
+from zdse.config import read_text
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, NODE_QUEUE_HWM
+from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MIN_HEARTBEAT, NODE_QUEUE_HWM
 from zdse.log import configure, get_logger
 from zdse.operations import Operations, read_config
+from zdse.options import at_least
 from zdse.proxy import Proxy
+
+
+def heartbeat(text: str) -> float:
+    """argparse type of --heartbeat: seconds, at least MIN_HEARTBEAT."""
+    value = positive_float(text)
+    try:
+        return at_least(value, repr(text), MIN_HEARTBEAT)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoint_flags(parser)
     parser.add_argument(
         "--heartbeat",
-        type=positive_float,
+        type=heartbeat,
         default=env_default("ZDSE_HEARTBEAT", str(HEARTBEAT_INTERVAL)),
-        help="seconds between heartbeats; 3 missed expire a node "
+        help=f"seconds between heartbeats, at least {MIN_HEARTBEAT:g}; 3 missed expire a node "
         "(env ZDSE_HEARTBEAT, default %(default)s)",
     )
     parser.add_argument(
@@ -70,10 +80,7 @@ def load_curve(args: argparse.Namespace) -> tuple[CurveServer, Authorized] | Non
     if args.curve_secret is None or args.authorized is None:
         raise ConfigError("--curve-secret and --authorized go together")
     public, secret = load_secret(args.curve_secret)
-    try:
-        text = Path(args.authorized).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read --authorized {args.authorized}: {exc.strerror}") from exc
+    text = read_text(args.authorized, f"--authorized {args.authorized}")
     return CurveServer(public, secret), Authorized.parse(text, args.authorized)
 
 
@@ -82,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # Files first: a mistake in one is one line on stderr, before any log.
         config = read_config(parser, args, argv)
+        curve = load_curve(args)
     except ConfigError as exc:
         print(f"zdse-proxy: {exc}", file=sys.stderr)
         return 2
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     operations: Operations | None = None
     try:
         proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
-                      curve=load_curve(args), heartbeats_to_expire=args.heartbeats_to_expire,
+                      curve=curve, heartbeats_to_expire=args.heartbeats_to_expire,
                       queue_hwm=args.queue_hwm)
         operations = Operations(proxy, args, config)
         proxy.serve()
