@@ -7,20 +7,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install debs sim test soak lint typecheck run bench-vsphere clean
+.PHONY: help install debs sim test soak lint typecheck run screenshots bench-vsphere clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP) sim ## Create .venv with zdse (editable), its extras and the test tools; install Debian packages the tests need
 
-debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govmomi, iproute2) when missing
+debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govmomi, iproute2, chromium) when missing
 	@scripts/ensure-debs
 
 $(STAMP): pyproject.toml | debs
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[vsphere,amqp,bench,test]'
+	$(BIN)/pip install --quiet -e '.[vsphere,amqp,bench,web,test]'
 	touch $(STAMP)
 
 sim: build/vcsim-zdse ## Build our govmomi vCenter simulator from Debian's govmomi sources
@@ -43,8 +43,11 @@ lint: $(STAMP) ## ruff only
 typecheck: $(STAMP) ## mypy --strict on zdse/
 	$(BIN)/mypy
 
-run: install ## Run the cage from examples/zdse.toml: it supervises file and vsphere demo services; Ctrl-C stops all
+run: install ## Run the cage from examples/zdse.toml (file and vsphere demo services) and zdse-web; Ctrl-C stops all
 	scripts/run-demo
+
+screenshots: install ## Run the demo and write docs/web-front.png and docs/web-vsphere.png from headless Chromium
+	$(BIN)/python scripts/screenshots
 
 bench-vsphere: $(STAMP) sim ## vsphere polling benchmark: 50 hosts, 2,000 VMs, every 5 s (benchmarks/README.md)
 	$(BIN)/python benchmarks/vsphere_poll.py --hosts 50 --vms 2000 --interval 5

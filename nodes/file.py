@@ -2,18 +2,22 @@
 
 The file holds ``{dataindex: table}``; a table is a list of rows or a dict.
 A file caught half-written (not valid JSON) is reported and skipped: the
-last good content stays published until the file is whole again.
+last good content stays published until the file is whole again. A table
+that cannot be published (its snapshot would be over MAX_MESSAGE_BYTES)
+is reported by name and size, and the others are published all the same.
+A big file is parsed by a child process (:mod:`zdse_nodes.file_tables`),
+never on the node's event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from zdse.errors import ConfigError
+from zdse_nodes.file_tables import Invalid, Table, packed_size, read_tables
+
+from zdse.errors import ConfigError, MessageTooLarge, ProtocolError
 from zdse.options import refuse_unknown
 from zdse.service import PollingService
 
@@ -42,7 +46,12 @@ class FileService(PollingService):
         self._invalid_since: tuple[int, int, int] | None = None
 
     async def poll(self) -> None:
-        """Read the file if it changed since the last poll and publish its tables."""
+        """Read the file if it changed since the last poll and publish its tables.
+
+        Every table that can be published is; one that cannot (over the
+        message size limit, or not representable) is reported by name and
+        size, and its last good content stays published.
+        """
         try:
             st = os.stat(self.path)
         except FileNotFoundError as exc:
@@ -50,12 +59,17 @@ class FileService(PollingService):
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
-        text = await asyncio.to_thread(_read_text, self.path)
+        published = dict(self._published)
+        seen: list[str] = []
+        refused: list[str] = []
         try:
-            tables = json.loads(text)
-            if not isinstance(tables, dict):
-                raise ValueError(f"top level is {type(tables).__name__}, not an object")
-        except ValueError as exc:
+            async for table in read_tables(self.path, st.st_size):
+                seen.append(table.dataindex)
+                if self._publish(table):
+                    published[table.dataindex] = table.data
+                else:
+                    refused.append(table.dataindex)
+        except Invalid as exc:
             if self._invalid_since != stamp:
                 self._invalid_since = stamp
                 self.log.warning("file.invalid", path=self.path, error=str(exc),
@@ -63,15 +77,24 @@ class FileService(PollingService):
             return  # keep _stamp: look again at the next poll
         self._stamp = stamp
         self._invalid_since = None
-        for dataindex, table in tables.items():
-            self.publish(dataindex, table)
-        for dataindex in set(self._published) - set(tables):
+        for dataindex in set(published) - set(seen):
             # A table removed from the file is published empty, not left stale.
-            self.publish(dataindex, {} if isinstance(self._published[dataindex], dict) else [])
-        self._published = dict(tables)
-        self.log.info("file.published", path=self.path, dataindexes=sorted(tables))
+            self.publish(dataindex, {} if isinstance(published[dataindex], dict) else [])
+            del published[dataindex]
+        self._published = published
+        self.log.info("file.published", path=self.path,
+                      dataindexes=sorted(set(seen) - set(refused)), refused=refused)
 
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    def _publish(self, table: Table) -> bool:
+        """Publish one table; False (and a warning naming it) if it cannot be."""
+        error, size = table.error, table.size
+        if not error:
+            try:
+                self.publish(table.dataindex, table.data)
+                return True
+            except (MessageTooLarge, ProtocolError) as exc:
+                error, size = str(exc), size or packed_size(table.data)
+        self.log.warning("file.table_refused", path=self.path, dataindex=table.dataindex,
+                         bytes=size or None, error=error,
+                         action="its last good content stays published")
+        return False

@@ -629,6 +629,7 @@ class VSphereService(PollingService):
     """
 
     poll_interval = DEFAULT_POLL_INTERVAL
+    columns = COLUMNS
 
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         super().__init__(name, options)

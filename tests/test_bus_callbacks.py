@@ -14,7 +14,7 @@ from tests.harness import TEST_REFRESH, WAIT, Cluster, run
 from tests.support import Processes
 from zdse import bus as bus_module
 from zdse.bus import Bus, Update
-from zdse.errors import NoRouteError, RequestTimeout
+from zdse.errors import NoRouteError, RemoteError, RequestTimeout
 
 #: Messages a test sends at most to fill a node's DEALER queue behind a stopped cage.
 FILL_LIMIT = 1_000_000
@@ -228,3 +228,57 @@ def test_a_backlog_the_cage_takes_nothing_of_for_an_expiry_is_dropped_and_the_no
     assert warned, logs[-20:]
     assert {(e["log_level"], e["service"]) for e in warned} == {("warning", "send")}
     assert sum(e["frames"] for e in warned) >= extra
+
+
+def test_a_handler_still_running_past_its_requesters_timeout_is_cancelled(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Handlers that never finish are cancelled once their requester gave up; none stays."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    cancelled: list[int] = []
+    all_cancelled = asyncio.Event()
+
+    async def never(sender: str, dataindex: str, args: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(args)
+            if len(cancelled) == 3:
+                all_cancelled.set()
+            raise
+
+    async def scenario() -> None:
+        async with cluster.bus("asker") as asker, cluster.bus("answerer") as answerer:
+            answerer.on_request = never
+            tasks = len(answerer._tasks)
+            for i in range(3):
+                with pytest.raises(RequestTimeout):
+                    await asker.request("answerer", "forever", i, timeout=0.3)
+            await asyncio.wait_for(all_cancelled.wait(), WAIT)
+            assert sorted(cancelled) == [0, 1, 2]
+            assert answerer.statistics()["requests_abandoned"] == 3
+            assert len(answerer._tasks) == tasks
+
+    run(scenario())
+
+
+def test_a_handlers_own_timeout_error_is_answered_as_an_error(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """A TimeoutError raised by the handler itself, well before the deadline, is its answer."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+
+    async def times_out(sender: str, dataindex: str, args: object) -> None:
+        await asyncio.sleep(0)
+        raise TimeoutError("the backend did not answer")
+
+    async def scenario() -> None:
+        async with cluster.bus("asker") as asker, cluster.bus("answerer") as answerer:
+            answerer.on_request = times_out
+            with pytest.raises(RemoteError, match="the backend did not answer"):
+                await asker.request("answerer", "x", timeout=WAIT)
+            assert answerer.statistics().get("requests_abandoned", 0) == 0
+
+    run(scenario())

@@ -87,8 +87,9 @@ def test_bad_headers_say_what_is_wrong(frame: bytes, message: str) -> None:
 @pytest.mark.parametrize(
     ("kind", "body", "message"),
     [
-        (Kind.REQUEST, b"\x92\x01\xa1x", "REQUEST must be an array of 3 fields"),
-        (Kind.REQUEST, b"\x93\xa1x\xa1x\xc0", "REQUEST.cid must be int"),
+        (Kind.REQUEST, b"\x93\x01\xa1x\xc0", "REQUEST must be an array of 4 fields"),
+        (Kind.REQUEST, b"\x94\xa1x\xa1x\xc0\x00", "REQUEST.cid must be int"),
+        (Kind.REQUEST, b"\x94\x01\xa1x\xc0\xa1x", "REQUEST.timeout must be"),
         (Kind.REGISTER, b"\x93\xa3a.*\x90\x80", "wildcard"),
         (Kind.REGISTER, b"\x93\xa4cage\x90\x80", "reserved"),
         (Kind.REGISTER, b"\x93\xa0\x90\x80", "must not be empty"),

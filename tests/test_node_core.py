@@ -12,7 +12,7 @@ from zdse import codec, subscriber
 from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
-from zdse.errors import MessageTooLarge
+from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.node import NodeCore
 from zdse.publisher import Publications
@@ -339,3 +339,31 @@ def test_publish_refuses_data_whose_snapshot_could_not_be_sent() -> None:
     with pytest.raises(MessageTooLarge):
         core.publish("rows", [big, [b"z" * 50]])  # a one-row delta, a too-big table
     assert core.publications.data("rows") == [big]
+
+
+def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> None:
+    """Welcomed but its SUB unproven: no Subscribe leaves, no Registered; its probe fixes both."""
+    from zdse.node import Registered
+    from zdse.session import PROBE_DATAINDEX, SessionState
+
+    core = NodeCore(codec.Register("sub", [], {}), "ep", 10.0, 0.0)
+    core.start(0.0)
+    assert codec.topic("sub", PROBE_DATAINDEX) in core.filters.add
+    core.subscribe("pub", "t", 0.0)
+    core.outbox.clear()
+    welcome = codec.encode_one(codec.Welcome("cage1", 1.0))
+    assert core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.1) == []
+    assert core.session.state is SessionState.JOINING
+    (probe,) = core.outbox
+    assert probe[:2] == (codec.header(codec.Kind.DELTA), PROBE_DATAINDEX.encode())
+    core.outbox.clear()
+    assert core.tick(0.16) == []
+    assert [k for k, _, _ in core.outbox] == [codec.header(codec.Kind.DELTA)]  # probed again
+    core.outbox.clear()
+    events = core.receive_published([codec.topic("sub", PROBE_DATAINDEX), *probe[::2]], 0.2)
+    assert events == [Registered(False, "cage1")]
+    assert core.registered
+    kinds = [codec.parse_header(h)[0] for h, _, _ in core.outbox]
+    assert kinds == [codec.Kind.SUBSCRIBE]
+    with pytest.raises(ProtocolError, match="reserved"):
+        core.publish(PROBE_DATAINDEX, [[1]])

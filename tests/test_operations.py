@@ -302,13 +302,14 @@ def test_metrics_endpoint_counts_traffic(procs: Processes, tmp_path: Path) -> No
 
     async def traffic() -> None:
         async with cluster.bus() as bus:
+            updates = Updates()
+            bus.subscribe("files.m", "t", updates)
+            # "running" means registered: the file's tables come a moment later.
+            await updates.until_views({"files.m": [[1]]})
             for _ in range(5):
                 assert await bus.request("files.m", "t") == [[1]]
             with pytest.raises(Exception, match="nobody"):
                 await bus.request("nobody", "t")
-            updates = Updates()
-            bus.subscribe("files.m", "t", updates)
-            await updates.until(lambda u: u.kind == "snapshot")
             during = await asyncio.to_thread(
                 scrape_until, url, lambda s: s[("zdse_subscriptions", ())] >= 1)
             assert during[("zdse_nodes", ())] == 2

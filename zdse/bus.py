@@ -47,7 +47,7 @@ from zdse.errors import (
 from zdse.inorder import InOrder
 from zdse.keys import CurveClient
 from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
-from zdse.log import get_logger
+from zdse.log import get_logger, sampled
 from zdse.node import (
     Event,
     IncomingMessage,
@@ -145,6 +145,9 @@ class Bus:
         self.on_request = on_request
         self.on_message = on_message
         self.prepush_processor = prepush_processor
+        #: Column names by dataindex, for tables whose rows are lists: shown
+        #: in ``pubdata`` (and by zdse-web). A Service sets its ``columns``.
+        self.columns: dict[str, list[str]] = {}
         self.connect_timeout = connect_timeout
         self.curve = curve
         self.log = get_logger(service=name)
@@ -239,6 +242,10 @@ class Bus:
             raise BusClosed(f"no answer from the cage within {timeout}s: {self._why_silent()}")
 
     def _why_silent(self) -> str:
+        """Why the cage has not registered this node yet, as one clause."""
+        if self.core.session.known:
+            return (f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
+                    f"came from its PUB at {self.endpoints.pub} (is that the cage's --pub?)")
         return explain(self._seen, self.endpoints.router, self.curve is not None)
 
     async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
@@ -394,7 +401,8 @@ class Bus:
                 ) from None
         if self._closed:
             raise BusClosed("the bus was closed")
-        cid = self.core.request(key, dataindex, args, gather)
+        cid = self.core.request(key, dataindex, args, gather,
+                                max(0.0, deadline - time.monotonic()))
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiters[cid] = fut
         # A timer and the future itself: wait_for(shield(fut)) costs three
@@ -427,8 +435,12 @@ class Bus:
     # --- introspection ------------------------------------------------------
 
     def pubdata(self) -> dict[str, Any]:
-        """What this service publishes, and to whom."""
-        return self.core.publications.pubdata()
+        """What this service publishes, and to whom (with its ``columns``, if declared)."""
+        published = self.core.publications.pubdata()
+        for dataindex, names in self.columns.items():
+            if dataindex in published:
+                published[dataindex]["columns"] = names
+        return published
 
     def subdata(self) -> dict[str, Any]:
         """What this service subscribes to, and how far each view is."""
@@ -562,7 +574,7 @@ class Bus:
             self._flush_now()
         if self.core.stats["bad_frames"] != bad:
             bad = self.core.stats["bad_frames"]
-            if bad & (bad - 1) == 0:  # 1st, 2nd, 4th, ...: visible, never a flood
+            if sampled(bad):
                 self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
         return more
 
@@ -632,6 +644,8 @@ class Bus:
         elif event.what in ("lost", "reregistering"):
             self.log.warning(f"cage.{event.what}", why=event.detail)
             self._registered.clear()
+        elif event.what == "sub_silent":
+            self.log.warning("cage.sub_silent", pub=self.endpoints.pub, why=event.detail)
         else:
             self.log.warning("cage.error", error=event.detail)
 
@@ -663,13 +677,30 @@ class Bus:
         self.core.reply(sender, req.cid, True, result)
 
     async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
+        """Await an async handler's answer and send it; cancel it once its requester gave up.
+
+        Past the requester's timeout (counted from the request's arrival)
+        nobody waits for the answer: the handler is cancelled, so one that
+        never finishes holds no task, and no memory, for ever.
+        """
         try:
-            result = await pending
+            async with asyncio.timeout(req.timeout if req.timeout > 0 else None) as scope:
+                result = await pending
         except Exception as exc:
-            self._reply_error(sender, req, exc)
+            if isinstance(exc, TimeoutError) and scope.expired():
+                self._abandoned(sender, req)
+                return
+            self._reply_error(sender, req, exc)  # the handler's own TimeoutError too
         else:
             self.core.reply(sender, req.cid, True, result)
         self._pump()
+
+    def _abandoned(self, sender: str, req: codec.Request) -> None:
+        count = self.core.stats["requests_abandoned"] = self.core.stats["requests_abandoned"] + 1
+        if sampled(count):
+            self.log.warning("request.abandoned", sender=sender, dataindex=req.dataindex,
+                             timeout=req.timeout, count=count,
+                             why="its handler outlived the requester's timeout: cancelled")
 
     def _reply_error(self, sender: str, req: codec.Request, exc: Exception) -> None:
         if not isinstance(exc, ZdseError):
@@ -719,7 +750,9 @@ class Bus:
             if events:
                 self._events.feed(events)
             session = self.core.session
-            await asyncio.sleep(min(session.heartbeat, self.core.subscriptions.refresh) / 4)
+            now = time.monotonic()
+            await asyncio.sleep(min(session.heartbeat / 4, self.core.subscriptions.refresh / 4,
+                                    session.due_in(now)))
 
 
 #: The events of the DEALER's connection that say why the cage is silent.

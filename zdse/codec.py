@@ -202,6 +202,9 @@ class Request:
     cid: int
     dataindex: str
     args: Any = None
+    #: Seconds the requester waits for the reply (0: it did not say): the
+    #: service cancels an async handler still running after that long.
+    timeout: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +363,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.WELCOME: (str, (int, float)),
     Kind.HEARTBEAT: (str,),
     Kind.BYE: (),
-    Kind.REQUEST: (int, str, None),
+    Kind.REQUEST: (int, str, None, (int, float)),
     Kind.REPLY: (int, bool, None),
     Kind.MESSAGE: (str, None),
     Kind.SUBSCRIBE: (str, str, dict, (int, float)),

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["LineWriter", "configure", "get_logger"]
+__all__ = ["LineWriter", "configure", "get_logger", "sampled"]
 
 LEVELS = ("debug", "info", "warning", "error")
 #: ``auto``: JSON lines when the stream is not a terminal, readable lines when it is.
@@ -73,3 +73,11 @@ class LineWriter:
 def get_logger(**initial: object) -> structlog.stdlib.BoundLogger:
     """Return a logger bound to ``initial`` values."""
     return structlog.get_logger(**initial)  # type: ignore[no-any-return]
+
+
+def sampled(count: int) -> bool:
+    """Whether the ``count``-th occurrence of something is logged: the 1st, 2nd, 4th, 8th, ...
+
+    Visible from the first, never a flood.
+    """
+    return count > 0 and count & (count - 1) == 0

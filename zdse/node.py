@@ -24,7 +24,7 @@ from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.publisher import Publications
 from zdse.requests import Outcome, PendingRequests
-from zdse.session import Session, SessionState
+from zdse.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.slots import builder
 from zdse.subscriber import Subscriptions, Update
 
@@ -40,6 +40,7 @@ __all__ = [
 
 _MESSAGE_HEADER = codec.header(Kind.MESSAGE)
 _DELTA_HEADER = codec.header(Kind.DELTA)
+_PROBE_KEY = PROBE_DATAINDEX.encode()
 #: What a snapshot of data adds to a "replace" delta of it, at most: a
 #: subscription id (a uuid4 hex: 34 bytes packed) and a seq grown from 1
 #: byte to 9, less the ["replace", ...] wrapper it lacks (9 bytes packed).
@@ -79,7 +80,10 @@ class Registered:
 
 @dataclass(frozen=True, slots=True)
 class SessionChange:
-    """The session moved: ``"lost"``, ``"reregistering"`` or ``"refused"``."""
+    """The session moved: ``"lost"``, ``"reregistering"``, ``"refused"``, ``"sub_silent"``.
+
+    (Or ``"error"``: the cage refused one of our frames.)
+    """
 
     what: str
     detail: str
@@ -116,21 +120,24 @@ class NodeCore:
         #: SUB filter changes to apply.
         self.filters = _Filters()
         self.last_bad = ""
+        #: Where this node's probes come back to it (see zdse.session).
+        self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
 
     @property
     def registered(self) -> bool:
-        """Whether the cage currently knows this node."""
+        """Whether the cage knows this node and its SUB has proven to receive."""
         return self.session.state is SessionState.REGISTERED
 
     # --- local calls --------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Queue the first registration."""
+        """Queue the first registration; listen for our own probes."""
+        self.filters.add.append(self._probe_topic)
         self._control(self.session.start(now))
 
     def bye(self) -> None:
-        """Queue a goodbye, if registered."""
-        if self.registered:
+        """Queue a goodbye, if the cage knows us."""
+        if self.session.known:
             self._control(codec.Bye())
 
     def publish(self, dataindex: str, data: Any) -> None:
@@ -138,10 +145,13 @@ class NodeCore:
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
-            ProtocolError: msgpack cannot represent ``data``.
+            ProtocolError: msgpack cannot represent ``data``, or ``dataindex``
+                is the reserved PROBE_DATAINDEX.
             Either way nothing is stored or sent: no subscriber could ever
             be given a snapshot of it.
         """
+        if dataindex == PROBE_DATAINDEX:
+            raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
@@ -162,7 +172,8 @@ class NodeCore:
             bodies.append(body)
 
         sent = self.publications.publish(dataindex, data, admit)
-        if sent is not None and self.registered:
+        # Sent while JOINING too: subscribers may hold a snapshot of ours.
+        if sent is not None and self.session.known:
             self.outbox.append((_DELTA_HEADER, dataindex.encode(), bodies[0]))
 
     def subscribe(self, key: str, dataindex: str, now: float) -> str:
@@ -177,12 +188,13 @@ class NodeCore:
         """End a subscription."""
         self._act(self.subscriptions.unsubscribe(sid))
 
-    def request(self, key: str, dataindex: str, args: Any, gather: bool) -> int:
-        """Queue a request; return its correlation id."""
+    def request(self, key: str, dataindex: str, args: Any, gather: bool,
+                timeout: float = 0.0) -> int:
+        """Queue a request, to be answered within ``timeout`` seconds; return its correlation id."""
         codec.validate_pattern(key, "key")
         cid = self.requests.new(key, gather)
         try:
-            self._act([Send(key, codec.Request(cid, dataindex, args))],
+            self._act([Send(key, codec.Request(cid, dataindex, args, timeout))],
                       FLAG_GATHER if gather else 0)
         except (ProtocolError, MessageTooLarge):
             self.requests.cancel(cid)
@@ -244,6 +256,8 @@ class NodeCore:
                 # A batch of one publisher's deltas, the fanout hot path: their
                 # fields go to on_deltas, which builds a Delta only to keep it.
                 batch = codec.decode_fields(kind, frames[2])
+                if topic == self._probe_topic:
+                    return self._on_probes(batch, now)
             else:
                 messages = codec.decode_body(kind, frames[2])
         except (ProtocolError, UnicodeDecodeError) as exc:
@@ -266,19 +280,42 @@ class NodeCore:
         return events
 
     def tick(self, now: float) -> list[Event]:
-        """Beat, re-announce, expire; notice a silent cage."""
+        """Beat, re-announce, expire; probe our SUB; notice a silent cage."""
         events: list[Event] = []
         tick = self.session.tick(now)
         for msg in tick.send:
             self._control(msg)
+        if tick.probe:
+            self._probe()
         if tick.lost:
             silent = f"no word from the cage for {self.session.expiry}s"
             events.append(SessionChange("lost", silent))
+        if tick.sub_silent:
+            events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on the "
+                                        f"SUB for {self.session.expiry}s; still probing"))
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
+        if self.session.known:
             self.publications.expire(now)
         return events
+
+    def _probe(self) -> None:
+        """Publish a probe to ourselves: it comes back once our SUB receives."""
+        epoch, number = self.session.probe()
+        body = codec.encode_one(codec.Delta(PROBE_DATAINDEX, epoch, number, None))
+        self.outbox.append((_DELTA_HEADER, _PROBE_KEY, body))
+
+    def _on_probes(self, batch: list[list[Any]], now: float) -> list[Event]:
+        """Our probe came back: the SUB receives, the node is registered."""
+        for _, epoch, number, _ in batch:
+            if self.session.on_probe(epoch, number):
+                # Subscriptions are announced only now: a snapshot taken
+                # before the SUB received would be followed by deltas it
+                # could miss unseen (see zdse.session).
+                self._act(self.subscriptions.reannounce_all(now))
+                return [Registered(self.session.registrations > 1, self.session.cage_epoch)]
+        return []
 
     # --- dispatch -----------------------------------------------------------
 
@@ -307,10 +344,10 @@ class NodeCore:
             if again is not None:
                 self._control(again)
         elif isinstance(msg, codec.Welcome):
-            again_ = self.session.on_welcome(msg.epoch, float(msg.heartbeat), now)
-            events.append(Registered(again_, msg.epoch))
-            self.publications.registered_again()
-            self._act(self.subscriptions.reannounce_all(now))
+            self.session.on_welcome(msg.epoch, float(msg.heartbeat), now)
+            if self.session.state is SessionState.JOINING:
+                self.publications.registered_again()
+                self._probe()
         elif isinstance(msg, codec.Error):
             self._on_error(msg, now, events)
         else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from zdse import options
 from zdse.bus import Bus, Callback
@@ -40,6 +40,10 @@ class Service:
     #: Addresses a service of this module listens on when ``zdse-node`` is
     #: given no ``--address``; ``{name}`` stands for the service's name.
     default_addresses: tuple[str, ...] = ()
+    #: Column names of the tables whose rows are lists, by dataindex, in row
+    #: order. Every service answers them in ``pubdata`` (``"columns"``), so
+    #: ``zdse-web`` can head its tables with them.
+    columns: ClassVar[Mapping[str, Sequence[str]]] = {}
 
     def __init__(self, name: str, options: Mapping[str, str]) -> None:
         self.name = name
@@ -61,6 +65,7 @@ class Service:
         bus.on_request = self.handle_request
         bus.on_message = self.handle_message
         bus.prepush_processor = self.prepush_processor
+        bus.columns = {dataindex: list(names) for dataindex, names in self.columns.items()}
 
     @property
     def bus(self) -> Bus:

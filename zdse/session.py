@@ -1,17 +1,33 @@
 """A node's registration with the cage, as a state machine. Pure.
 
-::
+One node's states, as in :data:`TRANSITIONS`::
 
-    state        event              ->  state        what happens
-    CONNECTING   welcome            ->  REGISTERED   (again: re-announce subscriptions)
-    CONNECTING   tick, retry due    ->  CONNECTING   register sent again
-    CONNECTING   name_taken         ->  REFUSED      the node exits non-zero
-    CONNECTING   forbidden          ->  REFUSED      (CURVE: the key may not have it)
-    REGISTERED   tick, beat due     ->  REGISTERED   heartbeat sent
-    REGISTERED   silence > expiry   ->  LOST         keep beating; the cage may come back
-    REGISTERED   not_registered     ->  CONNECTING   the cage restarted or expired us
-    LOST         heartbeat          ->  REGISTERED
-    LOST         not_registered     ->  CONNECTING   register sent at once
+    state        input            ->  state        what happens
+    CONNECTING   welcome          ->  JOINING      probe sent: a Delta to itself
+    CONNECTING   tick, retry due  ->  CONNECTING   register sent again
+    JOINING      heard            ->  REGISTERED   Registered (again: re-announce
+                                                   subscriptions)
+    JOINING      tick, probe due  ->  JOINING      probe sent again (backing off)
+    JOINING      silence          ->  CONNECTING   register sent again
+    JOINING      tick, an expiry  ->  JOINING      sub_silent: worth a warning
+    REGISTERED   tick, beat due   ->  REGISTERED   heartbeat sent
+    REGISTERED   silence          ->  LOST         keep beating; the cage may come back
+    REGISTERED   welcome          ->  JOINING      (a retried register's answer)
+    LOST         heartbeat        ->  REGISTERED
+    any live     not_registered   ->  CONNECTING   the cage restarted or expired us
+    any live     new_epoch        ->  CONNECTING   a heartbeat of a restarted cage
+    any live     name_taken       ->  REFUSED      the node exits non-zero
+    any live     forbidden        ->  REFUSED      (CURVE: the key may not have it)
+
+Why JOINING: a node's DEALER and SUB connect to the cage independently, and
+a SUB still retrying its connection when the DEALER is welcomed misses what
+the cage's PUB sends meanwhile. A subscriber counted registered then could
+take a snapshot, sync with its publisher (which from then on counts every
+delta as reaching it) and lose the next delta at the PUB, unseen until a
+re-announce much later. So the node is not registered, and announces no
+subscription, until its SUB has received its own probe: a Delta published
+under :data:`PROBE_DATAINDEX` carrying the cage's epoch and this
+registration's number, through the cage that welcomed it.
 """
 
 from __future__ import annotations
@@ -20,10 +36,19 @@ import enum
 from dataclasses import dataclass, field
 
 from zdse.codec import Heartbeat, Register
+from zdse.errors import ProtocolError
 from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
 
-__all__ = ["Session", "SessionState"]
+__all__ = ["PROBE_DATAINDEX", "TRANSITIONS", "Input", "Session", "SessionState"]
 
+
+#: The dataindex a node publishes its probes under, to itself.
+PROBE_DATAINDEX = "~probe"
+#: Seconds from a welcome's probe to the next one while none came back; each
+#: wait then doubles, up to a heartbeat. A SUB retries its connection every
+#: 100 ms (ZeroMQ's reconnect interval), so the second or third probe gets
+#: through when the cage started after the node.
+PROBE_RETRY = 0.05
 
 #: Error codes that end a session: the name is not ours to have.
 REFUSALS = frozenset({"name_taken", "forbidden"})
@@ -32,29 +57,63 @@ REFUSALS = frozenset({"name_taken", "forbidden"})
 class SessionState(enum.Enum):
     """Where a node stands with its cage."""
 
-    CONNECTING = "connecting"
+    CONNECTING = "connecting"  # registering; the cage does not know us yet
+    JOINING = "joining"  # welcomed; our SUB has not yet proven it receives
     REGISTERED = "registered"
-    LOST = "lost"
+    LOST = "lost"  # registered, but the cage has been silent too long
     REFUSED = "refused"
 
 
-TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
-    (SessionState.CONNECTING, "welcome"): SessionState.REGISTERED,
-    (SessionState.CONNECTING, "name_taken"): SessionState.REFUSED,
-    (SessionState.CONNECTING, "forbidden"): SessionState.REFUSED,
-    (SessionState.CONNECTING, "not_registered"): SessionState.CONNECTING,
-    (SessionState.CONNECTING, "heartbeat"): SessionState.CONNECTING,
-    (SessionState.REGISTERED, "welcome"): SessionState.REGISTERED,
-    (SessionState.REGISTERED, "heartbeat"): SessionState.REGISTERED,
-    (SessionState.REGISTERED, "silence"): SessionState.LOST,
-    (SessionState.REGISTERED, "not_registered"): SessionState.CONNECTING,
-    (SessionState.REGISTERED, "name_taken"): SessionState.REFUSED,
-    (SessionState.REGISTERED, "forbidden"): SessionState.REFUSED,
-    (SessionState.LOST, "heartbeat"): SessionState.REGISTERED,
-    (SessionState.LOST, "welcome"): SessionState.REGISTERED,
-    (SessionState.LOST, "not_registered"): SessionState.CONNECTING,
-    (SessionState.LOST, "name_taken"): SessionState.REFUSED,
-    (SessionState.LOST, "forbidden"): SessionState.REFUSED,
+class Input(enum.Enum):
+    """What can happen to a node's session."""
+
+    WELCOME = "welcome"
+    HEARD = "heard"  # our own probe came back on the SUB
+    HEARTBEAT = "heartbeat"  # of the cage's epoch
+    NEW_EPOCH = "new_epoch"  # a heartbeat of another epoch: the cage restarted
+    SILENCE = "silence"
+    NOT_REGISTERED = "not_registered"
+    NAME_TAKEN = "name_taken"
+    FORBIDDEN = "forbidden"
+
+
+_S, _I = SessionState, Input
+#: (state, input) -> next state, for every pair: what the cage says comes
+#: from the wire, so an input that means nothing in a state leaves it there.
+TRANSITIONS: dict[tuple[SessionState, Input], SessionState] = {
+    (_S.CONNECTING, _I.WELCOME): _S.JOINING,
+    (_S.CONNECTING, _I.HEARD): _S.CONNECTING,
+    (_S.CONNECTING, _I.HEARTBEAT): _S.CONNECTING,
+    (_S.CONNECTING, _I.NEW_EPOCH): _S.CONNECTING,
+    (_S.CONNECTING, _I.SILENCE): _S.CONNECTING,
+    (_S.CONNECTING, _I.NOT_REGISTERED): _S.CONNECTING,
+    (_S.CONNECTING, _I.NAME_TAKEN): _S.REFUSED,
+    (_S.CONNECTING, _I.FORBIDDEN): _S.REFUSED,
+    (_S.JOINING, _I.WELCOME): _S.JOINING,
+    (_S.JOINING, _I.HEARD): _S.REGISTERED,
+    (_S.JOINING, _I.HEARTBEAT): _S.JOINING,
+    (_S.JOINING, _I.NEW_EPOCH): _S.CONNECTING,
+    (_S.JOINING, _I.SILENCE): _S.CONNECTING,
+    (_S.JOINING, _I.NOT_REGISTERED): _S.CONNECTING,
+    (_S.JOINING, _I.NAME_TAKEN): _S.REFUSED,
+    (_S.JOINING, _I.FORBIDDEN): _S.REFUSED,
+    (_S.REGISTERED, _I.WELCOME): _S.JOINING,
+    (_S.REGISTERED, _I.HEARD): _S.REGISTERED,
+    (_S.REGISTERED, _I.HEARTBEAT): _S.REGISTERED,
+    (_S.REGISTERED, _I.NEW_EPOCH): _S.CONNECTING,
+    (_S.REGISTERED, _I.SILENCE): _S.LOST,
+    (_S.REGISTERED, _I.NOT_REGISTERED): _S.CONNECTING,
+    (_S.REGISTERED, _I.NAME_TAKEN): _S.REFUSED,
+    (_S.REGISTERED, _I.FORBIDDEN): _S.REFUSED,
+    (_S.LOST, _I.WELCOME): _S.JOINING,
+    (_S.LOST, _I.HEARD): _S.LOST,
+    (_S.LOST, _I.HEARTBEAT): _S.REGISTERED,
+    (_S.LOST, _I.NEW_EPOCH): _S.CONNECTING,
+    (_S.LOST, _I.SILENCE): _S.LOST,
+    (_S.LOST, _I.NOT_REGISTERED): _S.CONNECTING,
+    (_S.LOST, _I.NAME_TAKEN): _S.REFUSED,
+    (_S.LOST, _I.FORBIDDEN): _S.REFUSED,
+    **{(_S.REFUSED, i): _S.REFUSED for i in Input},
 }
 
 
@@ -63,7 +122,13 @@ class Tick:
     """What a tick asks of the shell."""
 
     send: list[Register | Heartbeat] = field(default_factory=list)
+    #: Publish a probe to ourselves (see :meth:`Session.probe`).
+    probe: bool = False
+    #: The session just went silent: LOST, or registering again.
     lost: bool = False
+    #: JOINING for another expiry: the DEALER works, but nothing came from
+    #: the cage's PUB (a wrong PUB endpoint, say). Worth a warning.
+    sub_silent: bool = False
 
 
 class Session:
@@ -84,15 +149,27 @@ class Session:
         self.refusal_code = ""
         self._last_heard = now
         self._next_send = now
+        self._next_probe = float("inf")
+        self._probe_wait = PROBE_RETRY
+        self._joining_since = 0.0
 
     @property
     def expiry(self) -> float:
         """Seconds of silence after which the cage is taken for lost."""
         return self.heartbeat * HEARTBEATS_TO_EXPIRE
 
-    def _move(self, event: str) -> SessionState:
-        self.state = TRANSITIONS.get((self.state, event), self.state)
-        return self.state
+    @property
+    def known(self) -> bool:
+        """Whether the cage knows this node (welcomed, its SUB proven or not)."""
+        return self.state in (SessionState.JOINING, SessionState.REGISTERED)
+
+    def _move(self, what: Input) -> SessionState:
+        target = TRANSITIONS.get((self.state, what))
+        if target is None:  # the table is total: a bug here, not bad input
+            raise ProtocolError(f"can't handle {what.value} when the session is "
+                                f"{self.state.value}")
+        self.state = target
+        return target
 
     def start(self, now: float) -> Register:
         """The first registration to send; the next try is one heartbeat later."""
@@ -101,51 +178,89 @@ class Session:
         return self.register
 
     def on_welcome(self, epoch: str, heartbeat: float, now: float) -> bool:
-        """Registered. Returns True if this is a re-registration (re-announce then)."""
-        self._move("welcome")
-        self.cage_epoch = epoch
-        self.heartbeat = heartbeat
-        self.registrations += 1
+        """Welcomed: JOINING. True if not the first registration.
+
+        The shell publishes the first probe at once (:meth:`probe`), the
+        next ones when :meth:`tick` says.
+        """
+        if self._move(Input.WELCOME) is SessionState.JOINING:
+            self.cage_epoch = epoch
+            self.heartbeat = heartbeat
+            self.registrations += 1
+            self._next_probe = now + PROBE_RETRY
+            self._probe_wait = PROBE_RETRY
+            self._joining_since = now
         self._last_heard = now
-        self._next_send = now + heartbeat
+        self._next_send = now + self.heartbeat
         return self.registrations > 1
+
+    def probe(self) -> tuple[str, int]:
+        """The probe to publish to ourselves: the cage's epoch and this registration's number."""
+        return self.cage_epoch, self.registrations
+
+    def on_probe(self, epoch: str, number: int) -> bool:
+        """A probe came back on the SUB. True if that makes the node REGISTERED."""
+        if (epoch, number) != self.probe() or self.state is not SessionState.JOINING:
+            return False  # an earlier registration's, or already proven
+        self._next_probe = float("inf")
+        return self._move(Input.HEARD) is SessionState.REGISTERED
 
     def on_heartbeat(self, epoch: str, now: float) -> Register | None:
         """The cage beat. A cage of another epoch means it restarted: register again."""
         self._last_heard = now
         if self.cage_epoch and epoch != self.cage_epoch:
-            self.state = SessionState.CONNECTING
-            return self.register
-        self._move("heartbeat")
+            was = self.state
+            if self._move(Input.NEW_EPOCH) is SessionState.CONNECTING \
+                    and was is not SessionState.CONNECTING:
+                return self.register
+            return None
+        self._move(Input.HEARTBEAT)
         return None
 
     def on_error(self, code: str, message: str, now: float) -> Register | None:
         """The cage refused something; return a registration to send, if any."""
         self._last_heard = now
         if code in REFUSALS:
-            self._move(code)
-            self.refusal = message
-            self.refusal_code = code
+            if self._move(Input(code)) is SessionState.REFUSED:
+                self.refusal = message
+                self.refusal_code = code
             return None
         if code == "not_registered":
             was = self.state
-            self._move("not_registered")
+            self._move(Input.NOT_REGISTERED)
             # While connecting, our register is already on its way.
-            return self.register if was is not SessionState.CONNECTING else None
+            if self.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
+                return self.register
         return None
 
     def tick(self, now: float) -> Tick:
-        """Beat, retry the registration, or notice a silent cage."""
+        """Beat, retry the registration or the probe, or notice a silent cage."""
         out = Tick()
         if self.state is SessionState.REFUSED:
             return out
+        if self.state in (SessionState.REGISTERED, SessionState.JOINING) \
+                and now - self._last_heard > self.expiry:
+            # Welcomed but never proven, then silence: start over.
+            if self._move(Input.SILENCE) is SessionState.CONNECTING:
+                self._next_send = now
+            out.lost = True
         if now >= self._next_send:
             self._next_send = now + self.heartbeat
             if self.state is SessionState.CONNECTING:
                 out.send.append(self.register)
             else:
                 out.send.append(Heartbeat())
-        if self.state is SessionState.REGISTERED and now - self._last_heard > self.expiry:
-            self._move("silence")
-            out.lost = True
+        if self.state is SessionState.JOINING and now - self._joining_since >= self.expiry:
+            self._joining_since = now  # said again after another expiry
+            out.sub_silent = True
+        if self.state is SessionState.JOINING and now >= self._next_probe:
+            out.probe = True
+            self._probe_wait = min(2 * self._probe_wait, self.heartbeat)
+            self._next_probe = now + self._probe_wait
         return out
+
+    def due_in(self, now: float) -> float:
+        """Seconds until the session needs a tick for a probe (inf when none is due)."""
+        if self.state is not SessionState.JOINING:
+            return float("inf")
+        return max(0.0, self._next_probe - now)

@@ -1,0 +1,99 @@
+"""The ``file`` module with real processes: every table that fits is published, off the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Cluster, Updates, run, write_json
+from tests.support import Processes
+from zdse.limits import MAX_MESSAGE_BYTES
+
+#: Rows per table of the big file, and its tables: about 40 MB of JSON that
+#: held the node's loop past the cage's expiry (3 beats of 0.5 s) when it
+#: was parsed on the loop.
+BIG_ROWS = 75_000
+BIG_TABLES = 8
+
+
+@pytest.fixture
+def cluster(procs: Processes, tmp_path: Path) -> Cluster:
+    """A running cage on free loopback ports."""
+    c = Cluster(procs, tmp_path)
+    c.start_cage()
+    return c
+
+
+async def _views(cluster: Cluster, publisher: str, want: dict[str, Any]) -> None:
+    """Wait until a subscriber to each of ``want``'s dataindexes sees its table."""
+    async with cluster.bus() as bus:
+        for dataindex, table in want.items():
+            updates = Updates()
+            bus.subscribe(publisher, dataindex, updates)
+            await updates.until_views({publisher: table})
+
+
+def test_a_table_over_the_size_limit_is_reported_and_the_others_published(
+    cluster: Cluster,
+) -> None:
+    """One table over MAX_MESSAGE_BYTES: named with its size; the tables after it still go out."""
+    big = [["x" * (MAX_MESSAGE_BYTES + 1024)]]
+    path = cluster.tmp / "tables.json"
+    write_json(path, {"a": [[1]], "big": big, "c": [[3]]})
+    node = cluster.start_node("file", "files", path=path, poll_interval=0.05)
+    refused = node.wait_event("file.table_refused")
+    assert refused["dataindex"] == "big"
+    assert refused["bytes"] > MAX_MESSAGE_BYTES
+    published = node.wait_event("file.published")
+    assert published["dataindexes"] == ["a", "c"]
+    assert published["refused"] == ["big"]
+    run(_views(cluster, "files", {"a": [[1]], "c": [[3]]}))
+    write_json(path, {"a": [[1]], "big": [["small now"]], "c": [[3]]})
+    assert node.wait_event("file.published")["dataindexes"] == ["a", "big", "c"]
+    run(_views(cluster, "files", {"big": [["small now"]]}))
+    assert not [ln for ln in node.lines if "poll.recovered" in ln or "poll.failed" in ln]
+
+
+def test_a_table_msgpack_cannot_carry_is_reported_and_the_others_published(
+    cluster: Cluster,
+) -> None:
+    """A small file with an integer too big for msgpack in one table: the others go out."""
+    path = cluster.tmp / "tables.json"
+    path.write_text('{"a": [[1]], "huge": [[' + str(2**70) + ']], "c": [[3]]}')
+    node = cluster.start_node("file", "files", path=path, poll_interval=0.05)
+    refused = node.wait_event("file.table_refused")
+    assert refused["dataindex"] == "huge"
+    assert "cannot encode" in refused["error"]
+    assert node.wait_event("file.published")["dataindexes"] == ["a", "c"]
+    run(_views(cluster, "files", {"a": [[1]], "c": [[3]]}))
+
+
+def test_a_big_file_is_parsed_off_the_loop_and_the_node_is_never_expired(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """About 40 MB of JSON: the node keeps beating while it is parsed, the cage never drops it."""
+    # Beats of 0.5 s: holding 2 million objects, the node's own cyclic GC
+    # pauses it for up to half a second on a loaded machine; parsing on the
+    # loop held it for seconds.
+    cluster = Cluster(procs, tmp_path, heartbeat=0.5)
+    cluster.start_cage()
+    path = cluster.tmp / "big.json"
+    write_json(path, {"t": [[0]]})
+    node = cluster.start_node("file", "files", path=path, poll_interval=0.05)
+    node.wait_event("file.published")
+    rows = [[f"vm-{i}", "x" * 40, i] for i in range(BIG_ROWS)]
+    tables = {f"t{k}": rows for k in range(BIG_TABLES)}
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump(tables, f)
+    tmp.replace(path)
+    published = node.wait_event("file.published", timeout=120)
+    assert published["dataindexes"] == sorted(tables)
+    assert cluster.cage is not None
+    left = [ln for ln in cluster.cage.lines if "node.left" in ln]
+    assert left == [], f"the cage dropped the node while it parsed: {left}"
+    lost = [ln for ln in node.lines if "cage.lost" in ln]
+    assert lost == [], f"the node went silent while it parsed: {lost}"
