@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from zdse import codec
 from zdse.cage import CageCore, Later
 from zdse.codec import Kind
@@ -284,3 +286,18 @@ def test_bye_removes_a_node_at_once() -> None:
     register(core, b"A", "svc")
     core.receive(frames(b"A", codec.Bye()), 0.1)
     assert core.names == {}
+
+
+def test_the_subscriptions_the_cage_counts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Announces to made-up keys under a wildcard: routed all, counted up to the bound."""
+    monkeypatch.setattr("zdse.cage.MAX_COUNTED_SUBSCRIPTIONS", 10)
+    core = CageCore("e1", HB)
+    register(core, b"A", "pub", "made.#")
+    register(core, b"B", "sub")
+    core.outbox.take()
+    for i in range(50):
+        core.receive(frames(b"B", codec.Subscribe(f"s{i}", "t"), key=f"made.up.{i}"), 1)
+    router, _ = core.outbox.take()
+    assert len(router) == 50
+    assert core.live_subscriptions(1) == 10
+    assert core.stats["subscriptions_uncounted"] == 40

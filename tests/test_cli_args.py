@@ -43,6 +43,8 @@ def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         (["zdse-proxy"], "ZDSE_HEARTBEAT", "nan", "--heartbeat", "above zero"),
         (["zdse-proxy"], "ZDSE_QUEUE_HWM", "0", "--queue-hwm", "at least 1"),
         (["zdse-proxy"], "ZDSE_QUEUE_HWM", "lots", "--queue-hwm", "not a whole number"),
+        (["zdse-proxy"], "ZDSE_QUEUE_BYTES", "1000", "--queue-bytes", "at least 1048576"),
+        (["zdse-proxy"], "ZDSE_QUEUE_BYTES", "64MiB", "--queue-bytes", "not a whole number"),
         (["zdse-ctl", "services"], "ZDSE_CONNECT_TIMEOUT", "x", "--connect-timeout",
          "not a number"),
         (["zdse-ctl", "stats"], "ZDSE_CONNECT_TIMEOUT", "-1", "--connect-timeout",

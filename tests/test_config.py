@@ -20,6 +20,7 @@ pub = "tcp://127.0.0.1:6001"
 heartbeat = 0.5
 heartbeats_to_expire = 4
 queue_hwm = 5000
+queue_bytes = 8388608
 metrics = "127.0.0.1:9570"
 
 [log]
@@ -46,7 +47,8 @@ def test_a_full_file_gives_settings_policy_and_services() -> None:
     config = parse(tomllib.loads(FULL), "zdse.toml", known_modules={"file"})
     assert config.settings == {
         "router": "tcp://127.0.0.1:6000", "pub": "tcp://127.0.0.1:6001", "heartbeat": 0.5,
-        "heartbeats_to_expire": 4, "queue_hwm": 5000, "metrics": "127.0.0.1:9570",
+        "heartbeats_to_expire": 4, "queue_hwm": 5000, "queue_bytes": 8388608,
+        "metrics": "127.0.0.1:9570",
         "log_level": "debug",
         "log_format": "json",
     }
@@ -63,6 +65,8 @@ def test_a_full_file_gives_settings_policy_and_services() -> None:
     ('[cage]\nrouter = "nonsense"', r"zdse\.toml: cage\.router 'nonsense' is not an endpoint"),
     ("[cage]\nheartbeat = 0", r"zdse\.toml: cage\.heartbeat: expected a number above zero, got 0"),
     ("[cage]\nqueue_hwm = 0", r"cage\.queue_hwm: expected a whole number of at least 1, got 0"),
+    ("[cage]\nqueue_bytes = 1000", r"cage\.queue_bytes: expected a whole number of at least "
+                                   r"1048576, got 1000"),
     ("[cage]\nheartbeat = true", r"cage\.heartbeat: expected a number above zero, got True"),
     ('[cage]\nrouterr = "x"', r"cage\.routerr: unknown key \(known: router, pub,"),
     ('[cage]\nmetrics = "9570"', r"cage\.metrics '9570' is not HOST:PORT"),
@@ -118,6 +122,7 @@ def test_flags_beat_the_environment_beats_the_file() -> None:
     assert args.heartbeat == 0.5  # the file
     assert args.heartbeats_to_expire == 4
     assert args.queue_hwm == 5000
+    assert args.queue_bytes == 8388608
     assert args.log_level == "debug"
     assert args.metrics == "127.0.0.1:9570"
 

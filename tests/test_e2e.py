@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -78,6 +79,31 @@ def test_request_to_nobody_fails_at_once_not_at_the_timeout(cluster: Cluster) ->
     result = cluster.ctl("req", "nobody.home", "x", "--timeout", "3600")
     assert result.returncode == 3
     assert "no service listens on 'nobody.home'" in result.stderr
+
+
+def test_a_subscription_to_a_missing_dataindex_leaves_a_request_for_it_an_error(
+    cluster: Cluster,
+) -> None:
+    """After subscriptions to a dataindex P lacks, `zdse-ctl req P X` still says it is unknown
+    (it answered null), and P holds none of them once they stop re-announcing."""
+    cluster.file_node("P", {"t": [1]})
+
+    async def scenario() -> None:
+        async with cluster.bus() as bus:
+            updates = Updates()
+            sid = bus.subscribe("P", "nothere", updates)
+            snapshot = await updates.until(lambda u: u.kind == "snapshot")
+            assert snapshot.view is None
+            assert "nothere" in (await bus.request("P", "pubdata"))
+            result = await asyncio.to_thread(cluster.ctl, "req", "P", "nothere")
+            assert result.returncode != 0, result.stdout
+            assert "does not publish or answer 'nothere'" in result.stderr
+            bus.unsubscribe(sid)
+            assert await bus.request("P", "t") == [1]
+            # The unsubscribe went before this request, on the same connection.
+            assert "nothere" not in (await bus.request("P", "pubdata"))
+
+    run(scenario())
 
 
 def test_request_all_gathers_every_service_and_errors_are_values(cluster: Cluster) -> None:

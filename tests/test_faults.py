@@ -30,13 +30,14 @@ from tests.faults import (
     wait_event_any,
     wait_status,
 )
-from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, run
-from tests.support import Processes
+from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, run, write_json
+from tests.support import Processes, free_port
 from tests.test_fuzz import NODE_FRAMES
+from tests.test_operations import scrape
 from zdse import codec
 from zdse.codec import Kind
 from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
-from zdse.limits import MAX_MESSAGE_BYTES
+from zdse.limits import MAX_MESSAGE_BYTES, NODE_QUEUE_BYTES
 
 #: The promise: after a cage restart, every view is right again within this.
 RECONVERGE_SECONDS = 3.0
@@ -418,3 +419,93 @@ def test_an_async_request_handler_leaves_no_task_behind(cluster: Cluster) -> Non
             assert len(answerer._tasks) == tasks
 
     run(scenario())
+
+
+#: Snapshots a peer that never reads asks for in the byte-budget test, and the
+#: rows of the 4 MiB table it asks for (about 4.1 MB as a snapshot).
+GREEDY_ASKS = 60
+BIG_TABLE = [[i, "x" * 1000] for i in range(4000)]
+#: What the cage may grow by while one peer does not read: its byte budget
+#: (the default, NODE_QUEUE_BYTES, 64 MiB) and as much again for the
+#: snapshots on their way in and what the allocator keeps of them once
+#: freed (measured: 73 to 107 MiB; 231 MiB before the budget, which held all
+#: 60 snapshots; docs/reliability.md §5).
+GREEDY_BOUND_MIB = 64 + 64
+
+
+def test_a_peer_that_never_reads_cannot_grow_the_cage_past_its_byte_budget(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """A raw DEALER registers, asks 60 times for a 4 MiB snapshot and never reads: the cage
+    grows by less than its byte budget and some more, counts the drops, and the others flow."""
+    cluster = Cluster(procs, tmp_path)
+    port = free_port()
+    cage = cluster.start_cage("--metrics", f"127.0.0.1:{port}")
+    cluster.file_node("P", {"big": BIG_TABLE, "t": [1]})
+    _, q_file = cluster.file_node("Q", {"q": [1]})
+
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        greedy = ctx.socket(zmq.DEALER)
+        greedy.linger = 0
+        # Not even ZeroMQ reads for it: what the cage sends stays in the cage.
+        greedy.rcvhwm = 1
+        greedy.setsockopt(zmq.RCVBUF, 4096)
+        greedy.connect(cluster.endpoints.router)
+        beating = True
+
+        async def beat() -> None:
+            # It says it lives (so it is not expired), and never reads.
+            while beating:
+                await greedy.send_multipart(
+                    [codec.header(Kind.HEARTBEAT), b"", codec.encode_one(codec.Heartbeat())])
+                await asyncio.sleep(TEST_HEARTBEAT / 2)
+
+        beats: asyncio.Task[None] | None = None
+        try:
+            async with cluster.bus() as bus:
+                updates = Updates()
+                bus.subscribe("Q", "q", updates)
+                await updates.until_views({"Q": [1]})
+                await greedy.send_multipart([codec.header(Kind.REGISTER), b"", codec.encode_one(
+                    codec.Register("greedy", [], {}))])
+                head, *_ = await greedy.recv_multipart()  # its welcome; the last it reads
+                assert head == codec.header(Kind.WELCOME)
+                beats = asyncio.ensure_future(beat())
+                before = rss_mib(cage)
+                start = await bus.request("cage", "stats")
+                for i in range(GREEDY_ASKS):
+                    await greedy.send_multipart([codec.header(Kind.SUBSCRIBE), b"P",
+                                                 codec.encode_one(codec.Subscribe(f"s{i}", "big"))])
+                # Every ask and its snapshot went through the cage (routed or dropped).
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    stats = await bus.request("cage", "stats")
+                    if stats["routed"] - start["routed"] >= 2 * GREEDY_ASKS:
+                        break
+                    # Meanwhile the well-behaved keep flowing: a request and a delta.
+                    assert await bus.request("P", "t") == [1]
+                grown = rss_mib(cage) - before
+                assert stats["routed"] - start["routed"] >= 2 * GREEDY_ASKS, stats
+                assert grown < GREEDY_BOUND_MIB, f"the cage grew {grown:.0f} MiB"
+                assert stats.get("dropped_budget", 0) >= GREEDY_ASKS - 16, stats
+                write_json(q_file, {"q": [2]})
+                await updates.until_views({"Q": [2]})
+                assert await bus.request("P", "t") == [1]
+                services = {s["name"]: s for s in await bus.request("cage", "services")}
+                assert 0 < services["greedy"]["unread_bytes"] <= NODE_QUEUE_BYTES
+                metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+                dropped = ("zdse_messages_dropped_total", (("kind", "snapshot"),
+                                                           ("reason", "budget")))
+                assert metrics[dropped] == stats["dropped_budget"]
+                unread = metrics[("zdse_node_unread_bytes", (("node", "greedy"),))]
+                assert 0 < unread <= NODE_QUEUE_BYTES
+        finally:
+            beating = False
+            if beats is not None:
+                await beats
+            greedy.close()
+            ctx.term()
+
+    run(scenario(), timeout=120)
+    assert cage.popen.poll() is None, "the cage died"

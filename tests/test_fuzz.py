@@ -34,6 +34,7 @@ NODE_FRAMES: list[list[bytes]] = [
     for m, key, flags in [
         (codec.Register("svc.a", ["x.#", "shared"], {"pid": 1}), "", 0),
         (codec.Heartbeat(), "", 0),
+        (codec.Receipt(4096), "", 0),
         (codec.Bye(), "", 0),
         (codec.Request(7, "t", {"a": [1, 2]}), "svc.b", 0),
         (codec.Request(8, "t", None), "shared", FLAG_GATHER),
@@ -71,6 +72,7 @@ DEALER_FRAMES: list[list[bytes]] = [
         (codec.Fanout(2, codec.encode_one(codec.Request(1, "t", None))), "cage", "k"),
         (codec.Error("not_registered", "register"), "cage", ""),
         (codec.Error("name_taken", "taken"), "cage", ""),
+        (codec.Error("over_budget", "3 messages (96 bytes) for you were dropped"), "cage", ""),
     ]
 ]
 

@@ -13,7 +13,7 @@ from zdse.actions import AddFilter, RemoveFilter, Send
 from zdse.codec import Delta, Snapshot, Subscribe
 from zdse.delta import same
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_MESSAGE_BYTES
+from zdse.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 from zdse.node import NodeCore
 from zdse.publisher import Publications
 from zdse.requests import Outcome
@@ -367,3 +367,34 @@ def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> N
     assert kinds == [codec.Kind.SUBSCRIBE]
     with pytest.raises(ProtocolError, match="reserved"):
         core.publish(PROBE_DATAINDEX, [[1]])
+def test_subscriptions_to_unpublished_dataindexes_are_bounded_and_expire() -> None:
+    """50,000 announces to made-up dataindexes: answered, at most MAX_WAITING_SUBSCRIPTIONS
+    held, and none left once they stop re-announcing."""
+    pubs = Publications("pub", "e")
+    pubs.publish("real", [[1]])
+    answered = sum(len(pubs.on_subscribe("sub", Subscribe(f"s{i}", f"made.up.{i}", {}, 10), 0))
+                   for i in range(50_000))
+    assert answered == 50_000
+    assert len(pubs.pubdata()) <= MAX_WAITING_SUBSCRIPTIONS + 1
+    assert pubs.waiting_refused == 50_000 - MAX_WAITING_SUBSCRIPTIONS
+    assert pubs.expire(11) == MAX_WAITING_SUBSCRIPTIONS
+    assert list(pubs.pubdata()) == ["real"]
+    assert pubs.waiting == 0
+
+
+def test_a_subscription_alone_does_not_publish_a_dataindex() -> None:
+    """A dataindex only subscribed to is not published (a request for it stays an error);
+    its subscriber still gets the first delta once it is."""
+    pubs = Publications("pub", "e")
+    [answer] = pubs.on_subscribe("sub", Subscribe("s1", "later", {}, 10), 0)
+    assert answer.message == Snapshot("s1", "later", "e", 0, None)
+    assert pubs.dataindexes() == []
+    pubs.on_unsubscribe("sub", codec.Unsubscribe("s1", "later"))
+    assert pubs.pubdata() == {}
+    pubs.on_subscribe("sub", Subscribe("s2", "later", {}, 10), 0)
+    d = pubs.publish("later", [[1]])
+    assert d is not None
+    assert d.seq == 1
+    assert pubs.dataindexes() == ["later"]
+    assert (pubs.waiting, pubs.expire(11)) == (0, 1)
+    assert "later" in pubs.pubdata()  # published data stays when its subscribers go

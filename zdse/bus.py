@@ -447,8 +447,15 @@ class Bus:
         return self.core.subscriptions.subdata()
 
     def statistics(self) -> dict[str, int]:
-        """This node's counters, its subscriptions' (gaps, resyncs, ...) among them."""
-        return {**self.core.stats, **self.core.subscriptions.stats}
+        """This node's counters, its subscriptions' (gaps, resyncs, ...) among them.
+
+        ``waiting_subscriptions`` counts subscribers held for dataindexes this
+        service has not published, ``waiting_refused`` announces past their
+        bound (MAX_WAITING_SUBSCRIPTIONS), answered but not held.
+        """
+        pubs = self.core.publications
+        return {**self.core.stats, **self.core.subscriptions.stats,
+                "waiting_subscriptions": pubs.waiting, "waiting_refused": pubs.waiting_refused}
 
     # --- output -------------------------------------------------------------
 

@@ -5,6 +5,11 @@ The proxy process feeds every multipart message its ROUTER receives into
 iteration, then sends what the core left in its :class:`Outbox`. Bodies of
 routed messages are never decoded: the core reads the 3-byte header and the
 key, looks the key up and forwards the frames with the true sender stamped.
+
+Every message queued for a node counts in that connection's byte budget
+(:mod:`zdse.receipts`): one that would leave more than ``queue_bytes``
+unread on the way to it is dropped and counted, and the node is told when
+it has caught up.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from zdse.authz import Authorized
 from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import ProtocolError, ZdseError
 from zdse.limits import (
+    FRAME_COST,
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
+    MAX_COUNTED_SUBSCRIPTIONS,
+    MAX_LEFT_ACCOUNTS,
     MAX_MESSAGE_BYTES,
+    NODE_QUEUE_BYTES,
     REFRESHES_TO_EXPIRE,
     SUBSCRIPTION_REFRESH,
 )
+from zdse.receipts import Account, wire_cost
 from zdse.routes import RouteTable
 
 __all__ = ["CageCore", "ControlHandler", "Later", "NodeRecord", "Outbox"]
@@ -56,6 +66,8 @@ _VALID_HEADERS = {
 }
 _REPLY_HEADER = codec.header(Kind.REPLY)
 _CAGE_BYTES = CAGE.encode()
+#: What a routed message costs in a budget besides its sender, key and body.
+_ROUTED_COST = 3 + FRAME_COST
 
 
 @dataclass(slots=True)
@@ -103,6 +115,8 @@ class CageCore:
         epoch: identifies this run of the cage; nodes re-register when it changes.
         heartbeat: seconds between heartbeats, told to every node at registration.
         heartbeats_to_expire: missed heartbeats after which a node is expired.
+        queue_bytes: bytes that may wait unread on their way to one node
+            (its byte budget, see :mod:`zdse.receipts`).
     """
 
     def __init__(
@@ -112,8 +126,14 @@ class CageCore:
         heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
         started_at: float = 0.0,
         authorized: Authorized | None = None,
+        queue_bytes: int = NODE_QUEUE_BYTES,
     ) -> None:
         self.epoch = epoch
+        self.queue_bytes = queue_bytes
+        #: Byte accounts by connection: every registered node's, and those
+        #: of nodes that left with bytes unread (the oldest forgotten past
+        #: MAX_LEFT_ACCOUNTS), so registering again gives no fresh budget.
+        self.accounts: dict[bytes, Account] = {}
         self.heartbeat = heartbeat
         self.expiry = heartbeat * heartbeats_to_expire
         self.started_at = started_at
@@ -146,6 +166,8 @@ class CageCore:
         #: name and by node name.
         self.dropped_kinds: Counter[str] = Counter()
         self.dropped_nodes: Counter[str] = Counter()
+        #: Messages refused because their node's byte budget was full, by kind.
+        self.over_budget_kinds: Counter[str] = Counter()
         #: Loop wake-ups by frames handled, bucketed: key k counts wake-ups
         #: that handled (2**(k-1), 2**k] frames; ``batch_frames`` is the sum.
         self.batches: Counter[int] = Counter()
@@ -153,7 +175,6 @@ class CageCore:
         #: (subscriber identity, key) -> last time it announced a subscription.
         self.subscribers: dict[tuple[bytes, bytes], float] = {}
         self._next_prune = started_at + SUBSCRIPTION_TTL
-        self._welcome = codec.encode_one(codec.Welcome(epoch, heartbeat))
         self._beat = codec.encode_one(codec.Heartbeat(epoch))
 
     # --- the hot path ------------------------------------------------------
@@ -199,14 +220,27 @@ class CageCore:
                 return
             self.routed[head] += 1
             if kind is Kind.SUBSCRIBE:
-                self.subscribers[(identity, key_bytes)] = now
+                pair = (identity, key_bytes)
+                if pair in self.subscribers or len(self.subscribers) < MAX_COUNTED_SUBSCRIPTIONS:
+                    self.subscribers[pair] = now
+                else:
+                    self.stats["subscriptions_uncounted"] += 1
             out = self.outbox.router
             sender = node.name_bytes
+            cost = len(sender) + len(key_bytes) + len(body) + _ROUTED_COST
+            accounts, budget = self.accounts, self.queue_bytes
             for dest in dests:
+                # Account.admit, inline: this runs once per destination.
+                acct = accounts[dest]
+                unacked = acct.sent - acct.acked
+                if unacked and unacked + cost > budget:
+                    self._over_budget(dest, acct, kind, cost)
+                    continue
+                acct.sent += cost
                 out.append([dest, head, sender, key_bytes, body])
             if flags & FLAG_GATHER and kind is Kind.REQUEST:
                 fanout = codec.encode_one(codec.Fanout(len(dests), body))
-                out.append([identity, codec.header(Kind.FANOUT), _CAGE_BYTES, key_bytes, fanout])
+                self._send([identity, codec.header(Kind.FANOUT), _CAGE_BYTES, key_bytes, fanout])
         elif kind is Kind.DELTA:
             if node is None:
                 self._not_registered(identity)
@@ -219,9 +253,9 @@ class CageCore:
                 self._not_registered(identity)
                 return
             node.last_seen = now
-            self.outbox.router.append(
-                [identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
-            )
+            self._send([identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
+        elif kind is Kind.RECEIPT:
+            self._receipt(identity, node, body, now)
         elif kind is Kind.REGISTER:
             self._register(identity, body, now)
         elif kind is Kind.BYE:
@@ -271,9 +305,7 @@ class CageCore:
         # otherwise a holder that says nothing for one and a half heartbeats
         # is taken for dead, and one that does speak keeps its name.
         self.claims[reg.name] = _Claim(identity, reg, now + 1.5 * self.heartbeat, holder.last_seen)
-        self.outbox.router.append(
-            [holder_id, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
-        )
+        self._send([holder_id, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
 
     def _accept(self, identity: bytes, reg: codec.Register, now: float) -> None:
         old = self.nodes.get(identity)
@@ -287,9 +319,14 @@ class CageCore:
         self.stats["registered"] += 1
         self.events.append(("node.registered", {"name": reg.name, "addresses": reg.addresses,
                                                  "module": reg.info.get("module", "")}))
-        self.outbox.router.append(
-            [identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", self._welcome]
-        )
+        # A connection registering again keeps its account (what it has not
+        # read is still on its way): the welcome says how far it goes.
+        acct = self.accounts.pop(identity, None)
+        if acct is None:
+            acct = Account()
+        self.accounts[identity] = acct
+        welcome = codec.encode_one(codec.Welcome(self.epoch, self.heartbeat, acct.sent))
+        self._send([identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", welcome])
         self._event(codec.Joined(record.name, [record.name, *record.addresses]))
 
     def _refuse(self, identity: bytes, name: str, why: str) -> None:
@@ -309,6 +346,7 @@ class CageCore:
             self.routes.remove(pattern, record.identity)
         for pair in [p for p in self.subscribers if p[0] == record.identity]:
             del self.subscribers[pair]
+        self._leave_account(record.identity)
         self.stats[f"left_{reason}".replace("-", "_")] += 1
         self.events.append(("node.left", {"name": record.name, "reason": reason}))
         if announce:
@@ -361,13 +399,15 @@ class CageCore:
                 # connection left, which ROUTER_MANDATORY reports at once
                 # (see unreachable()), so its subscribers hear of it within
                 # a beat or two instead of at its expiry.
-                self.outbox.router.append(
+                self._send(
                     [record.identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
                 )
 
     def unreachable(self, identity: bytes, now: float) -> None:
         """The transport says ``identity`` has no connection: drop it at once."""
         self.stats["unreachable"] += 1
+        # Its connection is gone, and with it what was queued for it.
+        self.accounts.pop(identity, None)
         record = self.nodes.get(identity)
         if record is not None:
             self._remove(record, "disconnected")
@@ -387,6 +427,9 @@ class CageCore:
             self.dropped_kinds[parsed[0].name.lower() if parsed else "other"] += count
             node = self.nodes.get(frames[0])
             self.dropped_nodes[node.name if node else "(gone)"] += count
+            acct = self.accounts.get(frames[0])
+            if acct is not None and len(frames) == 5:
+                acct.unsent(wire_cost(*frames[1:]))
 
     def drained(self, count: int) -> None:
         """Count one loop wake-up that handled ``count`` frames (batch sizes)."""
@@ -399,6 +442,73 @@ class CageCore:
         cutoff = now - SUBSCRIPTION_TTL
         return sum(1 for seen in self.subscribers.values() if seen >= cutoff)
 
+    # --- byte budgets -------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        """Queue ``[identity, header, sender, key, body]``, within its connection's budget."""
+        acct = self.accounts.get(frames[0])
+        if acct is not None:
+            cost = wire_cost(frames[1], frames[2], frames[3], frames[4])
+            if not acct.admit(cost, self.queue_bytes):
+                self._over_budget(frames[0], acct, _VALID_HEADERS[frames[1]][0], cost, counted=True)
+                return
+        self.outbox.router.append(frames)
+
+    def _over_budget(
+        self, identity: bytes, acct: Account, kind: Kind, cost: int, counted: bool = False
+    ) -> None:
+        """A message for ``identity`` did not fit its budget: count it, and say so once."""
+        if not counted:
+            acct.refused += 1
+            acct.refused_bytes += cost
+        self.stats["dropped_budget"] += 1
+        self.over_budget_kinds[kind.name.lower()] += 1
+        node = self.nodes.get(identity)
+        name = node.name if node is not None else "(gone)"
+        self.dropped_nodes[name] += 1
+        if acct.refused == 1:
+            # Once per spell: the first refusal since the node was last told.
+            self.events.append(("node.over_budget", {
+                "name": name, "unread": acct.unacked, "budget": self.queue_bytes}))
+
+    def _receipt(self, identity: bytes, node: NodeRecord | None, body: bytes, now: float) -> None:
+        acct = self.accounts.get(identity)
+        if node is not None:
+            node.last_seen = now
+        if acct is None:
+            self.stats["not_registered"] += 1
+            return
+        try:
+            receipts = codec.decode_body(Kind.RECEIPT, body)
+        except ProtocolError as exc:
+            self._bad(identity, f"bad receipt: {exc}")
+            return
+        for receipt in receipts:
+            assert isinstance(receipt, codec.Receipt)
+            acct.receipt(receipt.read)
+        if node is None:
+            if not acct.unacked:
+                del self.accounts[identity]  # it left, and has read all
+        elif acct.refused and acct.unacked <= self.queue_bytes // 2:
+            # Caught up: tell it what it missed, so it asks again.
+            refused, refused_bytes = acct.refused, acct.refused_bytes
+            acct.refused = acct.refused_bytes = 0
+            self._error(identity, "over_budget",
+                        f"{refused} messages ({refused_bytes} bytes) for you were dropped: "
+                        f"more than {self.queue_bytes} bytes waited for you to read them")
+
+    def _leave_account(self, identity: bytes) -> None:
+        """Its node left: keep the account while bytes are unread, a bounded number of them."""
+        acct = self.accounts.pop(identity, None)
+        if acct is None or not acct.unacked:
+            return
+        self.accounts[identity] = acct  # now the newest
+        if len(self.accounts) - len(self.nodes) > MAX_LEFT_ACCOUNTS:
+            for old in self.accounts:
+                if old not in self.nodes:
+                    del self.accounts[old]
+                    break
+
     # --- answers ------------------------------------------------------------
 
     def _event(self, msg: codec.Joined | codec.Left) -> None:
@@ -406,7 +516,7 @@ class CageCore:
 
     def _error(self, identity: bytes, code: str, message: str) -> None:
         body = codec.encode_one(codec.Error(code, message))
-        self.outbox.router.append([identity, codec.header(Kind.ERROR), _CAGE_BYTES, b"", body])
+        self._send([identity, codec.header(Kind.ERROR), _CAGE_BYTES, b"", body])
 
     def _bad(self, identity: bytes, reason: str) -> None:
         self.stats["bad_frames"] += 1
@@ -425,9 +535,7 @@ class CageCore:
         self.noroute[kind.name.lower()] += 1
         if kind in codec.NOROUTE_KINDS:
             msg = codec.encode_one(codec.NoRoute(int(kind), key, body))
-            self.outbox.router.append(
-                [identity, codec.header(Kind.NOROUTE), _CAGE_BYTES, key.encode(), msg]
-            )
+            self._send([identity, codec.header(Kind.NOROUTE), _CAGE_BYTES, key.encode(), msg])
 
     def _control(self, node: NodeRecord, kind: Kind, body: bytes, now: float) -> None:
         self.stats["control"] += 1
@@ -465,8 +573,8 @@ class CageCore:
             else:
                 replies.append(codec.Reply(req.cid, True, answer))
         if replies:
-            self.outbox.router.append([node.identity, _REPLY_HEADER, _CAGE_BYTES,
-                                       node.name_bytes, codec.encode_body(replies)])
+            self._send([node.identity, _REPLY_HEADER, _CAGE_BYTES, node.name_bytes,
+                        codec.encode_body(replies)])
 
     def answer_later(self, later: Later, ok: bool, value: Any) -> None:
         """Send the reply a handler put off (``value``, or ``[kind, message]`` if not ok)."""
@@ -474,8 +582,8 @@ class CageCore:
             return
         identity, name, cid = later.to
         later.to = None
-        self.outbox.router.append([identity, _REPLY_HEADER, _CAGE_BYTES, name,
-                                   codec.encode_body([codec.Reply(cid, ok, value)])])
+        self._send([identity, _REPLY_HEADER, _CAGE_BYTES, name,
+                    codec.encode_body([codec.Reply(cid, ok, value)])])
 
     def _answer(self, dataindex: str, now: float) -> Any:
         if dataindex == "services":
@@ -488,6 +596,7 @@ class CageCore:
                     "host": r.info.get("host", ""),
                     "uptime": round(now - r.registered_at, 3),
                     "last_seen": round(now - r.last_seen, 3),
+                    "unread_bytes": self.accounts[r.identity].unacked,
                 }
                 for r in sorted(self.nodes.values(), key=lambda r: r.name)
             ]

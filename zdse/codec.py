@@ -78,6 +78,7 @@ class Kind(enum.IntEnum):
     ERROR = ord("E")
     JOINED = ord("J")
     LEFT = ord("L")
+    RECEIPT = ord("A")
 
 
 #: Kinds the cage routes by key to other nodes (everything else is for the
@@ -172,11 +173,17 @@ class Register:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """Cage -> node: registered; the cage's epoch and heartbeat interval."""
+    """Cage -> node: registered; the cage's epoch and heartbeat interval.
+
+    ``sent`` is what the cage had sent this connection before the welcome,
+    counted as receipts count it (see :class:`Receipt`): by the time the
+    node reads the welcome it has read all of it.
+    """
 
     KIND: ClassVar[Kind] = Kind.WELCOME
     epoch: str
     heartbeat: float
+    sent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,19 @@ class Heartbeat:
 
     KIND: ClassVar[Kind] = Kind.HEARTBEAT
     epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Node -> cage: I have read ``read`` bytes from you on this connection.
+
+    Counted by :func:`zdse.receipts.wire_cost`, cumulative; the cage holds
+    back what would put more than its byte budget unread on the way to the
+    node (docs/protocol.md, "Byte budget").
+    """
+
+    KIND: ClassVar[Kind] = Kind.RECEIPT
+    read: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,14 +365,14 @@ class Left:
 
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
-    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left
+    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | Receipt
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
     cls.KIND: cls
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
-        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left,
+        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, Receipt,
     )
 }
 
@@ -360,7 +380,7 @@ _CLASSES: dict[Kind, type[Any]] = {
 # fields accept it; msgpack gives floats for heartbeat only if sent as such).
 _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.REGISTER: (str, list, dict),
-    Kind.WELCOME: (str, (int, float)),
+    Kind.WELCOME: (str, (int, float), int),
     Kind.HEARTBEAT: (str,),
     Kind.BYE: (),
     Kind.REQUEST: (int, str, None, (int, float)),
@@ -376,6 +396,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.ERROR: (str, str),
     Kind.JOINED: (str, list),
     Kind.LEFT: (str, str),
+    Kind.RECEIPT: (int,),
 }
 
 # Field order on the wire is the declaration order. attrgetter reads them

@@ -8,6 +8,7 @@
     heartbeat = 1.0                      # as --heartbeat
     heartbeats_to_expire = 3             # missed heartbeats that expire a node
     queue_hwm = 100000                   # as --queue-hwm
+    queue_bytes = 67108864               # as --queue-bytes
     metrics = "127.0.0.1:9570"           # as --metrics
     curve_secret = "keys/cage.key_secret"  # as --curve-secret
     authorized = "keys/authorized.toml"  # as --authorized
@@ -54,7 +55,7 @@ from typing import Any
 from zdse import codec
 from zdse.endpoints import check_endpoint
 from zdse.errors import ConfigError, ProtocolError
-from zdse.limits import MIN_HEARTBEAT
+from zdse.limits import MIN_HEARTBEAT, MIN_QUEUE_BYTES
 from zdse.log import FORMATS, LEVELS
 from zdse.supervisor import RestartPolicy, ServiceSpec
 
@@ -63,10 +64,10 @@ __all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse"
 
 #: Settings that have an environment variable; it overrides the file too.
 ENV = {"router": "ZDSE_ROUTER", "pub": "ZDSE_PUB", "heartbeat": "ZDSE_HEARTBEAT",
-       "queue_hwm": "ZDSE_QUEUE_HWM"}
+       "queue_hwm": "ZDSE_QUEUE_HWM", "queue_bytes": "ZDSE_QUEUE_BYTES"}
 
-_CAGE_KEYS = ("router", "pub", "heartbeat", "heartbeats_to_expire", "queue_hwm", "metrics",
-              "curve_secret", "authorized")
+_CAGE_KEYS = ("router", "pub", "heartbeat", "heartbeats_to_expire", "queue_hwm", "queue_bytes",
+              "metrics", "curve_secret", "authorized")
 _LOG_KEYS = ("level", "format")
 _RESTART_KEYS = ("backoff", "backoff_max", "max_restarts", "window", "stop_timeout",
                  "start_timeout")
@@ -82,8 +83,8 @@ class CageConfig:
         source: where it came from (for messages).
         settings: cage settings present in the file, by the ``zdse-proxy``
             option they stand for: router, pub, heartbeat,
-            heartbeats_to_expire, queue_hwm, metrics, curve_secret, authorized,
-            log_level, log_format.
+            heartbeats_to_expire, queue_hwm, queue_bytes, metrics, curve_secret,
+            authorized, log_level, log_format.
         policy: the restart policy.
         services: the supervised services, by name.
     """
@@ -163,6 +164,8 @@ def parse(
         settings["heartbeats_to_expire"] = check.integer(cage, "heartbeats_to_expire", "cage", 2)
     if "queue_hwm" in cage:
         settings["queue_hwm"] = check.integer(cage, "queue_hwm", "cage", 1)
+    if "queue_bytes" in cage:
+        settings["queue_bytes"] = check.integer(cage, "queue_bytes", "cage", MIN_QUEUE_BYTES)
     if "metrics" in cage:
         text = check.string(cage, "metrics", "cage")
         parse_host_port(text, f"{source}: cage.metrics")

@@ -41,6 +41,49 @@ REQUEST_TIMEOUT = 10.0
 #: instead of blocking everyone: ZeroMQ's high-water mark on the ROUTER.
 NODE_QUEUE_HWM = 100_000
 
+#: Subscriptions a publisher holds, all together, for dataindexes it has not
+#: published (yet): a subscriber may name any dataindex, and each held one
+#: costs about 700 bytes, so 50,000 announces to made-up names cost 33 MB
+#: before this bound. Past it an announce is answered, not recorded; it is
+#: recorded when a re-announce finds the dataindex published. A few
+#: thousand covers every table a real service would be asked for early.
+MAX_WAITING_SUBSCRIPTIONS = 4096
+
+#: Bytes the cage lets wait, unread, on their way to one node (its byte
+#: budget; ``zdse-proxy --queue-bytes``). ZeroMQ's high-water marks count
+#: messages, so without it a peer that asks for 4 MiB snapshots and never
+#: reads made the cage hold 200 of them (1.1 GB). 64 MiB is four of the
+#: largest messages, and at loopback speed a fraction of a second of
+#: traffic: a node that reads keeps well inside it (its receipts return
+#: every RECEIPT_BYTES).
+NODE_QUEUE_BYTES = 64 * 1024 * 1024
+#: The least byte budget accepted: below it receipts (every RECEIPT_BYTES)
+#: would come too seldom for a node that does read to get anything through.
+MIN_QUEUE_BYTES = 1024 * 1024
+
+#: A node sends a receipt after reading this many bytes from the cage since
+#: its last one (and at each heartbeat, if it read anything), so the cage
+#: learns within a fraction of the budget what has left its queue.
+RECEIPT_BYTES = 256 * 1024
+
+#: Bytes a message costs in a budget beyond its frames' own: ZeroMQ's
+#: bookkeeping of a queued message (a few 64-byte message structures), so a
+#: flood of tiny messages costs something too.
+FRAME_COST = 64
+
+#: Byte accounts the cage keeps for connections whose node left (expired,
+#: said bye) with bytes unread on their way to it, so that registering
+#: again on the same connection gives no fresh budget. Past it the oldest
+#: is forgotten. About 100 bytes each.
+MAX_LEFT_ACCOUNTS = 10_000
+
+#: (subscriber, key) pairs the cage remembers for its subscriptions gauge
+#: until they age out (SUBSCRIPTION_TTL): any key that routes counts, so a
+#: node announcing made-up keys under a wildcard address could otherwise
+#: grow it for 30 s at a stretch. Past it, new pairs are not counted
+#: (``subscriptions_uncounted`` in ``zdse-ctl stats``); routing is unchanged.
+MAX_COUNTED_SUBSCRIPTIONS = 100_000
+
 #: Seconds the cage gives the child process that builds new or changed
 #: services unstarted to check their options (zdse.module_check), at start
 #: and on a reload. Importing the modules takes about half a second; the

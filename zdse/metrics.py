@@ -64,6 +64,9 @@ class Snapshot:
     noroute: dict[str, int]
     dropped_kinds: dict[str, int]
     dropped_nodes: dict[str, int]
+    over_budget_kinds: dict[str, int]
+    #: Bytes sent to each node that it has not acknowledged, by name.
+    unread: dict[str, int]
     #: (name, module, seconds since last heard from)
     nodes: list[tuple[str, str, float]]
     routes: int
@@ -95,6 +98,9 @@ def take_snapshot(
         noroute=dict(core.noroute),
         dropped_kinds=dict(core.dropped_kinds),
         dropped_nodes=dict(core.dropped_nodes),
+        over_budget_kinds=dict(core.over_budget_kinds),
+        unread={r.name: core.accounts[r.identity].unacked for r in core.nodes.values()
+                if r.identity in core.accounts},
         nodes=[(r.name, str(r.info.get("module", "")), now - r.last_seen)
                for r in core.nodes.values()],
         routes=len(core.routes),
@@ -172,10 +178,14 @@ class CageCollector(Collector):
         dropped = CounterMetricFamily(
             "zdse_messages_dropped", "Frames the cage did not deliver, by kind and reason: "
             "'hwm', the destination node's queue was full (100,000 frames); 'noroute', a "
-            "reply, unsubscribe, snapshot or current for a key nobody listens on any more.",
+            "reply, unsubscribe, snapshot or current for a key nobody listens on any more; "
+            "'budget', more than the cage's byte budget (--queue-bytes) waited unread for the "
+            "destination node.",
             labels=["kind", "reason"])
         for kind in sorted(snap.dropped_kinds.keys() | set(_ROUTED)):
             dropped.add_metric([kind, "hwm"], snap.dropped_kinds.get(kind, 0))
+        for kind in sorted(snap.over_budget_kinds.keys() | set(_ROUTED)):
+            dropped.add_metric([kind, "budget"], snap.over_budget_kinds.get(kind, 0))
         for kind in _ROUTED:
             if kind not in _ANSWERED:
                 dropped.add_metric([kind, "noroute"], snap.noroute.get(kind, 0))
@@ -244,6 +254,13 @@ class CageCollector(Collector):
         for name, count in sorted(snap.dropped_nodes.items()):
             backlog.add_metric([name], count)
         yield backlog
+        unread = GaugeMetricFamily(
+            "zdse_node_unread_bytes", "Bytes the cage sent each node that it has not yet "
+            "acknowledged reading (its receipts): what waits in the cage's queue for it, or on "
+            "the way. Past --queue-bytes, what comes next for it is dropped.", labels=["node"])
+        for name, count in sorted(snap.unread.items()):
+            unread.add_metric([name], count)
+        yield unread
 
     @staticmethod
     def _services(snap: Snapshot) -> Iterator[Metric]:

@@ -23,6 +23,7 @@ from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.limits import MAX_MESSAGE_BYTES
 from zdse.publisher import Publications
+from zdse.receipts import ReadCount
 from zdse.requests import Outcome, PendingRequests
 from zdse.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.slots import builder
@@ -122,6 +123,8 @@ class NodeCore:
         self.last_bad = ""
         #: Where this node's probes come back to it (see zdse.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
+        #: What it read from the cage, for its receipts (zdse.receipts).
+        self.reads = ReadCount()
 
     @property
     def registered(self) -> bool:
@@ -220,6 +223,8 @@ class NodeCore:
 
     def receive(self, frames: list[bytes], now: float) -> list[Event]:
         """Take a message from the DEALER: ``[header, sender, key, body]``."""
+        if self.reads.take(frames):
+            self._receipt()
         try:
             if len(frames) != 4:
                 raise ProtocolError(f"expected 4 frames from the cage, got {len(frames)}")
@@ -229,6 +234,10 @@ class NodeCore:
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
             return []
+        if kind is Kind.WELCOME and messages:
+            welcome = messages[-1]
+            assert isinstance(welcome, codec.Welcome)
+            self.reads.welcomed(welcome.sent, frames)
         if kind is Kind.MESSAGE:
             # A batch of one-way messages: nothing to dispatch but the events.
             # (decode_body of MESSAGE gives codec.Message values only.)
@@ -285,6 +294,8 @@ class NodeCore:
         tick = self.session.tick(now)
         for msg in tick.send:
             self._control(msg)
+            if isinstance(msg, codec.Heartbeat):
+                self._receipt()
         if tick.probe:
             self._probe()
         if tick.lost:
@@ -363,6 +374,10 @@ class NodeCore:
             events.append(SessionChange("reregistering", msg.message))
         if again is not None:
             self._control(again)
+        if msg.code == "over_budget":
+            # What the cage dropped for us may have been snapshots or
+            # confirmations: ask again for every view at once.
+            self._act(self.subscriptions.reannounce_all(now))
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
             events.append(SessionChange("error", f"{msg.code}: {msg.message}"))
@@ -415,8 +430,14 @@ class NodeCore:
             elif isinstance(action, RemoveFilter):
                 self.filters.remove.append(action.topic)
 
-    def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye) -> None:
+    def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt) -> None:
         self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))
+
+    def _receipt(self) -> None:
+        """Tell the cage how much we read from it, if more than last time."""
+        receipt = self.reads.receipt()
+        if receipt is not None:
+            self._control(receipt)
 
     def _bad(self, exc: Exception) -> None:
         self.stats["bad_frames"] += 1

@@ -26,7 +26,13 @@ from zdse.endpoints import Endpoints, is_loopback
 from zdse.errors import ConfigError
 from zdse.handshakes import HandshakeMonitor
 from zdse.keys import CurveServer
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MAX_MESSAGE_BYTES, NODE_QUEUE_HWM
+from zdse.limits import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEATS_TO_EXPIRE,
+    MAX_MESSAGE_BYTES,
+    NODE_QUEUE_BYTES,
+    NODE_QUEUE_HWM,
+)
 from zdse.log import get_logger
 from zdse.zmqio import has_input, recv_frames, send_frames
 
@@ -50,6 +56,8 @@ class Proxy:
         heartbeats_to_expire: missed heartbeats after which a node is expired.
         queue_hwm: messages queued for one peer (on the ROUTER and on the
             PUB socket) before ZeroMQ drops what comes next for it.
+        queue_bytes: bytes that may wait unread on their way to one node
+            before the cage drops what comes next for it (its byte budget).
     """
 
     def __init__(
@@ -59,11 +67,12 @@ class Proxy:
         curve: tuple[CurveServer, Authorized] | None = None,
         heartbeats_to_expire: int = HEARTBEATS_TO_EXPIRE,
         queue_hwm: int = NODE_QUEUE_HWM,
+        queue_bytes: int = NODE_QUEUE_BYTES,
     ) -> None:
         self.endpoints = endpoints
         self.core = CageCore(uuid.uuid4().hex[:12], heartbeat, heartbeats_to_expire,
                              started_at=time.monotonic(),
-                             authorized=curve[1] if curve else None)
+                             authorized=curve[1] if curve else None, queue_bytes=queue_bytes)
         #: Called with the time at every tick (heartbeat/4), after the core's
         #: own: the supervisor and the metrics hand-off. Must not block.
         self.tick_hooks: list[Callable[[float], None]] = []

@@ -19,6 +19,7 @@ from typing import Any
 from zdse import delta
 from zdse.actions import Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
+from zdse.limits import MAX_WAITING_SUBSCRIPTIONS
 from zdse.slots import builder
 
 __all__ = ["Publication", "Publications", "Reader"]
@@ -69,6 +70,13 @@ class Publications:
         self.name = name
         self.epoch = epoch
         self._pubs: dict[str, Publication] = {}
+        #: Subscriptions held for dataindexes not published yet (seq 0), all
+        #: together: anyone may announce any name, so they are bounded
+        #: (MAX_WAITING_SUBSCRIPTIONS) and leave with their last subscriber.
+        self.waiting = 0
+        #: Announces to an unpublished dataindex answered but not recorded,
+        #: the bound being reached.
+        self.waiting_refused = 0
 
     def data(self, dataindex: str) -> Any:
         """The current data of ``dataindex`` (None if never published)."""
@@ -76,8 +84,8 @@ class Publications:
         return None if pub is None else pub.data
 
     def dataindexes(self) -> list[str]:
-        """The dataindexes published or subscribed to."""
-        return list(self._pubs)
+        """The dataindexes published (a subscription alone does not make one)."""
+        return [dataindex for dataindex, pub in self._pubs.items() if pub.seq]
 
     def publish(
         self, dataindex: str, data: Any, admit: Callable[[Delta], object] | None = None
@@ -99,6 +107,8 @@ class Publications:
         if admit is not None:
             admit(d)
         self._pubs[dataindex] = pub
+        if not pub.seq:
+            self.waiting -= len(pub.subscribers)
         pub.data = data
         pub.seq += 1
         return d if pub.subscribers else None
@@ -110,23 +120,34 @@ class Publications:
         current or behind only by deltas sent since it was covered; the
         subscriber asks for a snapshot itself if they never come.
         """
-        pub = self._pubs.setdefault(sub.dataindex, Publication())
+        pub = self._pubs.get(sub.dataindex)
         key = (sender, sub.sid)
-        reader = pub.subscribers.get(key)
-        if reader is None:
-            reader = pub.subscribers[key] = Reader(now + sub.ttl)
-        else:
+        reader = None if pub is None else pub.subscribers.get(key)
+        if reader is not None:
             reader.deadline = now + sub.ttl
+        elif pub is not None and pub.seq:
+            reader = pub.subscribers[key] = Reader(now + sub.ttl)
+        elif self.waiting < MAX_WAITING_SUBSCRIPTIONS:
+            if pub is None:
+                pub = self._pubs[sub.dataindex] = Publication()
+            reader = pub.subscribers[key] = Reader(now + sub.ttl)
+            self.waiting += 1
+        else:
+            # Answered as if recorded, not recorded: its re-announces come
+            # back for a snapshot once the dataindex is published.
+            self.waiting_refused += 1
+        seq = 0 if pub is None else pub.seq
         seen = sub.seen.get(self.name)
-        covered = reader.covered
-        reader.covered = None if seen is None else pub.seq
+        covered = None
+        if reader is not None:
+            covered = reader.covered
+            reader.covered = None if seen is None else seq
         held = self._held(seen)
-        if held == pub.seq or (covered is not None and held is not None
-                               and covered <= held <= pub.seq):
+        if held == seq or (covered is not None and held is not None and covered <= held <= seq):
             # Say so cheaply; the subscriber also learns that we live.
-            return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, pub.seq))]
-        snapshot = Snapshot(sub.sid, sub.dataindex, self.epoch, pub.seq, pub.data)
-        return [Send(sender, snapshot)]
+            return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, seq))]
+        data = None if pub is None else pub.data
+        return [Send(sender, Snapshot(sub.sid, sub.dataindex, self.epoch, seq, data))]
 
     def _held(self, seen: list[Any] | None) -> int | None:
         """The sequence number of a view of this epoch that ``seen`` shows held, if any."""
@@ -150,23 +171,35 @@ class Publications:
     def on_unsubscribe(self, sender: str, unsub: Unsubscribe) -> None:
         """Forget one subscription."""
         pub = self._pubs.get(unsub.dataindex)
-        if pub is not None:
-            pub.subscribers.pop((sender, unsub.sid), None)
+        if pub is not None and pub.subscribers.pop((sender, unsub.sid), None) is not None:
+            self._drop_readers(unsub.dataindex, pub, 1)
 
     def forget(self, subscriber: str) -> None:
         """Forget every subscription of a service that left the bus."""
-        for pub in self._pubs.values():
-            for key in [k for k in pub.subscribers if k[0] == subscriber]:
+        for dataindex, pub in list(self._pubs.items()):
+            keys = [k for k in pub.subscribers if k[0] == subscriber]
+            for key in keys:
                 del pub.subscribers[key]
+            self._drop_readers(dataindex, pub, len(keys))
 
     def expire(self, now: float) -> int:
         """Forget subscribers that stopped re-announcing; return how many."""
         gone = 0
-        for pub in self._pubs.values():
-            for key in [k for k, reader in pub.subscribers.items() if reader.deadline < now]:
+        for dataindex, pub in list(self._pubs.items()):
+            keys = [k for k, reader in pub.subscribers.items() if reader.deadline < now]
+            for key in keys:
                 del pub.subscribers[key]
-                gone += 1
+            self._drop_readers(dataindex, pub, len(keys))
+            gone += len(keys)
         return gone
+
+    def _drop_readers(self, dataindex: str, pub: Publication, count: int) -> None:
+        """``count`` readers of ``pub`` were removed: an unpublished one goes when none is left."""
+        if pub.seq or not count:
+            return
+        self.waiting -= count
+        if not pub.subscribers:
+            del self._pubs[dataindex]
 
     def pubdata(self) -> dict[str, Any]:
         """What is published, at which sequence number, to whom (reserved request)."""

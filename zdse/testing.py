@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from zdse import codec
 from zdse.cage import CageCore
+from zdse.limits import NODE_QUEUE_BYTES
 from zdse.node import Event, IncomingRequest, NodeCore
 
 __all__ = ["FakeClock", "FakeNet"]
@@ -52,6 +53,8 @@ class _Member:
     filters: set[bytes] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     alive: bool = True
+    #: While paused: what the cage sent it, unread (its DEALER's queue).
+    held: list[list[bytes]] | None = None
 
 
 class FakeNet:
@@ -61,6 +64,7 @@ class FakeNet:
         heartbeat: the cage's heartbeat interval.
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
+        queue_bytes: the cage's byte budget per node.
     """
 
     def __init__(
@@ -68,9 +72,11 @@ class FakeNet:
         heartbeat: float = 1.0,
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
+        queue_bytes: int = NODE_QUEUE_BYTES,
     ) -> None:
         self.clock = FakeClock()
-        self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now)
+        self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now,
+                             queue_bytes=queue_bytes)
         self.refresh = refresh
         self.drop = drop
         self.members: dict[bytes, _Member] = {}
@@ -105,10 +111,26 @@ class FakeNet:
         """The node's process dies: it sends and receives nothing more."""
         self.member(core).alive = False
 
+    def pause(self, core: NodeCore) -> None:
+        """The node stops reading from the cage's ROUTER: what comes for it waits."""
+        self.member(core).held = []
+
+    def held(self, core: NodeCore) -> list[list[bytes]]:
+        """What waits unread for a paused node: ``[header, sender, key, body]`` each."""
+        return list(self.member(core).held or [])
+
+    def resume(self, core: NodeCore) -> None:
+        """The node reads again, what waited first (run the network after)."""
+        member = self.member(core)
+        held, member.held = member.held or [], None
+        for frames in held:
+            self._deliver(member, core.receive(frames, self.clock.now))
+
     def restart_cage(self) -> None:
         """A new cage process: empty tables, a new epoch."""
         old = self.cage
-        self.cage = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now)
+        self.cage = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now,
+                             queue_bytes=old.queue_bytes)
 
     def run(self, rounds: int = 1000) -> None:
         """Move frames until nothing moves (or ``rounds`` passes)."""
@@ -151,6 +173,9 @@ class FakeNet:
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
                 self.cage.unreachable(frames[0], now)
+                continue
+            if target.held is not None:
+                target.held.append(frames[1:])
                 continue
             self._deliver(target, target.core.receive(frames[1:], now))
         for frames in to_pub:

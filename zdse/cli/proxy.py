@@ -11,7 +11,14 @@ from zdse.config import read_text
 from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.keys import CurveServer, load_secret
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, MIN_HEARTBEAT, NODE_QUEUE_HWM
+from zdse.limits import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEATS_TO_EXPIRE,
+    MIN_HEARTBEAT,
+    MIN_QUEUE_BYTES,
+    NODE_QUEUE_BYTES,
+    NODE_QUEUE_HWM,
+)
 from zdse.log import configure, get_logger
 from zdse.operations import Operations, read_config
 from zdse.options import at_least
@@ -48,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(env ZDSE_QUEUE_HWM, default %(default)s)",
     )
     parser.add_argument(
+        "--queue-bytes",
+        type=queue_bytes,
+        metavar="BYTES",
+        default=env_default("ZDSE_QUEUE_BYTES", str(NODE_QUEUE_BYTES)),
+        help="bytes that may wait unread on their way to one node before the cage drops "
+        "what comes next for it (the node is told when it catches up); bounds the cage's "
+        f"memory per peer that does not read (env ZDSE_QUEUE_BYTES, at least {MIN_QUEUE_BYTES}, "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--curve-secret", metavar="FILE",
         help="the cage's CURVE secret key file (zdse-ctl keygen); turns CURVE on",
     )
@@ -67,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(heartbeats_to_expire=HEARTBEATS_TO_EXPIRE)
     return parser
+
+
+def queue_bytes(text: str) -> int:
+    """argparse type: a byte budget, a whole number of at least MIN_QUEUE_BYTES."""
+    value = positive_int(text)
+    if value < MIN_QUEUE_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {MIN_QUEUE_BYTES}")
+    return value
 
 
 def load_curve(args: argparse.Namespace) -> tuple[CurveServer, Authorized] | None:
@@ -100,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
                       curve=curve, heartbeats_to_expire=args.heartbeats_to_expire,
-                      queue_hwm=args.queue_hwm)
+                      queue_hwm=args.queue_hwm, queue_bytes=args.queue_bytes)
         operations = Operations(proxy, args, config)
         proxy.serve()
     except ConfigError as exc:
