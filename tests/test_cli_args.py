@@ -4,18 +4,28 @@ variables checked as their flags are, and the flags every tool shares."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
+import json
 import os
 import signal
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Cluster, write_json
-from tests.support import BIN, Processes
+from tests.harness import Cluster, run, write_json
+from tests.support import BIN, Processes, free_port
+from zdse.bus import Bus
 from zdse.cli import ctl, node, proxy
 from zdse.cli.args import env_default, positive_float
+from zdse.endpoints import check_endpoint
+from zdse.errors import ConfigError
+from zdse.keys import generate, is_z85_key, load_public, load_secret
+from zdse.service import Service
 
 
 def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -151,14 +161,14 @@ def test_an_unknown_log_format_is_refused() -> None:
 
 
 def test_ctl_help_lists_every_exit_code() -> None:
-    """zdse-ctl --help ends with its exit codes, one line each, 0 to EXIT_REFUSED and 130."""
+    """zdse-ctl --help ends with its exit codes, one line each, 0 to EXIT_PARTIAL and 130."""
     result = run_tool(["zdse-ctl", "--help"])
     assert result.returncode == 0
     codes = result.stdout.partition("Exit codes:\n")[2]
     listed = [line.split()[0] for line in codes.splitlines() if line.startswith("  ")]
-    assert listed == [str(code) for code in range(ctl.EXIT_REFUSED + 1)] + [
+    assert listed == [str(code) for code in range(ctl.EXIT_PARTIAL + 1)] + [
         str(ctl.EXIT_INTERRUPTED)]
-    assert set(ctl.EXIT_CODES.values()) < set(range(ctl.EXIT_REFUSED + 1))
+    assert set(ctl.EXIT_CODES.values()) < set(range(ctl.EXIT_PARTIAL + 1))
 
 
 def test_zdse_node_waiting_for_its_cage_says_so_and_stops_on_sigterm(
@@ -221,3 +231,274 @@ def test_a_bad_subscription_refresh_is_refused_naming_it(value: str) -> None:
     assert result.returncode == 2, result.stderr
     assert f"ZDSE_SUB_REFRESH={value!r}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+#: An ipc path longer than a Unix socket address holds (107 bytes).
+LONG_IPC = "ipc:///tmp/" + "a" * 300
+FILE_NODE = ["zdse-node", "--module", "file", "--set", "path=t.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["zdse-ctl", "--router", LONG_IPC, "services"], {}, "--router"),
+        (["zdse-ctl", "--router", "tcp://*:5570", "services"], {}, "--router 'tcp://*:5570'"),
+        (["zdse-ctl", "--pub", "tcp://127.0.0.1:*", "sub", "k", "t"], {}, "--pub"),
+        (["zdse-ctl", "routes"], {"ZDSE_ROUTER": "tcp://*:5570"},
+         "--router ZDSE_ROUTER='tcp://*:5570'"),
+        ([*FILE_NODE, "--router", LONG_IPC], {}, "--router"),
+        ([*FILE_NODE, "--pub", "tcp://*:5571"], {}, "--pub 'tcp://*:5571'"),
+        (FILE_NODE, {"ZDSE_PUB": LONG_IPC}, "--pub ZDSE_PUB="),
+    ],
+)
+def test_an_endpoint_a_client_cannot_connect_to_is_a_usage_error(
+    argv: list[str], env: dict[str, str], named: str
+) -> None:
+    """A wildcard or an over-long ipc path given to a client: exit 2, one line naming the
+    flag (or the variable), where ZeroMQ's connect raised a traceback."""
+    result = run_tool(argv, **env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"{argv[0]}: {named}")
+    assert "wildcard" in result.stderr or "at most 107" in result.stderr
+
+
+def test_the_cage_still_binds_a_wildcard() -> None:
+    """``*`` stays valid where the cage binds (zdse-proxy, the config file)."""
+    assert check_endpoint("tcp://*:5570", "--router") == "tcp://*:5570"
+    assert check_endpoint("ipc://*", "--router") == "ipc://*"
+    with pytest.raises(ConfigError, match="wildcard"):
+        check_endpoint("ipc://*", "--router", connect=True)
+    with pytest.raises(ConfigError, match="at most 107"):
+        check_endpoint(LONG_IPC, "--router")
+
+
+def _key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    public, secret = generate(str(directory / name))
+    return public, secret
+
+
+def _cut(path: Path, field: str) -> Path:
+    """A copy of key file ``path`` whose ``field`` holds 5 characters, not 40."""
+    text = path.read_text()
+    key = text.split(f'{field} = "')[1].split('"')[0]
+    short = path.with_name(f"short-{field}-{path.name}")
+    short.write_text(text.replace(key, key[:5]))
+    return short
+
+
+@pytest.mark.parametrize("field", ["secret-key", "public-key"])
+@pytest.mark.parametrize("tool", ["zdse-ctl", "zdse-node", "zdse-proxy"])
+def test_a_key_file_with_a_short_key_is_a_usage_error_naming_the_file(
+    tool: str, field: str, tmp_path: Path
+) -> None:
+    """A cut key in a secret key file: exit 2 and the file named, where ZeroMQ raised EINVAL
+    from deep in the socket set-up (proxy, ctl and node load keys through one function)."""
+    _, secret = _key_pair(tmp_path, "me")
+    cage, _ = _key_pair(tmp_path, "cage")
+    bad = _cut(secret, field)
+    authorized = tmp_path / "authorized.toml"
+    authorized.write_text("")
+    argv = {
+        "zdse-ctl": ["zdse-ctl", "--curve-key", str(bad), "--cage-key", str(cage), "routes"],
+        "zdse-node": [*FILE_NODE, "--curve-key", str(bad), "--cage-key", str(cage)],
+        "zdse-proxy": ["zdse-proxy", "--curve-secret", str(bad), "--authorized", str(authorized),
+                       "--router", f"tcp://127.0.0.1:{free_port()}",
+                       "--pub", f"tcp://127.0.0.1:{free_port()}"],
+    }[tool]
+    result = run_tool(argv)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last == (f"{tool}: {bad}: its {field} is not a 40-character Z85 key (5 characters); "
+                    "write a new pair with zdse-ctl keygen")
+
+
+def test_a_cage_key_file_with_a_short_public_key_is_refused(tmp_path: Path) -> None:
+    """The cage's public key file (--cage-key) goes through the same check; a key is 40
+    characters of ZeroMQ's Z85 alphabet."""
+    cage, _ = _key_pair(tmp_path, "cage")
+    with pytest.raises(ConfigError, match="its public-key is not a 40-character Z85 key"):
+        load_public(str(_cut(cage, "public-key")))
+    assert not is_z85_key(b"abc")
+    assert not is_z85_key(b"~" * 40)  # not Z85 characters
+    assert is_z85_key(b"0" * 40)
+
+
+@pytest.fixture
+def in_process_ctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Run ctl.main in this process, in ``tmp_path``, without configuring its logging."""
+    monkeypatch.setattr(ctl, "configure", lambda *args, **kwargs: None)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("", "needs a file name after the directory"),
+        ("keys/", "needs a file name after the directory"),
+        ("keys/.", "needs a file name after the directory"),
+        ("keys/..", "needs a file name after the directory"),
+        (".hidden", "would make hidden files"),
+        ("tab\tname", "control character"),
+        ("x" * 10_000, "the name is too long"),
+        ("d" * 300 + "/name", "File name too long"),
+        ("blocker/name", "a part of that path is a file, not a directory"),
+        ("blocker/deeper/name", "a part of that path is a file, not a directory"),
+    ],
+)
+def test_keygen_refuses_a_prefix_that_is_not_a_directory_and_a_plain_name(
+    in_process_ctl: Path, capsys: pytest.CaptureFixture[str], prefix: str, why: str
+) -> None:
+    """Exit 2 and one short line, no traceback and no file written (`keygen ''` used to
+    write hidden .key files; a long name or a file for a directory raised OSError)."""
+    (in_process_ctl / "blocker").write_text("a file")
+    assert ctl.main(["keygen", prefix]) == ctl.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("zdse-ctl: keygen"), err
+    assert err.count("\n") == 1, err
+    assert why in err
+    assert len(err) < 300
+    assert sorted(p.name for p in in_process_ctl.iterdir()) == ["blocker"]
+
+
+def test_keygen_refuses_to_overwrite_a_pair_unless_forced(
+    in_process_ctl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second keygen on the same prefix keeps the first pair (a cage's secret key is not
+    replaced by accident); --force replaces it."""
+    assert ctl.main(["keygen", "keys/cage"]) == ctl.EXIT_OK
+    public = in_process_ctl / "keys" / "cage.key"
+    secret = in_process_ctl / "keys" / "cage.key_secret"
+    first = (public.read_text(), secret.read_text())
+    capsys.readouterr()
+
+    assert ctl.main(["keygen", "keys/cage"]) == ctl.EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "zdse-ctl: keygen: keys/cage.key and keys/cage.key_secret already exist(s); "
+        "--force replaces the pair (a cage's secret key included)\n")
+    assert (public.read_text(), secret.read_text()) == first
+
+    public.unlink()  # half a pair left is still refused: its secret would go
+    assert ctl.main(["keygen", "keys/cage"]) == ctl.EXIT_USAGE
+    assert "keys/cage.key_secret already exist" in capsys.readouterr().err
+    assert secret.read_text() == first[1]
+
+    assert ctl.main(["keygen", "keys/cage", "--force"]) == ctl.EXIT_OK
+    assert secret.read_text() != first[1]
+    assert load_public(str(public)) == load_secret(str(secret))[0]
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+class _Broken(Service):
+    """A module whose constructor raises what the test put in ``error``."""
+
+    error: BaseException = RuntimeError("boom")
+
+    def __init__(self, name: str, options: Mapping[str, str]) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (RuntimeError("boom"), "RuntimeError: boom"),
+        (KeyError("path"), "KeyError: 'path'"),
+        (SystemExit(7), "SystemExit: 7"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+    ],
+)
+def test_zdse_node_names_the_module_whose_constructor_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    error: BaseException, shown: str,
+) -> None:
+    """Any exception from a module's __init__ (SystemExit and KeyboardInterrupt too) is
+    exit 2 and one line naming the module, where it was a traceback or a silent exit 7."""
+    monkeypatch.setattr(_Broken, "error", error)
+    monkeypatch.setattr(node.modules, "load", lambda name: _Broken)
+    monkeypatch.setattr(node, "configure", lambda *args, **kwargs: None)
+    assert node.main(["--module", "broken", "--name", "b"]) == 2
+    assert capsys.readouterr().err == f"zdse-node: module 'broken' refused its options: {shown}\n"
+
+
+def _nested(depth: int) -> Any:
+    data: Any = "leaf"
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
+def _nested_json(depth: int) -> str:
+    """:func:`_nested` as compact JSON, built without recursion (as are the checks: json.loads
+    or == on such data would hit the test's own recursion limit)."""
+    return "[" * depth + '"leaf"' + "]" * depth
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_printing_deep_data_does_not_depend_on_the_callers_stack(compact: bool) -> None:
+    """Data nested as deep as the codec carries prints the same from deep in a callback's
+    stack as from the top, where it raised RecursionError (sub's callback) or not (req)."""
+    data = {"data": _nested(1_024)}
+    top = io.StringIO()
+    ctl._print_json(data, top, compact)
+
+    def deep(levels: int) -> str:
+        if levels:
+            return deep(levels - 1)
+        out = io.StringIO()
+        ctl._print_json(data, out, compact)
+        return out.getvalue()
+
+    assert deep(sys.getrecursionlimit() - 150) == top.getvalue()
+    assert "".join(top.getvalue().split()) == '{"data":' + _nested_json(1_024) + "}"
+
+
+def test_ctl_sub_and_req_print_data_nested_980_deep_alike(procs: Processes, tmp_path: Path) -> None:
+    """zdse-ctl sub printed a traceback in its log (and nothing) for data that req printed."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    data = _nested(980)
+
+    async def scenario() -> None:
+        async with cluster.bus("deep.pub") as bus:
+            bus.publish("t", data)
+            req = await asyncio.to_thread(cluster.ctl, "req", "deep.pub", "t")
+            sub = await asyncio.to_thread(cluster.ctl, "sub", "deep.pub", "t", "--count", "1",
+                                          "--timeout", "10")
+        assert req.returncode == 0, req.stderr
+        assert sub.returncode == 0, sub.stderr
+        assert sub.stderr == req.stderr == ""
+        assert req.stdout == _nested_json(980) + "\n"
+        assert sub.stdout.endswith(',"data":' + _nested_json(980) + "}\n")
+
+    run(scenario())
+
+
+def test_req_all_names_the_services_that_did_not_answer(procs: Processes, tmp_path: Path) -> None:
+    """Partial answers: printed, the silent service named on stderr, exit 8 (was exit 0
+    with no word about it)."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    cluster.file_node("talks", {"t": [1]}, ["shared"])
+    released = asyncio.Event()
+
+    async def never(sender: str, dataindex: str, args: Any) -> Any:
+        await released.wait()
+
+    async def scenario() -> None:
+        async with Bus("silent", ["shared"], endpoints=cluster.endpoints,
+                       on_request=never, connect_timeout=10) as bus:
+            assert bus.registered
+            result = await asyncio.to_thread(cluster.ctl, "req", "shared", "t", "--all",
+                                             "--timeout", "1")
+            released.set()
+        assert result.returncode == ctl.EXIT_PARTIAL == 8, result.stderr
+        assert json.loads(result.stdout) == {"talks": [1]}
+        assert result.stderr == ("zdse-ctl: 1 of 2 services on 'shared' (silent) did not "
+                                 "answer within 1.0s\n")
+
+    run(scenario())
+    whole = cluster.ctl("req", "talks", "t", "--all")
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout) == {"talks": [1]}

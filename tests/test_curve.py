@@ -17,6 +17,7 @@ from zdse.codec import Register
 from zdse.errors import BusClosed, ConfigError, RegistrationError
 from zdse.handshakes import MAX_TRACKED, HandshakeLog
 from zdse.keys import CurveClient, load_public
+from zdse.silence import Seen, after, explain
 
 
 @pytest.fixture
@@ -106,11 +107,89 @@ def test_an_unknown_key_cannot_connect(secure: Cluster, keys: dict[str, Path]) -
 
 
 def test_a_plain_client_gets_nothing_from_a_curve_cage(secure: Cluster) -> None:
-    """Without keys, a client cannot even complete the handshake."""
+    """Without keys, a client cannot even complete the handshake, and says that this is why
+    (it used to ask whether zdse-proxy was running)."""
     secure.env.pop("ZDSE_CAGE_KEY")
     result = secure.ctl("--connect-timeout", "1", "services")
     assert result.returncode == 6
-    assert "no answer from the cage" in result.stderr
+    # Which side notices the mismatch first varies: "requires CURVE" either way.
+    assert result.stderr.startswith("zdse-ctl: no answer from the cage within 1.0s: ")
+    assert "requires CURVE" in result.stderr
+    assert "--curve-key and --cage-key, or ZDSE_CURVE_KEY and ZDSE_CAGE_KEY" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_wrong_cage_key_is_named_as_the_likely_cause(
+    secure: Cluster, keys: dict[str, Path]
+) -> None:
+    """A client with a known key but another cage's public key: the cage drops the
+    handshake, and the client says the cage key is likely wrong (it used to ask whether
+    zdse-proxy was running)."""
+    secure.env["ZDSE_CURVE_KEY"] = str(keys["client_secret"])
+    secure.env["ZDSE_CAGE_KEY"] = str(keys["stranger"])
+    result = secure.ctl("--connect-timeout", "1", "services")
+    assert result.returncode == 6
+    assert "the CURVE handshake with the cage at" in result.stderr
+    assert "likely not this cage's public key" in result.stderr
+    assert "is zdse-proxy running there?" not in result.stderr
+
+
+def test_a_node_waiting_on_a_curve_cage_says_why(secure: Cluster) -> None:
+    """A node without keys used to wait forever in silence: node.waiting says the cage
+    requires CURVE (the node keeps trying: the cage may change)."""
+    secure.env.pop("ZDSE_CAGE_KEY")
+    node = secure.start_node("file", "secure.plain", wait=False, path="/dev/null")
+    waiting = node.wait_event("node.waiting")
+    assert "requires CURVE" in waiting["why"]
+    assert node.popen.poll() is None
+
+
+def test_a_curve_client_of_a_plain_cage_is_told_so(procs: Processes, tmp_path: Path,
+                                                    keys: dict[str, Path]) -> None:
+    """Keys given, but the cage does not use CURVE: said plainly (it was called a refused
+    key, exit 7)."""
+    cluster = Cluster(procs, tmp_path)
+    cluster.start_cage()
+    cluster.env["ZDSE_CURVE_KEY"] = str(keys["client_secret"])
+    cluster.env["ZDSE_CAGE_KEY"] = str(keys["cage"])
+    result = cluster.ctl("--connect-timeout", "1", "services")
+    assert result.returncode == 6, result.stderr
+    assert "does not use CURVE" in result.stderr
+
+
+def test_nothing_listening_is_told_apart_from_a_failed_handshake(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """No cage at all: the client still asks whether zdse-proxy runs there."""
+    cluster = Cluster(procs, tmp_path)
+    result = cluster.ctl("--connect-timeout", "0.5", "services")
+    assert result.returncode == 6
+    assert result.stderr.endswith(
+        f"nothing accepted a connection at {cluster.endpoints.router} "
+        "(is zdse-proxy running there?)\n")
+
+
+@pytest.mark.parametrize(
+    ("seen", "curve", "words"),
+    [
+        (None, True, "nothing accepted a connection"),
+        (Seen.CONNECTED, True, "a CURVE mistake (the wrong --cage-key) is the likely cause"),
+        (Seen.CONNECTED, False, "has not answered yet"),
+        (Seen.HANDSHAKE_OK, True, "has not answered yet"),
+        (Seen.MECHANISM_MISMATCH, False, "requires CURVE"),
+        (Seen.MECHANISM_MISMATCH, True, "does not use CURVE"),
+        (Seen.HANDSHAKE_FAILED, True, "likely not this cage's public key"),
+        (Seen.HANDSHAKE_FAILED, False, "the cage likely requires CURVE"),
+        (Seen.REFUSED, True, "refused this node's CURVE key"),
+    ],
+)
+def test_each_thing_the_connection_saw_has_its_explanation(
+    seen: Seen | None, curve: bool, words: str
+) -> None:
+    """The table of explanations, each naming the endpoint."""
+    why = explain(seen, "tcp://127.0.0.1:1", curve)
+    assert words in why
+    assert "tcp://127.0.0.1:1" in why
 
 
 def test_the_cage_warns_when_bound_beyond_loopback_without_curve(
@@ -153,6 +232,25 @@ def test_grants_cover_names_by_pattern_and_wildcard_addresses_only_verbatim() ->
     assert auth.check("x" * 40, Register("vSphere.Boston", [], {})) is not None
 
 
+@pytest.mark.parametrize(
+    ("events", "kept"),
+    [
+        ([Seen.CONNECTED, Seen.MECHANISM_MISMATCH, Seen.CONNECTED, Seen.HANDSHAKE_FAILED],
+         Seen.MECHANISM_MISMATCH),
+        ([Seen.CONNECTED, Seen.HANDSHAKE_FAILED, Seen.CONNECTED], Seen.HANDSHAKE_FAILED),
+        ([Seen.MECHANISM_MISMATCH, Seen.HANDSHAKE_OK, Seen.CONNECTED], Seen.CONNECTED),
+        ([Seen.HANDSHAKE_FAILED, Seen.REFUSED, Seen.HANDSHAKE_FAILED], Seen.REFUSED),
+    ],
+)
+def test_a_vaguer_failure_does_not_hide_a_plainer_one(events: list[Seen], kept: Seen) -> None:
+    """Retried handshakes fail now as a mismatch, now as a dropped connection: the plainest
+    failure since the last success is what the client reports."""
+    seen: Seen | None = None
+    for event in events:
+        seen = after(seen, event)
+    assert seen is kept
+
+
 def handshake_failures(cluster: Cluster) -> list[dict[str, Any]]:
     """The cage.handshake_failed lines the cage logged so far."""
     assert cluster.cage is not None
@@ -168,8 +266,10 @@ def test_the_cage_logs_failed_handshakes_with_the_peer_and_the_likely_mistake(
     assert secure.cage is not None
     secure.env.pop("ZDSE_CAGE_KEY")
     assert secure.ctl("--connect-timeout", "2", "services").returncode == 6
-    plain = secure.cage.wait_event("cage.handshake_failed", peer_host="127.0.0.1")
-    assert plain["why"] == "it does not use CURVE (no client key given?)"
+    # Whichever side notices the mismatch first drops the connection, so some
+    # attempts read only "no detail": wait for the one that names the mistake.
+    plain = secure.cage.wait_event("cage.handshake_failed", peer_host="127.0.0.1",
+                                   why="it does not use CURVE (no client key given?)")
     assert plain["socket"] in ("router", "pub")
 
     async def wrong_key() -> None:

@@ -58,7 +58,8 @@ from zdse.node import (
     SessionChange,
 )
 from zdse.options import positive_float_env
-from zdse.requests import Outcome
+from zdse.requests import Gathered, Outcome
+from zdse.silence import Seen, after, explain
 from zdse.subscriber import Update
 from zdse.tableindex import SLICED_ROWS
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
@@ -197,6 +198,7 @@ class Bus:
         self._group: asyncio.TaskGroup | None = None
         self._opened = False
         self._monitor: zmq.Socket[bytes] | None = None
+        self._seen: Seen | None = None
         self._closed = False
         #: Big tables waiting to be prepared in slices: the newest per dataindex.
         self._pending: dict[str, Any] = {}
@@ -234,12 +236,9 @@ class Bus:
         self._dealer.sndhwm = self._dealer.rcvhwm = 100_000
         self._sub.rcvhwm = 100_000
         self._sub.subscribe(codec.EVENT_TOPIC)
-        monitor = None
-        if self.curve is not None:
-            # Watch before connecting: a refused key can fail the very first
-            # handshake, and a monitor attached later would miss it.
-            failed = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            monitor = self._dealer.get_monitor_socket(failed)
+        # Watch before connecting: a refused key can fail the very first
+        # handshake, and a monitor attached later would miss it.
+        monitor = self._dealer.get_monitor_socket(_WATCHED)
         self._dealer.connect(self.endpoints.router)
         self._sub.connect(self.endpoints.pub)
         self._opened = True
@@ -251,8 +250,7 @@ class Bus:
         self._sub_watch = SocketWatch(loop, self._sub, self._read_sub)
         self._watches = [self._dealer_watch, self._sub_watch]
         self._monitor = monitor
-        if monitor is not None:
-            self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
+        self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
         self.core.start(time.monotonic())
         self._pump()
         try:
@@ -278,16 +276,14 @@ class Bus:
                 raise NameTakenError(session.refusal)
             raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
         if not self._registered.is_set():
-            if self.core.session.known:
-                raise BusClosed(
-                    f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
-                    f"came from its PUB at {self.endpoints.pub} within {timeout}s "
-                    "(is that the cage's --pub?)"
-                )
-            raise BusClosed(
-                f"no answer from the cage at {self.endpoints.router} within {timeout}s "
-                "(is zdse-proxy running there?)"
-            )
+            raise BusClosed(f"no answer from the cage within {timeout}s: {self._why_silent()}")
+
+    def _why_silent(self) -> str:
+        """Why the cage has not registered this node yet, as one clause."""
+        if self.core.session.known:
+            return (f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
+                    f"came from its PUB at {self.endpoints.pub} (is that the cage's --pub?)")
+        return explain(self._seen, self.endpoints.router, self.curve is not None)
 
     async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the first of ``waits``, logging ``node.waiting`` now and then meanwhile."""
@@ -298,12 +294,8 @@ class Bus:
             if done:
                 return
             waited += patience
-            if self.core.session.known:
-                why = (f"welcomed, but nothing came yet from the cage's PUB at "
-                       f"{self.endpoints.pub}; still trying")
-            else:
-                why = "no answer from the cage yet; still trying"
-            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited, why=why)
+            self.log.warning("node.waiting", router=self.endpoints.router, waited=waited,
+                             why=f"{self._why_silent()}; still trying")
             patience = min(2 * patience, WAITING_NOTICE_MAX)
 
     @property
@@ -637,7 +629,20 @@ class Bus:
         """Ask every service on ``key``; return their answers by name.
 
         An answer that is an error is returned as a :class:`RemoteError`
-        value. After ``timeout``, the answers that came are returned.
+        value. After ``timeout``, the answers that came are returned
+        (:meth:`gather` tells whether some are missing).
+
+        Raises:
+            NoRouteError: nothing listens on ``key``.
+            RequestTimeout: not a single answer within ``timeout``.
+            BusClosed: the bus is (or gets) closed.
+        """
+        return (await self.gather(key, dataindex, args, timeout)).answers
+
+    async def gather(
+        self, key: str, dataindex: str, args: Any = None, timeout: float = REQUEST_TIMEOUT
+    ) -> Gathered:
+        """As :meth:`request_all`, and say how many services the request reached.
 
         Raises:
             NoRouteError: nothing listens on ``key``.
@@ -651,7 +656,7 @@ class Bus:
                 answers[sender] = _value(sender, reply)
             except RemoteError as exc:
                 answers[sender] = exc
-        return answers
+        return Gathered(answers, outcome.expected)
 
     async def _request(
         self, key: str, dataindex: str, args: Any, timeout: float, gather: bool
@@ -1017,16 +1022,19 @@ class Bus:
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
     def _read_monitor(self) -> bool:
-        """With CURVE, a key the cage does not know fails the handshake: say so."""
+        """Keep what the connection last went through (see :mod:`zdse.silence`);
+        with CURVE, a key the cage does not know is a final refusal."""
         monitor = self._monitor
         assert monitor is not None
         if not has_input(monitor):
             return False
         event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-        why = (f"the cage at {self.endpoints.router} refused this node's CURVE key "
-               f"(handshake failed, event {event['event']})")
-        self.core.session.on_error("forbidden", why, time.monotonic())
-        self._on_session_change(SessionChange("refused", why))
+        seen = _seen(event["event"], event["value"])
+        self._seen = after(self._seen, seen)
+        if seen is Seen.REFUSED:
+            why = self._why_silent()
+            self.core.session.on_error("forbidden", why, time.monotonic())
+            self._on_session_change(SessionChange("refused", why))
         return True
 
     def _close_monitor(self) -> None:
@@ -1047,6 +1055,25 @@ class Bus:
             now = time.monotonic()
             refresh = self.core.subscriptions.min_refresh()
             await asyncio.sleep(min(session.heartbeat / 4, refresh / 4, session.due_in(now)))
+
+
+#: The events of the DEALER's connection that say why the cage is silent.
+_WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _seen(event: int, value: int) -> Seen:
+    """A monitor event of :data:`_WATCHED` as a :class:`Seen`."""
+    if event == zmq.EVENT_CONNECTED:
+        return Seen.CONNECTED
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return Seen.HANDSHAKE_OK
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return Seen.REFUSED
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
+            value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+        return Seen.MECHANISM_MISMATCH
+    return Seen.HANDSHAKE_FAILED
 
 
 def _urgent(event: Event) -> bool:

@@ -10,7 +10,7 @@ from zdse.errors import ConfigError
 from zdse.module_check import ModuleCheck, Verdict
 from zdse.service import Service
 
-__all__ = ["GROUP", "available", "check", "check_services", "load", "refused"]
+__all__ = ["GROUP", "available", "build", "check", "check_services", "load", "refused"]
 
 GROUP = "zdse.modules"
 
@@ -41,7 +41,7 @@ def load(name: str) -> type[Service]:
 
 
 def check(module: str, name: str, options: Mapping[str, str]) -> None:
-    """Build service ``name`` of ``module`` from ``options``, and drop it unstarted.
+    """:func:`build` service ``name`` of ``module`` from ``options``, and drop it unstarted.
 
     What a node would refuse at start is refused here: a module that does
     not load, an unknown or bad option. A module's constructor reads its
@@ -51,14 +51,25 @@ def check(module: str, name: str, options: Mapping[str, str]) -> None:
     Raises:
         ConfigError: the module's own message, or what its constructor raised.
     """
+    build(module, name, options)
+
+
+def build(module: str, name: str, options: Mapping[str, str]) -> Service:
+    """Service ``name`` of ``module``, built from ``options`` and not started.
+
+    Raises:
+        ConfigError: the module's own message, or what its constructor raised
+            (any exception, ``SystemExit`` and ``KeyboardInterrupt`` included:
+            a module's constructor must not end the process that checks it).
+    """
     cls = load(module)
     try:
-        cls(name, options)
+        return cls(name, options)
     except ConfigError:
         raise
     except BaseException as exc:  # its own error type, or SystemExit, KeyboardInterrupt...
-        raise ConfigError(f"module {module!r} refused its options: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(f"module {module!r} refused its options: {detail}") from exc
 
 
 def check_services(config: CageConfig, names: Iterable[str] | None = None) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from zdse.codec import Reply
 
-__all__ = ["Outcome", "PendingRequests"]
+__all__ = ["Gathered", "Outcome", "PendingRequests"]
 
 
 @dataclass(slots=True)
@@ -35,6 +36,24 @@ class Outcome:
     replies: dict[str, Reply]
     error: str | None = None
     expected: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """The answers to a request to every service on a key.
+
+    ``answers`` holds each answer by the service's name (an error answer as
+    its :class:`~zdse.errors.RemoteError`); ``reached`` is how many services
+    the cage said the request reached (None if that word never came).
+    """
+
+    answers: dict[str, Any]
+    reached: int | None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every service the request reached answered."""
+        return self.reached is not None and len(self.answers) >= self.reached
 
 
 class PendingRequests:

@@ -11,6 +11,7 @@ Exit codes:
     5  the service, or the cage, answered with an error (e.g. an unknown name)
     6  the cage cannot be reached
     7  the cage refused this client (its CURVE key is not authorized for a ctl.* name)
+    8  req --all: not every service answered in time (stderr names them; stdout has the rest)
   130  interrupted (Ctrl-C) before the answer came
 
 sub prints a publisher's "lost" update like any other (it counts toward
@@ -45,9 +46,11 @@ from zdse.errors import (
 from zdse.keys import generate, load_public
 from zdse.limits import CONFIG_CHECK_TIMEOUT
 from zdse.log import configure
+from zdse.requests import Gathered
+from zdse.routes import pattern_matches
 
 (EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE,
- EXIT_REFUSED) = range(8)
+ EXIT_REFUSED, EXIT_PARTIAL) = range(9)
 #: The shell's code for a command ended by SIGINT.
 EXIT_INTERRUPTED = 130
 #: Seconds a command to the cage waits for its answer (reload-config waits
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = cmds.add_parser("keygen", help="write a CURVE key pair: PREFIX.key, PREFIX.key_secret")
     keygen.add_argument("prefix", help="path and name, e.g. keys/vsphere-boston")
+    keygen.add_argument("--force", action="store_true",
+                        help="replace an existing pair (by default keygen refuses to)")
 
     req = cmds.add_parser("req", help="send a request and print the reply as JSON")
     req.add_argument("key")
@@ -139,11 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Levels of nesting JSON printing gets beyond its caller's own stack: the
+#: codec (msgpack) carries at most 1,024, and a printed update wraps the data
+#: in a record (and --view in a view). Python's recursion limit (1,000 by
+#: default, counted from the bottom of the stack) would otherwise decide,
+#: and ``sub`` prints from deeper in the stack than ``req``.
+PRINT_NESTING = 1_100
+
+
 def _print_json(value: Any, out: TextIO, compact: bool) -> None:
-    if compact:
-        out.write(json.dumps(value, separators=(",", ":"), default=repr) + "\n")
-    else:
-        out.write(json.dumps(value, indent=2, default=repr) + "\n")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + PRINT_NESTING)
+    try:
+        if compact:
+            text = json.dumps(value, separators=(",", ":"), default=repr)
+        else:
+            text = json.dumps(value, indent=2, default=repr)
+    finally:
+        sys.setrecursionlimit(limit)
+    out.write(text + "\n")
     out.flush()
 
 
@@ -191,17 +210,37 @@ async def _cage(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _req(bus: Bus, args: argparse.Namespace, out: TextIO) -> int:
-    if args.all:
-        answers = await bus.request_all(args.key, args.dataindex, args.args, args.timeout)
-        value: Any = {
-            name: ({"error": a.kind, "message": str(a)} if isinstance(a, RemoteError) else a)
-            for name, a in answers.items()
-        }
-    else:
+async def _req(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.all:
         value = await bus.request(args.key, args.dataindex, args.args, args.timeout)
-    _print_json(value, out, compact=not out.isatty())
-    return EXIT_OK
+        _print_json(value, out, compact=not out.isatty())
+        return EXIT_OK
+    gathered = await bus.gather(args.key, args.dataindex, args.args, args.timeout)
+    _print_json({
+        name: ({"error": a.kind, "message": str(a)} if isinstance(a, RemoteError) else a)
+        for name, a in gathered.answers.items()
+    }, out, compact=not out.isatty())
+    if gathered.complete:
+        return EXIT_OK
+    err.write(f"zdse-ctl: {await _unanswered(bus, args.key, gathered)} "
+              f"did not answer within {args.timeout}s\n")
+    return EXIT_PARTIAL
+
+
+async def _unanswered(bus: Bus, key: str, gathered: Gathered) -> str:
+    """Who, of the services on ``key``, did not answer (by name if the cage's routes tell)."""
+    try:
+        routes = await bus.request(CAGE, "routes", timeout=CAGE_TIMEOUT)
+        listening = {name for pattern, names in routes if pattern_matches(pattern, key)
+                     for name in names}
+    except ZdseError:
+        listening = set()
+    silent = sorted(listening - set(gathered.answers))
+    if gathered.reached is None:
+        count = f"{len(silent) or 'some'} service(s)"
+    else:
+        count = f"{gathered.reached - len(gathered.answers)} of {gathered.reached} services"
+    return f"{count} on {key!r}" + (f" ({', '.join(silent)})" if silent else "")
 
 
 async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -250,11 +289,11 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Connect under a throw-away name and run one command."""
     if args.command == "keygen":
-        public, secret = generate(args.prefix)
+        public, secret = generate(args.prefix, force=args.force)
         out.write(f"public key: {load_public(str(public)).decode()}\n"
                   f"wrote {public} and {secret}\n")
         return EXIT_OK
-    endpoints = Endpoints.from_args(args)
+    endpoints = Endpoints.from_args(args, connect=True)
     name = f"ctl.{uuid.uuid4().hex[:8]}"
     bus = Bus(name, endpoints=endpoints, info={"module": "zdse-ctl"},
               connect_timeout=args.connect_timeout, curve=client_curve(args))
@@ -264,7 +303,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if args.command == "sub":
                 return await _sub(bus, args, out, err)
             if args.command == "req":
-                return await _req(bus, args, out)
+                return await _req(bus, args, out, err)
             if args.command == "refresh":
                 value = await bus.request(args.service, "refresh", None, args.timeout)
                 _print_json(value, out, compact=not out.isatty())

@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         addresses = args.address or cls.addresses_for(name)
         for address in addresses:
             codec.validate_pattern(address)
-        endpoints = Endpoints.from_args(args)
+        endpoints = Endpoints.from_args(args, connect=True)
         curve = client_curve(args)
-        service = cls(name, dict(args.options))
+        service = modules.build(args.module, name, dict(args.options))
         bus = Bus(name, addresses, endpoints=endpoints, info={"module": args.module}, curve=curve)
     except (ConfigError, ProtocolError) as exc:
         print(f"zdse-node: {exc}", file=sys.stderr)
