@@ -61,7 +61,6 @@ from zdse.options import positive_float_env
 from zdse.requests import Gathered, Outcome
 from zdse.silence import Seen, after, explain
 from zdse.subscriber import Update
-from zdse.tableindex import SLICED_ROWS
 from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = [
@@ -200,12 +199,6 @@ class Bus:
         self._monitor: zmq.Socket[bytes] | None = None
         self._seen: Seen | None = None
         self._closed = False
-        #: Big tables waiting to be prepared in slices: the newest per dataindex.
-        self._pending: dict[str, Any] = {}
-        #: Per dataindex, how often a pending version was stored at once
-        #: (_settle): a sliced preparation begun before is then outdated.
-        self._settled: dict[str, int] = {}
-        self._published_waiters: list[asyncio.Future[None]] = []
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -351,16 +344,8 @@ class Bus:
         :meth:`change_rows` or :meth:`replace`, at a cost that follows the
         change. Nothing is sent when nothing changed or nobody subscribes.
 
-        A big table (:data:`~zdse.tableindex.SLICED_ROWS` rows or more) is
-        indexed and diffed in slices, between which the loop answers requests
-        and heartbeats: it is stored when that ends (:meth:`wait_published`),
-        and a failure is logged (``publish.refused``), not raised. Versions
-        published meanwhile are coalesced: the newest wins. An incremental
-        change of the same dataindex stores a version still in slices first,
-        at once, so changes apply in the order they were made.
-
         Raises:
-            MessageTooLarge: a snapshot of ``data`` would exceed the message limit.
+            MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
             ProtocolError: msgpack cannot represent ``data``.
         """
         if self.prepush_processor is not None:
@@ -368,14 +353,6 @@ class Bus:
             if data is None:
                 self.core.stats["prepush_dropped"] += 1
                 return
-        if self._opened and not self._closed and (
-                dataindex in self._pending or (isinstance(data, list | dict)
-                                               and len(data) >= SLICED_ROWS)):
-            waiting = dataindex in self._pending
-            self._pending[dataindex] = data
-            if not waiting:
-                self._spawn(self._publish_sliced(dataindex))
-            return
         self.core.publish(dataindex, data)
         self._pump()
 
@@ -403,7 +380,6 @@ class Bus:
             ProtocolError: msgpack cannot represent a key or value.
             Whatever is raised, nothing is stored or sent.
         """
-        self._settle(dataindex)
         self.core.change_keys(dataindex, put or {}, delete)
         self._pump()
 
@@ -428,7 +404,6 @@ class Bus:
             ProtocolError: msgpack cannot represent a row.
             Whatever is raised, nothing is stored or sent.
         """
-        self._settle(dataindex)
         self.core.change_rows(dataindex, add, remove)
         self._pump()
 
@@ -445,72 +420,8 @@ class Bus:
         """
         if self.prepush_processor is not None:
             value = self.prepush_processor(dataindex, value)
-        self._settle(dataindex)
         self.core.replace(dataindex, value)
         self._pump()
-
-    async def _publish_sliced(self, dataindex: str) -> None:
-        """Prepare the newest pending version of ``dataindex`` in slices, then store it."""
-        while dataindex in self._pending:
-            data = self._pending[dataindex]
-            settled = self._settled.get(dataindex, 0)
-            started = time.monotonic()
-            try:
-                steps = self.core.publications.prepare(dataindex, data)
-                while True:
-                    try:
-                        next(steps)
-                    except StopIteration as done:
-                        prepared = done.value
-                        break
-                    await asyncio.sleep(0)  # a turn for requests and heartbeats
-                if self._settled.get(dataindex, 0) != settled:
-                    # Stored at once meanwhile (_settle), and maybe changed
-                    # since: this version is older. A newer one has its own task.
-                    break
-                if self._pending.get(dataindex) is data:
-                    del self._pending[dataindex]
-                self.core.publish(dataindex, data, prepared)
-            except ZdseError as exc:
-                if self._pending.get(dataindex) is data:
-                    del self._pending[dataindex]
-                self.log.error("publish.refused", dataindex=dataindex, error=str(exc))
-            else:
-                self.log.debug("publish.sliced", dataindex=dataindex,
-                               seconds=round(time.monotonic() - started, 3))
-            self._pump()
-        for fut in self._published_waiters:
-            if not fut.done() and not self._pending:
-                fut.set_result(None)
-
-    def _settle(self, dataindex: str) -> None:
-        """Store at once a version of ``dataindex`` still being prepared in slices.
-
-        Before an incremental change: it applies to what was published last.
-        """
-        if dataindex not in self._pending:
-            return
-        data = self._pending.pop(dataindex)
-        self._settled[dataindex] = self._settled.get(dataindex, 0) + 1
-        try:
-            self.core.publish(dataindex, data)
-        except ZdseError as exc:  # as the sliced path would have: logged, not raised
-            self.log.error("publish.refused", dataindex=dataindex, error=str(exc))
-        if not self._pending:
-            for fut in self._published_waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def wait_published(self) -> None:
-        """Wait until every big table handed to :meth:`publish` is stored."""
-        if not self._pending:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._published_waiters.append(fut)
-        try:
-            await fut
-        finally:
-            self._published_waiters.remove(fut)
 
     # --- subscribing --------------------------------------------------------
 

@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse import codec, tableindex
+from zdse import codec
 from zdse import delta as deltas
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_MESSAGE_BYTES, PART_BYTES
-from zdse.publisher import Prepared, Publications
+from zdse.limits import MAX_MESSAGE_BYTES
+from zdse.publisher import Publications
 from zdse.receipts import ReadCount
 from zdse.requests import Outcome, PendingRequests
 from zdse.session import PROBE_DATAINDEX, Session, SessionState
@@ -43,17 +43,10 @@ __all__ = [
 _MESSAGE_HEADER = codec.header(Kind.MESSAGE)
 _DELTA_HEADER = codec.header(Kind.DELTA)
 _PROBE_KEY = PROBE_DATAINDEX.encode()
-_SNAPSHOT_HEADER = codec.header(Kind.SNAPSHOT)
-_PART_HEADER = codec.header(Kind.PART)
 #: What a snapshot of data adds to a "replace" delta of it, at most: a
 #: subscription id (a uuid4 hex: 34 bytes packed) and a seq grown from 1
 #: byte to 9, less the ["replace", ...] wrapper it lacks (9 bytes packed).
 SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
-#: What a snapshot (or a part of one) adds to a table's packed rows, at
-#: most: the array headers (5 bytes each), a subscription id, the dataindex
-#: (at most 255 bytes and its header), an epoch (a uuid4 hex), the largest
-#: seq, and a part's two numbers.
-SNAPSHOT_OVER_TABLE = 5 + 34 + 258 + 34 + 9 + 2 * 9 + 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +69,6 @@ class IncomingMessage:
 # __init__ (see zdse.slots); every other value is built the usual way.
 _build_message = builder(codec.Message)
 _build_snapshot = builder(codec.Snapshot)
-_build_delta = builder(codec.Delta)
 _build_incoming = builder(IncomingMessage)
 
 
@@ -170,11 +162,8 @@ class NodeCore:
         if self.session.known:
             self._control(codec.Bye())
 
-    def publish(self, dataindex: str, data: Any, prepared: Prepared | None = None) -> None:
+    def publish(self, dataindex: str, data: Any) -> None:
         """Store data; queue the delta if it changed and anyone subscribes.
-
-        ``prepared``, if given, is ``data`` already indexed and diffed by
-        :meth:`Publications.prepare` (a shell spreads that over its loop).
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
@@ -184,57 +173,26 @@ class NodeCore:
             be given a snapshot of it.
         """
         _not_reserved(dataindex)
-        if prepared is None:
-            prepared = tableindex.run(self.publications.prepare(dataindex, data))
-        index = prepared.index
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
             # Only data that changed gets here (an unchanged poll of a big
-            # table costs no encoding).
+            # table costs no encoding). The delta is encoded once, to send.
+            body = codec.encode_one(d)
             change = d.delta
-            if index is not None and index.rows is not None:
-                # A big list table: its snapshot travels in parts, and a
-                # change too big for one message asks subscribers for one.
-                if index.rows and max(map(len, index.rows)) + SNAPSHOT_OVER_TABLE \
-                        > MAX_MESSAGE_BYTES:
-                    raise MessageTooLarge(
-                        f"a row of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
-                try:
-                    if change[0] == deltas.REPLACE and \
-                            index.size + SNAPSHOT_OVER_TABLE > PART_BYTES:
-                        # Whole, it would be one long decode for every
-                        # subscriber: they fetch it in parts instead.
-                        raise MessageTooLarge("a snapshot in parts instead")
-                    if change[0] == deltas.REPLACE:
-                        body = codec.encode_with_rows((d.dataindex, d.epoch, d.seq),
-                                                      index.rows, deltas.REPLACE)
-                    else:
-                        body = codec.encode_one(d)
-                except MessageTooLarge:
-                    body = codec.encode_one(
-                        _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT]))
-            elif index is not None:
-                if index.size + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
-                    raise MessageTooLarge(
-                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
-                body = codec.encode_one(d)
-            elif change[0] == deltas.REPLACE:
+            if change[0] == deltas.REPLACE:
                 # The delta holds the data whole: a snapshot is this body
                 # plus at most a subscription id and a bigger seq.
-                body = codec.encode_one(d)
                 if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
                     raise MessageTooLarge(
                         f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             else:
-                body = codec.encode_one(d)
                 # Worst case of what a snapshot adds around the data: a
                 # uuid4 hex subscription id, the largest seq.
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
-            # The delta is encoded once, to send.
             bodies.append(body)
 
-        self._queue(dataindex, self.publications.commit(dataindex, prepared, admit), bodies)
+        self._queue(dataindex, self.publications.publish(dataindex, data, admit), bodies)
 
     def replace(self, dataindex: str, value: Any) -> None:
         """Store ``value`` whole and queue it as a ``replace`` delta (no diff).
@@ -466,8 +424,6 @@ class NodeCore:
             self._settle(self.requests.on_reply(sender, msg), events)
         elif isinstance(msg, codec.Snapshot):
             self._take(self.subscriptions.on_snapshot(sender, msg, now), events)
-        elif isinstance(msg, codec.SnapshotPart):
-            self._take(self.subscriptions.on_part(sender, msg, now), events)
         elif isinstance(msg, codec.Current):
             self.subscriptions.on_current(sender, msg, now)
         elif isinstance(msg, codec.Subscribe):
@@ -552,37 +508,13 @@ class NodeCore:
         for action in actions:
             if isinstance(action, Send):
                 msg = action.message
-                key = action.key.encode()
-                if isinstance(msg, codec.Snapshot) and self._send_table(key, msg):
-                    continue
-                self.outbox.append((codec.header(msg.KIND, flags), key, codec.encode_one(msg)))
+                self.outbox.append(
+                    (codec.header(msg.KIND, flags), action.key.encode(), codec.encode_one(msg))
+                )
             elif isinstance(action, AddFilter):
                 self.filters.add.append(action.topic)
             elif isinstance(action, RemoveFilter):
                 self.filters.remove.append(action.topic)
-
-    def _send_table(self, key: bytes, msg: codec.Snapshot) -> bool:
-        """Queue a big list table's snapshot from its packed rows; False if not one.
-
-        One message, joined from the packed rows, if it fits in PART_BYTES;
-        else parts of about that size, in order, with the same (epoch, seq).
-        """
-        pubs = self.publications
-        index = pubs.index(msg.dataindex)
-        if index is None or index.rows is None or pubs.data(msg.dataindex) is not msg.data:
-            return False
-        rows = index.rows
-        if index.size + SNAPSHOT_OVER_TABLE <= PART_BYTES:
-            body = codec.encode_with_rows((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows)
-            self.outbox.append((_SNAPSHOT_HEADER, key, body))
-            return True
-        ranges = tableindex.parts(rows, PART_BYTES - SNAPSHOT_OVER_TABLE)
-        for i, (start, stop) in enumerate(ranges):
-            body = codec.encode_with_rows(
-                (msg.sid, msg.dataindex, msg.epoch, msg.seq, i, len(ranges)), rows[start:stop])
-            self.outbox.append((_PART_HEADER, key, body))
-        self.stats["parted_snapshots"] += 1
-        return True
 
     def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt) -> None:
         self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))

@@ -23,16 +23,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from zdse import delta, tableindex
+from zdse import delta
 from zdse.actions import Send
 from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.errors import MessageTooLarge
 from zdse.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 from zdse.slots import builder
 from zdse.table import KeyPlan, KeyTable, RowPlan, RowTable
-from zdse.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
 
-__all__ = ["Prepared", "Publication", "Publications", "Reader"]
+__all__ = ["Publication", "Publications", "Reader"]
 
 
 _build_delta = builder(Delta)
@@ -58,24 +57,11 @@ class Reader:
     covered: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A new version of a dataindex, indexed and diffed against the one at ``base``."""
-
-    data: Any
-    index: TableIndex | None
-    #: The delta from the version at ``base``, None if nothing changed.
-    change: list[Any] | None
-    base: int
-
-
 @dataclass(slots=True)
 class Publication:
     """One dataindex: its data, sequence number and subscribers."""
 
     seq: int = 0
-    #: The kept index of ``data``, if it is a big table (see zdse.tableindex).
-    index: TableIndex | None = None
     #: (subscriber name, subscription id) -> its reader.
     subscribers: dict[tuple[str, str], Reader] = field(default_factory=dict)
     #: The value last published whole (the module's own: never changed here).
@@ -164,40 +150,10 @@ class Publications:
         stored (only when the data changed); whatever it raises leaves the
         publication as it was.
         """
-        return self.commit(dataindex, tableindex.run(self.prepare(dataindex, data)), admit)
-
-    def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
-        """Index ``data`` and diff it against what is published, in slices.
-
-        What :meth:`publish` does before storing, as steps a shell can spread
-        over its event loop; :meth:`commit` stores the result.
-
-        Raises:
-            ProtocolError: a row msgpack cannot represent.
-        """
-        pub = self._pubs.get(dataindex)
-        old, old_index, seq = (None, None, 0) if pub is None else (pub.data, pub.index, pub.seq)
-        new_index = None
-        if isinstance(data, list | dict) and len(data) >= INDEX_MIN_ROWS:
-            new_index = yield from tableindex.index(data)
-        if not seq:
-            return Prepared(data, new_index, [delta.REPLACE, data], seq)
-        change = yield from tableindex.diff(old, old_index, data, new_index)
-        return Prepared(data, new_index, change, seq)
-
-    def commit(self, dataindex: str, prepared: Prepared,
-               admit: Callable[[Delta], object] | None = None) -> Delta | None:
-        """Store a prepared version; return the delta to send, as :meth:`publish`.
-
-        A version prepared against an older one than is now published (another
-        publish came in between) is diffed again, at once.
-        """
         pub = self._pubs.get(dataindex)
         if pub is None:  # not setdefault: that would build a Publication per call
             pub = Publication()
-        if prepared.base != pub.seq:
-            prepared = tableindex.run(self.prepare(dataindex, prepared.data))
-        change = prepared.change
+        change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
         if change is None:
             return None
         # Built without the frozen __init__: this runs once per publish.
@@ -207,15 +163,9 @@ class Publications:
         self._pubs[dataindex] = pub
         if not pub.seq:
             self.waiting -= len(pub.subscribers)
-        pub.data = prepared.data
-        pub.index = prepared.index
+        pub.data = data
         pub.seq += 1
         return d if pub.subscribers else None
-
-    def index(self, dataindex: str) -> TableIndex | None:
-        """The kept index of ``dataindex``'s data, if it is a big table."""
-        pub = self._pubs.get(dataindex)
-        return None if pub is None else pub.index
 
     def replace(
         self, dataindex: str, value: Any, admit: Callable[[Delta], object] | None = None
@@ -316,9 +266,6 @@ class Publications:
         if admit is not None:
             admit(d)
         store()
-        # The kept index is of the data published whole: stale now. The next
-        # whole publish diffs without it (and indexes its own data again).
-        pub.index = None
         self._pubs[dataindex] = pub
         pub.seq += 1
         return d if pub.subscribers else None

@@ -38,10 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from zdse import delta as deltas
-from zdse import tableindex
 from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.assembly import TOO_BIG, Assemblies
-from zdse.codec import Current, Delta, Snapshot, SnapshotPart, Subscribe, Unsubscribe, topic
+from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
 from zdse.limits import (
     CURRENT_GRACE,
@@ -52,7 +50,6 @@ from zdse.limits import (
 )
 from zdse.routes import pattern_matches
 from zdse.slots import builder
-from zdse.tableindex import INDEX_MIN_ROWS, TableIndex
 
 __all__ = ["FeedState", "Subscriptions", "Update"]
 
@@ -135,27 +132,6 @@ def _own(data: Any) -> Any:
     return data
 
 
-def _apply(feed: _Feed, change: Any) -> Any:
-    """The feed's view changed by ``change``; a big table's through its kept index.
-
-    In place, as :func:`zdse.delta.patch`: a ``rows`` delta to a big list
-    view is found through the index, then written back into the same list.
-
-    Raises:
-        ProtocolError: the delta does not fit the view.
-    """
-    view = feed.view
-    if type(view) is not list or len(view) < INDEX_MIN_ROWS or type(change) is not list \
-            or len(change) != 3 or change[0] != deltas.ROWS:
-        feed.index = None
-        return deltas.patch(view, change)
-    if feed.index is None:
-        feed.index = tableindex.run(tableindex.index(view))
-    new, feed.index = tableindex.apply(view, feed.index, change)
-    view[:] = new
-    return view
-
-
 @dataclass(slots=True)
 class _Feed:
     publisher: str
@@ -173,8 +149,6 @@ class _Feed:
     #: the view has been behind it.
     owed: int = 0
     owed_since: float = 0.0
-    #: The kept index of a big view, built at its first delta.
-    index: TableIndex | None = None
 
     def move(self, event: str) -> None:
         self.state = TRANSITIONS[(self.state, event)]
@@ -208,9 +182,7 @@ class Subscriptions:
         self.ttl = refresh * REFRESHES_TO_EXPIRE
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
-        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0,
-                                      "lost_parts": 0}
-        self._parts = Assemblies()
+        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0}
 
     # --- local calls --------------------------------------------------------
 
@@ -258,7 +230,6 @@ class Subscriptions:
         sub = self._subs.pop(sid, None)
         if sub is None:
             return []
-        self._parts.forget(sid=sid)
         actions: list[Action] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
         for fkey in sub.feeds:
             feed = self._feeds.get(fkey)
@@ -285,9 +256,9 @@ class Subscriptions:
     # --- from the bus -------------------------------------------------------
 
     def on_snapshot(
-        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None
+        self, sender: str, snap: Snapshot, now: float
     ) -> tuple[list[Update], list[Action]]:
-        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts)."""
+        """Take a snapshot from ``sender``."""
         sub = self._subs.get(snap.sid)
         if sub is None:
             # A snapshot for a subscription we dropped: tell the publisher.
@@ -300,7 +271,6 @@ class Subscriptions:
         if feed is None:
             feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
                          confirmed=now)
-            feed.index = index
             self._feeds[fkey] = feed
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
@@ -318,8 +288,6 @@ class Subscriptions:
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
         feed.move("snapshot")
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
-        # The view is a copy of the snapshot's rows, in order: their index fits it.
-        feed.index = index
         kind = _snapshot_kind(snap)
         updates = [self._update(feed, sid, kind, snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
@@ -328,28 +296,6 @@ class Subscriptions:
             updates += more
             actions += acts
         return updates, actions
-
-    def on_part(self, sender: str, part: SnapshotPart,
-                now: float) -> tuple[list[Update], list[Action]]:
-        """Take a part of a snapshot; the snapshot when it is whole, a new ask if one is lost."""
-        if part.sid not in self._subs:
-            # Not (or no longer) ours: nothing kept, and the publisher is told.
-            return [], [Send(sender, Unsubscribe(part.sid, part.dataindex))] if part.part == 0 \
-                else []
-        got = self._parts.take(sender, part)
-        if got is None:
-            return [], []
-        if isinstance(got, tuple):
-            snap, index = got
-            # Its index was built a part at a time, not at the first delta.
-            return self.on_snapshot(sender, snap, now, index)
-        self.stats["lost_parts"] += 1
-        sub = self._subs.get(part.sid)
-        if sub is None or got == TOO_BIG:
-            # Too big: asking at once would loop; the next re-announce asks.
-            return [], []
-        # Ask the publisher again, by name: its answer is a new snapshot.
-        return [], [Send(sender, Subscribe(sub.sid, sub.dataindex, {}, self.ttl))]
 
     def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Action]]:
         """Take a delta published by ``publisher``."""
@@ -373,14 +319,11 @@ class Subscriptions:
             return [], []
         if event == "old":
             return [], []
-        if event == "next" and d.delta == [deltas.SNAPSHOT]:
-            # The change was too big for one message: a snapshot brings it.
-            return [], self._resync(feed, None, now, "gap")
         if event == "gap":
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
-            feed.view = _apply(feed, d.delta)
+            feed.view = deltas.patch(feed.view, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
             return [], self._resync(feed, d, now, "gap")
@@ -408,7 +351,6 @@ class Subscriptions:
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.patch
-        big = INDEX_MIN_ROWS
         live = FeedState.LIVE
         for fields in batch:
             dataindex, epoch, seq, change = fields
@@ -417,14 +359,7 @@ class Subscriptions:
             if feed is not None and feed.state is live and epoch == feed.epoch \
                     and seq == feed.seq + 1:
                 try:
-                    view = feed.view
-                    # A big table is changed through its kept index, not by
-                    # freezing every row of it (see zdse.tableindex).
-                    if type(view) is list and len(view) >= big:
-                        view = _apply(feed, change)
-                    else:
-                        feed.index = None  # else kept stale, should the view grow back
-                        view = apply(view, change)
+                    view = apply(feed.view, change)
                 except ProtocolError:
                     pass  # on_delta below counts it and resyncs
                 else:
@@ -459,7 +394,6 @@ class Subscriptions:
 
     def on_left(self, name: str) -> tuple[list[Update], list[Action]]:
         """A publisher left the bus: its feeds end with a "lost" update."""
-        self._parts.forget(sender=name)
         updates: list[Update] = []
         actions: list[Action] = []
         for feed in [f for f in self._feeds.values() if f.publisher == name]:

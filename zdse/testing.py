@@ -65,8 +65,6 @@ class FakeNet:
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
         queue_bytes: the cage's byte budget per node.
-        drop_routed: called with each frame list the cage's ROUTER sends
-            (``[identity, header, sender, key, body]``); True loses it.
     """
 
     def __init__(
@@ -75,14 +73,12 @@ class FakeNet:
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
         queue_bytes: int = NODE_QUEUE_BYTES,
-        drop_routed: Callable[[list[bytes]], bool] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now,
                              queue_bytes=queue_bytes)
         self.refresh = refresh
         self.drop = drop
-        self.drop_routed = drop_routed
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
 
@@ -175,8 +171,6 @@ class FakeNet:
         to_router, to_pub = self.cage.outbox.take()
         for frames in to_router:
             moved = True
-            if self.drop_routed is not None and self.drop_routed(frames):
-                continue
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
