@@ -268,9 +268,11 @@ def test_the_cage_logs_failed_handshakes_with_the_peer_and_the_likely_mistake(
     assert secure.ctl("--connect-timeout", "2", "services").returncode == 6
     # Whichever side notices the mismatch first drops the connection, so some
     # attempts read only "no detail": wait for the one that names the mistake.
-    plain = secure.cage.wait_event("cage.handshake_failed", peer_host="127.0.0.1",
+    # A connection may also end before the cage reads its address (peer "unknown").
+    plain = secure.cage.wait_event("cage.handshake_failed",
                                    why="it does not use CURVE (no client key given?)")
     assert plain["socket"] in ("router", "pub")
+    assert "127.0.0.1" in {f["peer_host"] for f in handshake_failures(secure)}
 
     async def wrong_key() -> None:
         curve = CurveClient.from_files(str(keys["client_secret"]), str(keys["stranger"]))
