@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from zdse.limits import MAX_MESSAGE_BYTES
+from zdse.wire.limits import MAX_MESSAGE_BYTES
 
 __all__ = ["INLINE_BYTES", "Invalid", "Table", "packed_size", "read_tables"]
 

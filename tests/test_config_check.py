@@ -17,9 +17,9 @@ from tests.harness import Cluster, Updates, run
 from tests.plugins import install_module
 from tests.support import BIN, Processes
 from tests.test_operations import file_service, services, supervised_cage, write_config
-from zdse.limits import CONFIG_CHECK_TIMEOUT
-from zdse.module_check import ModuleCheck, Verdict
-from zdse.supervisor import ServiceSpec
+from zdse.modules.check import ModuleCheck, Verdict
+from zdse.supervisor.core import ServiceSpec
+from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
 
 
 def spec(name: str, **options: str) -> ServiceSpec:

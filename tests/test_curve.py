@@ -11,13 +11,13 @@ import pytest
 
 from tests.harness import Cluster, run
 from tests.support import BIN, Processes
-from zdse.authz import Authorized
-from zdse.bus import Bus
-from zdse.codec import Register
+from zdse.cage.authz import Authorized
+from zdse.cage.handshakes import MAX_TRACKED, HandshakeLog
 from zdse.errors import BusClosed, ConfigError, RegistrationError
-from zdse.handshakes import MAX_TRACKED, HandshakeLog
-from zdse.keys import CurveClient, load_public
-from zdse.silence import Seen, after, explain
+from zdse.node.bus import Bus
+from zdse.node.silence import Seen, after, explain
+from zdse.wire.codec import Register
+from zdse.wire.curve import CurveClient, load_public
 
 
 @pytest.fixture

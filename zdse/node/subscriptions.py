@@ -37,19 +37,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from zdse import delta as deltas
-from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
-from zdse.limits import (
+from zdse.node import delta as deltas
+from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
+from zdse.wire.frozen import builder
+from zdse.wire.limits import (
     CURRENT_GRACE,
     MAX_BUFFERED_DELTAS,
     MAX_SID_BYTES,
     REFRESHES_TO_EXPIRE,
     SUBSCRIPTION_REFRESH,
 )
-from zdse.routes import pattern_matches
-from zdse.slots import builder
+from zdse.wire.routes import pattern_matches
 
 __all__ = ["FeedState", "Subscriptions", "Update"]
 
