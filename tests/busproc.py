@@ -78,7 +78,8 @@ class Publisher:
         self.seq = 0
         self.steady = args.rate > 0 and not args.paused
         self.bus = Bus(args.name, args.address, on_request=self.on_request,
-                       info={"module": "busproc.pub"}, endpoints=Endpoints.from_args(args),
+                       info={"module": "busproc.pub"},
+                       endpoints=Endpoints.from_args(args, connect=True),
                        connect_timeout=args.lifetime)
 
     def step(self) -> None:
@@ -132,7 +133,8 @@ class Subscriber:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.bus = Bus(args.name, on_request=self.on_request, info={"module": "busproc.sub"},
-                       endpoints=Endpoints.from_args(args), connect_timeout=args.lifetime)
+                       endpoints=Endpoints.from_args(args, connect=True),
+                       connect_timeout=args.lifetime)
         self.feeds: dict[str, dict[str, Any]] = {}
         self.views: dict[str, Any] = {}
         self.counts = {"updates": 0, "snapshots": 0, "deltas": 0, "lost": 0, "bad_views": 0,
@@ -216,7 +218,8 @@ class Requester:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.bus = Bus(args.name, info={"module": "busproc.req"},
-                       endpoints=Endpoints.from_args(args), connect_timeout=args.lifetime)
+                       endpoints=Endpoints.from_args(args, connect=True),
+                       connect_timeout=args.lifetime)
         self.counts = {"sent": 0, "ok": 0, "bad": 0, "noroute": 0, "timeout": 0, "remote": 0,
                        "gathered": 0, "cage": 0}
 

@@ -8,7 +8,9 @@ patterns). Networked scenarios also run through ``floor``, a bare pyzmq
 forwarder (reqrep also with ``raw`` blocking pyzmq clients through one), and
 with ``--vs nats`` through a ``nats-server`` started for the run; the
 targets take turns round after round (A B, B A, ...) and the report gives
-medians and ratios oriented so that > 1 means zdse is ahead.
+medians and ratios oriented so that > 1 means zdse is ahead. ``--cages N``
+also runs the scenario through N cages side by side (every worker lists
+them all: docs/redundancy.md) and gives the cost of that against one cage.
 
 ``zdse-bench notifications`` runs the amqp bridge's benchmark instead
 (:mod:`zdse.bench.notifications`; benchmarks/README.md).
@@ -106,13 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the bare pyzmq forwarder (the transport's floor)")
     parser.add_argument("--timeout", type=positive_float, default=60.0,
                         help="seconds any one round may take (default 60)")
+    parser.add_argument("--cages", type=positive_int, default=1,
+                        help="also run through N cages side by side, every worker listing "
+                        "them all, to measure what redundancy costs against one cage "
+                        "(default 1: one cage only)")
     return parser
 
 
 def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """Run unicast, fanout or reqrep against every target, interleaved by round."""
     opts = Options(args.msgs, args.size, args.burst, args.subs, args.timeout)
-    names = ["zdse"] + (["nats"] if args.vs == "nats" else [])
+    names = ["zdse"] + (["cages"] if args.cages > 1 else []) + (
+        ["nats"] if args.vs == "nats" else [])
     if not args.no_floor:
         # reqrep also measures raw pyzmq through a bare forwarder: the
         # transport's own latency, below which no ZeroMQ bus can go.
@@ -124,7 +131,7 @@ def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         targets: list[Target] = []
         for name in names:
             progress.show(f"{args.scenario}: starting {name}")
-            targets.append(start_target(procs, name))
+            targets.append(start_target(procs, name, args.cages))
         for r in range(args.rounds):
             order = targets if r % 2 == 0 else targets[::-1]
             for target in order:
@@ -147,6 +154,11 @@ def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         "vs_floor": _ratios(args.scenario, zdse, summary["floor"]) if "floor" in summary
         else None,
     }
+    if "cages" in summary:
+        # What redundancy costs: N cages against one, round by round (> 1:
+        # the N cages are ahead).
+        report["cages"] = summary["cages"]
+        report["cages_vs_one"] = _ratios(args.scenario, summary["cages"], zdse)
     if "raw" in summary:
         report["raw"] = summary["raw"]
         report["vs_raw"] = _ratios(args.scenario, zdse, summary["raw"])
@@ -255,11 +267,12 @@ def render(report: dict[str, Any], settings: dict[str, Any]) -> str:
     else:
         metrics = METRICS[report["scenario"]]
         lines.append(f"{'':8}" + "".join(f"{UNITS[m]:>16}" for m, _ in metrics))
-        for name in ("zdse", "nats", "floor", "raw"):
+        for name in ("zdse", "cages", "nats", "floor", "raw"):
             if report.get(name):
                 lines.append(f"{name:8}" + "".join(f"{report[name][m]:>16,.0f}"
                                                     for m, _ in metrics))
-        for label, key in (("zdse/nats", "ratio"), ("zdse/floor", "vs_floor"),
+        for label, key in (("cages/zdse", "cages_vs_one"), ("zdse/nats", "ratio"),
+                           ("zdse/floor", "vs_floor"),
                            ("zdse/raw", "vs_raw"), ("raw/nats", "raw_vs_nats")):
             if report.get(key):
                 lines.append(f"{label:10}" + "".join(
@@ -300,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.update(size=args.size, burst=args.burst)
     if args.scenario == "fanout":
         settings["subs"] = args.subs
+    if args.cages > 1:
+        settings["cages"] = args.cages
     report["settings"] = settings
     report["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     report["machine"] = machine()

@@ -45,14 +45,17 @@ class Target:
     system: str  # the workers' --system: zdse (cage and floor), nats, or raw
     connect: list[str] = field(default_factory=list)
     server: Proc | None = None
+    #: The other cages of a target of several (``cages``): their CPU counts too.
+    more: list[Proc] = field(default_factory=list)
 
 
-def start_target(procs: Processes, name: str) -> Target:
+def start_target(procs: Processes, name: str, cages: int = 1) -> Target:
     """Start the server of target ``name`` on free loopback ports.
 
-    ``zdse`` is the cage, ``floor`` the bare forwarder for zdse nodes, ``raw``
-    the bare forwarder for raw pyzmq clients (reqrep only), ``nats`` a
-    nats-server.
+    ``zdse`` is the cage, ``cages`` that many cages side by side (every
+    worker lists them all: docs/redundancy.md), ``floor`` the bare
+    forwarder for zdse nodes, ``raw`` the bare forwarder for raw pyzmq
+    clients (reqrep only), ``nats`` a nats-server.
 
     Raises:
         BenchError: the server did not come up, or nats-server is not installed.
@@ -72,11 +75,15 @@ def start_target(procs: Processes, name: str) -> Target:
         server = procs.python("raw-forward", RAW, "forward", router)
         server.expect("ready", START_TIMEOUT)
         return Target(name, "raw", [router], server)
+    if name == "cages":
+        pairs = [(router, pub)] + [(f"tcp://127.0.0.1:{free_port()}",
+                                    f"tcp://127.0.0.1:{free_port()}") for _ in range(cages - 1)]
+        servers = [_cage(procs, f"cage{i}", r, p) for i, (r, p) in enumerate(pairs)]
+        return Target(name, "zdse", ["--router", ",".join(r for r, _ in pairs),
+                                     "--pub", ",".join(p for _, p in pairs)],
+                      servers[0], servers[1:])
     if name == "zdse":
-        cage = procs.python("cage", "zdse.cli.proxy", "--router", router, "--pub", pub,
-                            lines_from="stderr")
-        cage.expect("event", START_TIMEOUT, equals="cage.started")
-        server = cage
+        server = _cage(procs, "cage", router, pub)
     elif name == "floor":
         server = procs.python("floor", "zdse.bench.floor", "--router", router, "--pub", pub)
         server.expect("ready", START_TIMEOUT)
@@ -85,8 +92,16 @@ def start_target(procs: Processes, name: str) -> Target:
     return Target(name, "zdse", ["--router", router, "--pub", pub], server)
 
 
+def _cage(procs: Processes, name: str, router: str, pub: str) -> Proc:
+    cage = procs.python(name, "zdse.cli.proxy", "--router", router, "--pub", pub,
+                        lines_from="stderr")
+    cage.expect("event", START_TIMEOUT, equals="cage.started")
+    return cage
+
+
 def _server_cpu(target: Target) -> float:
-    return target.server.cpu_seconds() if target.server is not None else 0.0
+    servers = [target.server, *target.more] if target.server is not None else []
+    return sum(server.cpu_seconds() for server in servers)
 
 
 def _worker(procs: Processes, target: Target, opts: Options, role: str, index: int = 0,

@@ -14,6 +14,13 @@ Exit codes:
     8  req --all: not every service answered in time (stderr names them; stdout has the rest)
   130  interrupted (Ctrl-C) before the answer came
 
+With several cages (--router and --pub list them, docs/redundancy.md), services,
+routes and stats ask every cage and print each one's answer under its ROUTER
+(--json: {router: answer, or {"error": ...}}); a cage that does not answer is
+named on stderr, and the exit code is 0 if any cage answered. start, stop,
+reload and reload-config act on one cage's supervisor: give that cage alone.
+Other commands go through the bus, which uses every cage.
+
 sub prints a publisher's "lost" update like any other (it counts toward
 --count) and goes on: the publisher may come back.
 """
@@ -57,6 +64,11 @@ EXIT_INTERRUPTED = 130
 #: CONFIG_CHECK_TIMEOUT more: the cage answers it when its check is done).
 CAGE_TIMEOUT = 5.0
 
+
+#: Commands that, given several cages, ask each one (each has its own view).
+PER_CAGE = ("services", "routes", "stats")
+#: Commands to one cage's supervisor: refused given several cages.
+SUPERVISOR = ("start", "stop", "reload", "reload-config")
 
 #: How each error ends zdse-ctl.
 EXIT_CODES: dict[type[ZdseError], int] = {
@@ -286,6 +298,50 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_OK
 
 
+async def _ask_cage(cage: Endpoints, args: argparse.Namespace) -> tuple[Any, ZdseError | None]:
+    """One cage's answer to ``args.command`` (through a bus of its own), or the error."""
+    bus = Bus(f"ctl.{uuid.uuid4().hex[:8]}", endpoints=cage, info={"module": "zdse-ctl"},
+              connect_timeout=args.connect_timeout, curve=client_curve(args))
+    try:
+        await bus.open()
+        try:
+            return await bus.request(CAGE, args.command, None, timeout=CAGE_TIMEOUT), None
+        finally:
+            await bus.close()
+    except ZdseError as exc:
+        if not any(isinstance(exc, kind) for kind in EXIT_CODES):
+            raise
+        return None, exc
+
+
+async def _each_cage(cages: tuple[Endpoints, ...], args: argparse.Namespace, out: TextIO,
+                     err: TextIO) -> int:
+    """Ask every cage (they share nothing); print each one's view under its ROUTER.
+
+    Exits 0 if any cage answered; otherwise with the first cage's error code.
+    """
+    answers = await asyncio.gather(*(_ask_cage(cage, args) for cage in cages))
+    if args.json:
+        _print_json({cage.router: ({"error": str(exc)} if exc is not None else value)
+                     for cage, (value, exc) in zip(cages, answers, strict=True)}, out,
+                    compact=False)
+    else:
+        parts = []
+        for cage, (value, exc) in zip(cages, answers, strict=True):
+            if exc is None:
+                parts.append(f"cage {cage.router}:\n{render(args.command, value)}")
+            else:
+                parts.append(f"cage {cage.router}: no answer: {exc}")
+        out.write("\n\n".join(parts) + "\n")
+    failed = [(cage, exc) for cage, (_, exc) in zip(cages, answers, strict=True) if exc]
+    for cage, exc in failed:
+        err.write(f"zdse-ctl: cage {cage.router}: {exc}\n")
+    if len(failed) < len(cages):
+        return EXIT_OK
+    exc = failed[0][1]
+    return next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
+
+
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Connect under a throw-away name and run one command."""
     if args.command == "keygen":
@@ -294,6 +350,12 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"wrote {public} and {secret}\n")
         return EXIT_OK
     endpoints = Endpoints.from_args(args, connect=True)
+    cages = endpoints.cages
+    if len(cages) > 1 and args.command in PER_CAGE:
+        return await _each_cage(cages, args, out, err)
+    if len(cages) > 1 and args.command in SUPERVISOR:
+        raise ConfigError(f"{args.command} acts on one cage's supervisor: give that cage's "
+                          f"--router and --pub alone (these list {len(cages)} cages)")
     name = f"ctl.{uuid.uuid4().hex[:8]}"
     bus = Bus(name, endpoints=endpoints, info={"module": "zdse-ctl"},
               connect_timeout=args.connect_timeout, curve=client_curve(args))

@@ -37,7 +37,7 @@ def heartbeat(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of zdse-proxy."""
     parser = argparse.ArgumentParser(prog="zdse-proxy", description="Run the zdse cage.")
-    add_endpoint_flags(parser)
+    add_endpoint_flags(parser, client=False)
     parser.add_argument(
         "--heartbeat",
         type=heartbeat,
@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         # Files first: a mistake in one is one line on stderr, before any log.
         config = read_config(parser, args, argv)
         curve = load_curve(args)
+        endpoints = Endpoints.from_args(args)
     except ConfigError as exc:
         print(f"zdse-proxy: {exc}", file=sys.stderr)
         return 2
     configure(args.log_level, fmt=args.log_format)
     operations: Operations | None = None
     try:
-        proxy = Proxy(Endpoints.from_args(args), heartbeat=args.heartbeat,
+        proxy = Proxy(endpoints, heartbeat=args.heartbeat,
                       curve=curve, heartbeats_to_expire=args.heartbeats_to_expire,
                       queue_hwm=args.queue_hwm, queue_bytes=args.queue_bytes)
         operations = Operations(proxy, args, config)

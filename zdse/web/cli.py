@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure(args.log_level, fmt=args.log_format)
     try:
-        bus = Bus(f"web.{uuid.uuid4().hex[:8]}", endpoints=Endpoints.from_args(args),
+        bus = Bus(f"web.{uuid.uuid4().hex[:8]}", endpoints=Endpoints.from_args(args, connect=True),
                   info={"module": "zdse-web"}, curve=client_curve(args))
         return asyncio.run(serve(args, bus))
     except (ConfigError, ProtocolError) as exc:

@@ -1,4 +1,8 @@
-"""Where the cage listens: defaults, flags and the ZDSE_ROUTER / ZDSE_PUB environment."""
+"""Where the cages listen: defaults, flags and the ZDSE_ROUTER / ZDSE_PUB environment.
+
+A client may list several cages (docs/redundancy.md): comma-separated, paired by
+position. A cage binds one ROUTER and one PUB.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from zdse.cli.args import env_default
@@ -18,6 +23,7 @@ __all__ = [
     "add_client_key_flags",
     "add_endpoint_flags",
     "check_endpoint",
+    "split_list",
 ]
 
 DEFAULT_ROUTER = "tcp://127.0.0.1:5570"
@@ -80,12 +86,68 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
+def split_list(value: str, flag: str) -> list[str]:
+    """The entries of a comma-separated endpoint list (spaces around them ignored).
+
+    Raises:
+        ConfigError: an entry is empty, or one is listed twice.
+    """
+    entries = [entry.strip() for entry in value.split(",")]
+    if "" in entries:
+        raise ConfigError(f"{flag} {value!r} holds an empty entry (a list is "
+                          "tcp://h1:5570,tcp://h2:5570)")
+    for i, entry in enumerate(entries):
+        if entry in entries[:i]:
+            raise ConfigError(f"{flag} {value!r} lists {entry!r} twice")
+    return entries
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """The cage's ROUTER and PUB endpoints."""
+    """The endpoints of one cage's ROUTER and PUB, or of several cages.
+
+    Each field may hold a comma-separated list: the cages, paired by
+    position (the first ROUTER with the first PUB, ...). One entry is one
+    cage, as always; :attr:`cages` gives one single-cage value per cage.
+
+    Raises:
+        ConfigError: the two lists do not have the same length, or one has
+            an empty entry or an entry twice.
+    """
 
     router: str = DEFAULT_ROUTER
     pub: str = DEFAULT_PUB
+
+    def __post_init__(self) -> None:
+        if "," in self.router or "," in self.pub:
+            self._pairs()
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        routers = split_list(self.router, "--router")
+        pubs = split_list(self.pub, "--pub")
+        if len(routers) != len(pubs):
+            raise ConfigError(f"--router lists {_cages(len(routers))} but --pub lists "
+                              f"{_cages(len(pubs))}: they are paired by position")
+        return list(zip(routers, pubs, strict=True))
+
+    @property
+    def cages(self) -> tuple[Endpoints, ...]:
+        """One single-cage Endpoints per listed cage, in the order listed."""
+        if "," not in self.router:
+            return (self,)
+        return tuple(Endpoints(router, pub) for router, pub in self._pairs())
+
+    @classmethod
+    def of(cls, pairs: Iterable[Endpoints | tuple[str, str]]) -> Endpoints:
+        """The endpoints of several cages, from one ``(router, pub)`` pair (or Endpoints) each.
+
+        Raises:
+            ConfigError: no pair at all, or a list as in the constructor.
+        """
+        cages = [(p.router, p.pub) if isinstance(p, Endpoints) else p for p in pairs]
+        if not cages:
+            raise ConfigError("no cage listed: give at least one --router and --pub")
+        return cls(",".join(r for r, _ in cages), ",".join(p for _, p in cages))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, connect: bool = False) -> Endpoints:
@@ -94,13 +156,29 @@ class Endpoints:
         Args:
             args: the parsed flags.
             connect: whether a client connects to them (zdse-node, zdse-ctl),
-                rather than the cage binding them.
+                rather than the cage binding them. A client may list several
+                cages; a cage binds one ROUTER and one PUB.
 
         Raises:
             ConfigError: naming the flag (or the variable) and what is wrong.
         """
-        return cls(check_endpoint(args.router, "--router", connect),
-                   check_endpoint(args.pub, "--pub", connect))
+        router, pub = args.router, args.pub
+        if "," not in router and "," not in pub:
+            # One cage: checked exactly as ever (an error names the variable).
+            return cls(check_endpoint(router, "--router", connect),
+                       check_endpoint(pub, "--pub", connect))
+        if not connect:
+            raise ConfigError(f"a cage binds one --router and one --pub, not a list "
+                              f"({router!r}, {pub!r}): run one zdse-proxy per cage")
+        cages = cls(router, pub).cages
+        for i, cage in enumerate(cages, 1):
+            check_endpoint(cage.router, f"--router (cage {i} of {router!r})", connect)
+            check_endpoint(cage.pub, f"--pub (cage {i} of {pub!r})", connect)
+        return cls.of(cages)
+
+
+def _cages(count: int) -> str:
+    return f"{count} cage" + ("" if count == 1 else "s")
 
 
 def add_client_key_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,16 +193,25 @@ def add_client_key_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--router`` and ``--pub``, defaulting to $ZDSE_ROUTER / $ZDSE_PUB."""
+def add_endpoint_flags(parser: argparse.ArgumentParser, client: bool = True) -> None:
+    """Add ``--router`` and ``--pub``, defaulting to $ZDSE_ROUTER / $ZDSE_PUB.
+
+    Args:
+        parser: the command line to add them to.
+        client: a client's flags, which may list several cages (the cage's
+            own flags name one endpoint each).
+    """
+    several = ("; several cages: comma-separated, paired by position with --pub"
+               if client else "")
     # env_default: an error about a value from the environment names the variable.
     parser.add_argument(
         "--router",
         default=env_default("ZDSE_ROUTER", DEFAULT_ROUTER),
-        help="the cage's ROUTER endpoint (env ZDSE_ROUTER, default %(default)s)",
+        help=f"the cage's ROUTER endpoint (env ZDSE_ROUTER, default %(default)s{several})",
     )
     parser.add_argument(
         "--pub",
         default=env_default("ZDSE_PUB", DEFAULT_PUB),
-        help="the cage's PUB endpoint (env ZDSE_PUB, default %(default)s)",
+        help="the cage's PUB endpoint (env ZDSE_PUB, default %(default)s"
+             + (several.replace("--pub", "--router") + ")" if client else ")"),
     )
