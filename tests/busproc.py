@@ -77,6 +77,10 @@ class Publisher:
         self.args = args
         self.seq = 0
         self.steady = args.rate > 0 and not args.paused
+        #: Requests handled, by (sender, number): none may be handled twice,
+        #: whatever cages they came through (docs/redundancy.md).
+        self.asked: set[tuple[str, int]] = set()
+        self.asked_twice = 0
         self.bus = Bus(args.name, args.address, on_request=self.on_request,
                        info={"module": "busproc.pub"},
                        endpoints=Endpoints.from_args(args, connect=True),
@@ -107,6 +111,10 @@ class Publisher:
             return self.state()
         if dataindex == "state":
             return self.state()
+        if isinstance(args, dict) and isinstance(args.get("n"), int):
+            mark = (sender, args["n"])
+            self.asked_twice += mark in self.asked
+            self.asked.add(mark)
         return self.bus.answer_published(sender, dataindex, args)
 
     def state(self) -> dict[str, Any]:
@@ -124,7 +132,8 @@ class Publisher:
     def status(self) -> dict[str, Any]:
         """What the periodic status line says."""
         return {"gen": self.args.gen, "seq": self.seq, "steady": self.steady,
-                "registered": self.bus.registered, "stats": self.bus.statistics()}
+                "registered": self.bus.registered, "stats": self.bus.statistics(),
+                "asked": len(self.asked), "asked_twice": self.asked_twice}
 
 
 class Subscriber:
@@ -138,7 +147,8 @@ class Subscriber:
         self.feeds: dict[str, dict[str, Any]] = {}
         self.views: dict[str, Any] = {}
         self.counts = {"updates": 0, "snapshots": 0, "deltas": 0, "lost": 0, "bad_views": 0,
-                       "churn_snapshots": 0, "churn_bad": 0, "pub_frames": 0}
+                       "churn_snapshots": 0, "churn_bad": 0, "pub_frames": 0,
+                       "seq_skips": 0, "seq_repeats": 0}
         self.log = get_logger(role="sub", name=args.name)
         # Count what the SUB socket delivers (each is one message of the
         # cage's PUB queue), to tell how much a stall made the cage drop.
@@ -165,6 +175,12 @@ class Subscriber:
                 self.counts["bad_views"] += 1
                 self.log.error("sub.bad_view", publisher=update.publisher, seq=update.seq)
             feed = f"{update.publisher}/{update.dataindex}"
+            last = self.feeds.get(feed, {}).get("seq")
+            if update.kind == "delta" and last is not None and update.seq != last + 1:
+                # Every seq exactly once, in order: a skip would be a lost
+                # delta, a repeat one brought twice (by two cages, say).
+                self.counts["seq_skips" if update.seq > last else "seq_repeats"] += 1
+                self.log.error("sub.seq", publisher=update.publisher, seq=update.seq, last=last)
             self.views[feed] = update.view
             self.feeds[feed] = {"seq": update.seq, "ok": ok, "gen": found[0] if found else None}
             if update.kind == "snapshot":
@@ -232,12 +248,12 @@ class Requester:
                 await self.bus.request("cage", "stats", timeout=a.timeout)
                 self.counts["cage"] += 1
             elif i % 5 == 4:
-                answers = await self.bus.request_all(a.key, "t0", timeout=a.timeout)
+                answers = await self.bus.request_all(a.key, "t0", {"n": i}, timeout=a.timeout)
                 self.counts["gathered"] += len(answers)
                 for answer in answers.values():
                     self._check(answer)
             else:
-                self._check(await self.bus.request(a.key, "t0", timeout=a.timeout))
+                self._check(await self.bus.request(a.key, "t0", {"n": i}, timeout=a.timeout))
         except NoRouteError:
             self.counts["noroute"] += 1
         except RequestTimeout:

@@ -233,3 +233,47 @@ def same_views(a: dict[str, Any], b: dict[str, Any]) -> bool:
     from zdse.node.delta import same
 
     return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+
+
+class Cages(Cluster):
+    """Several cages side by side (docs/redundancy.md), and nodes that list them all.
+
+    ``endpoints`` and the environment (``ZDSE_ROUTER``/``ZDSE_PUB``) hold the
+    lists, so every node, ctl and busproc started here uses every cage;
+    :meth:`start_cage` starts one cage on its own pair, and :meth:`kill_cage`
+    kills it (SIGKILL by default) to be started again on the same ports.
+    """
+
+    def __init__(self, procs: Processes, tmp: Path, count: int = 2,
+                 heartbeat: float = TEST_HEARTBEAT) -> None:
+        super().__init__(procs, tmp, heartbeat)
+        self.each = [self.endpoints] + [
+            Endpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+            for _ in range(count - 1)
+        ]
+        self.endpoints = Endpoints.of(self.each)
+        self.env.update(ZDSE_ROUTER=self.endpoints.router, ZDSE_PUB=self.endpoints.pub)
+        self.cages: dict[int, Proc] = {}
+
+    def start_cage(self, *extra: str, index: int = 0) -> Proc:
+        """Start cage ``index`` on its own pair and wait until it has bound its sockets."""
+        one = self.each[index]
+        cage = self.spawn(f"cage{index}", [str(BIN / "zdse-proxy"), "--router", one.router,
+                                           "--pub", one.pub, *extra])
+        cage.wait_event("cage.started")
+        self.cages[index] = cage
+        if index == 0:
+            self.cage = cage
+        return cage
+
+    def start_all(self, *extra: str) -> list[Proc]:
+        """Start every cage."""
+        return [self.start_cage(*extra, index=i) for i in range(len(self.each))]
+
+    def kill_cage(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Kill cage ``index`` (and reap it)."""
+        self.cages.pop(index).kill(sig)
+
+    def only(self, index: int) -> Endpoints:
+        """The endpoints of cage ``index`` alone."""
+        return self.each[index]
