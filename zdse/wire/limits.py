@@ -107,3 +107,20 @@ MIN_HEARTBEAT = 0.05
 #: Shortest poll_interval a polling module takes: below it a poll loop takes
 #: a whole core to find nothing new.
 MIN_POLL_INTERVAL = 0.01
+
+#: With several cages (docs/redundancy.md), the part of a heartbeat a
+#: subscriber waits for another cage to bring the deltas missing before one
+#: that came early, before it calls it a gap and asks for a snapshot. The
+#: same delta through two cages on one machine's loopback differs by well
+#: under a millisecond; across a network, by the difference of two paths.
+GAP_WINDOW_BEATS = 0.25
+
+#: With several cages, a gathered request comes once through each: a node
+#: remembers this many (requester, correlation id) pairs, each for the
+#: request's timeout, to run its handler once (docs/redundancy.md).
+MAX_SEEN_REQUESTS = 10_000
+
+#: With several cages, how many services some but not all cages said left
+#: a node remembers (the oldest forgotten first): a service has left only
+#: once every cage the node is registered with said so.
+MAX_DEPARTURES = 10_000

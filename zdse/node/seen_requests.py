@@ -1,0 +1,57 @@
+"""Gathered requests a node already took, when it hears each through several cages. Pure.
+
+With several cages a gathered request (``request_all``) goes through every
+one of them with the same correlation id (docs/redundancy.md), so a
+service registered with two cages hears it twice. It runs its handler for
+the first and drops the others: :class:`SeenRequests` remembers each
+``(requester, cid)`` for the request's timeout, and at most
+MAX_SEEN_REQUESTS of them (the oldest forgotten first).
+"""
+
+from __future__ import annotations
+
+from zdse.wire.limits import MAX_SEEN_REQUESTS, REQUEST_TIMEOUT
+
+__all__ = ["SeenRequests"]
+
+
+class SeenRequests:
+    """``(requester, cid)`` pairs taken recently, each until its request's deadline.
+
+    Args:
+        limit: how many to remember at most.
+    """
+
+    def __init__(self, limit: int = MAX_SEEN_REQUESTS) -> None:
+        self.limit = limit
+        # Insertion order, oldest first: (requester, cid) -> forget after.
+        self._until: dict[tuple[str, int], float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def first(self, requester: str, cid: int, timeout: float, now: float) -> bool:
+        """True the first time ``(requester, cid)`` comes; False when it came before.
+
+        Args:
+            timeout: the seconds the requester waits for it (0: not said, the
+                default REQUEST_TIMEOUT is assumed); remembered that long.
+        """
+        self._forget(now)
+        key = (requester, cid)
+        until = self._until.get(key)
+        if until is not None and until >= now:
+            return False
+        self._until[key] = now + (timeout if timeout > 0 else REQUEST_TIMEOUT)
+        if len(self._until) > self.limit:
+            del self._until[next(iter(self._until))]
+        return True
+
+    def _forget(self, now: float) -> None:
+        """Drop the oldest pairs whose time is up (those behind them go at their turn)."""
+        until = self._until
+        while until:
+            key = next(iter(until))
+            if until[key] >= now:
+                return
+            del until[key]
