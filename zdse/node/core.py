@@ -19,14 +19,16 @@ from typing import Any
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.node import delta as deltas
 from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.node.cages import Departures, RoundTrips
 from zdse.node.publications import Publications
 from zdse.node.requests import Outcome, PendingRequests
+from zdse.node.seen_requests import SeenRequests
 from zdse.node.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.node.subscriptions import Subscriptions, Update
 from zdse.wire import codec
 from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.frozen import builder
-from zdse.wire.limits import MAX_MESSAGE_BYTES
+from zdse.wire.limits import GAP_WINDOW_BEATS, MAX_MESSAGE_BYTES
 from zdse.wire.receipts import ReadCount
 
 __all__ = [
@@ -74,21 +76,28 @@ _build_incoming = builder(IncomingMessage)
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """The cage welcomed us; ``again`` if it was not the first time."""
+    """The cage welcomed us; ``again`` if it was not the first time.
+
+    ``cage`` is the index of the cage in the node's list (0 with one cage).
+    """
 
     again: bool
     cage_epoch: str
+    cage: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     """The session moved: ``"lost"``, ``"reregistering"``, ``"refused"``, ``"sub_silent"``.
 
-    (Or ``"error"``: the cage refused one of our frames.)
+    (Or ``"error"``: the cage refused one of our frames.) ``cage`` is the
+    index of the cage in the node's list (0 with one cage); ``"refused"``
+    with several cages means the node steps down at all of them.
     """
 
     what: str
     detail: str
+    cage: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +127,35 @@ class _Filters:
     remove: list[bytes] = field(default_factory=list)
 
 
+#: A frame's target with several cages: every cage that knows the node.
+EVERY = -1
+#: A frame's target with several cages: the one that carries requests (RoundTrips).
+PREFERRED = -2
+
+
 class NodeCore:
     """Everything a node decides.
+
+    With several cages (docs/redundancy.md) it keeps one session, read count
+    and probe per cage, and says for each frame it queues which cage it is
+    for (:attr:`targets`, parallel to :attr:`outbox`); the frames it reads
+    say which cage they came from.
 
     Args:
         register: the name, addresses and info to register with.
         epoch: identifies this run of the node (see Publications).
         refresh: seconds between re-announcements of each subscription.
         now: the time it starts.
+        cages: how many cages the node lists.
     """
 
-    def __init__(self, register: codec.Register, epoch: str, refresh: float, now: float) -> None:
+    def __init__(self, register: codec.Register, epoch: str, refresh: float, now: float,
+                 cages: int = 1) -> None:
         self.name = register.name
-        self.session = Session(register, now)
+        #: One session per cage, each the one-cage session machine.
+        self.sessions = [Session(register, now) for _ in range(cages)]
+        #: Whether the node lists more than one cage.
+        self.several = cages > 1
         self.publications = Publications(register.name, epoch)
         self.subscriptions = Subscriptions(refresh)
         self.requests = PendingRequests()
@@ -142,25 +167,95 @@ class NodeCore:
         self.last_bad = ""
         #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
-        #: What it read from the cage, for its receipts (zdse.wire.receipts).
-        self.reads = ReadCount()
+        #: What it read from each cage, for its receipts (zdse.wire.receipts).
+        self.reads_of = [ReadCount() for _ in range(cages)]
+        self.reads = self.reads_of[0]
+        #: With several cages: the cage of each frame in the outbox, in order.
+        self.targets: list[int] = []
+        self.trips = RoundTrips(cages)
+        self.departures = Departures()
+        self.seen_requests = SeenRequests()
+        #: Plain requests that met NoRoute: the cages tried so far, by cid.
+        self._tried: dict[int, set[int]] = {}
+        #: Gathered requests with several cages: (cages sent through, said NoRoute), by cid.
+        self._gathers: dict[int, tuple[int, set[int]]] = {}
+        #: Subscriptions whose announce met NoRoute: the cages that said so, by sid.
+        self._announce_tried: dict[str, set[int]] = {}
+        #: The cage the frame being handled came from, and the time last told.
+        self._cage = 0
+        self._now = now
+
+    @property
+    def session(self) -> Session:
+        """The session that speaks for the node: with one cage, its only one.
+
+        With several: a refused one (the node steps down), else a registered
+        one, else one the cage knows, else the first.
+        """
+        sessions = self.sessions
+        if not self.several:
+            return sessions[0]
+        for state in (SessionState.REFUSED, SessionState.REGISTERED, SessionState.JOINING):
+            for session in sessions:
+                if session.state is state:
+                    return session
+        return sessions[0]
 
     @property
     def registered(self) -> bool:
-        """Whether the cage knows this node and its SUB has proven to receive."""
-        return self.session.state is SessionState.REGISTERED
+        """Whether a cage knows this node and its SUB has proven to receive."""
+        if not self.several:
+            return self.sessions[0].state is SessionState.REGISTERED
+        return any(s.state is SessionState.REGISTERED for s in self.sessions)
+
+    @property
+    def known(self) -> bool:
+        """Whether any cage knows this node (welcomed, its SUB proven or not)."""
+        return any(s.known for s in self.sessions)
+
+    def registered_cages(self) -> list[int]:
+        """The cages whose session is registered, in the order listed."""
+        return [i for i, s in enumerate(self.sessions) if s.state is SessionState.REGISTERED]
+
+    def known_cages(self) -> list[int]:
+        """The cages that know the node (welcomed, their probe back or not)."""
+        return [i for i, s in enumerate(self.sessions) if s.known]
+
+    def preferred(self, now: float, tried: set[int] | frozenset[int] = frozenset()) -> int | None:
+        """The cage for a request or message: the fastest registered one not ``tried``.
+
+        Falls back on a cage that knows the node, then on any, when none is
+        registered (it may be just joining). None when all were tried.
+        """
+        for pool in (self.registered_cages(), self.known_cages(),
+                     range(len(self.sessions))):
+            cage = self.trips.choose(pool, now, tried)
+            if cage is not None:
+                return cage
+        return None
+
+    def due_in(self, now: float) -> float:
+        """Seconds until a session needs a tick for a probe (inf when none is due)."""
+        return min(s.due_in(now) for s in self.sessions)
+
+    def set_heartbeat_window(self) -> None:
+        """With several cages, a gap waits GAP_WINDOW_BEATS of a heartbeat for another cage."""
+        if self.several:
+            self.subscriptions.gap_window = self.session.heartbeat * GAP_WINDOW_BEATS
 
     # --- local calls --------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Queue the first registration; listen for our own probes."""
+        """Queue the first registration (with every cage); listen for our own probes."""
         self.filters.add.append(self._probe_topic)
-        self._control(self.session.start(now))
+        for cage, session in enumerate(self.sessions):
+            self._control(session.start(now), cage)
 
     def bye(self) -> None:
-        """Queue a goodbye, if the cage knows us."""
-        if self.session.known:
-            self._control(codec.Bye())
+        """Queue a goodbye to every cage that knows us."""
+        for cage, session in enumerate(self.sessions):
+            if session.known:
+                self._control(codec.Bye(), cage)
 
     def publish(self, dataindex: str, data: Any) -> None:
         """Store data; queue the delta if it changed and anyone subscribes.
@@ -241,10 +336,18 @@ class NodeCore:
         self._queue(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
 
     def _queue(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> None:
-        """Queue a stored change's encoded delta, if it is to be sent and the cage knows us."""
+        """Queue a stored change's encoded delta, if it is to be sent and a cage knows us.
+
+        With several cages, through every cage that knows us.
+        """
         # Sent while JOINING too: subscribers may hold a snapshot of ours.
-        if sent is not None and self.session.known:
-            self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
+        if sent is None:
+            return
+        if not self.several:
+            if self.sessions[0].known:
+                self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
+            return
+        self._emit((_DELTA_HEADER, dataindex.encode(), body[0]), EVERY)
 
     def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
                   refresh: float | None = None) -> str:
@@ -264,11 +367,12 @@ class NodeCore:
         Raises:
             ProtocolError: an address is not valid (nothing changes then).
         """
-        session = self.session
-        old = session.register
-        session.register = codec.Register(old.name, list(addresses), old.info)
-        if self.registered:
-            self._control(session.register)
+        old = self.session.register
+        register = codec.Register(old.name, list(addresses), old.info)
+        for cage, session in enumerate(self.sessions):
+            session.register = register
+            if session.state is SessionState.REGISTERED:
+                self._control(register, cage)
 
     def unsubscribe(self, sid: str) -> None:
         """End a subscription."""
@@ -280,11 +384,23 @@ class NodeCore:
         codec.validate_pattern(key, "key")
         cid = self.requests.new(key, gather)
         try:
-            self._act([Send(key, codec.Request(cid, dataindex, args, timeout))],
-                      FLAG_GATHER if gather else 0)
+            msg = codec.Request(cid, dataindex, args, timeout)
+            frame = (codec.header(Kind.REQUEST, FLAG_GATHER if gather else 0), key.encode(),
+                     codec.encode_one(msg))
         except (ProtocolError, MessageTooLarge):
             self.requests.cancel(cid)
             raise
+        if not self.several:
+            self.outbox.append(frame)
+        elif gather:
+            # Through every cage: each replier runs it once (SeenRequests),
+            # and the requester counts replies by name.
+            cages = self.registered_cages() or self.known_cages() or [0]
+            self._gathers[cid] = (len(cages), set())
+            for cage in cages:
+                self._emit(frame, cage)
+        else:
+            self._emit(frame, PREFERRED)
         return cid
 
     def send(self, key: str, dataindex: str, data: Any) -> None:
@@ -293,25 +409,40 @@ class NodeCore:
         # What _act does for one Send, without building the action: this is
         # the sender's per-message hot path.
         body = codec.encode_one(_build_message(dataindex, data))
-        self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
+        if not self.several:
+            self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
+        else:
+            self._emit((_MESSAGE_HEADER, key.encode(), body), PREFERRED)
 
     def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
-        """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error."""
+        """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error.
+
+        With several cages, through the cage the request came by (the
+        requester reached that one), else the preferred one.
+        """
+        to = PREFERRED
+        if self.several:
+            came = self.seen_requests.cage_of(sender, cid)
+            to = PREFERRED if came is None else came
         try:
-            self._act([Send(sender, codec.Reply(cid, ok, value))])
+            self._act([Send(sender, codec.Reply(cid, ok, value))], to=to)
         except (ProtocolError, MessageTooLarge) as exc:
-            self._act([Send(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))])
+            self._act([Send(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))],
+                      to=to)
 
     # --- input from the cage -----------------------------------------------
 
-    def receive(self, frames: list[bytes], now: float) -> list[Event]:
-        """Take a message from the DEALER: ``[header, sender, key, body]``."""
-        if self.reads.take(frames):
-            self._receipt()
+    def receive(self, frames: list[bytes], now: float, cage: int = 0) -> list[Event]:
+        """Take a message from the DEALER of cage ``cage``: ``[header, sender, key, body]``."""
+        self._cage = cage
+        self._now = now
+        reads = self.reads_of[cage]
+        if reads.take(frames):
+            self._receipt(cage)
         try:
             if len(frames) != 4:
                 raise ProtocolError(f"expected 4 frames from the cage, got {len(frames)}")
-            kind, _ = codec.parse_header(frames[0])
+            kind, flags = codec.parse_header(frames[0])
             sender = frames[1].decode()
             messages = codec.decode_body(kind, frames[3])
         except (ProtocolError, UnicodeDecodeError) as exc:
@@ -320,13 +451,24 @@ class NodeCore:
         if kind is Kind.WELCOME and messages:
             welcome = messages[-1]
             assert isinstance(welcome, codec.Welcome)
-            self.reads.welcomed(welcome.sent, frames)
+            reads.welcomed(welcome.sent, frames)
         if kind is Kind.MESSAGE:
             # A batch of one-way messages: nothing to dispatch but the events.
             # (decode_body of MESSAGE gives codec.Message values only.)
             build = _build_incoming
             return [build(sender, msg) for msg in messages]
         events: list[Event] = []
+        if self.several and kind is Kind.REQUEST:
+            # A gathered request comes through every cage: take it once, and
+            # answer by the cage it came by first.
+            seen, first = self.seen_requests, list[codec.MessageValue]()
+            for msg in messages:
+                assert isinstance(msg, codec.Request)
+                if seen.first(sender, msg.cid, msg.timeout, now, cage):
+                    first.append(msg)
+                elif flags & FLAG_GATHER:
+                    self.stats["requests_seen_twice"] += 1
+            messages = first
         for msg in messages:
             try:
                 self._dispatch(sender, msg, now, events)
@@ -336,8 +478,9 @@ class NodeCore:
                 self._bad(exc)
         return events
 
-    def receive_published(self, frames: list[bytes], now: float) -> list[Event]:
-        """Take a message from the SUB socket: ``[topic, header, body]``."""
+    def receive_published(self, frames: list[bytes], now: float, cage: int = 0) -> list[Event]:
+        """Take a message from the SUB socket of cage ``cage``: ``[topic, header, body]``."""
+        self._cage = cage
         try:
             if len(frames) != 3:
                 raise ProtocolError(f"expected 3 frames from the PUB socket, got {len(frames)}")
@@ -349,7 +492,7 @@ class NodeCore:
                 # fields go to on_deltas, which builds a Delta only to keep it.
                 batch = codec.decode_fields(kind, frames[2])
                 if topic == self._probe_topic:
-                    return self._on_probes(batch, now)
+                    return self._on_probes(batch, now, cage)
             else:
                 messages = codec.decode_body(kind, frames[2])
         except (ProtocolError, UnicodeDecodeError) as exc:
@@ -365,53 +508,83 @@ class NodeCore:
             if isinstance(msg, codec.Delta):
                 self._take(self.subscriptions.on_delta(publisher, msg, now), events)
             elif isinstance(msg, codec.Joined):
+                if self.several:
+                    self.departures.on_joined(msg.name)
                 self._act(self.subscriptions.on_joined(msg.name, msg.addresses, now))
                 events.append(Membership("joined", msg.name,
                                           [a for a in msg.addresses if a != msg.name], ""))
             elif isinstance(msg, codec.Left):
-                self.publications.forget(msg.name)
-                self._take(self.subscriptions.on_left(msg.name), events)
-                events.append(Membership("left", msg.name, [], msg.reason))
+                if self.several:
+                    # One cage losing a service is not the service leaving:
+                    # another cage may still carry it.
+                    known = self.known_cages()
+                    if not self.departures.on_left(msg.name, cage, known or [cage]):
+                        continue
+                self._left(msg.name, msg.reason, events)
         return events
 
+    def _left(self, name: str, reason: str, events: list[Event]) -> None:
+        """Service ``name`` left the bus: forget its subscriptions, lose its feeds."""
+        self.publications.forget(name)
+        self._take(self.subscriptions.on_left(name), events)
+        events.append(Membership("left", name, [], reason))
+
+    def _cage_gone(self, cage: int, events: list[Event]) -> None:
+        """Cage ``cage`` no longer knows us: what the others all said left has left."""
+        self.trips.restart(cage)
+        if self.several:
+            for name in self.departures.on_cage_gone(cage, self.known_cages()):
+                self._left(name, "left", events)
+
     def tick(self, now: float) -> list[Event]:
-        """Beat, re-announce, expire; probe our SUB; notice a silent cage."""
+        """Beat, re-announce, expire; probe our SUBs; notice a silent cage."""
+        self._now = now
         events: list[Event] = []
-        tick = self.session.tick(now)
-        for msg in tick.send:
-            self._control(msg)
-            if isinstance(msg, codec.Heartbeat):
-                self._receipt()
-        if tick.probe:
-            self._probe()
-        if tick.lost:
-            silent = f"no word from the cage for {self.session.expiry}s"
-            events.append(SessionChange("lost", silent))
-        if tick.sub_silent:
-            events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on the "
-                                        f"SUB for {self.session.expiry}s; still probing"))
+        for cage, session in enumerate(self.sessions):
+            tick = session.tick(now)
+            for msg in tick.send:
+                self._control(msg, cage)
+                if isinstance(msg, codec.Heartbeat):
+                    self.trips.beat_sent(cage, now)
+                    self._receipt(cage)
+            if tick.probe:
+                self._probe(cage)
+            if tick.lost:
+                silent = f"no word from the cage for {session.expiry}s"
+                events.append(SessionChange("lost", silent, cage))
+                self._cage_gone(cage, events)
+            if tick.sub_silent:
+                events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on "
+                                            f"the SUB for {session.expiry}s; still probing",
+                                            cage))
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
-        if self.session.known:
+        if self.known:
             self.publications.expire(now)
         return events
 
-    def _probe(self) -> None:
-        """Publish a probe to ourselves: it comes back once our SUB receives."""
-        epoch, number = self.session.probe()
+    def _probe(self, cage: int) -> None:
+        """Publish a probe to ourselves through ``cage``: it comes back once its SUB receives."""
+        epoch, number = self.sessions[cage].probe()
         body = codec.encode_one(codec.Delta(PROBE_DATAINDEX, epoch, number, None))
-        self.outbox.append((_DELTA_HEADER, _PROBE_KEY, body))
+        self._emit((_DELTA_HEADER, _PROBE_KEY, body), cage)
 
-    def _on_probes(self, batch: list[list[Any]], now: float) -> list[Event]:
-        """Our probe came back: the SUB receives, the node is registered."""
+    def _on_probes(self, batch: list[list[Any]], now: float, cage: int) -> list[Event]:
+        """Our probe came back: the SUB receives, the node is registered with that cage."""
+        session = self.sessions[cage]
         for _, epoch, number, _ in batch:
-            if self.session.on_probe(epoch, number):
-                # Subscriptions are announced only now: a snapshot taken
-                # before the SUB received would be followed by deltas it
-                # could miss unseen (see zdse.node.session).
-                self._act(self.subscriptions.reannounce_all(now))
-                return [Registered(self.session.registrations > 1, self.session.cage_epoch)]
+            others = self.several and any(
+                s.state is SessionState.REGISTERED for s in self.sessions if s is not session)
+            if session.on_probe(epoch, number):
+                if not others:
+                    # Subscriptions are announced only now: a snapshot taken
+                    # before the SUB received would be followed by deltas it
+                    # could miss unseen (see zdse.node.session). A cage
+                    # joining others already registered needs no announce:
+                    # the deltas' topics are filtered on every SUB alike.
+                    self._act(self.subscriptions.reannounce_all(now))
+                return [Registered(session.registrations > 1, session.cage_epoch, cage)]
         return []
 
     # --- dispatch -----------------------------------------------------------
@@ -423,11 +596,14 @@ class NodeCore:
         elif isinstance(msg, codec.Reply):
             self._settle(self.requests.on_reply(sender, msg), events)
         elif isinstance(msg, codec.Snapshot):
+            self._announce_tried.pop(msg.sid, None)
             self._take(self.subscriptions.on_snapshot(sender, msg, now), events)
         elif isinstance(msg, codec.Current):
+            self._announce_tried.pop(msg.sid, None)
             self.subscriptions.on_current(sender, msg, now)
         elif isinstance(msg, codec.Subscribe):
-            self._act(self.publications.on_subscribe(sender, msg, now))
+            # Answered through the cage it came by: the subscriber reached it.
+            self._act(self.publications.on_subscribe(sender, msg, now), to=self._cage)
         elif isinstance(msg, codec.Unsubscribe):
             self.publications.on_unsubscribe(sender, msg)
         elif isinstance(msg, codec.Message):
@@ -437,29 +613,46 @@ class NodeCore:
         elif isinstance(msg, codec.Fanout):
             self._on_fanout(msg, events)
         elif isinstance(msg, codec.Heartbeat):
-            again = self.session.on_heartbeat(msg.epoch, now)
+            cage = self._cage
+            self.trips.beat_answered(cage, now)
+            session = self.sessions[cage]
+            was = session.state
+            again = session.on_heartbeat(msg.epoch, now)
             if again is not None:
-                self._control(again)
+                self._control(again, cage)
+            if was is not SessionState.CONNECTING and session.state is SessionState.CONNECTING:
+                self._cage_gone(cage, events)
         elif isinstance(msg, codec.Welcome):
-            self.session.on_welcome(msg.epoch, float(msg.heartbeat), now)
-            if self.session.state is SessionState.JOINING:
-                self.publications.registered_again()
-                self._probe()
+            cage = self._cage
+            session = self.sessions[cage]
+            # Deltas sent meanwhile went through another cage, if one knew us.
+            others = any(s.known for s in self.sessions if s is not session)
+            session.on_welcome(msg.epoch, float(msg.heartbeat), now)
+            self.set_heartbeat_window()
+            if session.state is SessionState.JOINING:
+                if not others:
+                    self.publications.registered_again()
+                self._probe(cage)
         elif isinstance(msg, codec.Error):
             self._on_error(msg, now, events)
         else:
             self._bad(ProtocolError(f"{msg.KIND.name} is not sent to nodes"))
 
     def _on_error(self, msg: codec.Error, now: float, events: list[Event]) -> None:
-        was = self.session.state
-        again = self.session.on_error(msg.code, msg.message, now)
-        if self.session.state is SessionState.REFUSED:
-            events.append(SessionChange("refused", msg.message))
+        cage = self._cage
+        session = self.sessions[cage]
+        was = session.state
+        again = session.on_error(msg.code, msg.message, now)
+        if session.state is SessionState.REFUSED:
+            if self.several:
+                self._step_down(cage, msg, now)
+            events.append(SessionChange("refused", msg.message, cage))
             return
-        if self.session.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
-            events.append(SessionChange("reregistering", msg.message))
+        if session.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
+            events.append(SessionChange("reregistering", msg.message, cage))
+            self._cage_gone(cage, events)
         if again is not None:
-            self._control(again)
+            self._control(again, cage)
         if msg.code == "over_budget":
             # What the cage dropped for us may have been snapshots or
             # confirmations: ask again for every view at once.
@@ -467,6 +660,15 @@ class NodeCore:
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
             events.append(SessionChange("error", f"{msg.code}: {msg.message}"))
+
+    def _step_down(self, cage: int, msg: codec.Error, now: float) -> None:
+        """Cage ``cage`` refused our name: leave every cage that welcomed us, hold it nowhere."""
+        for other, session in enumerate(self.sessions):
+            if other == cage or session.state is SessionState.REFUSED:
+                continue
+            if session.known:
+                self._control(codec.Bye(), other)
+            session.on_error(msg.code, msg.message, now)
 
     def _on_noroute(self, msg: codec.NoRoute, events: list[Event]) -> None:
         try:
@@ -476,11 +678,56 @@ class NodeCore:
             return
         for original in inner:
             if isinstance(original, codec.Request):
-                self._settle(self.requests.on_noroute(original.cid), events)
+                if not self.several or not self._route_elsewhere(msg, original.cid):
+                    self._settle(self.requests.on_noroute(original.cid), events)
             elif isinstance(original, codec.Subscribe):
-                events.extend(self.subscriptions.on_noroute(original))
+                if not self.several or not self._announce_elsewhere(msg, original.sid):
+                    events.extend(self.subscriptions.on_noroute(original))
             else:
                 self.stats["noroute"] += 1
+
+    def _route_elsewhere(self, msg: codec.NoRoute, cid: int) -> bool:
+        """A request met NoRoute at one of several cages: True if it may still find a route.
+
+        A plain request tries the next registered cage at once; a gathered
+        one went through all of them and is "no route" only once all said so.
+        """
+        cage = self._cage
+        gathered = self._gathers.get(cid)
+        if gathered is not None:
+            sent, said = gathered
+            said.add(cage)
+            if len(said) < sent:
+                return True
+            del self._gathers[cid]
+            return False
+        if cid not in self.requests:
+            self._tried.pop(cid, None)
+            return True  # timed out or answered already: nothing to settle
+        tried = self._tried.setdefault(cid, set())
+        tried.add(cage)
+        other = self.preferred(self._now, tried)
+        if other is None or other not in self.known_cages():
+            del self._tried[cid]
+            return False
+        tried.add(other)
+        self._emit((codec.header(Kind.REQUEST), msg.key.encode(), msg.body), other)
+        if len(self._tried) > 4 * len(self.requests) + 64:
+            pending = set(self.requests.cids())
+            self._tried = {c: t for c, t in self._tried.items() if c in pending}
+        return True
+
+    def _announce_elsewhere(self, msg: codec.NoRoute, sid: str) -> bool:
+        """An announce met NoRoute at one of several cages: try the next one that knows us."""
+        tried = self._announce_tried.setdefault(sid, set())
+        tried.add(self._cage)
+        other = self.preferred(self._now, tried)
+        if other is None or other not in self.known_cages() or not self.subscriptions.has(sid):
+            self._announce_tried.pop(sid, None)
+            return False
+        tried.add(other)
+        self._emit((codec.header(Kind.SUBSCRIBE), msg.key.encode(), msg.body), other)
+        return True
 
     def _on_fanout(self, msg: codec.Fanout, events: list[Event]) -> None:
         try:
@@ -504,26 +751,44 @@ class NodeCore:
 
     # --- output -------------------------------------------------------------
 
-    def _act(self, actions: Sequence[Action], flags: int = 0) -> None:
+    def _act(self, actions: Sequence[Action], flags: int = 0, to: int = PREFERRED) -> None:
         for action in actions:
             if isinstance(action, Send):
                 msg = action.message
-                self.outbox.append(
-                    (codec.header(msg.KIND, flags), action.key.encode(), codec.encode_one(msg))
-                )
+                frame = (codec.header(msg.KIND, flags), action.key.encode(), codec.encode_one(msg))
+                if self.several:
+                    self._emit(frame, to)
+                else:
+                    self.outbox.append(frame)
             elif isinstance(action, AddFilter):
                 self.filters.add.append(action.topic)
             elif isinstance(action, RemoveFilter):
                 self.filters.remove.append(action.topic)
 
-    def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt) -> None:
-        self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))
+    def _emit(self, frame: tuple[bytes, bytes, bytes], to: int) -> None:
+        """Queue ``frame`` for cage ``to``, every cage that knows us (EVERY) or the PREFERRED."""
+        if not self.several:
+            self.outbox.append(frame)
+            return
+        if to == EVERY:
+            for cage in self.known_cages():
+                self.outbox.append(frame)
+                self.targets.append(cage)
+            return
+        if to == PREFERRED:
+            to = self.preferred(self._now) or 0
+        self.outbox.append(frame)
+        self.targets.append(to)
 
-    def _receipt(self) -> None:
-        """Tell the cage how much we read from it, if more than last time."""
-        receipt = self.reads.receipt()
+    def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt,
+                 cage: int = 0) -> None:
+        self._emit((codec.header(msg.KIND), b"", codec.encode_one(msg)), cage)
+
+    def _receipt(self, cage: int = 0) -> None:
+        """Tell cage ``cage`` how much we read from it, if more than last time."""
+        receipt = self.reads_of[cage].receipt()
         if receipt is not None:
-            self._control(receipt)
+            self._control(receipt, cage)
 
     def _bad(self, exc: Exception) -> None:
         self.stats["bad_frames"] += 1

@@ -66,6 +66,9 @@ class PendingRequests:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def __contains__(self, cid: int) -> bool:
+        return cid in self._pending
+
     def new(self, key: str, gather: bool = False) -> int:
         """Record a request to ``key``; return its correlation id."""
         cid = next(self._ids)
@@ -81,11 +84,15 @@ class PendingRequests:
         return self._complete_if_done(reply.cid, pending)
 
     def on_fanout(self, cid: int, count: int) -> Outcome | None:
-        """The cage says gather request ``cid`` reached ``count`` services."""
+        """The cage says gather request ``cid`` reached ``count`` services.
+
+        Through several cages, each says how many it reached: the most of
+        them is expected (replies are counted by name, never twice).
+        """
         pending = self._pending.get(cid)
         if pending is None:
             return None
-        pending.expected = count
+        pending.expected = count if pending.expected is None else max(pending.expected, count)
         return self._complete_if_done(cid, pending)
 
     def on_noroute(self, cid: int) -> Outcome | None:

@@ -24,34 +24,41 @@ class SeenRequests:
 
     def __init__(self, limit: int = MAX_SEEN_REQUESTS) -> None:
         self.limit = limit
-        # Insertion order, oldest first: (requester, cid) -> forget after.
-        self._until: dict[tuple[str, int], float] = {}
+        # Insertion order, oldest first: (requester, cid) -> (forget after,
+        # the cage it came by first).
+        self._until: dict[tuple[str, int], tuple[float, int]] = {}
 
     def __len__(self) -> int:
         return len(self._until)
 
-    def first(self, requester: str, cid: int, timeout: float, now: float) -> bool:
+    def first(self, requester: str, cid: int, timeout: float, now: float, cage: int = 0) -> bool:
         """True the first time ``(requester, cid)`` comes; False when it came before.
 
         Args:
             timeout: the seconds the requester waits for it (0: not said, the
                 default REQUEST_TIMEOUT is assumed); remembered that long.
+            cage: the cage it came by (the answer goes back that way).
         """
         self._forget(now)
         key = (requester, cid)
-        until = self._until.get(key)
-        if until is not None and until >= now:
+        held = self._until.get(key)
+        if held is not None and held[0] >= now:
             return False
-        self._until[key] = now + (timeout if timeout > 0 else REQUEST_TIMEOUT)
+        self._until[key] = (now + (timeout if timeout > 0 else REQUEST_TIMEOUT), cage)
         if len(self._until) > self.limit:
             del self._until[next(iter(self._until))]
         return True
+
+    def cage_of(self, requester: str, cid: int) -> int | None:
+        """The cage request ``cid`` of ``requester`` came by first, if remembered."""
+        held = self._until.get((requester, cid))
+        return None if held is None else held[1]
 
     def _forget(self, now: float) -> None:
         """Drop the oldest pairs whose time is up (those behind them go at their turn)."""
         until = self._until
         while until:
             key = next(iter(until))
-            if until[key] >= now:
+            if until[key][0] >= now:
                 return
             del until[key]

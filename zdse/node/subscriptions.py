@@ -10,6 +10,13 @@ subscriptions that reach it. A feed follows this table::
     LIVE     next delta ->  LIVE     view changed by the delta, in place
     LIVE     old delta  ->  LIVE     dropped (already in the view)
     LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
+    LIVE     hold       ->  HOLD     (several cages) a delta past the next seq of the
+                                     same epoch: held for the gap window (zdse.node.gaps)
+    HOLD     next       ->  HOLD     applied, and the held deltas that follow on
+    HOLD     filled     ->  LIVE     nothing held any more
+    HOLD     hold, old  ->  HOLD     held too; dropped
+    HOLD     gap        ->  RESYNC   the window passed (a tick), or another epoch:
+                                     snapshot asked, the held deltas buffered for it
     LIVE     owed       ->  RESYNC   snapshot asked: a Current said the publisher
                                      is further on, and its deltas never came
     RESYNC   any delta  ->  RESYNC   buffered (up to MAX_BUFFERED_DELTAS)
@@ -40,6 +47,7 @@ from typing import Any, NamedTuple
 from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
 from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.node.gaps import Held
 from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
 from zdse.wire.frozen import builder
 from zdse.wire.limits import (
@@ -59,6 +67,7 @@ class FeedState(enum.Enum):
 
     LIVE = "live"
     RESYNC = "resync"
+    HOLD = "hold"  # deltas past a gap held a moment for another cage to fill it
 
 
 #: (state, event) -> next state; the code below follows it and asserts so.
@@ -72,6 +81,13 @@ TRANSITIONS: dict[tuple[FeedState, str], FeedState] = {
     (FeedState.RESYNC, "old"): FeedState.RESYNC,
     (FeedState.RESYNC, "gap"): FeedState.RESYNC,
     (FeedState.RESYNC, "snapshot"): FeedState.LIVE,
+    (FeedState.LIVE, "hold"): FeedState.HOLD,
+    (FeedState.HOLD, "next"): FeedState.HOLD,
+    (FeedState.HOLD, "filled"): FeedState.LIVE,
+    (FeedState.HOLD, "hold"): FeedState.HOLD,
+    (FeedState.HOLD, "old"): FeedState.HOLD,
+    (FeedState.HOLD, "gap"): FeedState.RESYNC,
+    (FeedState.HOLD, "snapshot"): FeedState.LIVE,
 }
 
 
@@ -149,6 +165,8 @@ class _Feed:
     #: the view has been behind it.
     owed: int = 0
     owed_since: float = 0.0
+    #: Deltas past a gap held for the gap window (several cages only).
+    held: Held | None = None
 
     def move(self, event: str) -> None:
         self.state = TRANSITIONS[(self.state, event)]
@@ -182,7 +200,11 @@ class Subscriptions:
         self.ttl = refresh * REFRESHES_TO_EXPIRE
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
-        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0}
+        self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0,
+                                      "held": 0}
+        #: Seconds a delta past a gap is held for another cage to bring the
+        #: missing ones (docs/redundancy.md); 0, with one cage: a gap at once.
+        self.gap_window = 0.0
 
     # --- local calls --------------------------------------------------------
 
@@ -279,6 +301,10 @@ class Subscriptions:
         new_sid = snap.sid not in feed.sids
         feed.sids.add(snap.sid)
         feed.confirmed = now
+        if feed.held is not None:
+            # A snapshot settles it: the held deltas above it follow it.
+            feed.buffer, feed.held = feed.held.take_all(), None
+            feed.state = FeedState.RESYNC
         stale = snap.epoch == feed.epoch and snap.seq < feed.seq and feed.state is FeedState.LIVE
         same = snap.epoch == feed.epoch and snap.seq == feed.seq and feed.state is FeedState.LIVE
         if stale or same:
@@ -310,6 +336,8 @@ class Subscriptions:
             event = "next"
         else:
             event = "gap"
+        if feed.state is FeedState.HOLD:
+            return self._on_held(feed, d, event, now)
         if feed.state is FeedState.RESYNC:
             feed.move(event)
             if event != "old" and len(feed.buffer) < MAX_BUFFERED_DELTAS:
@@ -320,6 +348,13 @@ class Subscriptions:
         if event == "old":
             return [], []
         if event == "gap":
+            if self.gap_window > 0 and d.epoch == feed.epoch:
+                # Another cage may bring the deltas between in a moment.
+                self.stats["held"] += 1
+                feed.move("hold")
+                feed.held = Held(now)
+                feed.held.hold(d)
+                return [], []
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
@@ -334,6 +369,46 @@ class Subscriptions:
         change, seq, view = d.delta, d.seq, feed.view
         return [_build_update(sid, publisher, feed.dataindex, "delta", seq, change, view)
                 for sid in (sids if len(sids) == 1 else sorted(sids))], []
+
+    def _on_held(self, feed: _Feed, d: Delta, event: str,
+                 now: float) -> tuple[list[Update], list[Action]]:
+        """A delta for a feed holding deltas past a gap (zdse.node.gaps)."""
+        held = feed.held
+        assert held is not None
+        if event == "old":
+            return [], []
+        if d.epoch != feed.epoch:
+            # The publisher restarted: what was held is of the old epoch.
+            feed.held = None
+            self.stats["gaps"] += 1
+            return [], self._resync(feed, d, now, "gap")
+        if event == "gap":
+            feed.move("hold")
+            if not held.hold(d):
+                feed.held = None
+                self.stats["gaps"] += 1
+                return [], self._resync(feed, d, now, "gap")
+            return [], []
+        feed.move("next")
+        updates: list[Update] = []
+        for one in [d, *held.run_after(d.seq)]:
+            try:
+                feed.view = deltas.patch(feed.view, one.delta)
+            except ProtocolError:
+                self.stats["bad_deltas"] += 1
+                rest = held.take_all()
+                feed.held = None
+                actions = self._resync(feed, one, now, "gap")
+                feed.buffer += rest
+                return updates, actions
+            feed.seq = one.seq
+            updates += [self._update(feed, sid, "delta", one.delta) for sid in sorted(feed.sids)]
+        if len(held) == 0:
+            feed.held = None
+            feed.move("filled")
+        else:
+            held.since = now  # another gap further on: its own window
+        return updates, []
 
     def on_deltas(
         self, publisher: str, batch: list[list[Any]], now: float
@@ -374,6 +449,8 @@ class Subscriptions:
                         updates += [_new(Update, (sid, publisher, dataindex, "delta", seq,
                                                   change, view)) for sid in sorted(sids)]
                     continue
+            if feed is not None and epoch == feed.epoch and seq <= feed.seq:
+                continue  # already in the view: the same delta by another cage
             more, acts = self.on_delta(publisher, _build_delta(*fields), now)
             updates += more
             actions += acts
@@ -433,7 +510,14 @@ class Subscriptions:
                 sub.next_announce = now + sub.refresh
                 actions.append(Send(sub.key, self._announce(sub)))
         for feed in self._feeds.values():
-            if feed.state is FeedState.RESYNC:
+            if feed.held is not None:
+                if feed.held.due(now, self.gap_window):
+                    # No cage brought what was missing within the window.
+                    self.stats["gaps"] += 1
+                    held, feed.held = feed.held.take_all(), None
+                    actions += self._resync(feed, None, now, "gap")
+                    feed.buffer = held
+            elif feed.state is FeedState.RESYNC:
                 if now - feed.resync_sent >= self.refresh:
                     feed.resync_sent = now
                     actions.append(self._sync(feed, min(feed.sids)))
@@ -489,7 +573,8 @@ class Subscriptions:
                 "publishers": {
                     pub: {"seq": self._feeds[(pub, di)].seq,
                           "state": self._feeds[(pub, di)].state.value,
-                          "buffered": len(self._feeds[(pub, di)].buffer)}
+                          "buffered": len(self._feeds[(pub, di)].buffer)
+                          + len(self._feeds[(pub, di)].held or ())}
                     for pub, di in sorted(sub.feeds) if (pub, di) in self._feeds
                 },
             }
@@ -502,7 +587,7 @@ class Subscriptions:
         seen = {
             pub: [self._feeds[(pub, di)].epoch, self._feeds[(pub, di)].seq]
             for pub, di in sub.feeds
-            if (pub, di) in self._feeds and self._feeds[(pub, di)].state is FeedState.LIVE
+            if (pub, di) in self._feeds and self._feeds[(pub, di)].state is not FeedState.RESYNC
         }
         return Subscribe(sub.sid, sub.dataindex, seen, sub.ttl)
 
