@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 
 from zdse.node.cages import Departures, RoundTrips
+from zdse.node.core import IncomingRequest, NodeCore, SessionChange
 from zdse.node.gaps import Held
+from zdse.node.requests import Outcome
 from zdse.node.seen_requests import SeenRequests
+from zdse.node.subscriptions import Update
+from zdse.testing import FakeNet
+from zdse.wire import codec
 from zdse.wire.codec import Delta
 from zdse.wire.limits import MAX_BUFFERED_DELTAS, MAX_DEPARTURES, REQUEST_TIMEOUT
 
@@ -157,3 +162,179 @@ def test_seen_requests_are_bounded_by_count_and_time() -> None:
     seen.first("req", 99, timeout=0, now=0.2)
     assert seen.first("x", 1, timeout=1.0, now=REQUEST_TIMEOUT + 1)
     assert len(seen) == 1
+
+
+# --- nodes with two cages, joined by FakeNet -----------------------------------
+
+
+def _two(**kw: object) -> FakeNet:
+    return FakeNet(heartbeat=1.0, refresh=5.0, cages=2, **kw)  # type: ignore[arg-type]
+
+
+def _updates(net: FakeNet, core: NodeCore) -> list[Update]:
+    return [e for e in net.events(core) if isinstance(e, Update)]
+
+
+def test_a_node_registers_with_every_cage_and_publishes_through_each() -> None:
+    """Both cages know both nodes; each delta comes through both and is applied once."""
+    net = _two()
+    pub, sub = net.add("pub"), net.add("sub")
+    assert pub.registered_cages() == [0, 1]
+    assert sub.registered_cages() == [0, 1]
+    pub.publish("t", [[1]])
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    assert [u.kind for u in _updates(net, sub)] == ["snapshot"]
+    for i in range(2, 12):
+        pub.publish("t", [[k] for k in range(1, i + 1)])
+        net.run()
+    updates = _updates(net, sub)
+    assert [u.seq for u in updates] == list(range(2, 12))
+    assert {u.kind for u in updates} == {"delta"}
+    assert sub.subscriptions.view(sid) == {"pub": [[k] for k in range(1, 12)]}
+
+
+def test_a_cage_killed_mid_stream_loses_no_delta_and_brings_no_resync() -> None:
+    """Cage 0 dies between deltas: the next ones come through cage 1, in order, no snapshot."""
+    net = _two()
+    pub, sub = net.add("pub"), net.add("sub")
+    pub.publish("t", [[0]])
+    sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.events(sub)
+    seqs = []
+    for i in range(1, 40):
+        if i == 15:
+            net.kill_cage(0)
+        if i == 30:
+            net.restart_cage(0)
+        pub.publish("t", [[i]])
+        net.advance(0.1)
+        seqs += [u.seq for u in _updates(net, sub) if u.kind == "delta"]
+    assert seqs == list(range(2, 41))
+    stats = sub.subscriptions.stats
+    assert (stats["gaps"], stats["resyncs"]) == (0, 0)
+
+
+def test_a_delta_lost_at_one_cage_is_filled_by_the_other_within_the_window() -> None:
+    """A delta dropped on cage 0's PUB arrives by cage 1: held, then applied in order."""
+    lose = {3}
+
+    def drop_at(cage: int, frames: list[bytes]) -> bool:
+        return cage == 0 and frames[0].endswith(b"t\x00") and _seq_of(frames) in lose
+
+    net = _two(drop_at=drop_at)
+    pub, sub = net.add("pub"), net.add("sub")
+    pub.publish("t", [[1]])
+    sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.events(sub)
+    for i in range(2, 6):
+        pub.publish("t", [[k] for k in range(1, i + 1)])
+    net.run()
+    assert [u.seq for u in _updates(net, sub)] == [2, 3, 4, 5]
+    assert sub.subscriptions.stats["resyncs"] == 0
+
+
+def test_a_gap_no_cage_fills_resyncs_once_the_window_passes() -> None:
+    """Seq 3 lost at both cages: deltas 4, 5 are held, then a snapshot is asked for."""
+    def drop_at(cage: int, frames: list[bytes]) -> bool:
+        return frames[0].endswith(b"t\x00") and _seq_of(frames) == 3
+
+    net = _two(drop_at=drop_at)
+    pub, sub = net.add("pub"), net.add("sub")
+    pub.publish("t", [[1]])
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.events(sub)
+    for i in range(2, 6):
+        pub.publish("t", [[k] for k in range(1, i + 1)])
+        net.run()
+    assert [u.seq for u in _updates(net, sub)] == [2]
+    assert sub.subscriptions.stats["held"] == 1
+    net.advance(1.0)
+    assert sub.subscriptions.stats["resyncs"] == 1
+    assert sub.subscriptions.view(sid) == {"pub": [[k] for k in range(1, 6)]}
+
+
+def _seq_of(frames: list[bytes]) -> int:
+    fields = codec.decode_fields(codec.Kind.DELTA, frames[2])
+    return int(fields[0][2])
+
+
+def test_a_publisher_left_at_one_cage_is_not_lost_until_every_cage_says_so() -> None:
+    """Cage 0 says the publisher left (its link there is cut): the feed stays; then cage 1
+    says so too: lost."""
+    net = _two()
+    pub, sub = net.add("pub"), net.add("sub")
+    pub.publish("t", [[1]])
+    sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.events(sub)
+    ident = net.member(pub).identity
+    left = codec.Left("pub", "expired")
+    frames = [codec.EVENT_TOPIC, codec.header(codec.Kind.LEFT), codec.encode_one(left)]
+    assert [e for e in sub.receive_published(frames, net.clock.now, 0)
+            if isinstance(e, Update)] == []
+    events = sub.receive_published(frames, net.clock.now, 1)
+    assert [e.kind for e in events if isinstance(e, Update)] == ["lost"]
+    assert ident
+
+
+def test_requests_go_through_one_cage_and_no_route_tries_the_other() -> None:
+    """A request leaves through one cage only; a key known at cage 1 only is still answered
+    when cage 0 (preferred) says no route; unknown at both: no route."""
+    net = _two()
+    svc, client = net.add("svc"), net.add("client")
+    svc.publish("t", [1])
+    net.run()
+    client.request("svc", "t", None, gather=False)
+    assert len(client.outbox) == 1
+    assert len(client.targets) == 1
+    net.run()
+    assert [e.replies["svc"].value for e in net.events(client) if isinstance(e, Outcome)] == [[1]]
+    # svc leaves cage 0 only (as if its link there were cut): cage 0 has no route to it.
+    bye = [net.member(svc).identity, codec.header(codec.Kind.BYE), b"",
+           codec.encode_one(codec.Bye())]
+    net.cage.receive(bye, net.clock.now)
+    net.run()
+    client.request("svc", "t", None, gather=False)
+    net.run()
+    outcomes = [e for e in net.events(client) if isinstance(e, Outcome)]
+    assert [o.error for o in outcomes] == [None], outcomes
+    client.request("nobody", "t", None, gather=False)
+    net.run()
+    assert [e.error for e in net.events(client) if isinstance(e, Outcome)] == ["noroute"]
+
+
+def test_request_all_through_two_cages_runs_each_service_once() -> None:
+    """A gathered request through both cages: each service answers once, counted once."""
+    net = _two()
+    a, b, client = net.add("a", ["shared"]), net.add("b", ["shared"]), net.add("client")
+    a.publish("t", "A")
+    b.publish("t", "B")
+    net.run()
+    client.request("shared", "t", None, gather=True)
+    net.run()
+    outcomes = [e for e in net.events(client) if isinstance(e, Outcome)]
+    assert len(outcomes) == 1
+    assert {k: r.value for k, r in outcomes[0].replies.items()} == {"a": "A", "b": "B"}
+    assert outcomes[0].expected == 2
+    answered = [e for e in net.events(a) if isinstance(e, IncomingRequest)]
+    assert len(answered) == 1
+    assert a.stats["requests_seen_twice"] == 1
+
+
+def test_a_name_refused_at_one_cage_steps_down_at_every_cage() -> None:
+    """One cage refuses the name (name_taken): the node says bye to the other and is refused."""
+    net = _two()
+    node = net.add("n")
+    net.events(node)
+    error = codec.Error("name_taken", "n is held by a live node")
+    frames = [codec.header(codec.Kind.ERROR), b"cage", b"", codec.encode_one(error)]
+    events = node.receive(frames, net.clock.now, 1)
+    assert [e.what for e in events if isinstance(e, SessionChange)] == ["refused"]
+    assert [t for t in node.targets] == [0]  # the bye, to the cage that welcomed it
+    assert not node.registered
+    net.run()
+    assert "n" not in net.cage.names

@@ -1,6 +1,7 @@
 """In-memory test doubles: a fake clock and a fake network of pure cores.
 
-:class:`FakeNet` joins one :class:`~zdse.cage.core.CageCore` and any number of
+:class:`FakeNet` joins one :class:`~zdse.cage.core.CageCore` (or several side by
+side, ``cages=N``: every node lists them all) and any number of
 :class:`~zdse.node.core.NodeCore` through in-memory queues, with the same frames
 the real sockets carry (ROUTER identities, PUB topics and prefix filters).
 Time moves only when a test says so, and a seeded ``drop`` hook loses PUB
@@ -65,6 +66,8 @@ class FakeNet:
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
         queue_bytes: the cage's byte budget per node.
+        cages: how many cages run side by side (docs/redundancy.md).
+        drop_at: as ``drop``, called with the cage's index too.
     """
 
     def __init__(
@@ -73,14 +76,20 @@ class FakeNet:
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
         queue_bytes: int = NODE_QUEUE_BYTES,
+        cages: int = 1,
+        drop_at: Callable[[int, list[bytes]], bool] | None = None,
     ) -> None:
         self.clock = FakeClock()
-        self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now,
-                             queue_bytes=queue_bytes)
+        #: The cages, by index; None while one is down (kill_cage).
+        self.cages: list[CageCore | None] = [
+            CageCore(f"cage-{i + 1}", heartbeat, started_at=self.clock.now,
+                     queue_bytes=queue_bytes) for i in range(cages)]
         self.refresh = refresh
         self.drop = drop
+        self.drop_at = drop_at
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
+        self._down: dict[int, CageCore] = {}
 
     def add(self, name: str, addresses: list[str] | None = None) -> NodeCore:
         """Start a node and run the network until it is registered."""
@@ -89,6 +98,7 @@ class FakeNet:
             f"{name}-epoch-{next(self._ids)}",
             self.refresh,
             self.clock.now,
+            cages=len(self.cages),
         )
         member = _Member(core, f"id-{next(self._ids)}".encode())
         member.filters.add(codec.EVENT_TOPIC)
@@ -126,11 +136,25 @@ class FakeNet:
         for frames in held:
             self._deliver(member, core.receive(frames, self.clock.now))
 
-    def restart_cage(self) -> None:
+    @property
+    def cage(self) -> CageCore:
+        """The first cage (the only one, unless ``cages`` said more)."""
+        cage = self.cages[0]
+        assert cage is not None, "cage 0 is down"
+        return cage
+
+    def restart_cage(self, index: int = 0) -> None:
         """A new cage process: empty tables, a new epoch."""
-        old = self.cage
-        self.cage = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now,
-                             queue_bytes=old.queue_bytes)
+        old = self.cages[index] or self._down.pop(index)
+        self.cages[index] = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now,
+                                     queue_bytes=old.queue_bytes)
+
+    def kill_cage(self, index: int) -> None:
+        """Cage ``index`` dies: what it held is lost, frames to it vanish, until restarted."""
+        cage = self.cages[index]
+        assert cage is not None
+        self._down[index] = cage
+        self.cages[index] = None
 
     def run(self, rounds: int = 1000) -> None:
         """Move frames until nothing moves (or ``rounds`` passes)."""
@@ -145,7 +169,9 @@ class FakeNet:
         while self.clock.now < end:
             self.clock.advance(min(step, end - self.clock.now))
             now = self.clock.now
-            self.cage.tick(now)
+            for cage in self.cages:
+                if cage is not None:
+                    cage.tick(now)
             for member in self._alive():
                 member.events += member.core.tick(now)
             self.run()
@@ -163,30 +189,44 @@ class FakeNet:
             core.filters.add.clear()
             core.filters.remove.clear()
             queue, core.outbox = core.outbox, []
-            for frames in codec.coalesce(queue):
-                self.cage.receive([member.identity, *frames], now)
-                moved = True
-        if self.cage.tables.stale:
-            self.cage.tables.refresh(now)  # as the proxy does once per loop iteration
-        to_router, to_pub = self.cage.outbox.take()
+            targets, core.targets = core.targets, []
+            for index, cage in enumerate(self.cages):
+                mine = queue if not core.several else [
+                    f for f, t in zip(queue, targets, strict=True) if t == index]
+                for frames in codec.coalesce(mine):
+                    moved = True
+                    if cage is not None:
+                        cage.receive([member.identity, *frames], now)
+        for index, cage in enumerate(self.cages):
+            if cage is not None:
+                moved = self._from_cage(index, cage, now) or moved
+        return moved
+
+    def _from_cage(self, index: int, cage: CageCore, now: float) -> bool:
+        moved = False
+        if cage.tables.stale:
+            cage.tables.refresh(now)  # as the proxy does once per loop iteration
+        to_router, to_pub = cage.outbox.take()
         for frames in to_router:
             moved = True
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
-                self.cage.unreachable(frames[0], now)
+                cage.unreachable(frames[0], now)
                 continue
             if target.held is not None:
                 target.held.append(frames[1:])
                 continue
-            self._deliver(target, target.core.receive(frames[1:], now))
+            self._deliver(target, target.core.receive(frames[1:], now, index))
         for frames in to_pub:
             moved = True
-            if self.drop is not None and frames[0] != codec.EVENT_TOPIC and self.drop(frames):
+            if frames[0] != codec.EVENT_TOPIC and (
+                    (self.drop is not None and self.drop(frames))
+                    or (self.drop_at is not None and self.drop_at(index, frames))):
                 continue
             for member in self._alive():
                 if any(frames[0].startswith(f) for f in member.filters):
-                    self._deliver(member, member.core.receive_published(frames, now))
+                    self._deliver(member, member.core.receive_published(frames, now, index))
         return moved
 
     def _deliver(self, member: _Member, events: list[Event]) -> None:
