@@ -154,9 +154,9 @@ class Subscriber:
         # cage's PUB queue), to tell how much a stall made the cage drop.
         take = self.bus.core.receive_published
 
-        def counting(frames: list[bytes], now: float) -> Any:
+        def counting(frames: list[bytes], now: float, cage: int = 0) -> Any:
             self.counts["pub_frames"] += frames[0] != EVENT_TOPIC
-            return take(frames, now)
+            return take(frames, now, cage)
 
         self.bus.core.receive_published = counting  # type: ignore[method-assign]
 

@@ -254,13 +254,15 @@ class Cages(Cluster):
         self.endpoints = Endpoints.of(self.each)
         self.env.update(ZDSE_ROUTER=self.endpoints.router, ZDSE_PUB=self.endpoints.pub)
         self.cages: dict[int, Proc] = {}
+        #: Each cage's last ``cage.started`` event (its timestamp says when it bound).
+        self.started: dict[int, dict[str, Any]] = {}
 
     def start_cage(self, *extra: str, index: int = 0) -> Proc:
         """Start cage ``index`` on its own pair and wait until it has bound its sockets."""
         one = self.each[index]
         cage = self.spawn(f"cage{index}", [str(BIN / "zdse-proxy"), "--router", one.router,
                                            "--pub", one.pub, *extra])
-        cage.wait_event("cage.started")
+        self.started[index] = cage.wait_event("cage.started")
         self.cages[index] = cage
         if index == 0:
             self.cage = cage

@@ -338,3 +338,16 @@ def test_a_name_refused_at_one_cage_steps_down_at_every_cage() -> None:
     assert not node.registered
     net.run()
     assert "n" not in net.cage.names
+
+
+def test_a_cage_whose_connection_closed_is_chosen_last_until_it_answers() -> None:
+    """A killed cage's closed connection takes it out of the choice at once; a beat answered
+    by it again brings it back."""
+    trips = RoundTrips(2)
+    _timed(trips, 0, 0.0, 0.001)
+    _timed(trips, 1, 0.0, 0.005)
+    trips.disconnected(0)
+    assert trips.choose([0, 1], 0.1) == 1
+    assert trips.choose([0], 0.1) == 0  # the only one left: still tried
+    _timed(trips, 0, 1.0, 1.001)
+    assert trips.choose([0, 1], 1.1) == 0

@@ -1,7 +1,8 @@
 """A node's connection to the cage: the asyncio shell around :class:`~zdse.node.core.NodeCore`.
 
 :class:`Bus` owns the two sockets (a DEALER to the cage's ROUTER, a SUB to its
-PUB), a watch on each and a task that keeps time. What to send and what
+PUB), a watch on each and a task that keeps time; with several cages
+(docs/redundancy.md), the two sockets and their watches per cage. What to send and what
 happened, it asks the pure core; then it does the I/O and runs the
 callbacks, handlers and waiters the core's events call for.
 
@@ -27,8 +28,9 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -55,6 +57,7 @@ from zdse.node.core import (
 )
 from zdse.node.inorder import InOrder
 from zdse.node.requests import Gathered, Outcome
+from zdse.node.session import SessionState
 from zdse.node.silence import Seen, after, explain
 from zdse.node.subscriptions import Update
 from zdse.wire import codec
@@ -104,6 +107,29 @@ RESERVED = ("pubdata", "subdata", "refresh")
 #: to WAITING_NOTICE_MAX).
 WAITING_NOTICE = 5.0
 WAITING_NOTICE_MAX = 60.0
+#: With several cages, heartbeats open() waits, once one cage registered the
+#: node, for the others it is connected to to grant the name or refuse it
+#: (a cage decides a contested name within 1.5 heartbeats: its probe of the
+#: holder), and how often it looks.
+NAME_VERDICT_BEATS = 2.0
+VERDICT_POLL = 0.01
+
+
+@dataclass(eq=False)
+class _Link:
+    """One cage's sockets, watches and backlog (the Bus has one per listed cage)."""
+
+    endpoints: Endpoints
+    dealer: zmq.Socket[bytes]
+    sub: zmq.Socket[bytes]
+    monitor: zmq.Socket[bytes] | None = None
+    dealer_watch: SocketWatch | None = None
+    sub_watch: SocketWatch | None = None
+    #: What waits to be sent, in order, while the cage's queue is full.
+    backlog: list[list[bytes]] = field(default_factory=list)
+    backlog_timer: asyncio.TimerHandle | None = None
+    #: What the DEALER's connection last went through (zdse.node.silence).
+    seen: Seen | None = None
 
 
 class UnknownRequest(ZdseError):
@@ -162,10 +188,13 @@ class Bus:
     ) -> None:
         self.name = name
         self.endpoints = endpoints or Endpoints()
+        #: One single-cage Endpoints per cage listed.
+        self.cages = self.endpoints.cages
         details = {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}
         register = codec.Register(name, list(addresses), details)
         refresh = refresh or positive_float_env("ZDSE_SUB_REFRESH", SUBSCRIPTION_REFRESH)
-        self.core = NodeCore(register, uuid.uuid4().hex[:12], refresh, time.monotonic())
+        self.core = NodeCore(register, uuid.uuid4().hex[:12], refresh, time.monotonic(),
+                             cages=len(self.cages))
         self.on_request = on_request
         self.on_message = on_message
         self.prepush_processor = prepush_processor
@@ -181,8 +210,7 @@ class Bus:
         self.log = get_logger(service=name)
         self._callbacks: dict[str, Callback] = {}
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
-        self._backlog: list[list[bytes]] = []
-        self._backlog_timer: asyncio.TimerHandle | None = None
+        self._links: list[_Link] = []
         self._events = InOrder(self._handle, self._spawn, self._pump, self._hold, BEHIND_LIMIT,
                                urgent=_urgent)
         self._watches: list[SocketWatch] = []
@@ -196,8 +224,6 @@ class Bus:
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
         self._opened = False
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._seen: Seen | None = None
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------
@@ -220,34 +246,41 @@ class Bus:
         """
         self._loop = loop = asyncio.get_running_loop()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._dealer = self._ctx.socket(zmq.DEALER)
-        self._sub = self._ctx.socket(zmq.SUB)
-        for sock in (self._dealer, self._sub):
-            sock.linger = 0
-            if self.curve is not None:
-                self.curve.apply(sock)
-        self._dealer.sndhwm = self._dealer.rcvhwm = 100_000
-        self._sub.rcvhwm = 100_000
-        self._sub.subscribe(codec.EVENT_TOPIC)
-        # Watch before connecting: a refused key can fail the very first
-        # handshake, and a monitor attached later would miss it.
-        monitor = self._dealer.get_monitor_socket(_WATCHED)
-        self._dealer.connect(self.endpoints.router)
-        self._sub.connect(self.endpoints.pub)
+        for cage in self.cages:
+            link = _Link(cage, self._ctx.socket(zmq.DEALER), self._ctx.socket(zmq.SUB))
+            for sock in (link.dealer, link.sub):
+                sock.linger = 0
+                if self.curve is not None:
+                    self.curve.apply(sock)
+            link.dealer.sndhwm = link.dealer.rcvhwm = 100_000
+            link.sub.rcvhwm = 100_000
+            link.sub.subscribe(codec.EVENT_TOPIC)
+            # Watch before connecting: a refused key can fail the very first
+            # handshake, and a monitor attached later would miss it.
+            # With several cages, a closed connection (a cage killed) also
+            # tells which cage carries requests (zdse.node.cages).
+            watched = _WATCHED | (zmq.EVENT_DISCONNECTED if len(self.cages) > 1 else 0)
+            link.monitor = link.dealer.get_monitor_socket(watched)
+            link.dealer.connect(cage.router)
+            link.sub.connect(cage.pub)
+            self._links.append(link)
         self._opened = True
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._tasks.append(self._group.create_task(self._keep_time()))
-        self._dealer_watch = SocketWatch(loop, self._dealer, self._read_dealer,
-                                         self._send_backlog)
-        self._sub_watch = SocketWatch(loop, self._sub, self._read_sub)
-        self._watches = [self._dealer_watch, self._sub_watch]
-        self._monitor = monitor
-        self._watches.append(SocketWatch(loop, monitor, self._read_monitor))
+        for i, link in enumerate(self._links):
+            link.dealer_watch = SocketWatch(loop, link.dealer, self._dealer_reader(i),
+                                            self._backlog_sender(i))
+            link.sub_watch = SocketWatch(loop, link.sub, self._sub_reader(i))
+            self._watches += [link.dealer_watch, link.sub_watch]
+            assert link.monitor is not None
+            self._watches.append(SocketWatch(loop, link.monitor, self._monitor_reader(i)))
         self.core.start(time.monotonic())
         self._pump()
         try:
             await self._wait_registered(self.connect_timeout)
+            if len(self._links) > 1:
+                await self._wait_verdicts()
         except BaseException:
             await self.close(bye=False)
             raise
@@ -264,19 +297,53 @@ class Bus:
             for fut in waits:
                 fut.cancel()
         if self._refused.is_set():
-            session = self.core.session
-            if session.refusal_code == "name_taken":
-                raise NameTakenError(session.refusal)
-            raise RegistrationError(session.refusal or f"the cage refused {self.name!r}")
+            self._raise_refusal()
         if not self._registered.is_set():
             raise BusClosed(f"no answer from the cage within {timeout}s: {self._why_silent()}")
 
+    async def _wait_verdicts(self) -> None:
+        """With several cages, one registered us: give the others we are connected to a
+        moment (NAME_VERDICT_BEATS) to say whether they grant the name too.
+
+        A name is held only if every cage the node reaches grants it
+        (docs/redundancy.md): a refusal from any is raised here as from the
+        first, rather than after open() returned. A cage not connected is
+        not waited for; it may refuse later, and the node then steps down.
+        """
+        deadline = time.monotonic() + NAME_VERDICT_BEATS * self.core.session.heartbeat
+        while not self._refused.is_set() and time.monotonic() < deadline:
+            pending = [link for link, session in zip(self._links, self.core.sessions, strict=True)
+                       if session.state is SessionState.CONNECTING
+                       and link.seen in (Seen.CONNECTED, Seen.HANDSHAKE_OK)]
+            if not pending:
+                break
+            # A short, bounded wait at open only: a welcome has no event of its own.
+            await asyncio.sleep(VERDICT_POLL)
+        if self._refused.is_set():
+            self._raise_refusal()
+
+    def _raise_refusal(self) -> NoReturn:
+        """Raise the refusal of the name (with several cages, naming the cage that refused)."""
+        session = self.core.session
+        why = session.refusal or f"the cage refused {self.name!r}"
+        by = self.core.refused_by
+        if len(self.cages) > 1 and by is not None:
+            why += f" (refused by the cage at {self.cages[by].router}; left every cage)"
+        if session.refusal_code == "name_taken":
+            raise NameTakenError(why)
+        raise RegistrationError(why)
+
     def _why_silent(self) -> str:
-        """Why the cage has not registered this node yet, as one clause."""
-        if self.core.session.known:
-            return (f"the cage at {self.endpoints.router} welcomed {self.name!r}, but nothing "
-                    f"came from its PUB at {self.endpoints.pub} (is that the cage's --pub?)")
-        return explain(self._seen, self.endpoints.router, self.curve is not None)
+        """Why no cage has registered this node yet, as one clause (one per cage)."""
+        whys = []
+        for link, session in zip(self._links, self.core.sessions, strict=True):
+            cage = link.endpoints
+            if session.known:
+                whys.append(f"the cage at {cage.router} welcomed {self.name!r}, but nothing "
+                            f"came from its PUB at {cage.pub} (is that the cage's --pub?)")
+            else:
+                whys.append(explain(link.seen, cage.router, self.curve is not None))
+        return "; ".join(whys) or explain(None, self.endpoints.router, self.curve is not None)
 
     async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the first of ``waits``, logging ``node.waiting`` now and then meanwhile."""
@@ -315,16 +382,18 @@ class Bus:
                 fut.set_exception(BusClosed("the bus was closed"))
         for watch in self._watches:
             watch.close()
-        if self._backlog_timer is not None:
-            self._backlog_timer.cancel()
+        for link in self._links:
+            if link.backlog_timer is not None:
+                link.backlog_timer.cancel()
         for task in self._tasks:
             task.cancel()
         if self._group is not None:
             await self._group.__aexit__(None, None, None)
-        self._close_monitor()
-        # A short linger lets the bye leave; never long enough to hang an exit.
-        self._dealer.close(linger=100)
-        self._sub.close(linger=0)
+        self._close_monitors()
+        for link in self._links:
+            # A short linger lets the bye leave; never long enough to hang an exit.
+            link.dealer.close(linger=100)
+            link.sub.close(linger=0)
         self._ctx.term()
 
     async def wait_refused(self) -> str:
@@ -579,6 +648,8 @@ class Bus:
             except TimeoutError:
                 raise RequestTimeout(
                     f"not connected to the cage at {self.endpoints.router}"
+                    if len(self.cages) == 1 else
+                    f"not connected to any of the cages at {self.endpoints.router}"
                 ) from None
         if self._closed:
             raise BusClosed("the bus was closed")
@@ -663,29 +734,53 @@ class Bus:
     def _apply_filters(self) -> None:
         filters = self.core.filters
         if filters.add or filters.remove:
-            for t in filters.add:
-                self._sub.subscribe(t)
-            for t in filters.remove:
-                self._sub.unsubscribe(t)
+            # Every cage's SUB alike: a delta may come through any of them.
+            for link in self._links:
+                for t in filters.add:
+                    link.sub.subscribe(t)
+                for t in filters.remove:
+                    link.sub.unsubscribe(t)
+                assert link.sub_watch is not None
+                link.sub_watch.poke()
             filters.add.clear()
             filters.remove.clear()
-            self._sub_watch.poke()
+
+    @property
+    def _backlog(self) -> list[list[bytes]]:
+        """The first cage's backlog (the only one, with one cage)."""
+        return self._links[0].backlog
 
     def _flush(self) -> None:
         self._flush_handle = None
         queue, self.core.outbox = self.core.outbox, []
-        frames_list = codec.coalesce(queue)
-        self.core.stats["frames_out"] += len(frames_list)
-        if self._backlog:
-            self._backlog.extend(frames_list)
+        if len(self._links) == 1:
+            self._queue_for(0, codec.coalesce(queue))
             return
-        self._backlog = frames_list
-        self._send_backlog()
+        targets, self.core.targets = self.core.targets, []
+        for i in range(len(self._links)):
+            mine = [frame for frame, to in zip(queue, targets, strict=True) if to == i]
+            if mine:
+                self._queue_for(i, codec.coalesce(mine))
 
-    def _send_backlog(self) -> None:
-        """Send what waits, in order, until done or the cage's queue is full."""
-        backlog, sent = self._backlog, 0
-        dealer = self._dealer
+    def _queue_for(self, cage: int, frames_list: list[list[bytes]]) -> None:
+        self.core.stats["frames_out"] += len(frames_list)
+        link = self._links[cage]
+        if link.backlog:
+            link.backlog.extend(frames_list)
+            return
+        link.backlog = frames_list
+        self._send_backlog(link)
+
+    def _backlog_sender(self, cage: int) -> Callable[[], None]:
+        link = self._links[cage]
+        return lambda: self._send_backlog(link)
+
+    def _send_backlog(self, link: _Link) -> None:
+        """Send what waits for one cage, in order, until done or its queue is full."""
+        backlog, sent = link.backlog, 0
+        dealer = link.dealer
+        watch = link.dealer_watch
+        assert watch is not None
         try:
             for frames in backlog:
                 send_frames(dealer, frames)
@@ -694,29 +789,34 @@ class Bus:
             # The cage's queue is full: keep the rest in order, send it when
             # there is room, drop it if the cage takes none of it for an
             # expiry (each bit of progress starts the wait over).
-            self._backlog = backlog[sent:]
-            self._dealer_watch.want_writable()
-            if sent or self._backlog_timer is None:
-                if self._backlog_timer is not None:
-                    self._backlog_timer.cancel()
-                self._backlog_timer = self._loop.call_later(
-                    self.core.session.expiry, self._drop_backlog)
+            link.backlog = backlog[sent:]
+            watch.want_writable()
+            if sent or link.backlog_timer is None:
+                if link.backlog_timer is not None:
+                    link.backlog_timer.cancel()
+                expiry = self.core.session.expiry
+                link.backlog_timer = (
+                    self._loop.call_later(expiry, self._drop_backlog)
+                    if link is self._links[0] else
+                    self._loop.call_later(expiry, self._drop_backlog, link))
         else:
-            self._backlog = []
-            if self._backlog_timer is not None:
-                self._backlog_timer.cancel()
-                self._backlog_timer = None
+            link.backlog = []
+            if link.backlog_timer is not None:
+                link.backlog_timer.cancel()
+                link.backlog_timer = None
         # The sends may have taken the FD's signal of a message come meanwhile.
-        self._dealer_watch.poke()
+        watch.poke()
 
-    def _drop_backlog(self) -> None:
+    def _drop_backlog(self, link: _Link | None = None) -> None:
         # The cage is gone; what we held is stale by now. Requests time out,
         # subscribers resync: drop and count.
-        self._backlog_timer = None
-        if self._backlog:
-            self.core.stats["dropped_backlog"] += len(self._backlog)
-            self.log.warning("send.dropped", frames=len(self._backlog), why="cage not draining")
-            self._backlog = []
+        link = link or self._links[0]
+        link.backlog_timer = None
+        if link.backlog:
+            self.core.stats["dropped_backlog"] += len(link.backlog)
+            self.log.warning("send.dropped", frames=len(link.backlog), why="cage not draining",
+                             cage=link.endpoints.router)
+            link.backlog = []
 
     def _spawn(self, coro: Any) -> None:
         assert self._group is not None
@@ -728,11 +828,19 @@ class Bus:
 
     # --- input --------------------------------------------------------------
 
-    def _read_dealer(self) -> bool:
-        return self._read(self._dealer, self.core.receive)
+    def _dealer_reader(self, cage: int) -> Callable[[], bool]:
+        dealer = self._links[cage].dealer
+        if cage == 0:
+            return lambda: self._read(dealer, self.core.receive)
+        receive = self.core.receive
+        return lambda: self._read(dealer, lambda frames, now: receive(frames, now, cage))
 
-    def _read_sub(self) -> bool:
-        return self._read(self._sub, self.core.receive_published)
+    def _sub_reader(self, cage: int) -> Callable[[], bool]:
+        sub = self._links[cage].sub
+        if cage == 0:
+            return lambda: self._read(sub, self.core.receive_published)
+        receive = self.core.receive_published
+        return lambda: self._read(sub, lambda frames, now: receive(frames, now, cage))
 
     def _read(
         self, sock: zmq.Socket[bytes], take: Callable[[list[bytes], float], list[Event]]
@@ -779,9 +887,12 @@ class Bus:
             for watch in self._watches:
                 watch.resume()
             return
-        self._sub_watch.pause()
-        if waiting > 10 * BEHIND_LIMIT:
-            self._dealer_watch.pause()
+        for link in self._links:
+            assert link.sub_watch is not None
+            assert link.dealer_watch is not None
+            link.sub_watch.pause()
+            if waiting > 10 * BEHIND_LIMIT:
+                link.dealer_watch.pause()
 
     def _handle(self, event: Event) -> Awaitable[None] | None:
         """Act on one event; return what remains to await, if anything."""
@@ -818,7 +929,8 @@ class Bus:
         elif isinstance(event, IncomingRequest):
             self._answer(event.sender, event.request)
         elif isinstance(event, Registered):
-            self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again)
+            self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again,
+                          cage=self.cages[event.cage].router)
             self._registered.set()
             for welcomed in self._readdressing:
                 if not welcomed.done():
@@ -836,17 +948,23 @@ class Bus:
         return None
 
     def _on_session_change(self, event: SessionChange) -> None:
+        cage = self.cages[event.cage]
         if event.what == "refused":
-            self.log.error("node.refused", error=event.detail)
+            if len(self.cages) > 1:
+                # Held only if every cage grants it: stepped down at all of them.
+                self.log.error("node.name_conflict", cage=cage.router, error=event.detail,
+                               why="a cage refused the name: left every cage")
+            self.log.error("node.refused", error=event.detail, cage=cage.router)
             self._registered.clear()
             self._refused.set()
         elif event.what in ("lost", "reregistering"):
-            self.log.warning(f"cage.{event.what}", why=event.detail)
-            self._registered.clear()
+            self.log.warning(f"cage.{event.what}", why=event.detail, cage=cage.router)
+            if not self.core.registered:
+                self._registered.clear()
         elif event.what == "sub_silent":
-            self.log.warning("cage.sub_silent", pub=self.endpoints.pub, why=event.detail)
+            self.log.warning("cage.sub_silent", pub=cage.pub, why=event.detail)
         else:
-            self.log.warning("cage.error", error=event.detail)
+            self.log.warning("cage.error", error=event.detail, cage=cage.router)
 
     async def _call(self, pending: Awaitable[Any], what: str) -> None:
         """Await what an async callback returned; its failure is logged, never fatal."""
@@ -932,27 +1050,35 @@ class Bus:
             return pubs.data(dataindex)
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
-    def _read_monitor(self) -> bool:
+    def _monitor_reader(self, cage: int) -> Callable[[], bool]:
+        return lambda: self._read_monitor(cage)
+
+    def _read_monitor(self, cage: int = 0) -> bool:
         """Keep what the connection last went through (see :mod:`zdse.node.silence`);
         with CURVE, a key the cage does not know is a final refusal."""
-        monitor = self._monitor
+        link = self._links[cage]
+        monitor = link.monitor
         assert monitor is not None
         if not has_input(monitor):
             return False
         event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+        if event["event"] == zmq.EVENT_DISCONNECTED:
+            self.core.disconnected(cage)
+            return True
         seen = _seen(event["event"], event["value"])
-        self._seen = after(self._seen, seen)
+        link.seen = after(link.seen, seen)
         if seen is Seen.REFUSED:
             why = self._why_silent()
-            self.core.session.on_error("forbidden", why, time.monotonic())
-            self._on_session_change(SessionChange("refused", why))
+            self.core.sessions[cage].on_error("forbidden", why, time.monotonic())
+            self._on_session_change(SessionChange("refused", why, cage))
         return True
 
-    def _close_monitor(self) -> None:
+    def _close_monitors(self) -> None:
         # An open monitor would hang ctx.term().
-        if self._monitor is not None and not self._monitor.closed:
-            self._dealer.disable_monitor()
-            self._monitor.close(linger=0)
+        for link in self._links:
+            if link.monitor is not None and not link.monitor.closed:
+                link.dealer.disable_monitor()
+                link.monitor.close(linger=0)
 
     # --- time ---------------------------------------------------------------
 
@@ -965,7 +1091,7 @@ class Bus:
             session = self.core.session
             now = time.monotonic()
             refresh = self.core.subscriptions.min_refresh()
-            await asyncio.sleep(min(session.heartbeat / 4, refresh / 4, session.due_in(now)))
+            await asyncio.sleep(min(session.heartbeat / 4, refresh / 4, self.core.due_in(now)))
 
 
 #: The events of the DEALER's connection that say why the cage is silent.

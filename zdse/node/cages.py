@@ -6,8 +6,9 @@ own; the node's core asks them, the shell times nothing here:
 * :class:`RoundTrips`: which cage carries a request or a one-way message.
   The registered cage with the smallest smoothed heartbeat round trip; a
   heartbeat still unanswered counts as at least as long as it has waited,
-  so a cage that went silent (killed, its link cut) loses the preference
-  within one round trip, well before its session is taken for lost.
+  so a cage that went silent (its link cut) loses the preference within
+  one round trip, well before its session is taken for lost; a cage whose
+  connection closed (its process killed) is chosen last at once.
 * :class:`Departures`: when a service has left. ``Left(name)`` from one
   cage says only that this cage lost it (its link to that service may be
   cut while others still carry it): a service has left once every cage
@@ -34,6 +35,8 @@ class _Trip:
     smoothed: float | None = None
     #: When the oldest heartbeat still unanswered was sent, None if none.
     waiting_since: float | None = None
+    #: The connection closed (the cage's process died: its kernel said so).
+    down: bool = False
 
 
 class RoundTrips:
@@ -55,6 +58,7 @@ class RoundTrips:
     def beat_answered(self, cage: int, now: float) -> None:
         """``cage`` answered a heartbeat: one sample of its round trip."""
         trip = self._trips[cage]
+        trip.down = False
         if trip.waiting_since is None:
             return  # a beat of the cage's own (a probe of us), not an answer
         sample = max(0.0, now - trip.waiting_since)
@@ -64,6 +68,10 @@ class RoundTrips:
         else:
             trip.smoothed += RTT_GAIN * (sample - trip.smoothed)
 
+    def disconnected(self, cage: int) -> None:
+        """The connection to ``cage`` closed: chosen last until it answers a beat again."""
+        self._trips[cage].down = True
+
     def restart(self, cage: int) -> None:
         """``cage``'s session starts over (lost, or registering again): time it afresh."""
         self._trips[cage] = _Trip()
@@ -71,6 +79,8 @@ class RoundTrips:
     def round_trip(self, cage: int, now: float) -> float:
         """``cage``'s round trip as it counts for the choice (0 before any sample)."""
         trip = self._trips[cage]
+        if trip.down:
+            return float("inf")
         smoothed = trip.smoothed or 0.0
         if trip.waiting_since is None:
             return smoothed

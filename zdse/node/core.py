@@ -181,6 +181,8 @@ class NodeCore:
         self._gathers: dict[int, tuple[int, set[int]]] = {}
         #: Subscriptions whose announce met NoRoute: the cages that said so, by sid.
         self._announce_tried: dict[str, set[int]] = {}
+        #: The cage that refused the name first, if one did.
+        self.refused_by: int | None = None
         #: The cage the frame being handled came from, and the time last told.
         self._cage = 0
         self._now = now
@@ -233,6 +235,10 @@ class NodeCore:
             if cage is not None:
                 return cage
         return None
+
+    def disconnected(self, cage: int) -> None:
+        """The shell saw cage ``cage``'s connection close: carry requests elsewhere."""
+        self.trips.disconnected(cage)
 
     def due_in(self, now: float) -> float:
         """Seconds until a session needs a tick for a probe (inf when none is due)."""
@@ -644,6 +650,8 @@ class NodeCore:
         was = session.state
         again = session.on_error(msg.code, msg.message, now)
         if session.state is SessionState.REFUSED:
+            if self.refused_by is None:
+                self.refused_by = cage
             if self.several:
                 self._step_down(cage, msg, now)
             events.append(SessionChange("refused", msg.message, cage))
