@@ -254,8 +254,9 @@ class Requester:
                     self._check(answer)
             else:
                 self._check(await self.bus.request(a.key, "t0", {"n": i}, timeout=a.timeout))
-        except NoRouteError:
+        except NoRouteError as exc:
             self.counts["noroute"] += 1
+            get_logger(role="req").warning("req.noroute", i=i, error=str(exc))
         except RequestTimeout:
             self.counts["timeout"] += 1
         except RemoteError:

@@ -84,12 +84,13 @@ def test_a_cut_cage_link_loses_no_update_as_a_kill_does(
             cage.wait_event("cage.started")
         pub = spawn(procs, node_ns, "pub.1", [*busproc, "pub", "--name", "pub.1", "--rate",
                                               "100"], BOTH)
+        pub.wait_event("proc.ready")  # before the requester asks it anything
         sub = spawn(procs, node_ns, "sub.1", [*busproc, "sub", "--name", "sub.1", "--key",
                                               "pub.1"], BOTH)
         req = spawn(procs, node_ns, "req.1", [*busproc, "req", "--name", "req.1", "--key",
                                               "pub.1", "--rate", "20", "--timeout", "1"], BOTH)
         nodes = (pub, sub, req)
-        for proc in nodes:
+        for proc in (sub, req):
             proc.wait_event("proc.ready")
         wait_status(sub, caught_up({"pub.1": 2}))
         # The first snapshot, and maybe one answering its sync: none after this.
