@@ -171,6 +171,17 @@ def _two(**kw: object) -> FakeNet:
     return FakeNet(heartbeat=1.0, refresh=5.0, cages=2, **kw)  # type: ignore[arg-type]
 
 
+def _subscribed(first: object) -> tuple[FakeNet, NodeCore, NodeCore]:
+    """Two cages, a publisher of ``first`` as "t" and a subscriber to it, its snapshot read."""
+    net = _two()
+    pub, sub = net.add("pub"), net.add("sub")
+    pub.publish("t", first)
+    sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.events(sub)
+    return net, pub, sub
+
+
 def _updates(net: FakeNet, core: NodeCore) -> list[Update]:
     return [e for e in net.events(core) if isinstance(e, Update)]
 
@@ -196,12 +207,7 @@ def test_a_node_registers_with_every_cage_and_publishes_through_each() -> None:
 
 def test_a_cage_killed_mid_stream_loses_no_delta_and_brings_no_resync() -> None:
     """Cage 0 dies between deltas: the next ones come through cage 1, in order, no snapshot."""
-    net = _two()
-    pub, sub = net.add("pub"), net.add("sub")
-    pub.publish("t", [[0]])
-    sub.subscribe("pub", "t", net.clock.now)
-    net.run()
-    net.events(sub)
+    net, pub, sub = _subscribed([[0]])
     seqs = []
     for i in range(1, 40):
         if i == 15:
@@ -265,12 +271,7 @@ def _seq_of(frames: list[bytes]) -> int:
 def test_a_publisher_left_at_one_cage_is_not_lost_until_every_cage_says_so() -> None:
     """Cage 0 says the publisher left (its link there is cut): the feed stays; then cage 1
     says so too: lost."""
-    net = _two()
-    pub, sub = net.add("pub"), net.add("sub")
-    pub.publish("t", [[1]])
-    sub.subscribe("pub", "t", net.clock.now)
-    net.run()
-    net.events(sub)
+    net, pub, sub = _subscribed([[1]])
     ident = net.member(pub).identity
     left = codec.Left("pub", "expired")
     frames = [codec.EVENT_TOPIC, codec.header(codec.Kind.LEFT), codec.encode_one(left)]

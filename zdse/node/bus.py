@@ -269,9 +269,11 @@ class Bus:
         await self._group.__aenter__()
         self._tasks.append(self._group.create_task(self._keep_time()))
         for i, link in enumerate(self._links):
-            link.dealer_watch = SocketWatch(loop, link.dealer, self._dealer_reader(i),
+            link.dealer_watch = SocketWatch(loop, link.dealer,
+                                            self._reader(link.dealer, "receive", i),
                                             self._backlog_sender(i))
-            link.sub_watch = SocketWatch(loop, link.sub, self._sub_reader(i))
+            link.sub_watch = SocketWatch(loop, link.sub,
+                                         self._reader(link.sub, "receive_published", i))
             self._watches += [link.dealer_watch, link.sub_watch]
             assert link.monitor is not None
             self._watches.append(SocketWatch(loop, link.monitor, self._monitor_reader(i)))
@@ -828,19 +830,14 @@ class Bus:
 
     # --- input --------------------------------------------------------------
 
-    def _dealer_reader(self, cage: int) -> Callable[[], bool]:
-        dealer = self._links[cage].dealer
+    def _reader(self, sock: zmq.Socket[bytes], method: str, cage: int) -> Callable[[], bool]:
+        """What reads ``sock`` of cage ``cage`` into the core's ``method`` (receive or
+        receive_published); looked up at each turn, so a test may wrap it."""
+        core = self.core
         if cage == 0:
-            return lambda: self._read(dealer, self.core.receive)
-        receive = self.core.receive
-        return lambda: self._read(dealer, lambda frames, now: receive(frames, now, cage))
-
-    def _sub_reader(self, cage: int) -> Callable[[], bool]:
-        sub = self._links[cage].sub
-        if cage == 0:
-            return lambda: self._read(sub, self.core.receive_published)
-        receive = self.core.receive_published
-        return lambda: self._read(sub, lambda frames, now: receive(frames, now, cage))
+            return lambda: self._read(sock, getattr(core, method))
+        return lambda: self._read(
+            sock, lambda frames, now: getattr(core, method)(frames, now, cage))
 
     def _read(
         self, sock: zmq.Socket[bytes], take: Callable[[list[bytes], float], list[Event]]
