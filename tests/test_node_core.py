@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.node import subscriptions as subscriber
-from zdse.node.actions import AddFilter, RemoveFilter, Send
 from zdse.node.core import NodeCore
 from zdse.node.delta import same
+from zdse.node.effects import AddFilter, RemoveFilter, Send
 from zdse.node.publications import Publications
 from zdse.node.requests import Outcome
 from zdse.node.subscriptions import FeedState, Subscriptions, Update
@@ -349,23 +349,21 @@ def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> N
     from zdse.node.session import PROBE_DATAINDEX, SessionState
 
     core = NodeCore(codec.Register("sub", [], {}), "ep", 10.0, 0.0)
-    core.start(0.0)
-    assert codec.topic("sub", PROBE_DATAINDEX) in core.filters.add
+    assert codec.topic("sub", PROBE_DATAINDEX) in core.start(0.0).subscribe
     core.subscribe("pub", "t", 0.0)
-    core.outbox.clear()
     welcome = codec.encode_one(codec.Welcome("cage1", 1.0))
-    assert core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.1) == []
+    step = core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.1)
+    assert step.events == []
     assert core.session.state is SessionState.JOINING
-    (probe,) = core.outbox
+    (probe,) = step.frames
     assert probe[:2] == (codec.header(codec.Kind.DELTA), PROBE_DATAINDEX.encode())
-    core.outbox.clear()
-    assert core.tick(0.16) == []
-    assert [k for k, _, _ in core.outbox] == [codec.header(codec.Kind.DELTA)]  # probed again
-    core.outbox.clear()
-    events = core.receive_published([codec.topic("sub", PROBE_DATAINDEX), *probe[::2]], 0.2)
-    assert events == [Registered(False, "cage1")]
+    step = core.tick(0.16)
+    assert step.events == []
+    assert [k for k, _, _ in step.frames] == [codec.header(codec.Kind.DELTA)]  # probed again
+    step = core.receive_published([codec.topic("sub", PROBE_DATAINDEX), *probe[::2]], 0.2)
+    assert step.events == [Registered(False, "cage1")]
     assert core.registered
-    kinds = [codec.parse_header(h)[0] for h, _, _ in core.outbox]
+    kinds = [codec.parse_header(h)[0] for h, _, _ in step.frames]
     assert kinds == [codec.Kind.SUBSCRIBE]
     with pytest.raises(ProtocolError, match="reserved"):
         core.publish(PROBE_DATAINDEX, [[1]])
