@@ -574,8 +574,7 @@ class Bus:
             # trip. (So requests made together are sent one by one.)
             transport = self._transport
             assert transport is not None
-            transport.queue(frame)
-            transport.flush_now()
+            transport.send_now(frame)
             outcome = await fut
         except TimeoutError:
             late = core.timeout(cid)

@@ -150,6 +150,12 @@ class Transport:
             if self._flush_handle is None and not self._in_turn:
                 self._flush_handle = self._loop.call_soon(self._flush)
 
+    def send_now(self, frame: Frame) -> None:
+        """Send ``frame`` at once, after whatever was queued before it (a request: its
+        caller waits on the round trip)."""
+        self._outbox.append(frame)
+        self.flush_now()
+
     def flush_now(self) -> None:
         """Send what is queued at once, not at the scheduled flush."""
         if self._flush_handle is not None:
