@@ -442,7 +442,7 @@ def test_kinds_and_outcomes_are_strenums_equal_to_their_strings_on_the_wire_and_
 
 
 def test_the_core_returns_what_to_do_and_keeps_none_of_it() -> None:
-    """Each input's Step holds what it called for; the next input's holds only its own."""
+    """Each input's Effects holds what it called for; the next input's holds only its own."""
     core = NodeCore(codec.Register("n", [], {}), "ep", 10.0, 0.0)
     first = core.start(0.0)
     assert [codec.parse_header(h)[0] for h, _, _ in first.frames] == [codec.Kind.REGISTER]

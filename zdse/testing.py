@@ -26,7 +26,7 @@ from typing import Any
 
 from zdse.cage.core import CageCore
 from zdse.node.core import NodeCore
-from zdse.node.effects import Frame, Step
+from zdse.node.effects import Effects, Frame
 from zdse.node.events import Event, IncomingRequest
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
@@ -61,19 +61,19 @@ class WiredCore(NodeCore):
                  now: float) -> None:
         super().__init__(register, epoch, refresh, now)
         #: Steps and frames its local calls returned, not yet carried out.
-        self.pending: list[Step | Frame] = []
+        self.pending: list[Effects | Frame] = []
 
-    def _keep(self, out: Step | Frame | None) -> None:
+    def _keep(self, out: Effects | Frame | None) -> None:
         if out is not None:
             self.pending.append(out)
 
-    def start(self, now: float) -> Step:
+    def start(self, now: float) -> Effects:
         """As NodeCore's; carried out by the network."""
         out = super().start(now)
         self._keep(out)
         return out
 
-    def bye(self) -> Step:
+    def bye(self) -> Effects:
         """As NodeCore's; carried out by the network."""
         out = super().bye()
         self._keep(out)
@@ -116,13 +116,13 @@ class WiredCore(NodeCore):
         self._keep(out)
         return sid
 
-    def set_addresses(self, addresses: list[str]) -> Step:
+    def set_addresses(self, addresses: list[str]) -> Effects:
         """As NodeCore's; carried out by the network."""
         out = super().set_addresses(addresses)
         self._keep(out)
         return out
 
-    def unsubscribe(self, sid: str) -> Step:
+    def unsubscribe(self, sid: str) -> Effects:
         """As NodeCore's; carried out by the network."""
         out = super().unsubscribe(sid)
         self._keep(out)
@@ -154,7 +154,7 @@ class WiredCore(NodeCore):
         return [f for out in self.pending
                 for f in ([out] if isinstance(out, tuple) else out.frames)]
 
-    def take_pending(self) -> list[Step | Frame]:
+    def take_pending(self) -> list[Effects | Frame]:
         """What the local calls called for since the last take."""
         out, self.pending = self.pending, []
         return out
@@ -302,7 +302,7 @@ class FakeNet:
                     self._carry_out(member, member.core.receive_published(frames, now))
         return moved
 
-    def _carry_out(self, member: _Member, out: Step | Frame) -> None:
+    def _carry_out(self, member: _Member, out: Effects | Frame) -> None:
         """Do what a core called for, as the Bus does: queue, filter, dispatch."""
         if isinstance(out, tuple):
             member.outbox.append(out)

@@ -48,7 +48,7 @@ from zdse.node.dispatcher import (
     RequestHandler,
     UnknownRequest,
 )
-from zdse.node.effects import Frame, Step
+from zdse.node.effects import Effects, Frame
 from zdse.node.events import Membership
 from zdse.node.requests import Failure, Gathered, Outcome
 from zdse.node.silence import Seen, after, explain
@@ -629,7 +629,7 @@ class Bus:
 
     # --- the shell's plumbing ---------------------------------------------------
 
-    def _do(self, step: Step) -> None:
+    def _do(self, step: Effects) -> None:
         """Carry out what the core called for: frames and filters, then events."""
         if self._transport is not None:
             self._transport.apply(step)

@@ -6,7 +6,7 @@ requests. Its shell (:class:`zdse.node.bus.Bus`, or :class:`zdse.testing.FakeNet
 in tests) feeds it inputs (frames, local calls, the time) and carries out
 what each returns (:mod:`zdse.node.effects`):
 
-* a :class:`~zdse.node.effects.Step` for frames read and ticks, and for the
+* a :class:`~zdse.node.effects.Effects` for frames read and ticks, and for the
   local calls that may do several things (start, bye, subscribe,
   unsubscribe, set_addresses, refuse): the frames to send, the SUB filter
   changes, and the :data:`~zdse.node.events.Event` values to dispatch
@@ -27,7 +27,16 @@ from typing import Any
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.log import sampled
 from zdse.node import delta as deltas
-from zdse.node.effects import NOTHING, AddFilter, Effect, Frame, RemoveFilter, Send, Step, step
+from zdse.node.effects import (
+    NOTHING,
+    AddFilter,
+    Effect,
+    Effects,
+    Frame,
+    RemoveFilter,
+    Send,
+    build_effects,
+)
 from zdse.node.events import (
     BadFrame,
     Change,
@@ -98,7 +107,7 @@ class NodeCore:
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from the cage, for its receipts (zdse.wire.receipts).
         self.reads = ReadCount()
-        # What the input being handled calls for so far: taken into its Step
+        # What the input being handled calls for so far: taken into its Effects
         # (see _step) before the call returns, never held across calls.
         self._frames: list[Frame] = []
         self._add: list[bytes] = []
@@ -107,13 +116,13 @@ class NodeCore:
 
     # --- local calls --------------------------------------------------------
 
-    def start(self, now: float) -> Step:
+    def start(self, now: float) -> Effects:
         """The first registration; listen for our own probes."""
         self._add.append(self._probe_topic)
         self._control(self.session.start(now))
         return self._step([])
 
-    def bye(self) -> Step:
+    def bye(self) -> Effects:
         """A goodbye, if the cage knows us."""
         if self.session.known:
             self._control(codec.Bye())
@@ -206,7 +215,7 @@ class NodeCore:
         return None
 
     def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
-                  refresh: float | None = None) -> tuple[str, Step]:
+                  refresh: float | None = None) -> tuple[str, Effects]:
         """Start a subscription; return its id and its announce (see Subscriptions.subscribe)."""
         codec.validate_pattern(key, "key")
         sid, actions = self.subscriptions.subscribe(key, dataindex, now, sid, refresh)
@@ -214,7 +223,7 @@ class NodeCore:
             self._act(actions)
         return sid, self._step([])
 
-    def set_addresses(self, addresses: list[str]) -> Step:
+    def set_addresses(self, addresses: list[str]) -> Effects:
         """Listen on ``addresses`` besides the name from now on; tell the cage at once.
 
         The registration is sent again (the cage changes the routes in
@@ -230,7 +239,7 @@ class NodeCore:
             self._control(session.register)
         return self._step([])
 
-    def unsubscribe(self, sid: str) -> Step:
+    def unsubscribe(self, sid: str) -> Effects:
         """End a subscription."""
         self._act(self.subscriptions.unsubscribe(sid))
         return self._step([])
@@ -277,7 +286,7 @@ class NodeCore:
 
     # --- input from the cage -----------------------------------------------
 
-    def receive(self, frames: list[bytes], now: float) -> Step:
+    def receive(self, frames: list[bytes], now: float) -> Effects:
         """Take a message from the DEALER: ``[header, sender, key, body]``."""
         if self.reads.take(frames):
             self._receipt()
@@ -309,7 +318,7 @@ class NodeCore:
                 self._bad(exc)
         return self._step(events)
 
-    def receive_published(self, frames: list[bytes], now: float) -> Step:
+    def receive_published(self, frames: list[bytes], now: float) -> Effects:
         """Take a message from the SUB socket: ``[topic, header, body]``."""
         try:
             if len(frames) != 3:
@@ -347,12 +356,12 @@ class NodeCore:
                 events.append(Membership("left", msg.name, [], msg.reason))
         return self._step(events)
 
-    def refuse(self, why: str, now: float) -> Step:
+    def refuse(self, why: str, now: float) -> Effects:
         """The shell saw the cage refuse our CURVE key at the handshake: a final refusal."""
         self.session.on_error("forbidden", why, now)
         return self._step([SessionChange(Change.REFUSED, why)])
 
-    def tick(self, now: float) -> Step:
+    def tick(self, now: float) -> Effects:
         """Beat, re-announce, expire; probe our SUB; notice a silent cage."""
         events: list[Event] = []
         tick = self.session.tick(now)
@@ -548,16 +557,16 @@ class NodeCore:
 
     # --- output -------------------------------------------------------------
 
-    def _step(self, events: list[Event]) -> Step:
+    def _step(self, events: list[Event]) -> Effects:
         """What this input called for, handed over whole: the core keeps none of it."""
         if self._news:
             events, self._news = [*self._news, *events], []
         frames, add, remove = self._frames, self._add, self._remove
         if not (frames or add or remove):
-            # The shared empty lists: the shell reads a Step, never changes it.
-            return step(_NONE, _NONE, _NONE, events) if events else NOTHING
+            # The shared empty lists: the shell reads an Effects, never changes it.
+            return build_effects(_NONE, _NONE, _NONE, events) if events else NOTHING
         self._frames, self._add, self._remove = [], [], []
-        return step(frames, add, remove, events)
+        return build_effects(frames, add, remove, events)
 
     def _act(self, actions: Sequence[Effect]) -> None:
         for action in actions:

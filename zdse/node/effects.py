@@ -6,13 +6,13 @@ Two levels, one rule (an input in, what to do out, never a callback):
   return :data:`Effect` values: :class:`Send` a message to a key, or change
   the SUB socket's filters (:class:`AddFilter`, :class:`RemoveFilter`).
 * :class:`~zdse.node.core.NodeCore` encodes those and returns, for each
-  input, a :class:`Step`: the :data:`Frame` values to send through the cage,
+  input, a :class:`Effects`: the :data:`Frame` values to send through the cage,
   the SUB filter changes, and the :data:`~zdse.node.events.Event` values to
   dispatch. Its per-message calls (send, reply, request, publish) return
-  their one :data:`Frame` (or None) instead: no Step to build on the hot path.
+  their one :data:`Frame` (or None) instead: no Effects to build on the hot path.
 
 The shell (:mod:`zdse.node.bus` with its transport and dispatcher, or
-:class:`zdse.testing.FakeNet`) carries a Step out in its field order.
+:class:`zdse.testing.FakeNet`) carries an Effects out in its field order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from zdse.wire.frozen import builder
 if TYPE_CHECKING:  # events imports the sub-cores, which import this module
     from zdse.node.events import Event
 
-__all__ = ["NOTHING", "AddFilter", "Effect", "Frame", "RemoveFilter", "Send", "Step", "step"]
+__all__ = [
+    "NOTHING", "AddFilter", "Effect", "Effects", "Frame", "RemoveFilter", "Send", "build_effects",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ Frame = tuple[bytes, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class Effects:
     """What the shell must do after one input to :class:`~zdse.node.core.NodeCore`.
 
     In this order: send ``frames``; add the SUB filters ``subscribe``, then
@@ -74,8 +76,8 @@ class Step:
     events: list[Event]
 
 
-#: Builds a Step without its frozen __init__ (zdse.wire.frozen): one is
+#: Builds an Effects without its frozen __init__ (zdse.wire.frozen): one is
 #: built per frame read, on every hot path.
-step = builder(Step)
+build_effects = builder(Effects)
 #: The step of an input that calls for nothing. Shared: never mutate its lists.
-NOTHING = Step([], [], [], [])
+NOTHING = Effects([], [], [], [])

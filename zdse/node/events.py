@@ -1,7 +1,7 @@
 """What happened, as the node's core tells its shell: the :data:`Event` values. Pure.
 
 :class:`~zdse.node.core.NodeCore` returns these inside a
-:class:`~zdse.node.effects.Step`; the shell's dispatcher
+:class:`~zdse.node.effects.Effects`; the shell's dispatcher
 (:mod:`zdse.node.dispatcher`) hands each to whoever waits for it: a
 subscription's callback (:class:`~zdse.node.subscriptions.Update`), a request's
 caller (:class:`~zdse.node.requests.Outcome`), the service's request and

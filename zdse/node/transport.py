@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from zdse.node.effects import Frame, Step
+from zdse.node.effects import Effects, Frame
 from zdse.node.silence import Seen
 from zdse.wire import codec
 from zdse.wire.curve import CurveClient
@@ -53,7 +53,7 @@ DRAIN_SECONDS = 0.02
 HWM = 100_000
 
 #: Hands one message read from a socket to the core; returns what to do.
-Take = Callable[[list[bytes], float], Step]
+Take = Callable[[list[bytes], float], Effects]
 
 #: The events of the DEALER's connection that say why the cage is silent.
 _WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -138,7 +138,7 @@ class Transport:
         if self._flush_handle is None and not self._in_turn:
             self._flush_handle = self._loop.call_soon(self._flush)
 
-    def apply(self, step: Step) -> None:
+    def apply(self, step: Effects) -> None:
         """Carry out a step's frames (at the end of this loop iteration) and filter changes.
 
         Its events are the caller's to deliver.
@@ -164,7 +164,7 @@ class Transport:
         elif self._outbox:
             self._flush()
 
-    def _filter(self, step: Step) -> None:
+    def _filter(self, step: Effects) -> None:
         sub = self._sub
         for t in step.subscribe:
             sub.subscribe(t)
