@@ -275,9 +275,9 @@ def test_a_publisher_left_at_one_cage_is_not_lost_until_every_cage_says_so() -> 
     ident = net.member(pub).identity
     left = codec.Left("pub", "expired")
     frames = [codec.EVENT_TOPIC, codec.header(codec.Kind.LEFT), codec.encode_one(left)]
-    assert [e for e in sub.receive_published(frames, net.clock.now, 0)
+    assert [e for e in sub.receive_published(frames, net.clock.now, 0).events
             if isinstance(e, Update)] == []
-    events = sub.receive_published(frames, net.clock.now, 1)
+    events = sub.receive_published(frames, net.clock.now, 1).events
     assert [e.kind for e in events if isinstance(e, Update)] == ["lost"]
     assert ident
 
@@ -291,7 +291,7 @@ def test_requests_go_through_one_cage_and_no_route_tries_the_other() -> None:
     net.run()
     client.request("svc", "t", None, gather=False)
     assert len(client.outbox) == 1
-    assert len(client.targets) == 1
+    assert list(client.routes.values()) == [[0]]  # one cage, the first of equals
     net.run()
     assert [e.replies["svc"].value for e in net.events(client) if isinstance(e, Outcome)] == [[1]]
     # svc leaves cage 0 only (as if its link there were cut): cage 0 has no route to it.
@@ -333,10 +333,11 @@ def test_a_name_refused_at_one_cage_steps_down_at_every_cage() -> None:
     net.events(node)
     error = codec.Error("name_taken", "n is held by a live node")
     frames = [codec.header(codec.Kind.ERROR), b"cage", b"", codec.encode_one(error)]
-    events = node.receive(frames, net.clock.now, 1)
-    assert [e.what for e in events if isinstance(e, SessionChange)] == ["refused"]
-    assert [t for t in node.targets] == [0]  # the bye, to the cage that welcomed it
+    effects = node.receive(frames, net.clock.now, 1)
+    assert [e.what for e in effects.events if isinstance(e, SessionChange)] == ["refused"]
+    assert effects.cages == [0]  # the bye, to the other cage that welcomed it
     assert not node.registered
+    net.carry_out(node, effects)
     net.run()
     assert "n" not in net.cage.names
 

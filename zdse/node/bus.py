@@ -1,39 +1,32 @@
-"""A node's connection to the cage: the asyncio shell around :class:`~zdse.node.core.NodeCore`.
+"""The public face of a node's connection to the bus: :class:`Bus`, thin.
 
-:class:`Bus` owns the two sockets (a DEALER to the cage's ROUTER, a SUB to its
-PUB), a watch on each and a task that keeps time; with several cages
-(docs/redundancy.md), the two sockets and their watches per cage. What to send and what
-happened, it asks the pure core; then it does the I/O and runs the
-callbacks, handlers and waiters the core's events call for.
+A Bus joins three parts, each in a file of its own:
 
-Outgoing messages queued in one loop iteration leave together at its end,
-and what a read turn's callbacks queue at the turn's end: consecutive
-messages of the same kind to the same key share one frame (never waiting
-to fill it), so pyzmq's per-call cost is paid once per batch. A request
-leaves at once, after whatever was queued before it: its caller waits.
+* the pure core (:class:`~zdse.node.core.NodeCore`): what to send and what
+  happened, decided without I/O;
+* the transport (:class:`~zdse.node.transport.Transport`): the sockets to the
+  cage, their watches, the send queue and its backlog;
+* the dispatcher (:class:`~zdse.node.dispatcher.Dispatcher`): events to
+  callbacks, waiting requests and handlers.
 
-Incoming frames are read by a callback on the sockets' FDs
-(:class:`~zdse.wire.zmqio.SocketWatch`), drained without blocking, and their
-events handled right there (:class:`~zdse.node.inorder.InOrder`): sync callbacks
-inline; an async one is awaited by a task, and the events after it wait
-their turn behind it, in order.
+Each public call asks the core, hands the frames it returns to the
+transport and the events to the dispatcher. A task keeps time (the core's
+ticks); the clock is injected, so the shell and its core share one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from zdse.errors import (
     BusClosed,
@@ -42,29 +35,30 @@ from zdse.errors import (
     RegistrationError,
     RemoteError,
     RequestTimeout,
-    ZdseError,
 )
-from zdse.log import get_logger, sampled
+from zdse.log import get_logger
 from zdse.modules.options import positive_float_env
-from zdse.node.core import (
-    Event,
-    IncomingMessage,
-    IncomingRequest,
-    Membership,
-    NodeCore,
-    Registered,
-    SessionChange,
+from zdse.node.core import NodeCore
+from zdse.node.dispatcher import (
+    Callback,
+    Dispatcher,
+    MembershipHandler,
+    MessageHandler,
+    NotPolling,
+    RefreshHandler,
+    RequestHandler,
+    UnknownRequest,
 )
-from zdse.node.inorder import InOrder
-from zdse.node.requests import Gathered, Outcome
-from zdse.node.session import SessionState
+from zdse.node.effects import Effects, Frame
+from zdse.node.events import Membership
+from zdse.node.requests import Failure, Gathered, Outcome
 from zdse.node.silence import Seen, after, explain
 from zdse.node.subscriptions import Update
+from zdse.node.transport import Transport
 from zdse.wire import codec
 from zdse.wire.curve import CurveClient
 from zdse.wire.endpoints import Endpoints
 from zdse.wire.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
-from zdse.wire.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = [
     "Bus",
@@ -78,30 +72,6 @@ __all__ = [
     "Update",
 ]
 
-#: A subscription's callback: called with each update, may be sync or async.
-Callback = Callable[[Update], Any]
-#: Answers a request: (sender, dataindex, args) -> value (or an awaitable of it).
-RequestHandler = Callable[[str, str, Any], Any]
-#: Takes a one-way message: (sender, dataindex, data).
-MessageHandler = Callable[[str, str, Any], Any]
-#: Told of each service that joins or leaves the bus; may be sync or async.
-MembershipHandler = Callable[[Membership], Any]
-#: Answers the reserved request ``refresh``: polls now, returns what it published.
-RefreshHandler = Callable[[], Awaitable[Any]]
-
-#: Frames read per wake-up before other tasks get a turn.
-DRAIN_LIMIT = 1024
-#: Seconds spent reading one batch before other tasks get a turn: under a
-#: flood, on a busy machine, 1,024 frames can take half a second, longer
-#: than a fast heartbeat may wait.
-DRAIN_SECONDS = 0.02
-#: Events waiting behind a slow async callback before the node stops
-#: reading deltas (and at ten times this, everything): from there ZeroMQ's
-#: queues (and their high-water marks) hold the rest, not this process's
-#: memory.
-BEHIND_LIMIT = 10_000
-#: Reserved requests every service answers (``refresh``: see Bus.on_refresh).
-RESERVED = ("pubdata", "subdata", "refresh")
 #: Seconds a Bus that waits for its cage without a deadline goes without an
 #: answer before it logs ``node.waiting`` (then twice as long each time, up
 #: to WAITING_NOTICE_MAX).
@@ -113,31 +83,6 @@ WAITING_NOTICE_MAX = 60.0
 #: holder), and how often it looks.
 NAME_VERDICT_BEATS = 2.0
 VERDICT_POLL = 0.01
-
-
-@dataclass(eq=False)
-class _Link:
-    """One cage's sockets, watches and backlog (the Bus has one per listed cage)."""
-
-    endpoints: Endpoints
-    dealer: zmq.Socket[bytes]
-    sub: zmq.Socket[bytes]
-    monitor: zmq.Socket[bytes] | None = None
-    dealer_watch: SocketWatch | None = None
-    sub_watch: SocketWatch | None = None
-    #: What waits to be sent, in order, while the cage's queue is full.
-    backlog: list[list[bytes]] = field(default_factory=list)
-    backlog_timer: asyncio.TimerHandle | None = None
-    #: What the DEALER's connection last went through (zdse.node.silence).
-    seen: Seen | None = None
-
-
-class UnknownRequest(ZdseError):
-    """A request for a dataindex the service neither publishes nor handles."""
-
-
-class NotPolling(ZdseError):
-    """A ``refresh`` request to a service that does not poll."""
 
 
 class Bus:
@@ -165,6 +110,7 @@ class Bus:
         connect_timeout: seconds to wait for the cage when entering.
         curve: this node's CURVE keys and the cage's public key, when the
             cage requires CURVE.
+        clock: monotonic seconds (the default: :func:`time.monotonic`).
 
     Raises:
         ProtocolError: the name or an address is not valid.
@@ -185,46 +131,79 @@ class Bus:
         refresh: float | None = None,
         connect_timeout: float | None = None,
         curve: CurveClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.endpoints = endpoints or Endpoints()
-        #: One single-cage Endpoints per cage listed.
+        #: One single-cage Endpoints per cage listed (docs/redundancy.md).
         self.cages = self.endpoints.cages
         details = {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}
         register = codec.Register(name, list(addresses), details)
         refresh = refresh or positive_float_env("ZDSE_SUB_REFRESH", SUBSCRIPTION_REFRESH)
-        self.core = NodeCore(register, uuid.uuid4().hex[:12], refresh, time.monotonic(),
+        self.clock = clock
+        self.core = NodeCore(register, uuid.uuid4().hex[:12], refresh, clock(),
                              cages=len(self.cages))
-        self.on_request = on_request
-        self.on_message = on_message
         self.prepush_processor = prepush_processor
         #: Column names by dataindex, for tables whose rows are lists: shown
         #: in ``pubdata`` (and by zdse-web). A Service sets its ``columns``.
         self.columns: dict[str, list[str]] = {}
-        self.on_membership = on_membership
-        #: Answers the reserved request ``refresh`` (a PollingService sets
-        #: it); None: the service answers NotPolling.
-        self.on_refresh: RefreshHandler | None = None
         self.connect_timeout = connect_timeout
         self.curve = curve
         self.log = get_logger(service=name)
-        self._callbacks: dict[str, Callback] = {}
-        self._waiters: dict[int, asyncio.Future[Outcome]] = {}
-        self._links: list[_Link] = []
-        self._events = InOrder(self._handle, self._spawn, self._pump, self._hold, BEHIND_LIMIT,
-                               urgent=_urgent)
-        self._watches: list[SocketWatch] = []
-        self._flush_handle: asyncio.Handle | None = None
-        #: True while a read turn runs its callbacks: the turn flushes at its end.
-        self._in_turn = False
-        self._registered = asyncio.Event()
-        #: add_address/remove_address callers waiting for the cage's Welcome.
-        self._readdressing: list[asyncio.Future[None]] = []
-        self._refused = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
+        self._dispatcher = Dispatcher(
+            name, self.core, self.cages, send=self._queue, spawn=self._spawn,
+            pause=self._pause, resume=self._resume, introspection=self, log=self.log)
+        self._dispatcher.on_request = on_request
+        self._dispatcher.on_message = on_message
+        self._dispatcher.on_membership = on_membership
+        #: One transport per cage; the first also as ``_transport``.
+        self._transports: list[Transport] = []
+        self._transport: Transport | None = None
         self._opened = False
+        #: What each cage's DEALER connection last went through.
+        self._seen: list[Seen | None] = [None] * len(self.cages)
         self._closed = False
+
+    # --- the handlers, kept by the dispatcher -----------------------------------
+
+    @property
+    def on_request(self) -> RequestHandler | None:
+        """Answers requests; None: a request for a published dataindex gets its data."""
+        return self._dispatcher.on_request
+
+    @on_request.setter
+    def on_request(self, handler: RequestHandler | None) -> None:
+        self._dispatcher.on_request = handler
+
+    @property
+    def on_message(self) -> MessageHandler | None:
+        """Takes one-way messages."""
+        return self._dispatcher.on_message
+
+    @on_message.setter
+    def on_message(self, handler: MessageHandler | None) -> None:
+        self._dispatcher.on_message = handler
+
+    @property
+    def on_membership(self) -> MembershipHandler | None:
+        """Told of each service that joins or leaves the bus."""
+        return self._dispatcher.on_membership
+
+    @on_membership.setter
+    def on_membership(self, handler: MembershipHandler | None) -> None:
+        self._dispatcher.on_membership = handler
+
+    @property
+    def on_refresh(self) -> RefreshHandler | None:
+        """Answers the reserved request ``refresh`` (a PollingService sets it); None: the
+        service answers NotPolling."""
+        return self._dispatcher.on_refresh
+
+    @on_refresh.setter
+    def on_refresh(self, handler: RefreshHandler | None) -> None:
+        self._dispatcher.on_refresh = handler
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -246,50 +225,38 @@ class Bus:
         """
         self._loop = loop = asyncio.get_running_loop()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        for cage in self.cages:
-            link = _Link(cage, self._ctx.socket(zmq.DEALER), self._ctx.socket(zmq.SUB))
-            for sock in (link.dealer, link.sub):
-                sock.linger = 0
-                if self.curve is not None:
-                    self.curve.apply(sock)
-            link.dealer.sndhwm = link.dealer.rcvhwm = 100_000
-            link.sub.rcvhwm = 100_000
-            link.sub.subscribe(codec.EVENT_TOPIC)
-            # Watch before connecting: a refused key can fail the very first
-            # handshake, and a monitor attached later would miss it.
-            # With several cages, a closed connection (a cage killed) also
-            # tells which cage carries requests (zdse.node.cages).
-            watched = _WATCHED | (zmq.EVENT_DISCONNECTED if len(self.cages) > 1 else 0)
-            link.monitor = link.dealer.get_monitor_socket(watched)
-            link.dealer.connect(cage.router)
-            link.sub.connect(cage.pub)
-            self._links.append(link)
+        core = self.core
+        several = len(self.cages) > 1
+        for i, cage in enumerate(self.cages):
+            take, take_published = core.receive, core.receive_published
+            if i:
+                take = partial(_at_cage, core.receive, i)
+                take_published = partial(_at_cage, core.receive_published, i)
+            self._transports.append(Transport(
+                self._ctx, cage.router, cage.pub, self.curve, loop, self.clock,
+                take=take, take_published=take_published,
+                deliver=self._dispatcher.feed, seen=partial(self._on_seen, i),
+                count=self._count, dropped=partial(self._dropped, i),
+                expiry=lambda: core.expiry, carry=self._carry if several else None,
+                disconnected=partial(core.disconnected, i) if several else None))
+        self._transport = self._transports[0]
         self._opened = True
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._tasks.append(self._group.create_task(self._keep_time()))
-        for i, link in enumerate(self._links):
-            link.dealer_watch = SocketWatch(loop, link.dealer,
-                                            self._reader(link.dealer, "receive", i),
-                                            self._backlog_sender(i))
-            link.sub_watch = SocketWatch(loop, link.sub,
-                                         self._reader(link.sub, "receive_published", i))
-            self._watches += [link.dealer_watch, link.sub_watch]
-            assert link.monitor is not None
-            self._watches.append(SocketWatch(loop, link.monitor, self._monitor_reader(i)))
-        self.core.start(time.monotonic())
-        self._pump()
+        self._do(core.start(self.clock()))
         try:
             await self._wait_registered(self.connect_timeout)
-            if len(self._links) > 1:
+            if several:
                 await self._wait_verdicts()
         except BaseException:
             await self.close(bye=False)
             raise
 
     async def _wait_registered(self, timeout: float | None) -> None:
-        waits = [asyncio.ensure_future(self._registered.wait()),
-                 asyncio.ensure_future(self._refused.wait())]
+        registered, refused = self._dispatcher.registered, self._dispatcher.refused
+        waits = [asyncio.ensure_future(registered.wait()),
+                 asyncio.ensure_future(refused.wait())]
         try:
             if timeout is not None:
                 await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -298,9 +265,9 @@ class Bus:
         finally:
             for fut in waits:
                 fut.cancel()
-        if self._refused.is_set():
+        if refused.is_set():
             self._raise_refusal()
-        if not self._registered.is_set():
+        if not registered.is_set():
             raise BusClosed(f"no answer from the cage within {timeout}s: {self._why_silent()}")
 
     async def _wait_verdicts(self) -> None:
@@ -312,40 +279,39 @@ class Bus:
         first, rather than after open() returned. A cage not connected is
         not waited for; it may refuse later, and the node then steps down.
         """
-        deadline = time.monotonic() + NAME_VERDICT_BEATS * self.core.session.heartbeat
-        while not self._refused.is_set() and time.monotonic() < deadline:
-            pending = [link for link, session in zip(self._links, self.core.sessions, strict=True)
-                       if session.state is SessionState.CONNECTING
-                       and link.seen in (Seen.CONNECTED, Seen.HANDSHAKE_OK)]
+        clock, refused = self.clock, self._dispatcher.refused
+        deadline = clock() + NAME_VERDICT_BEATS * self.core.session.heartbeat
+        while not refused.is_set() and clock() < deadline:
+            pending = [i for i in self.core.connecting_cages()
+                       if self._seen[i] in (Seen.CONNECTED, Seen.HANDSHAKE_OK)]
             if not pending:
                 break
             # A short, bounded wait at open only: a welcome has no event of its own.
             await asyncio.sleep(VERDICT_POLL)
-        if self._refused.is_set():
+        if refused.is_set():
             self._raise_refusal()
 
     def _raise_refusal(self) -> NoReturn:
         """Raise the refusal of the name (with several cages, naming the cage that refused)."""
-        session = self.core.session
-        why = session.refusal or f"the cage refused {self.name!r}"
+        code, why = self.core.refusal
+        why = why or f"the cage refused {self.name!r}"
         by = self.core.refused_by
         if len(self.cages) > 1 and by is not None:
             why += f" (refused by the cage at {self.cages[by].router}; left every cage)"
-        if session.refusal_code == "name_taken":
+        if code == "name_taken":
             raise NameTakenError(why)
         raise RegistrationError(why)
 
     def _why_silent(self) -> str:
         """Why no cage has registered this node yet, as one clause (one per cage)."""
         whys = []
-        for link, session in zip(self._links, self.core.sessions, strict=True):
-            cage = link.endpoints
+        for i, (cage, session) in enumerate(zip(self.cages, self.core.sessions, strict=True)):
             if session.known:
                 whys.append(f"the cage at {cage.router} welcomed {self.name!r}, but nothing "
                             f"came from its PUB at {cage.pub} (is that the cage's --pub?)")
             else:
-                whys.append(explain(link.seen, cage.router, self.curve is not None))
-        return "; ".join(whys) or explain(None, self.endpoints.router, self.curve is not None)
+                whys.append(explain(self._seen[i], cage.router, self.curve is not None))
+        return "; ".join(whys)
 
     async def _wait_saying_so(self, waits: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the first of ``waits``, logging ``node.waiting`` now and then meanwhile."""
@@ -368,7 +334,7 @@ class Bus:
     @property
     def refusal(self) -> str:
         """Why the cage refused the name ('' if it did not)."""
-        return self.core.session.refusal
+        return self.core.refusal[1]
 
     async def close(self, bye: bool = True) -> None:
         """Say bye to the cage, stop the tasks and close the sockets."""
@@ -376,31 +342,20 @@ class Bus:
             return
         self._closed = True
         if bye:
-            self.core.bye()
-            self._flush()
-        waiting: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._readdressing]
-        for fut in waiting:
-            if not fut.done():
-                fut.set_exception(BusClosed("the bus was closed"))
-        for watch in self._watches:
-            watch.close()
-        for link in self._links:
-            if link.backlog_timer is not None:
-                link.backlog_timer.cancel()
+            self._do(self.core.bye())
+        # The bye leaves now, before the sockets close.
+        for transport in self._transports:
+            transport.close()
+        self._dispatcher.close()
         for task in self._tasks:
             task.cancel()
         if self._group is not None:
             await self._group.__aexit__(None, None, None)
-        self._close_monitors()
-        for link in self._links:
-            # A short linger lets the bye leave; never long enough to hang an exit.
-            link.dealer.close(linger=100)
-            link.sub.close(linger=0)
         self._ctx.term()
 
     async def wait_refused(self) -> str:
         """Wait until the cage refuses this service's name; return its message."""
-        await self._refused.wait()
+        await self._dispatcher.refused.wait()
         return self.refusal
 
     # --- publishing ---------------------------------------------------------
@@ -422,10 +377,11 @@ class Bus:
         if self.prepush_processor is not None:
             data = self.prepush_processor(dataindex, data)
             if data is None:
-                self.core.stats["prepush_dropped"] += 1
+                self.core.count("prepush_dropped")
                 return
-        self.core.publish(dataindex, data)
-        self._pump()
+        frame = self.core.publish(dataindex, data)
+        if frame is not None:
+            self._queue(frame)
 
     def change_keys(self, dataindex: str, put: Mapping[Any, Any] | None = None,
                     delete: Iterable[Any] = ()) -> None:
@@ -451,8 +407,9 @@ class Bus:
             ProtocolError: msgpack cannot represent a key or value.
             Whatever is raised, nothing is stored or sent.
         """
-        self.core.change_keys(dataindex, put or {}, delete)
-        self._pump()
+        frame = self.core.change_keys(dataindex, put or {}, delete)
+        if frame is not None:
+            self._queue(frame)
 
     def change_rows(self, dataindex: str, add: Iterable[Any] = (),
                     remove: Iterable[Any] = ()) -> None:
@@ -475,8 +432,9 @@ class Bus:
             ProtocolError: msgpack cannot represent a row.
             Whatever is raised, nothing is stored or sent.
         """
-        self.core.change_rows(dataindex, add, remove)
-        self._pump()
+        frame = self.core.change_rows(dataindex, add, remove)
+        if frame is not None:
+            self._queue(frame)
 
     def replace(self, dataindex: str, value: Any) -> None:
         """Store ``value`` whole under ``dataindex`` and send it whole, without a diff.
@@ -491,8 +449,9 @@ class Bus:
         """
         if self.prepush_processor is not None:
             value = self.prepush_processor(dataindex, value)
-        self.core.replace(dataindex, value)
-        self._pump()
+        frame = self.core.replace(dataindex, value)
+        if frame is not None:
+            self._queue(frame)
 
     # --- subscribing --------------------------------------------------------
 
@@ -513,9 +472,9 @@ class Bus:
         Raises:
             ProtocolError: a bad key, ``sid`` in use or too long, a bad ``refresh``.
         """
-        sid = self.core.subscribe(key, dataindex, time.monotonic(), sid, refresh)
-        self._callbacks[sid] = callback
-        self._pump()
+        sid, step = self.core.subscribe(key, dataindex, self.clock(), sid, refresh)
+        self._dispatcher.callbacks[sid] = callback
+        self._do(step)
         return sid
 
     def unsubscribe(self, sid: str | None = None, *, key: str | None = None,
@@ -526,27 +485,26 @@ class Bus:
             the ids of the subscriptions ended.
         """
         if sid is not None:
-            sids = [sid] if self.core.subscriptions.has(sid) else []
+            sids = [sid] if self.core.has_subscription(sid) else []
         elif key is not None and dataindex is not None:
-            sids = self.core.subscriptions.sids_for(key, dataindex)
+            sids = self.core.sids_for(key, dataindex)
         else:
             raise TypeError("unsubscribe takes a sid, or both key and dataindex")
         for one in sids:
-            self._callbacks.pop(one, None)
-            self.core.unsubscribe(one)
-        self._pump()
+            self._dispatcher.callbacks.pop(one, None)
+            self._do(self.core.unsubscribe(one))
         return sids
 
     def views(self, sid: str) -> dict[str, Any]:
         """Subscription ``sid``'s views, by publisher (Congress's subData); {} if none."""
-        return self.core.subscriptions.view(sid)
+        return self.core.views(sid)
 
     # --- addresses ----------------------------------------------------------
 
     @property
     def addresses(self) -> list[str]:
         """The addresses this service listens on besides its name."""
-        return list(self.core.session.register.addresses)
+        return self.core.addresses
 
     async def add_address(self, address: str, timeout: float = REQUEST_TIMEOUT) -> None:
         """Listen on ``address`` too; return once the cage's routes have it.
@@ -573,11 +531,14 @@ class Bus:
             await self._readdress([a for a in self.addresses if a != address], timeout)
 
     async def _readdress(self, addresses: list[str], timeout: float) -> None:
-        self.core.set_addresses(addresses)
+        step = self.core.set_addresses(addresses)
         if not self.registered or self._closed:
+            self._do(step)
             return
         welcomed: asyncio.Future[None] = self._loop.create_future()
-        self._readdressing.append(welcomed)
+        readdressing = self._dispatcher.readdressing
+        readdressing.append(welcomed)
+        self._do(step)
         self._flush_now()
         try:
             await asyncio.wait_for(welcomed, timeout)
@@ -585,8 +546,8 @@ class Bus:
             raise RequestTimeout(f"the cage did not confirm {self.name}'s addresses "
                                  f"within {timeout}s") from None
         finally:
-            if welcomed in self._readdressing:
-                self._readdressing.remove(welcomed)
+            if welcomed in readdressing:
+                readdressing.remove(welcomed)
 
     # --- requests -----------------------------------------------------------
 
@@ -643,10 +604,11 @@ class Bus:
     async def _request(
         self, key: str, dataindex: str, args: Any, timeout: float, gather: bool
     ) -> Outcome:
-        deadline = time.monotonic() + timeout
+        clock = self.clock
+        deadline = clock() + timeout
         if not self.registered and not self._closed:
             try:
-                await asyncio.wait_for(self._registered.wait(), timeout)
+                await asyncio.wait_for(self._dispatcher.registered.wait(), timeout)
             except TimeoutError:
                 raise RequestTimeout(
                     f"not connected to the cage at {self.endpoints.router}"
@@ -655,27 +617,34 @@ class Bus:
                 ) from None
         if self._closed:
             raise BusClosed("the bus was closed")
-        cid = self.core.request(key, dataindex, args, gather,
-                                max(0.0, deadline - time.monotonic()))
-        fut: asyncio.Future[Outcome] = self._loop.create_future()
-        self._waiters[cid] = fut
+        core = self.core
+        cid, frame = core.request(key, dataindex, args, gather, max(0.0, deadline - clock()))
+        loop = self._loop
+        fut: asyncio.Future[Outcome] = loop.create_future()
+        waiters = self._dispatcher.waiters
+        waiters[cid] = fut
         # A timer and the future itself: wait_for(shield(fut)) costs three
         # more loop iterations between the reply and the caller.
-        timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), _expire, fut)
+        timer = loop.call_later(max(0.0, deadline - clock()), _expire, fut)
         try:
             # A request leaves now, with whatever was queued before it, not
             # at the end of the loop iteration: the caller waits on the round
             # trip. (So requests made together are sent one by one.)
-            self._flush_now()
+            transports = self._transports
+            if len(transports) == 1:
+                transports[0].send_now(frame)
+            else:
+                for cage in core.route(frame):
+                    transports[cage].send_now(frame)
             outcome = await fut
         except TimeoutError:
-            late = self.core.requests.timeout(cid)
-            outcome = late if late is not None else Outcome(cid, key, {}, "timeout")
+            late = core.timeout(cid)
+            outcome = late if late is not None else Outcome(cid, key, {}, Failure.TIMEOUT)
         finally:
             timer.cancel()
-            self._waiters.pop(cid, None)
-            self.core.requests.cancel(cid)
-        if outcome.error == "noroute":
+            waiters.pop(cid, None)
+            core.cancel(cid)
+        if outcome.error is Failure.NOROUTE:
             raise NoRouteError(f"no service listens on {key!r}")
         if not outcome.replies:
             raise RequestTimeout(f"no answer from {key!r} for {dataindex!r} within {timeout}s")
@@ -683,14 +652,13 @@ class Bus:
 
     def send(self, key: str, dataindex: str, data: Any) -> None:
         """Send a one-way message to every service on ``key``."""
-        self.core.send(key, dataindex, data)
-        self._pump()
+        self._queue(self.core.send(key, dataindex, data))
 
     # --- introspection ------------------------------------------------------
 
     def pubdata(self) -> dict[str, Any]:
         """What this service publishes, and to whom (with its ``columns``, if declared)."""
-        published = self.core.publications.pubdata()
+        published = self.core.pubdata()
         for dataindex, names in self.columns.items():
             if dataindex in published:
                 published[dataindex]["columns"] = names
@@ -698,7 +666,7 @@ class Bus:
 
     def subdata(self) -> dict[str, Any]:
         """What this service subscribes to, and how far each view is."""
-        return self.core.subscriptions.subdata()
+        return self.core.subdata()
 
     def statistics(self) -> dict[str, int]:
         """This node's counters, its subscriptions' (gaps, resyncs, ...) among them.
@@ -707,334 +675,7 @@ class Bus:
         service has not published, ``waiting_refused`` announces past their
         bound (MAX_WAITING_SUBSCRIPTIONS), answered but not held.
         """
-        pubs = self.core.publications
-        return {**self.core.stats, **self.core.subscriptions.stats,
-                "waiting_subscriptions": pubs.waiting, "waiting_refused": pubs.waiting_refused}
-
-    # --- output -------------------------------------------------------------
-
-    def _pump(self) -> None:
-        """Apply the core's filter changes and schedule a flush of its outbox.
-
-        Messages queued within one loop iteration leave together, coalesced,
-        at the end of it.
-        """
-        self._apply_filters()
-        if (self.core.outbox and self._flush_handle is None and self._opened
-                and not self._in_turn):
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush_now(self) -> None:
-        """Apply the filter changes and send what is queued at once, not at the scheduled flush."""
-        self._apply_filters()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush()
-        elif self.core.outbox and self._opened:
-            self._flush()
-
-    def _apply_filters(self) -> None:
-        filters = self.core.filters
-        if filters.add or filters.remove:
-            # Every cage's SUB alike: a delta may come through any of them.
-            for link in self._links:
-                for t in filters.add:
-                    link.sub.subscribe(t)
-                for t in filters.remove:
-                    link.sub.unsubscribe(t)
-                assert link.sub_watch is not None
-                link.sub_watch.poke()
-            filters.add.clear()
-            filters.remove.clear()
-
-    @property
-    def _backlog(self) -> list[list[bytes]]:
-        """The first cage's backlog (the only one, with one cage)."""
-        return self._links[0].backlog
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        queue, self.core.outbox = self.core.outbox, []
-        if len(self._links) == 1:
-            self._queue_for(0, codec.coalesce(queue))
-            return
-        targets, self.core.targets = self.core.targets, []
-        for i in range(len(self._links)):
-            mine = [frame for frame, to in zip(queue, targets, strict=True) if to == i]
-            if mine:
-                self._queue_for(i, codec.coalesce(mine))
-
-    def _queue_for(self, cage: int, frames_list: list[list[bytes]]) -> None:
-        self.core.stats["frames_out"] += len(frames_list)
-        link = self._links[cage]
-        if link.backlog:
-            link.backlog.extend(frames_list)
-            return
-        link.backlog = frames_list
-        self._send_backlog(link)
-
-    def _backlog_sender(self, cage: int) -> Callable[[], None]:
-        link = self._links[cage]
-        return lambda: self._send_backlog(link)
-
-    def _send_backlog(self, link: _Link) -> None:
-        """Send what waits for one cage, in order, until done or its queue is full."""
-        backlog, sent = link.backlog, 0
-        dealer = link.dealer
-        watch = link.dealer_watch
-        assert watch is not None
-        try:
-            for frames in backlog:
-                send_frames(dealer, frames)
-                sent += 1
-        except zmq.Again:
-            # The cage's queue is full: keep the rest in order, send it when
-            # there is room, drop it if the cage takes none of it for an
-            # expiry (each bit of progress starts the wait over).
-            link.backlog = backlog[sent:]
-            watch.want_writable()
-            if sent or link.backlog_timer is None:
-                if link.backlog_timer is not None:
-                    link.backlog_timer.cancel()
-                expiry = self.core.session.expiry
-                link.backlog_timer = (
-                    self._loop.call_later(expiry, self._drop_backlog)
-                    if link is self._links[0] else
-                    self._loop.call_later(expiry, self._drop_backlog, link))
-        else:
-            link.backlog = []
-            if link.backlog_timer is not None:
-                link.backlog_timer.cancel()
-                link.backlog_timer = None
-        # The sends may have taken the FD's signal of a message come meanwhile.
-        watch.poke()
-
-    def _drop_backlog(self, link: _Link | None = None) -> None:
-        # The cage is gone; what we held is stale by now. Requests time out,
-        # subscribers resync: drop and count.
-        link = link or self._links[0]
-        link.backlog_timer = None
-        if link.backlog:
-            self.core.stats["dropped_backlog"] += len(link.backlog)
-            self.log.warning("send.dropped", frames=len(link.backlog), why="cage not draining",
-                             cage=link.endpoints.router)
-            link.backlog = []
-
-    def _spawn(self, coro: Any) -> None:
-        assert self._group is not None
-        task = self._group.create_task(coro)
-        self._tasks.append(task)
-        # One per async answer or callback: forget each once done, or a
-        # service answering requests forever would keep every task.
-        task.add_done_callback(self._tasks.remove)
-
-    # --- input --------------------------------------------------------------
-
-    def _reader(self, sock: zmq.Socket[bytes], method: str, cage: int) -> Callable[[], bool]:
-        """What reads ``sock`` of cage ``cage`` into the core's ``method`` (receive or
-        receive_published); looked up at each turn, so a test may wrap it."""
-        core = self.core
-        if cage == 0:
-            return lambda: self._read(sock, getattr(core, method))
-        return lambda: self._read(
-            sock, lambda frames, now: getattr(core, method)(frames, now, cage))
-
-    def _read(
-        self, sock: zmq.Socket[bytes], take: Callable[[list[bytes], float], list[Event]]
-    ) -> bool:
-        """Drain ``sock`` for one turn and act on what came; True if frames are left."""
-        now = time.monotonic()
-        events: list[Event] = []
-        more = True
-        bad = self.core.stats["bad_frames"]
-        for _ in range(DRAIN_LIMIT):
-            if not has_input(sock):
-                more = False
-                break
-            events += take(recv_frames(sock), now)
-            if time.monotonic() - now > DRAIN_SECONDS:
-                break
-        self._apply_filters()
-        # What the frames just read called for (replies, snapshots, what sync
-        # callbacks queue) leaves at the end of this turn, as one batch: not
-        # one loop iteration later, nor in flushes of its own.
-        self._in_turn = True
-        try:
-            if events:
-                self._events.feed(events)
-        finally:
-            self._in_turn = False
-            self._flush_now()
-        if self.core.stats["bad_frames"] != bad:
-            bad = self.core.stats["bad_frames"]
-            if sampled(bad):
-                self.log.warning("frame.bad", error=self.core.last_bad, count=bad)
-        return more
-
-    def _hold(self, waiting: int) -> None:
-        """Stop reading while async callbacks are far behind; read again after.
-
-        Deltas stop first: the publishers' flood, and a subscriber that falls
-        too far behind resyncs. The DEALER is read on, so heartbeats and the
-        replies a callback may be awaiting still come, until ten times the
-        limit wait: then it stops too (past its expiry the cage will drop
-        this node, which registers again once it reads again).
-        """
-        if waiting == 0:
-            for watch in self._watches:
-                watch.resume()
-            return
-        for link in self._links:
-            assert link.sub_watch is not None
-            assert link.dealer_watch is not None
-            link.sub_watch.pause()
-            if waiting > 10 * BEHIND_LIMIT:
-                link.dealer_watch.pause()
-
-    def _handle(self, event: Event) -> Awaitable[None] | None:
-        """Act on one event; return what remains to await, if anything."""
-        # The two per-message kinds first: a sync callback runs without a
-        # coroutine or a helper call of its own. A failure is logged and
-        # counted, never fatal.
-        if isinstance(event, Update):
-            callback = self._callbacks.get(event.sid)
-            if callback is None:
-                return None
-            try:
-                result = callback(event)
-            except Exception:
-                self._call_failed("callback")
-                return None
-            if result is not None and inspect.isawaitable(result):
-                return self._call(result, "callback")
-        elif isinstance(event, IncomingMessage):
-            on_message = self.on_message
-            if on_message is None:
-                return None
-            msg = event.message
-            try:
-                result = on_message(event.sender, msg.dataindex, msg.data)
-            except Exception:
-                self._call_failed("message")
-                return None
-            if result is not None and inspect.isawaitable(result):
-                return self._call(result, "message")
-        elif isinstance(event, Outcome):
-            fut = self._waiters.get(event.cid)
-            if fut is not None and not fut.done():
-                fut.set_result(event)
-        elif isinstance(event, IncomingRequest):
-            self._answer(event.sender, event.request)
-        elif isinstance(event, Registered):
-            self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again,
-                          cage=self.cages[event.cage].router)
-            self._registered.set()
-            for welcomed in self._readdressing:
-                if not welcomed.done():
-                    welcomed.set_result(None)
-        elif isinstance(event, SessionChange):
-            self._on_session_change(event)
-        elif isinstance(event, Membership) and self.on_membership is not None:
-            try:
-                result = self.on_membership(event)
-            except Exception:
-                self._call_failed("membership")
-                return None
-            if result is not None and inspect.isawaitable(result):
-                return self._call(result, "membership")
-        return None
-
-    def _on_session_change(self, event: SessionChange) -> None:
-        cage = self.cages[event.cage]
-        if event.what == "refused":
-            if len(self.cages) > 1:
-                # Held only if every cage grants it: stepped down at all of them.
-                self.log.error("node.name_conflict", cage=cage.router, error=event.detail,
-                               why="a cage refused the name: left every cage")
-            self.log.error("node.refused", error=event.detail, cage=cage.router)
-            self._registered.clear()
-            self._refused.set()
-        elif event.what in ("lost", "reregistering"):
-            self.log.warning(f"cage.{event.what}", why=event.detail, cage=cage.router)
-            if not self.core.registered:
-                self._registered.clear()
-        elif event.what == "sub_silent":
-            self.log.warning("cage.sub_silent", pub=cage.pub, why=event.detail)
-        else:
-            self.log.warning("cage.error", error=event.detail, cage=cage.router)
-
-    async def _call(self, pending: Awaitable[Any], what: str) -> None:
-        """Await what an async callback returned; its failure is logged, never fatal."""
-        try:
-            await pending
-        except Exception:
-            self._call_failed(what)
-
-    def _call_failed(self, what: str) -> None:
-        self.core.stats[f"{what}_errors"] += 1
-        self.log.exception(f"{what}.failed")
-
-    def _answer(self, sender: str, req: codec.Request) -> None:
-        if req.dataindex in RESERVED:
-            self._answer_reserved(sender, req)
-            return
-        handler = self.on_request or self.answer_published
-        try:
-            result = handler(sender, req.dataindex, req.args)
-        except Exception as exc:
-            self._reply_error(sender, req, exc)
-            return
-        if inspect.isawaitable(result):
-            self._spawn(self._answer_later(sender, req, result))
-            return
-        self.core.reply(sender, req.cid, True, result)
-
-    def _answer_reserved(self, sender: str, req: codec.Request) -> None:
-        if req.dataindex == "pubdata":
-            self.core.reply(sender, req.cid, True, self.pubdata())
-        elif req.dataindex == "subdata":
-            value = self.subdata()
-            if isinstance(req.args, dict) and req.args.get("views"):
-                for sid, row in value.items():
-                    row["views"] = self.views(sid)
-            self.core.reply(sender, req.cid, True, value)
-        elif self.on_refresh is None:
-            self._reply_error(sender, req, NotPolling(
-                f"{self.name} does not poll: refresh asks a polling service to poll now"))
-        else:
-            self._spawn(self._answer_later(sender, req, self.on_refresh()))
-
-    async def _answer_later(self, sender: str, req: codec.Request, pending: Any) -> None:
-        """Await an async handler's answer and send it; cancel it once its requester gave up.
-
-        Past the requester's timeout (counted from the request's arrival)
-        nobody waits for the answer: the handler is cancelled, so one that
-        never finishes holds no task, and no memory, for ever.
-        """
-        try:
-            async with asyncio.timeout(req.timeout if req.timeout > 0 else None) as scope:
-                result = await pending
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and scope.expired():
-                self._abandoned(sender, req)
-                return
-            self._reply_error(sender, req, exc)  # the handler's own TimeoutError too
-        else:
-            self.core.reply(sender, req.cid, True, result)
-        self._pump()
-
-    def _abandoned(self, sender: str, req: codec.Request) -> None:
-        count = self.core.stats["requests_abandoned"] = self.core.stats["requests_abandoned"] + 1
-        if sampled(count):
-            self.log.warning("request.abandoned", sender=sender, dataindex=req.dataindex,
-                             timeout=req.timeout, count=count,
-                             why="its handler outlived the requester's timeout: cancelled")
-
-    def _reply_error(self, sender: str, req: codec.Request, exc: Exception) -> None:
-        if not isinstance(exc, ZdseError):
-            self.log.warning("request.failed", sender=sender, dataindex=req.dataindex,
-                             error=repr(exc))
-        self.core.reply(sender, req.cid, False, [type(exc).__name__, str(exc)])
+        return self.core.statistics()
 
     def answer_published(self, sender: str, dataindex: str, args: Any) -> Any:
         """The default request handler: the current data of a published dataindex.
@@ -1042,81 +683,90 @@ class Bus:
         Raises:
             UnknownRequest: ``dataindex`` is not published here.
         """
-        pubs = self.core.publications
-        if dataindex in pubs.dataindexes():
-            return pubs.data(dataindex)
+        found, data = self.core.published(dataindex)
+        if found:
+            return data
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
-    def _monitor_reader(self, cage: int) -> Callable[[], bool]:
-        return lambda: self._read_monitor(cage)
+    # --- the shell's plumbing ---------------------------------------------------
 
-    def _read_monitor(self, cage: int = 0) -> bool:
-        """Keep what the connection last went through (see :mod:`zdse.node.silence`);
+    def _do(self, step: Effects) -> None:
+        """Carry out what the core called for: frames and filters, then events."""
+        transports = self._transports
+        if len(transports) == 1:
+            transports[0].apply(step)
+        elif transports:
+            self._carry(step)
+        if step.events:
+            self._dispatcher.feed(step.events)
+
+    def _carry(self, step: Effects) -> None:
+        """With several cages: each frame through its cage, filters on every SUB."""
+        transports = self._transports
+        if step.subscribe or step.unsubscribe:
+            for transport in transports:
+                transport.filter(step)
+        for frame, cage in zip(step.frames, step.cages, strict=True):
+            transports[cage].queue(frame)
+
+    def _queue(self, frame: Frame) -> None:
+        """Send ``frame`` at the end of this loop iteration (with what else is queued)."""
+        transports = self._transports
+        if len(transports) == 1:
+            transports[0].queue(frame)
+        elif transports:
+            for cage in self.core.route(frame):
+                transports[cage].queue(frame)
+
+    def _flush_now(self) -> None:
+        for transport in self._transports:
+            transport.flush_now()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._tasks.append(task)
+        # One per async answer or callback: forget each once done, or a
+        # service answering requests forever would keep every task.
+        task.add_done_callback(self._tasks.remove)
+
+    def _pause(self, everything: bool) -> None:
+        for transport in self._transports:
+            transport.pause(everything)
+
+    def _resume(self) -> None:
+        for transport in self._transports:
+            transport.resume()
+
+    def _count(self, what: str, n: int) -> None:
+        self.core.count(what, n)
+
+    def _dropped(self, cage: int, frames: int) -> None:
+        """A transport dropped its backlog: the cage took none of it for an expiry."""
+        self.core.count("dropped_backlog", frames)
+        self.log.warning("send.dropped", frames=frames, why="cage not draining",
+                         cage=self.cages[cage].router)
+
+    def _on_seen(self, cage: int, seen: Seen) -> None:
+        """Keep what a cage's connection last went through (see :mod:`zdse.node.silence`);
         with CURVE, a key the cage does not know is a final refusal."""
-        link = self._links[cage]
-        monitor = link.monitor
-        assert monitor is not None
-        if not has_input(monitor):
-            return False
-        event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-        if event["event"] == zmq.EVENT_DISCONNECTED:
-            self.core.disconnected(cage)
-            return True
-        seen = _seen(event["event"], event["value"])
-        link.seen = after(link.seen, seen)
+        self._seen[cage] = after(self._seen[cage], seen)
         if seen is Seen.REFUSED:
-            why = self._why_silent()
-            self.core.sessions[cage].on_error("forbidden", why, time.monotonic())
-            self._on_session_change(SessionChange("refused", why, cage))
-        return True
-
-    def _close_monitors(self) -> None:
-        # An open monitor would hang ctx.term().
-        for link in self._links:
-            if link.monitor is not None and not link.monitor.closed:
-                link.dealer.disable_monitor()
-                link.monitor.close(linger=0)
+            self._do(self.core.refuse(self._why_silent(), self.clock(), cage))
 
     # --- time ---------------------------------------------------------------
 
     async def _keep_time(self) -> None:
+        clock, core = self.clock, self.core
         while True:
-            events = self.core.tick(time.monotonic())
-            self._pump()
-            if events:
-                self._events.feed(events)
-            session = self.core.session
-            now = time.monotonic()
-            refresh = self.core.subscriptions.min_refresh()
-            await asyncio.sleep(min(session.heartbeat / 4, refresh / 4, self.core.due_in(now)))
+            self._do(core.tick(clock()))
+            await asyncio.sleep(core.tick_in(clock()))
 
 
-#: The events of the DEALER's connection that say why the cage is silent.
-_WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-def _seen(event: int, value: int) -> Seen:
-    """A monitor event of :data:`_WATCHED` as a :class:`Seen`."""
-    if event == zmq.EVENT_CONNECTED:
-        return Seen.CONNECTED
-    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-        return Seen.HANDSHAKE_OK
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return Seen.REFUSED
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
-            value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
-        return Seen.MECHANISM_MISMATCH
-    return Seen.HANDSHAKE_FAILED
-
-
-def _urgent(event: Event) -> bool:
-    """Events that never wait behind a callback: replies and the session's news.
-
-    A callback that awaits a request must get the reply; none of these runs
-    user code.
-    """
-    return isinstance(event, Outcome | Registered | SessionChange)
+def _at_cage(take: Callable[[list[bytes], float, int], Effects], cage: int,
+             frames: list[bytes], now: float) -> Effects:
+    """Hands a frame of cage ``cage`` to the core (``take`` with the cage's index)."""
+    return take(frames, now, cage)
 
 
 def _expire(fut: asyncio.Future[Outcome]) -> None:

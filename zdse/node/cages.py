@@ -72,9 +72,14 @@ class RoundTrips:
         """The connection to ``cage`` closed: chosen last until it answers a beat again."""
         self._trips[cage].down = True
 
+    def is_down(self, cage: int) -> bool:
+        """Whether ``cage``'s connection closed and it has not answered a beat since."""
+        return self._trips[cage].down
+
     def restart(self, cage: int) -> None:
-        """``cage``'s session starts over (lost, or registering again): time it afresh."""
-        self._trips[cage] = _Trip()
+        """``cage``'s session starts over (lost, or registering again): time it afresh
+        (a closed connection stays known until the cage answers a beat)."""
+        self._trips[cage] = _Trip(down=self._trips[cage].down)
 
     def round_trip(self, cage: int, now: float) -> float:
         """``cage``'s round trip as it counts for the choice (0 before any sample)."""

@@ -3,23 +3,56 @@
 :class:`NodeCore` joins the session (registration, heartbeats), the
 publications (pubData), the subscriptions (subData) and the pending
 requests. Its shell (:class:`zdse.node.bus.Bus`, or :class:`zdse.testing.FakeNet`
-in tests) feeds it frames and the time, sends what it leaves in
-:attr:`NodeCore.outbox`, applies its SUB filter changes, and acts on the
-:data:`Event` values it returns: callbacks, settled requests, requests to
-answer.
+in tests) feeds it inputs (frames, local calls, the time) and carries out
+what each returns (:mod:`zdse.node.effects`):
+
+* a :class:`~zdse.node.effects.Effects` for frames read and ticks, and for the
+  local calls that may do several things (start, bye, subscribe,
+  unsubscribe, set_addresses, refuse): the frames to send, the SUB filter
+  changes, and the :data:`~zdse.node.events.Event` values to dispatch
+  (callbacks, settled requests, requests to answer);
+* the one :data:`~zdse.node.effects.Frame` to send (or None) for the
+  per-message calls: send, reply, request, publish and its kin.
+
+It holds nothing for the shell between calls: the shell reads what it needs
+through the queries at the end of the class, never the sub-cores.
+
+With several cages (docs/redundancy.md) it keeps a session, a read count
+and a probe per cage; the frames it reads come with the index of their
+cage, an :class:`~zdse.node.effects.Effects` says each frame's cage, and
+:meth:`NodeCore.route` says where the frame a per-message call returned goes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.log import sampled
 from zdse.node import delta as deltas
-from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.node.cages import Departures, RoundTrips
+from zdse.node.effects import (
+    NOTHING,
+    AddFilter,
+    Effect,
+    Effects,
+    Frame,
+    RemoveFilter,
+    Send,
+    build_effects,
+)
+from zdse.node.events import (
+    BadFrame,
+    Change,
+    Event,
+    IncomingMessage,
+    IncomingRequest,
+    Membership,
+    Registered,
+    SessionChange,
+)
 from zdse.node.publications import Publications
 from zdse.node.requests import Outcome, PendingRequests
 from zdse.node.seen_requests import SeenRequests
@@ -51,95 +84,21 @@ _PROBE_KEY = PROBE_DATAINDEX.encode()
 SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingRequest:
-    """A request to answer with :meth:`NodeCore.reply`."""
-
-    sender: str
-    request: codec.Request
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    """A one-way message for the service."""
-
-    sender: str
-    message: codec.Message
-
-
 # The per-message values of the hot paths, built without their frozen
 # __init__ (see zdse.wire.frozen); every other value is built the usual way.
 _build_message = builder(codec.Message)
 _build_snapshot = builder(codec.Snapshot)
 _build_incoming = builder(IncomingMessage)
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """The cage welcomed us; ``again`` if it was not the first time.
-
-    ``cage`` is the index of the cage in the node's list (0 with one cage).
-    """
-
-    again: bool
-    cage_epoch: str
-    cage: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionChange:
-    """The session moved: ``"lost"``, ``"reregistering"``, ``"refused"``, ``"sub_silent"``.
-
-    (Or ``"error"``: the cage refused one of our frames.) ``cage`` is the
-    index of the cage in the node's list (0 with one cage); ``"refused"``
-    with several cages means the node steps down at all of them.
-    """
-
-    what: str
-    detail: str
-    cage: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """A service joined the bus (or changed its addresses), or left it.
-
-    Attributes:
-        what: ``"joined"`` or ``"left"``.
-        name: the service's unique name.
-        addresses: its addresses besides the name (joined only).
-        reason: why it left: ``"bye"``, ``"expired"``, ``"disconnected"``, ...
-    """
-
-    what: str
-    name: str
-    addresses: list[str]
-    reason: str
-
-
-Event = (Update | Outcome | IncomingRequest | IncomingMessage | Registered | SessionChange
-         | Membership)
-
-
-@dataclass(slots=True)
-class _Filters:
-    add: list[bytes] = field(default_factory=list)
-    remove: list[bytes] = field(default_factory=list)
-
-
-#: A frame's target with several cages: every cage that knows the node.
+_NONE: list[Any] = NOTHING.frames
+#: A frame's cage with several cages: every cage that knows the node.
 EVERY = -1
-#: A frame's target with several cages: the one that carries requests (RoundTrips).
+#: A frame's cage with several cages: the one that carries requests (RoundTrips).
 PREFERRED = -2
+_DELTA_KIND = int(Kind.DELTA.value)
 
 
 class NodeCore:
     """Everything a node decides.
-
-    With several cages (docs/redundancy.md) it keeps one session, read count
-    and probe per cage, and says for each frame it queues which cage it is
-    for (:attr:`targets`, parallel to :attr:`outbox`); the frames it reads
-    say which cage they came from.
 
     Args:
         register: the name, addresses and info to register with.
@@ -160,18 +119,12 @@ class NodeCore:
         self.subscriptions = Subscriptions(refresh)
         self.requests = PendingRequests()
         self.stats: Counter[str] = Counter()
-        #: Encoded messages to send: (header, key, body), in order.
-        self.outbox: list[tuple[bytes, bytes, bytes]] = []
-        #: SUB filter changes to apply.
-        self.filters = _Filters()
         self.last_bad = ""
         #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from each cage, for its receipts (zdse.wire.receipts).
         self.reads_of = [ReadCount() for _ in range(cages)]
         self.reads = self.reads_of[0]
-        #: With several cages: the cage of each frame in the outbox, in order.
-        self.targets: list[int] = []
         self.trips = RoundTrips(cages)
         self.departures = Departures()
         self.seen_requests = SeenRequests()
@@ -186,85 +139,35 @@ class NodeCore:
         #: The cage the frame being handled came from, and the time last told.
         self._cage = 0
         self._now = now
-
-    @property
-    def session(self) -> Session:
-        """The session that speaks for the node: with one cage, its only one.
-
-        With several: a refused one (the node steps down), else a registered
-        one, else one the cage knows, else the first.
-        """
-        sessions = self.sessions
-        if not self.several:
-            return sessions[0]
-        for state in (SessionState.REFUSED, SessionState.REGISTERED, SessionState.JOINING):
-            for session in sessions:
-                if session.state is state:
-                    return session
-        return sessions[0]
-
-    @property
-    def registered(self) -> bool:
-        """Whether a cage knows this node and its SUB has proven to receive."""
-        if not self.several:
-            return self.sessions[0].state is SessionState.REGISTERED
-        return any(s.state is SessionState.REGISTERED for s in self.sessions)
-
-    @property
-    def known(self) -> bool:
-        """Whether any cage knows this node (welcomed, its SUB proven or not)."""
-        return any(s.known for s in self.sessions)
-
-    def registered_cages(self) -> list[int]:
-        """The cages whose session is registered, in the order listed."""
-        return [i for i, s in enumerate(self.sessions) if s.state is SessionState.REGISTERED]
-
-    def known_cages(self) -> list[int]:
-        """The cages that know the node (welcomed, their probe back or not)."""
-        return [i for i, s in enumerate(self.sessions) if s.known]
-
-    def preferred(self, now: float, tried: set[int] | frozenset[int] = frozenset()) -> int | None:
-        """The cage for a request or message: the fastest registered one not ``tried``.
-
-        Falls back on a cage that knows the node, then on any, when none is
-        registered (it may be just joining). None when all were tried.
-        """
-        for pool in (self.registered_cages(), self.known_cages(),
-                     range(len(self.sessions))):
-            cage = self.trips.choose(pool, now, tried)
-            if cage is not None:
-                return cage
-        return None
-
-    def disconnected(self, cage: int) -> None:
-        """The shell saw cage ``cage``'s connection close: carry requests elsewhere."""
-        self.trips.disconnected(cage)
-
-    def due_in(self, now: float) -> float:
-        """Seconds until a session needs a tick for a probe (inf when none is due)."""
-        return min(s.due_in(now) for s in self.sessions)
-
-    def set_heartbeat_window(self) -> None:
-        """With several cages, a gap waits GAP_WINDOW_BEATS of a heartbeat for another cage."""
-        if self.several:
-            self.subscriptions.gap_window = self.session.heartbeat * GAP_WINDOW_BEATS
+        #: Where the frame the last per-message call returned goes (several cages).
+        self._route: list[int] | None = None
+        # What the input being handled calls for so far: taken into its Effects
+        # (see _step) before the call returns, never held across calls.
+        self._frames: list[Frame] = []
+        #: With several cages: the cage of each of those frames.
+        self._targets: list[int] = []
+        self._add: list[bytes] = []
+        self._remove: list[bytes] = []
+        self._news: list[Event] = []  # BadFrame: found where no events list is at hand
 
     # --- local calls --------------------------------------------------------
 
-    def start(self, now: float) -> None:
-        """Queue the first registration (with every cage); listen for our own probes."""
-        self.filters.add.append(self._probe_topic)
+    def start(self, now: float) -> Effects:
+        """The first registration (with every cage); listen for our own probes."""
+        self._add.append(self._probe_topic)
         for cage, session in enumerate(self.sessions):
             self._control(session.start(now), cage)
+        return self._step([])
 
-    def bye(self) -> None:
-        """Queue a goodbye to every cage that knows us."""
+    def bye(self) -> Effects:
+        """A goodbye to every cage that knows us."""
         for cage, session in enumerate(self.sessions):
             if session.known:
                 self._control(codec.Bye(), cage)
+        return self._step([])
 
-    def publish(self, dataindex: str, data: Any) -> None:
-        """Store data; queue the delta if it changed and anyone subscribes.
+    def publish(self, dataindex: str, data: Any) -> Frame | None:
+        """Store data; return the delta to send if it changed and anyone subscribes.
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
@@ -293,10 +196,10 @@ class NodeCore:
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
             bodies.append(body)
 
-        self._queue(dataindex, self.publications.publish(dataindex, data, admit), bodies)
+        return self._delta(dataindex, self.publications.publish(dataindex, data, admit), bodies)
 
-    def replace(self, dataindex: str, value: Any) -> None:
-        """Store ``value`` whole and queue it as a ``replace`` delta (no diff).
+    def replace(self, dataindex: str, value: Any) -> Frame | None:
+        """Store ``value`` whole; return it as a ``replace`` delta to send (no diff), if due.
 
         Raises:
             MessageTooLarge: a snapshot of ``value`` would exceed MAX_MESSAGE_BYTES.
@@ -312,59 +215,53 @@ class NodeCore:
                     f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             body.append(encoded)
 
-        self._queue(dataindex, self.publications.replace(dataindex, value, admit), body)
+        return self._delta(dataindex, self.publications.replace(dataindex, value, admit), body)
 
     def change_keys(self, dataindex: str, put: Mapping[Any, Any],
-                    delete: Iterable[Any] = ()) -> None:
-        """Put and delete keys of a dict table; queue exactly that delta.
+                    delete: Iterable[Any] = ()) -> Frame | None:
+        """Put and delete keys of a dict table; return exactly that delta to send, if due.
 
         See :meth:`Publications.change_keys` (and what it raises); the delta
         itself must fit one message (MessageTooLarge).
         """
-        self._change(dataindex, lambda admit: self.publications.change_keys(
+        return self._change(dataindex, lambda admit: self.publications.change_keys(
             dataindex, put, delete, admit))
 
     def change_rows(self, dataindex: str, add: Iterable[Any] = (),
-                    remove: Iterable[Any] = ()) -> None:
-        """Add and remove rows of a list table; queue exactly that delta.
+                    remove: Iterable[Any] = ()) -> Frame | None:
+        """Add and remove rows of a list table; return exactly that delta to send, if due.
 
         See :meth:`Publications.change_rows` (and what it raises); the delta
         itself must fit one message (MessageTooLarge).
         """
-        self._change(dataindex, lambda admit: self.publications.change_rows(
+        return self._change(dataindex, lambda admit: self.publications.change_rows(
             dataindex, add, remove, admit))
 
     def _change(self, dataindex: str,
-                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None]) -> None:
-        """Make a change, its delta encoded (once) before anything is stored; queue it."""
+                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None],
+                ) -> Frame | None:
+        """Make a change, its delta encoded (once) before anything is stored."""
         _not_reserved(dataindex)
         body: list[bytes] = []
-        self._queue(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
+        return self._delta(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
 
-    def _queue(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> None:
-        """Queue a stored change's encoded delta, if it is to be sent and a cage knows us.
-
-        With several cages, through every cage that knows us.
-        """
+    def _delta(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> Frame | None:
+        """A stored change's encoded delta, if it is to be sent and the cage knows us."""
         # Sent while JOINING too: subscribers may hold a snapshot of ours.
-        if sent is None:
-            return
-        if not self.several:
-            if self.sessions[0].known:
-                self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
-            return
-        self._emit((_DELTA_HEADER, dataindex.encode(), body[0]), EVERY)
+        if sent is not None and (self.sessions[0].known if not self.several else self.known):
+            return (_DELTA_HEADER, dataindex.encode(), body[0])
+        return None
 
     def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
-                  refresh: float | None = None) -> str:
-        """Start a subscription; return its id (see Subscriptions.subscribe)."""
+                  refresh: float | None = None) -> tuple[str, Effects]:
+        """Start a subscription; return its id and its announce (see Subscriptions.subscribe)."""
         codec.validate_pattern(key, "key")
         sid, actions = self.subscriptions.subscribe(key, dataindex, now, sid, refresh)
         if self.registered:
             self._act(actions)
-        return sid
+        return sid, self._step([])
 
-    def set_addresses(self, addresses: list[str]) -> None:
+    def set_addresses(self, addresses: list[str]) -> Effects:
         """Listen on ``addresses`` besides the name from now on; tell the cage at once.
 
         The registration is sent again (the cage changes the routes in
@@ -379,66 +276,69 @@ class NodeCore:
             session.register = register
             if session.state is SessionState.REGISTERED:
                 self._control(register, cage)
+        return self._step([])
 
-    def unsubscribe(self, sid: str) -> None:
+    def unsubscribe(self, sid: str) -> Effects:
         """End a subscription."""
         self._act(self.subscriptions.unsubscribe(sid))
+        return self._step([])
 
     def request(self, key: str, dataindex: str, args: Any, gather: bool,
-                timeout: float = 0.0) -> int:
-        """Queue a request, to be answered within ``timeout`` seconds; return its correlation id."""
+                timeout: float = 0.0) -> tuple[int, Frame]:
+        """A request, to be answered within ``timeout`` seconds: its correlation id, its frame."""
         codec.validate_pattern(key, "key")
         cid = self.requests.new(key, gather)
         try:
-            msg = codec.Request(cid, dataindex, args, timeout)
-            frame = (codec.header(Kind.REQUEST, FLAG_GATHER if gather else 0), key.encode(),
-                     codec.encode_one(msg))
+            frame = _encode(key, codec.Request(cid, dataindex, args, timeout),
+                            FLAG_GATHER if gather else 0)
         except (ProtocolError, MessageTooLarge):
             self.requests.cancel(cid)
             raise
-        if not self.several:
-            self.outbox.append(frame)
-        elif gather:
+        if self.several and gather:
             # Through every cage: each replier runs it once (SeenRequests),
             # and the requester counts replies by name.
             cages = self.registered_cages() or self.known_cages() or [0]
             self._gathers[cid] = (len(cages), set())
-            for cage in cages:
-                self._emit(frame, cage)
-        else:
-            self._emit(frame, PREFERRED)
-        return cid
+            self._route = cages
+        return cid, frame
 
-    def send(self, key: str, dataindex: str, data: Any) -> None:
-        """Queue a one-way message."""
+    def send(self, key: str, dataindex: str, data: Any) -> Frame:
+        """A one-way message's frame."""
         codec.validate_pattern(key, "key")
-        # What _act does for one Send, without building the action: this is
-        # the sender's per-message hot path.
-        body = codec.encode_one(_build_message(dataindex, data))
-        if not self.several:
-            self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
-        else:
-            self._emit((_MESSAGE_HEADER, key.encode(), body), PREFERRED)
+        # What _encode does, without its look-ups: the sender's per-message hot path.
+        return (_MESSAGE_HEADER, key.encode(), codec.encode_one(_build_message(dataindex, data)))
 
-    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
-        """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error.
+    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> Frame:
+        """The answer to request ``cid`` of ``sender`` (a value that cannot be sent: an error).
 
-        With several cages, through the cage the request came by (the
-        requester reached that one), else the preferred one.
+        With several cages it goes back through the cage the request came by
+        (the requester reached that one), else the preferred one (:meth:`route`).
         """
-        to = PREFERRED
         if self.several:
             came = self.seen_requests.cage_of(sender, cid)
-            to = PREFERRED if came is None else came
+            self._route = [(self.preferred(self._now) or 0) if came is None else came]
         try:
-            self._act([Send(sender, codec.Reply(cid, ok, value))], to=to)
+            return _encode(sender, codec.Reply(cid, ok, value))
         except (ProtocolError, MessageTooLarge) as exc:
-            self._act([Send(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))],
-                      to=to)
+            return _encode(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))
+
+    def timeout(self, cid: int) -> Outcome | None:
+        """Request ``cid``'s deadline passed: how it ended (None if it already had)."""
+        return self.requests.timeout(cid)
+
+    def cancel(self, cid: int) -> None:
+        """Forget request ``cid``: its caller went away."""
+        self.requests.cancel(cid)
+
+    def count(self, what: str, n: int = 1) -> int:
+        """The shell reports what it did or saw (frames sent, a callback that
+        failed, ...): counted among the node's statistics; return the count."""
+        self.stats[what] += n
+        return self.stats[what]
 
     # --- input from the cage -----------------------------------------------
 
-    def receive(self, frames: list[bytes], now: float, cage: int = 0) -> list[Event]:
+    def receive(self, frames: list[bytes], now: float, cage: int = 0) -> Effects:
         """Take a message from the DEALER of cage ``cage``: ``[header, sender, key, body]``."""
         self._cage = cage
         self._now = now
@@ -453,7 +353,7 @@ class NodeCore:
             messages = codec.decode_body(kind, frames[3])
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
-            return []
+            return self._step([])
         if kind is Kind.WELCOME and messages:
             welcome = messages[-1]
             assert isinstance(welcome, codec.Welcome)
@@ -462,7 +362,7 @@ class NodeCore:
             # A batch of one-way messages: nothing to dispatch but the events.
             # (decode_body of MESSAGE gives codec.Message values only.)
             build = _build_incoming
-            return [build(sender, msg) for msg in messages]
+            return self._step([build(sender, msg) for msg in messages])
         events: list[Event] = []
         if self.several and kind is Kind.REQUEST:
             # A gathered request comes through every cage: take it once, and
@@ -482,9 +382,9 @@ class NodeCore:
                 # Its answer cannot be sent (a huge subscription id, say):
                 # bad input like any other, counted and dropped.
                 self._bad(exc)
-        return events
+        return self._step(events)
 
-    def receive_published(self, frames: list[bytes], now: float, cage: int = 0) -> list[Event]:
+    def receive_published(self, frames: list[bytes], now: float, cage: int = 0) -> Effects:
         """Take a message from the SUB socket of cage ``cage``: ``[topic, header, body]``."""
         self._cage = cage
         try:
@@ -498,17 +398,17 @@ class NodeCore:
                 # fields go to on_deltas, which builds a Delta only to keep it.
                 batch = codec.decode_fields(kind, frames[2])
                 if topic == self._probe_topic:
-                    return self._on_probes(batch, now, cage)
+                    return self._step(self._on_probes(batch, now, cage))
             else:
                 messages = codec.decode_body(kind, frames[2])
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
-            return []
+            return self._step([])
         if kind is Kind.DELTA:
             updates, actions = self.subscriptions.on_deltas(publisher, batch, now)
             if actions:
                 self._act(actions)
-            return updates  # type: ignore[return-value]  # Updates are Events
+            return self._step(updates)  # type: ignore[arg-type]  # Updates are Events
         events: list[Event] = []
         for msg in messages:
             if isinstance(msg, codec.Delta):
@@ -527,7 +427,7 @@ class NodeCore:
                     if not self.departures.on_left(msg.name, cage, known or [cage]):
                         continue
                 self._left(msg.name, msg.reason, events)
-        return events
+        return self._step(events)
 
     def _left(self, name: str, reason: str, events: list[Event]) -> None:
         """Service ``name`` left the bus: forget its subscriptions, lose its feeds."""
@@ -542,7 +442,18 @@ class NodeCore:
             for name in self.departures.on_cage_gone(cage, self.known_cages()):
                 self._left(name, "left", events)
 
-    def tick(self, now: float) -> list[Event]:
+    def refuse(self, why: str, now: float, cage: int = 0) -> Effects:
+        """The shell saw cage ``cage`` refuse our CURVE key at the handshake: a final refusal."""
+        self._cage = cage
+        events: list[Event] = []
+        self._on_error(codec.Error("forbidden", why), now, events)
+        return self._step(events)
+
+    def disconnected(self, cage: int) -> None:
+        """The shell saw cage ``cage``'s connection close: carry requests elsewhere."""
+        self.trips.disconnected(cage)
+
+    def tick(self, now: float) -> Effects:
         """Beat, re-announce, expire; probe our SUBs; notice a silent cage."""
         self._now = now
         events: list[Event] = []
@@ -557,18 +468,18 @@ class NodeCore:
                 self._probe(cage)
             if tick.lost:
                 silent = f"no word from the cage for {session.expiry}s"
-                events.append(SessionChange("lost", silent, cage))
+                events.append(SessionChange(Change.LOST, silent, cage))
                 self._cage_gone(cage, events)
             if tick.sub_silent:
-                events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on "
-                                            f"the SUB for {session.expiry}s; still probing",
-                                            cage))
+                events.append(SessionChange(Change.SUB_SILENT, f"welcomed, but no probe came "
+                                            f"back on the SUB for {session.expiry}s; still "
+                                            "probing", cage))
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
         if self.known:
             self.publications.expire(now)
-        return events
+        return self._step(events)
 
     def _probe(self, cage: int) -> None:
         """Publish a probe to ourselves through ``cage``: it comes back once its SUB receives."""
@@ -592,6 +503,133 @@ class NodeCore:
                     self._act(self.subscriptions.reannounce_all(now))
                 return [Registered(session.registrations > 1, session.cage_epoch, cage)]
         return []
+
+    # --- what the shell may read ---------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """The session that speaks for the node: with one cage, its only one.
+
+        With several: a refused one (the node steps down), else a registered
+        one, else one the cage knows, else the first.
+        """
+        sessions = self.sessions
+        if not self.several:
+            return sessions[0]
+        for state in (SessionState.REFUSED, SessionState.REGISTERED, SessionState.JOINING):
+            for session in sessions:
+                if session.state is state:
+                    return session
+        return sessions[0]
+
+    @property
+    def registered(self) -> bool:
+        """Whether a cage knows this node and its SUB has proven to receive."""
+        if not self.several:
+            return self.sessions[0].state is SessionState.REGISTERED
+        return any(s.state is SessionState.REGISTERED for s in self.sessions)
+
+    @property
+    def known(self) -> bool:
+        """Whether a cage knows this node (welcomed, its SUB proven or not)."""
+        return any(s.known for s in self.sessions)
+
+    def registered_cages(self) -> list[int]:
+        """The cages whose session is registered, in the order listed."""
+        return [i for i, s in enumerate(self.sessions) if s.state is SessionState.REGISTERED]
+
+    def known_cages(self) -> list[int]:
+        """The cages that know the node (welcomed, their probe back or not)."""
+        return [i for i, s in enumerate(self.sessions) if s.known]
+
+    def connecting_cages(self) -> list[int]:
+        """The cages that have neither welcomed nor refused the node (yet)."""
+        return [i for i, s in enumerate(self.sessions) if s.state is SessionState.CONNECTING]
+
+    def preferred(self, now: float, tried: set[int] | frozenset[int] = frozenset()) -> int | None:
+        """The cage for a request or message: the fastest registered one not ``tried``.
+
+        Falls back on a cage that knows the node, then on any, when none is
+        registered (it may be just joining). None when all were tried.
+        """
+        for pool in (self.registered_cages(), self.known_cages(),
+                     range(len(self.sessions))):
+            cage = self.trips.choose(pool, now, tried)
+            if cage is not None:
+                return cage
+        return None
+
+    def route(self, frame: Frame) -> list[int]:
+        """With several cages, the cages the frame a per-message call just returned goes
+        through: a delta through every cage that knows us, a gathered request through
+        every registered one, a reply back the way its request came, anything else
+        through the preferred cage. (With one cage: [0].)
+        """
+        if not self.several:
+            return [0]
+        route, self._route = self._route, None
+        if route is not None:
+            return route
+        if frame[0][1] == _DELTA_KIND:
+            return self.known_cages()
+        return [self.preferred(self._now) or 0]
+
+    @property
+    def refusal(self) -> tuple[str, str]:
+        """Why the cage refused the name: its error code and message ('' and '' if it did not).
+
+        With several cages, :attr:`refused_by` says which cage refused.
+        """
+        return self.session.refusal_code, self.session.refusal
+
+    @property
+    def expiry(self) -> float:
+        """Seconds of silence after which the cage is taken for lost (and a backlog stale)."""
+        return self.session.expiry
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses the node registers besides its name."""
+        return list(self.session.register.addresses)
+
+    def tick_in(self, now: float) -> float:
+        """Seconds until :meth:`tick` is next due."""
+        session = self.session
+        return min(session.heartbeat / 4, self.subscriptions.min_refresh() / 4,
+                   min(s.due_in(now) for s in self.sessions))
+
+    def published(self, dataindex: str) -> tuple[bool, Any]:
+        """Whether ``dataindex`` is published here, and its data."""
+        pubs = self.publications
+        if dataindex in pubs.dataindexes():
+            return True, pubs.data(dataindex)
+        return False, None
+
+    def pubdata(self) -> dict[str, Any]:
+        """What this node publishes, and to whom (reserved request ``pubdata``)."""
+        return self.publications.pubdata()
+
+    def subdata(self) -> dict[str, Any]:
+        """What this node subscribes to (reserved request ``subdata``)."""
+        return self.subscriptions.subdata()
+
+    def views(self, sid: str) -> dict[str, Any]:
+        """Subscription ``sid``'s views, by publisher; {} if none."""
+        return self.subscriptions.view(sid)
+
+    def has_subscription(self, sid: str) -> bool:
+        """Whether ``sid`` is a live subscription."""
+        return self.subscriptions.has(sid)
+
+    def sids_for(self, key: str, dataindex: str) -> list[str]:
+        """The ids of the subscriptions to ``dataindex`` on ``key``."""
+        return self.subscriptions.sids_for(key, dataindex)
+
+    def statistics(self) -> dict[str, int]:
+        """The node's counters, its subscriptions' and its publications' waiting ones among them."""
+        pubs = self.publications
+        return {**self.stats, **self.subscriptions.stats,
+                "waiting_subscriptions": pubs.waiting, "waiting_refused": pubs.waiting_refused}
 
     # --- dispatch -----------------------------------------------------------
 
@@ -634,7 +672,8 @@ class NodeCore:
             # Deltas sent meanwhile went through another cage, if one knew us.
             others = any(s.known for s in self.sessions if s is not session)
             session.on_welcome(msg.epoch, float(msg.heartbeat), now)
-            self.set_heartbeat_window()
+            if self.several:
+                self.subscriptions.gap_window = session.heartbeat * GAP_WINDOW_BEATS
             if session.state is SessionState.JOINING:
                 if not others:
                     self.publications.registered_again()
@@ -654,10 +693,10 @@ class NodeCore:
                 self.refused_by = cage
             if self.several:
                 self._step_down(cage, msg, now)
-            events.append(SessionChange("refused", msg.message, cage))
+            events.append(SessionChange(Change.REFUSED, msg.message, cage))
             return
         if session.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
-            events.append(SessionChange("reregistering", msg.message, cage))
+            events.append(SessionChange(Change.REREGISTERING, msg.message, cage))
             self._cage_gone(cage, events)
         if again is not None:
             self._control(again, cage)
@@ -667,7 +706,7 @@ class NodeCore:
             self._act(self.subscriptions.reannounce_all(now))
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
-            events.append(SessionChange("error", f"{msg.code}: {msg.message}"))
+            events.append(SessionChange(Change.ERROR, f"{msg.code}: {msg.message}"))
 
     def _step_down(self, cage: int, msg: codec.Error, now: float) -> None:
         """Cage ``cage`` refused our name: leave every cage that welcomed us, hold it nowhere."""
@@ -714,23 +753,28 @@ class NodeCore:
             return True  # timed out or answered already: nothing to settle
         tried = self._tried.setdefault(cid, set())
         tried.add(cage)
-        other = self.preferred(self._now, tried)
-        if other is None or other not in self.known_cages():
+        other = self._next_cage(tried)
+        if other is None:
             del self._tried[cid]
             return False
         tried.add(other)
         self._emit((codec.header(Kind.REQUEST), msg.key.encode(), msg.body), other)
         if len(self._tried) > 4 * len(self.requests) + 64:
-            pending = set(self.requests.cids())
-            self._tried = {c: t for c, t in self._tried.items() if c in pending}
+            self._tried = {c: t for c, t in self._tried.items() if c in self.requests}
         return True
+
+    def _next_cage(self, tried: set[int]) -> int | None:
+        """After a NoRoute: the fastest other cage that knows us and whose connection is up."""
+        trips = self.trips
+        live = [c for c in self.known_cages() if c not in tried and not trips.is_down(c)]
+        return trips.choose(live, self._now)
 
     def _announce_elsewhere(self, msg: codec.NoRoute, sid: str) -> bool:
         """An announce met NoRoute at one of several cages: try the next one that knows us."""
         tried = self._announce_tried.setdefault(sid, set())
         tried.add(self._cage)
-        other = self.preferred(self._now, tried)
-        if other is None or other not in self.known_cages() or not self.subscriptions.has(sid):
+        other = self._next_cage(tried)
+        if other is None or not self.subscriptions.has(sid):
             self._announce_tried.pop(sid, None)
             return False
         tried.add(other)
@@ -752,41 +796,50 @@ class NodeCore:
         if outcome is not None:
             events.append(outcome)
 
-    def _take(self, result: tuple[list[Update], list[Action]], events: list[Event]) -> None:
+    def _take(self, result: tuple[list[Update], list[Effect]], events: list[Event]) -> None:
         updates, actions = result
         self._act(actions)
         events.extend(updates)
 
     # --- output -------------------------------------------------------------
 
-    def _act(self, actions: Sequence[Action], flags: int = 0, to: int = PREFERRED) -> None:
+    def _step(self, events: list[Event]) -> Effects:
+        """What this input called for, handed over whole: the core keeps none of it."""
+        if self._news:
+            events, self._news = [*self._news, *events], []
+        frames, add, remove = self._frames, self._add, self._remove
+        if not (frames or add or remove):
+            # The shared empty lists: the shell reads an Effects, never changes it.
+            return build_effects(_NONE, _NONE, _NONE, events, _NONE) if events else NOTHING
+        self._frames, self._add, self._remove = [], [], []
+        if not self.several:
+            return build_effects(frames, add, remove, events, _NONE)
+        targets, self._targets = self._targets, []
+        return build_effects(frames, add, remove, events, targets)
+
+    def _act(self, actions: Sequence[Effect], to: int = PREFERRED) -> None:
         for action in actions:
             if isinstance(action, Send):
-                msg = action.message
-                frame = (codec.header(msg.KIND, flags), action.key.encode(), codec.encode_one(msg))
-                if self.several:
-                    self._emit(frame, to)
-                else:
-                    self.outbox.append(frame)
+                self._emit(_encode(action.key, action.message), to)
             elif isinstance(action, AddFilter):
-                self.filters.add.append(action.topic)
+                self._add.append(action.topic)
             elif isinstance(action, RemoveFilter):
-                self.filters.remove.append(action.topic)
+                self._remove.append(action.topic)
 
-    def _emit(self, frame: tuple[bytes, bytes, bytes], to: int) -> None:
+    def _emit(self, frame: Frame, to: int) -> None:
         """Queue ``frame`` for cage ``to``, every cage that knows us (EVERY) or the PREFERRED."""
         if not self.several:
-            self.outbox.append(frame)
+            self._frames.append(frame)
             return
         if to == EVERY:
             for cage in self.known_cages():
-                self.outbox.append(frame)
-                self.targets.append(cage)
+                self._frames.append(frame)
+                self._targets.append(cage)
             return
         if to == PREFERRED:
             to = self.preferred(self._now) or 0
-        self.outbox.append(frame)
-        self.targets.append(to)
+        self._frames.append(frame)
+        self._targets.append(to)
 
     def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt,
                  cage: int = 0) -> None:
@@ -801,6 +854,18 @@ class NodeCore:
     def _bad(self, exc: Exception) -> None:
         self.stats["bad_frames"] += 1
         self.last_bad = str(exc)
+        if sampled(self.stats["bad_frames"]):
+            self._news.append(BadFrame(self.stats["bad_frames"], self.last_bad))
+
+
+def _encode(key: str, msg: codec.MessageValue, flags: int = 0) -> Frame:
+    """One message to ``key``, encoded to send.
+
+    Raises:
+        ProtocolError: msgpack cannot represent it.
+        MessageTooLarge: it exceeds MAX_MESSAGE_BYTES.
+    """
+    return (codec.header(msg.KIND, flags), key.encode(), codec.encode_one(msg))
 
 
 def _not_reserved(dataindex: str) -> None:
