@@ -141,6 +141,9 @@ class NodeCore:
         self._now = now
         #: Where the frame the last per-message call returned goes (several cages).
         self._route: list[int] | None = None
+        #: The cages a delta and a one-cage frame go through, kept until an input
+        #: that may change them (route).
+        self._routes: tuple[list[int], list[int]] | None = None
         # What the input being handled calls for so far: taken into its Effects
         # (see _step) before the call returns, never held across calls.
         self._frames: list[Frame] = []
@@ -452,10 +455,12 @@ class NodeCore:
     def disconnected(self, cage: int) -> None:
         """The shell saw cage ``cage``'s connection close: carry requests elsewhere."""
         self.trips.disconnected(cage)
+        self._routes = None
 
     def tick(self, now: float) -> Effects:
         """Beat, re-announce, expire; probe our SUBs; notice a silent cage."""
         self._now = now
+        self._routes = None
         events: list[Event] = []
         for cage, session in enumerate(self.sessions):
             tick = session.tick(now)
@@ -490,6 +495,7 @@ class NodeCore:
     def _on_probes(self, batch: list[list[Any]], now: float, cage: int) -> list[Event]:
         """Our probe came back: the SUB receives, the node is registered with that cage."""
         session = self.sessions[cage]
+        self._routes = None
         for _, epoch, number, _ in batch:
             others = self.several and any(
                 s.state is SessionState.REGISTERED for s in self.sessions if s is not session)
@@ -570,9 +576,12 @@ class NodeCore:
         route, self._route = self._route, None
         if route is not None:
             return route
-        if frame[0][1] == _DELTA_KIND:
-            return self.known_cages()
-        return [self.preferred(self._now) or 0]
+        # Per message (a sender's, a publisher's hot path): the choice is
+        # kept between the inputs that may change it (ticks, a cage's word).
+        routes = self._routes
+        if routes is None:
+            routes = self._routes = (self.known_cages(), [self.preferred(self._now) or 0])
+        return routes[0] if frame[0][1] == _DELTA_KIND else routes[1]
 
     @property
     def refusal(self) -> tuple[str, str]:
@@ -657,6 +666,7 @@ class NodeCore:
         elif isinstance(msg, codec.Fanout):
             self._on_fanout(msg, events)
         elif isinstance(msg, codec.Heartbeat):
+            self._routes = None
             cage = self._cage
             self.trips.beat_answered(cage, now)
             session = self.sessions[cage]
@@ -667,6 +677,7 @@ class NodeCore:
             if was is not SessionState.CONNECTING and session.state is SessionState.CONNECTING:
                 self._cage_gone(cage, events)
         elif isinstance(msg, codec.Welcome):
+            self._routes = None
             cage = self._cage
             session = self.sessions[cage]
             # Deltas sent meanwhile went through another cage, if one knew us.
@@ -684,6 +695,7 @@ class NodeCore:
             self._bad(ProtocolError(f"{msg.KIND.name} is not sent to nodes"))
 
     def _on_error(self, msg: codec.Error, now: float, events: list[Event]) -> None:
+        self._routes = None
         cage = self._cage
         session = self.sessions[cage]
         was = session.state
