@@ -32,6 +32,7 @@ from tests.relay import Relay
 from tests.support import Processes
 from zdse.errors import NameTakenError, NoRouteError, RequestTimeout
 from zdse.node.bus import Bus
+from zdse.wire.curve import generate, load_public
 from zdse.wire.endpoints import Endpoints
 
 #: Deltas a second the publisher of the load tests publishes (the issue asks >= 20).
@@ -269,3 +270,28 @@ def test_a_request_goes_through_the_cage_still_up(cages: Cages) -> None:
             assert time.monotonic() - started < 5
 
     run(scenario())
+
+
+def test_cages_sharing_one_curve_key_each_register_a_curve_node(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """CURVE with two cages: they share one key pair (a node gives one --cage-key) and the
+    same authorized keys; a node listing both registers with both and outlives either."""
+    cage_key, cage_secret = generate(str(tmp_path / "keys" / "cage"))
+    node_key, node_secret = generate(str(tmp_path / "keys" / "node"))
+    authorized = tmp_path / "authorized.toml"
+    authorized.write_text(f'["{load_public(str(node_key)).decode()}"]\n'
+                          'names = ["secure.*", "ctl.*"]\n')
+    cages = Cages(procs, tmp_path, count=2)
+    cages.start_all("--curve-secret", str(cage_secret), "--authorized", str(authorized))
+    cages.env.update(ZDSE_CURVE_KEY=str(node_secret), ZDSE_CAGE_KEY=str(cage_key))
+    (tmp_path / "t.json").write_text(json.dumps({"t": [[1]]}))
+    node = cages.start_node("file", "secure.files", wait=False, path=tmp_path / "t.json")
+    _registered_with(node, cages)
+    for killed in (None, 0):
+        if killed is not None:
+            cages.kill_cage(killed)
+        answer = cages.ctl("req", "secure.files", "t", "--timeout", "2")
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout) == [[1]]
+    assert node.popen.poll() is None
