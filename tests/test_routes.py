@@ -141,12 +141,15 @@ def oracle_matches(pattern: str, key: str) -> bool:
 
 def trie_nodes(table: RouteTable[Any]) -> int:
     """Count the trie's nodes below the root (pruning is only visible inside)."""
-    stack = list(table._root.children.values())
+    def below(node: Any) -> list[Any]:
+        return [*node.children.values(), *(n for n in (node.star, node.hash) if n is not None)]
+
+    stack = below(table._root)
     count = 0
     while stack:
         node = stack.pop()
         count += 1
-        stack.extend(node.children.values())
+        stack.extend(below(node))
     return count
 
 
@@ -353,7 +356,7 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for round_ in range(2):
         for i in range(10):
             assert table.lookup(f"k.{i}") == {"x"}, (round_, i)
-            assert len(table._cache) <= 4
+            assert len(table._cache) <= 4 and len(table._old) <= 4
     assert table.lookup("other") == frozenset()
 
 
