@@ -255,14 +255,14 @@ def test_remove_keeps_other_destinations() -> None:
 def test_remove_prunes_empty_branches() -> None:
     """remove deletes trie nodes left with neither dests nor children, and only those."""
     table: RouteTable[str] = RouteTable()
-    table.add("a.b.c", "x")
-    table.add("a.b", "y")
+    table.add("a.*.c", "x")
+    table.add("a.*", "y")
     table.add("a.#.d", "z")
-    assert trie_nodes(table) == 5  # a, a.b, a.b.c, a.#, a.#.d
-    table.remove("a.b.c", "x")
+    assert trie_nodes(table) == 5  # a, a.*, a.*.c, a.#, a.#.d
+    table.remove("a.*.c", "x")
     assert trie_nodes(table) == 4
     assert table.lookup("a.b") == {"y"}
-    table.remove("a.b", "y")
+    table.remove("a.*", "y")
     assert trie_nodes(table) == 3
     table.remove("a.#.d", "z")
     assert trie_nodes(table) == 0
@@ -271,12 +271,28 @@ def test_remove_prunes_empty_branches() -> None:
 def test_remove_interior_pattern_keeps_longer_ones() -> None:
     """Removing a pattern that is a prefix of another keeps the longer pattern's path."""
     table: RouteTable[str] = RouteTable()
-    table.add("a", "x")
-    table.add("a.b", "y")
-    table.remove("a", "x")
-    assert table.lookup("a") == frozenset()
-    assert table.lookup("a.b") == {"y"}
-    assert trie_nodes(table) == 2
+    table.add("a.*", "x")
+    table.add("a.*.b", "y")
+    table.remove("a.*", "x")
+    assert table.lookup("a.q") == frozenset()
+    assert table.lookup("a.q.b") == {"y"}
+    assert trie_nodes(table) == 3
+
+
+def test_literal_patterns_stay_out_of_the_trie() -> None:
+    """Patterns without a wildcard match by equality alone and leave no trie node behind."""
+    table: RouteTable[str] = RouteTable()
+    for pattern, dest in (("a.b", "x"), ("a", "y"), ("a.*", "z")):
+        table.add(pattern, dest)
+    assert trie_nodes(table) == 2  # a, a.*
+    assert table.lookup("a.b") == {"x", "z"}
+    assert table.lookup("a") == {"y"}
+    assert table.lookup("a.b.c") == frozenset()
+    table.remove("a.b", "x")
+    assert table.lookup("a.b") == {"z"}
+    table.remove("a.*", "z")
+    assert trie_nodes(table) == 0
+    assert table.lookup("a") == {"y"}
 
 
 def test_remove_dest_unbinds_everywhere_and_prunes() -> None:
@@ -356,8 +372,20 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for round_ in range(2):
         for i in range(10):
             assert table.lookup(f"k.{i}") == {"x"}, (round_, i)
-            assert len(table._cache) <= 4 and len(table._old) <= 4
+            assert len(table._cache) <= 4
+            assert len(table._old) <= 4
     assert table.lookup("other") == frozenset()
+
+
+def test_working_set_survives_a_stream_of_new_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key looked up again within every CACHE_SIZE new keys stays cached across generations."""
+    monkeypatch.setattr(routes, "CACHE_SIZE", 4)
+    table: RouteTable[str] = RouteTable()
+    table.add("k.*", "x")
+    for i in range(20):
+        assert table.lookup("k.hot") == {"x"}
+        assert table.lookup(f"k.{i}") == {"x"}
+        assert "k.hot" in table._cache or "k.hot" in table._old, i
 
 
 # -- properties ----------------------------------------------------------------

@@ -62,6 +62,10 @@ def pattern_matches(pattern: str, key: str) -> bool:
     return walk(0, 0)
 
 
+def _literal(words: tuple[str, ...]) -> bool:
+    return STAR not in words and HASH not in words
+
+
 class _Node(Generic[D]):
     """One trie node: literal-word children in a dict, the ``*`` and ``#``
     children apart (a word that is exactly ``*`` or ``#`` is never literal),
@@ -130,6 +134,10 @@ class RouteTable(Generic[D]):
     def __init__(self) -> None:
         self._root: _Node[D] = _Node(False)
         self._bindings: dict[str, set[D]] = {}
+        # Patterns without a wildcard (most of a cage's: unique service names)
+        # match only the key equal to them: one dict, not the trie, which
+        # then holds only wildcard patterns and stays small.
+        self._exact: dict[str, frozenset[D]] = {}
         # The cache is two plain dicts, not an LRU: new answers go into
         # ``_cache``; when it is full it becomes ``_old`` (the previous
         # ``_old`` is dropped whole) and a hit in ``_old`` moves back. A
@@ -148,14 +156,18 @@ class RouteTable(Generic[D]):
         if dest in dests:
             return False
         dests.add(dest)
+        self._clear_cache()
+        words = split_words(pattern)
+        if _literal(words):
+            self._exact[pattern] = frozenset(dests)
+            return True
         node = self._root
         hashes = 0
-        for word in split_words(pattern):
+        for word in words:
             hashes += word == HASH
             node = node.make_child(word, hashes)
         node.dests.add(dest)
         node.set_dests()
-        self._clear_cache()
         return True
 
     def remove(self, pattern: str, dest: D) -> bool:
@@ -170,9 +182,17 @@ class RouteTable(Generic[D]):
         dests.discard(dest)
         if not dests:
             del self._bindings[pattern]
+        self._clear_cache()
+        words = split_words(pattern)
+        if _literal(words):
+            if dests:
+                self._exact[pattern] = frozenset(dests)
+            else:
+                del self._exact[pattern]
+            return True
         path: list[tuple[_Node[D], str]] = []
         node: _Node[D] | None = self._root
-        for word in split_words(pattern):
+        for word in words:
             assert node is not None  # every bound pattern has its path
             path.append((node, word))
             node = node.child(word)
@@ -185,7 +205,6 @@ class RouteTable(Generic[D]):
             if child.dests or not child.leaf:
                 break
             parent.drop_child(word)
-        self._clear_cache()
         return True
 
     def remove_dest(self, dest: D) -> list[str]:
@@ -203,6 +222,9 @@ class RouteTable(Generic[D]):
         hit = self._old.get(key)
         if hit is None:
             hit = self._match(key.split(".") if key else [])
+            exact = self._exact.get(key)
+            if exact is not None:
+                hit = hit | exact if hit else exact
         if len(self._cache) >= CACHE_SIZE:
             self._old = self._cache
             self._cache = {}
