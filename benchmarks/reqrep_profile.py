@@ -64,28 +64,31 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 OTHER_THREADS = ("concurrent/futures/thread.py", "threading.py")
 
 
-def classify(stack: list[str]) -> str | None:
-    """The layer of one sample (frames outermost first); None for another thread."""
+def classify(stack: list[str]) -> tuple[str, str] | None:
+    """The layer of one sample (frames outermost first) and the frame that placed it there;
+    None for a sample of another thread."""
     if any(marker in frame for frame in stack for marker in OTHER_THREADS):
         return None
     for frame in reversed(stack):
         for layer, markers in LAYERS:
             if any(marker in frame for marker in markers):
-                return layer
-    return "other"
+                return layer, frame
+    return "other", stack[-1] if stack else ""
 
 
-def layers_of(raw: str) -> Counter[str]:
-    """Samples per layer from py-spy's ``--format raw`` output (collapsed stacks)."""
+def layers_of(raw: str) -> tuple[Counter[str], Counter[str]]:
+    """Samples per layer, and per placing frame, from py-spy's ``--format raw`` output."""
     counts: Counter[str] = Counter()
+    frames: Counter[str] = Counter()
     for line in raw.splitlines():
         stack_text, _, count = line.rpartition(" ")
         if not stack_text or not count.isdigit():
             continue
-        layer = classify(stack_text.split(";")[1:])  # the first item names the process
-        if layer is not None:
-            counts[layer] += int(count)
-    return counts
+        placed = classify(stack_text.split(";")[1:])  # the first item names the process
+        if placed is not None:
+            counts[placed[0]] += int(count)
+            frames[placed[1]] += int(count)
+    return counts, frames
 
 
 def one_run(role: str, requests: int, rate: int, py_spy: str, workdir: str) -> dict[str, Any]:
@@ -116,10 +119,10 @@ def one_run(role: str, requests: int, rate: int, py_spy: str, workdir: str) -> d
         if not os.path.exists(out):
             raise SystemExit(f"py-spy wrote nothing: {err.decode(errors='replace').strip()}")
         with open(out) as f:
-            counts = layers_of(f.read())
+            counts, frames = layers_of(f.read())
         return {"role": role, "p50_us": got["p50_us"], "p99_us": got["p99_us"],
                 "rps": got["rps"], "cpu_us_per_request": cpu / (requests + 200) * 1e6,
-                "samples": dict(counts)}
+                "samples": dict(counts), "top_frames": dict(frames.most_common(25))}
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
