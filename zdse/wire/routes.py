@@ -6,9 +6,11 @@ matches zero or more words; ``*`` or ``#`` inside a longer word are literal.
 Words may be empty (``a..b``, ``a.``), and the empty string is the address of
 zero words, exactly as RabbitMQ's topic exchange splits routing keys.
 
-Patterns live in a trie, so a lookup walks only the branches the key can
-reach, whatever the number of unrelated patterns; repeated keys are answered
-from a bounded cache that any change to the table clears. Pure: no I/O.
+A pattern without a wildcard matches only the key equal to it, so those
+(most of a cage's: unique service names) are one dict look-up. The others
+live in a trie, so a lookup walks only the branches the key can reach,
+whatever the number of unrelated patterns. Repeated keys are answered from a
+bounded cache that any change to the table clears. Pure: no I/O.
 """
 
 from __future__ import annotations
