@@ -24,8 +24,9 @@ D = TypeVar("D", bound=Hashable)
 
 #: Entries kept in each of the lookup cache's two generations. A cage serves a
 #: working set of keys far smaller than this; past it the older generation is
-#: dropped whole, so at most twice this many answers are held.
-CACHE_SIZE = 65_536
+#: dropped whole, so at most twice this many answers are held: 65,536, the
+#: bound of the single LRU this replaced (and a smaller dict to insert into).
+CACHE_SIZE = 32_768
 
 STAR = "*"
 HASH = "#"
