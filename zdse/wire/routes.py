@@ -66,6 +66,7 @@ def pattern_matches(pattern: str, key: str) -> bool:
 
 
 def _literal(words: tuple[str, ...]) -> bool:
+    """Whether a pattern's words hold no wildcard (it then matches only itself)."""
     return STAR not in words and HASH not in words
 
 
@@ -121,7 +122,6 @@ class _Node(Generic[D]):
 
     def set_dests(self) -> None:
         self.frozen = frozenset(self.dests) if self.dests else _EMPTY
-
 
 
 class RouteTable(Generic[D]):
