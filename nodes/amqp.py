@@ -132,6 +132,7 @@ class AmqpBridge(Service):
         self.counters: dict[str, Any] = {
             "received": 0,
             "notifications": 0,
+            "batches": 0,
             "malformed": 0,
             **{f"malformed.{reason}": 0 for reason in Reason},
             "duplicates": 0,
@@ -249,6 +250,9 @@ class AmqpBridge(Service):
                 # Whatever else the broker delivered meanwhile goes in the same
                 # turn: one change per table and one ack for all of them.
                 items = [await deliveries.get()]
+                # One turn of the loop for the AMQP reader: under load it
+                # hands over the deliveries it has already read meanwhile.
+                await asyncio.sleep(0)
                 while len(items) < self.config.prefetch and not deliveries.empty():
                     items.append(deliveries.get_nowait())
                 end = next((i for i, item in enumerate(items) if isinstance(item, _Closed)),
@@ -313,6 +317,7 @@ class AmqpBridge(Service):
         """
         batch = Batch()
         tables = self.tables
+        self.counters["batches"] += 1
         for message in messages:
             self.counters["received"] += 1
             body = message.body
