@@ -92,11 +92,14 @@ def test_a_batch_gives_one_change_per_table_in_first_changed_order() -> None:
     assert [m.change.dataindex for m in merged] == [EVENT, f"{EVENT}@instance_id",
                                                     "@event_types"]
     window, latest, types = (m.change for m in merged)
-    assert isinstance(window, RowChange) and isinstance(latest, KeyChange)
+    assert isinstance(window, RowChange)
+    assert isinstance(latest, KeyChange)
     # m0 was added and evicted within the batch: neither added nor removed.
-    assert [r["message_id"] for r in window.add] == ["m1", "m2"] and window.remove == []
+    assert [r["message_id"] for r in window.add] == ["m1", "m2"]
+    assert window.remove == []
     assert {k: v["message_id"] for k, v in latest.put.items()} == {"i1": "m2", "i2": "m1"}
-    assert isinstance(types, KeyChange) and types.put[EVENT]["count"] == 3
+    assert isinstance(types, KeyChange)
+    assert types.put[EVENT]["count"] == 3
     assert [len(m.parts) for m in merged] == [3, 3, 3]
     assert len(batch) == 9
 
