@@ -365,26 +365,45 @@ def test_cache_not_invalidated_by_no_op() -> None:
 
 
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past CACHE_SIZE keys the cache evicts old entries and answers stay right."""
+    """Past CACHE_SIZE and PROBATION_SIZE keys old entries go; answers stay right."""
     monkeypatch.setattr(routes, "CACHE_SIZE", 4)
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 3)
     table: RouteTable[str] = RouteTable()
     table.add("k.*", "x")
-    for round_ in range(2):
+    for round_ in range(3):
         for i in range(10):
             assert table.lookup(f"k.{i}") == {"x"}, (round_, i)
             assert len(table._cache) <= 4
             assert len(table._old) <= 4
+            assert len(table._new) <= 3
     assert table.lookup("other") == frozenset()
+
+
+def test_keys_seen_once_stay_out_of_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key enters the cache when seen again while on probation, and keys seen once never do."""
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 3)
+    table: RouteTable[str] = RouteTable()
+    table.add("k.*", "x")
+    assert table.lookup("k.hot") == {"x"}
+    assert "k.hot" not in table._cache
+    assert table.lookup("k.hot") == {"x"}
+    assert "k.hot" in table._cache
+    for i in range(20):
+        assert table.lookup(f"k.{i}") == {"x"}
+    assert list(table._cache) == ["k.hot"]
 
 
 def test_working_set_survives_a_stream_of_new_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """A key looked up again within every CACHE_SIZE new keys stays cached across generations."""
     monkeypatch.setattr(routes, "CACHE_SIZE", 4)
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 2)
     table: RouteTable[str] = RouteTable()
     table.add("k.*", "x")
+    assert table.lookup("k.hot") == {"x"}
     for i in range(20):
         assert table.lookup("k.hot") == {"x"}
         assert table.lookup(f"k.{i}") == {"x"}
+        assert table.lookup(f"k.{i}") == {"x"}  # seen twice: cached, filling generations
         assert "k.hot" in table._cache or "k.hot" in table._old, i
 
 

@@ -27,6 +27,10 @@ D = TypeVar("D", bound=Hashable)
 #: dropped whole, so at most twice this many answers are held: 65,536, the
 #: bound of the single LRU this replaced (and a smaller dict to insert into).
 CACHE_SIZE = 32_768
+#: Keys seen once, kept until this many more arrive: a key seen again within
+#: them moves to the cache. A stream of keys seen once then fills only this
+#: small dict, which stays in the CPU's caches, not the big one.
+PROBATION_SIZE = 4096
 
 STAR = "*"
 HASH = "#"
@@ -141,13 +145,17 @@ class RouteTable(Generic[D]):
         # match only the key equal to them: one dict, not the trie, which
         # then holds only wildcard patterns and stays small.
         self._exact: dict[str, frozenset[D]] = {}
-        # The cache is two plain dicts, not an LRU: new answers go into
-        # ``_cache``; when it is full it becomes ``_old`` (the previous
-        # ``_old`` is dropped whole) and a hit in ``_old`` moves back. A
-        # working set smaller than CACHE_SIZE stays cached, and a stream of
-        # first-seen keys costs one dict insert each, with no per-key eviction.
+        # The cache is plain dicts, not an LRU. A first answer goes on
+        # probation in ``_new`` (a small dict, dropped whole when full); a key
+        # asked again while there moves to ``_cache``. When ``_cache`` is
+        # full it becomes ``_old`` (the previous ``_old`` is dropped whole)
+        # and a hit in ``_old`` moves back. So a working set smaller than
+        # CACHE_SIZE stays cached, a stream of keys seen once never evicts
+        # it, and each such key costs one insert into a dict small enough to
+        # stay in the CPU's caches, with no per-key eviction.
         self._cache: dict[str, frozenset[D]] = {}
         self._old: dict[str, frozenset[D]] = {}
+        self._new: dict[str, frozenset[D]] = {}
 
     def add(self, pattern: str, dest: D) -> bool:
         """Bind ``dest`` to ``pattern``.
@@ -224,10 +232,16 @@ class RouteTable(Generic[D]):
             return hit
         hit = self._old.get(key)
         if hit is None:
-            hit = self._match(key.split(".") if key else [])
-            exact = self._exact.get(key)
-            if exact is not None:
-                hit = hit | exact if hit else exact
+            hit = self._new.get(key)
+            if hit is None:
+                hit = self._match(key.split(".") if key else [])
+                exact = self._exact.get(key)
+                if exact is not None:
+                    hit = hit | exact if hit else exact
+                if len(self._new) >= PROBATION_SIZE:
+                    self._new = {}
+                self._new[key] = hit
+                return hit
         if len(self._cache) >= CACHE_SIZE:
             self._old = self._cache
             self._cache = {}
@@ -237,6 +251,7 @@ class RouteTable(Generic[D]):
     def _clear_cache(self) -> None:
         self._cache = {}
         self._old = {}
+        self._new = {}
 
     def _match(self, words: list[str]) -> frozenset[D]:
         # An iterative walk: follow the literal child in place and keep the
