@@ -24,8 +24,8 @@ D = TypeVar("D", bound=Hashable)
 
 #: Entries kept in each of the lookup cache's two generations. A cage serves a
 #: working set of keys far smaller than this; past it the older generation is
-#: dropped whole, so at most twice this many answers are held: 65,536, the
-#: bound of the single LRU this replaced (and a smaller dict to insert into).
+#: dropped whole, so at most twice this many answers are cached: 65,536, the
+#: bound of the single LRU this replaced (plus PROBATION_SIZE on probation).
 CACHE_SIZE = 32_768
 #: Keys seen once, kept until this many more arrive: a key seen again within
 #: them moves to the cache. A stream of keys seen once then fills only this
