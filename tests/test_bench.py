@@ -62,6 +62,16 @@ def test_reqrep_times_every_request() -> None:
     assert report["vs_raw"]["p50_us"] > 0
 
 
+def test_cages_runs_the_scenario_through_two_cages_too() -> None:
+    """--cages 2: every subscriber gets each delta once through two cages, and the report
+    gives the ratio of two cages to one."""
+    report = bench("fanout", *SMALL, "--subs", "2", "--no-floor", "--cages", "2")
+    assert [r["deliveries"] for r in report["cages"]["rounds"]] == [400]
+    assert [r["deliveries"] for r in report["zdse"]["rounds"]] == [400]
+    assert report["cages_vs_one"]["deliveries_per_s"] > 0
+    assert report["settings"]["cages"] == 2
+
+
 def test_routes_measures_every_table_size() -> None:
     """routes: look-up rates at 100, 10,000 and 100,000 patterns, and the goal's ratio."""
     report = bench("routes", "--msgs", "1000", "--rounds", "1")

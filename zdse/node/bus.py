@@ -236,7 +236,7 @@ class Bus:
                 self._ctx, cage.router, cage.pub, self.curve, loop, self.clock,
                 take=take, take_published=take_published,
                 deliver=self._dispatcher.feed, seen=partial(self._on_seen, i),
-                count=self._count, dropped=partial(self._dropped, i),
+                count=self._count, dropped=partial(self._dropped, cage=i) if i else self._dropped,
                 expiry=lambda: core.expiry, carry=self._carry if several else None,
                 disconnected=partial(core.disconnected, i) if several else None))
         self._transport = self._transports[0]
@@ -741,7 +741,7 @@ class Bus:
     def _count(self, what: str, n: int) -> None:
         self.core.count(what, n)
 
-    def _dropped(self, cage: int, frames: int) -> None:
+    def _dropped(self, frames: int, cage: int = 0) -> None:
         """A transport dropped its backlog: the cage took none of it for an expiry."""
         self.core.count("dropped_backlog", frames)
         self.log.warning("send.dropped", frames=frames, why="cage not draining",
