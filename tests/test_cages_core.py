@@ -353,3 +353,17 @@ def test_a_cage_whose_connection_closed_is_chosen_last_until_it_answers() -> Non
     assert trips.choose([0], 0.1) == 0  # the only one left: still tried
     _timed(trips, 0, 1.0, 1.001)
     assert trips.choose([0, 1], 1.1) == 0
+
+
+def test_what_a_node_keeps_per_gathered_request_is_bounded() -> None:
+    """Gathered requests through two cages, answered and forgotten by the thousand: what the
+    node keeps to count their NoRoutes stays a bounded multiple of those still pending."""
+    net = _two()
+    a, client = net.add("a", ["shared"]), net.add("client")
+    a.publish("t", "A")
+    net.run()
+    for _ in range(2_000):
+        cid = client.request("shared", "t", None, gather=True)
+        net.run()
+        client.cancel(cid)
+    assert len(client._gathers) <= 4 * (len(client.requests) + 1) + 65  # 2,000 before

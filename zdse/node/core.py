@@ -283,6 +283,7 @@ class NodeCore:
 
     def unsubscribe(self, sid: str) -> Effects:
         """End a subscription."""
+        self._announce_tried.pop(sid, None)
         self._act(self.subscriptions.unsubscribe(sid))
         return self._step([])
 
@@ -301,7 +302,11 @@ class NodeCore:
             # Through every cage: each replier runs it once (SeenRequests),
             # and the requester counts replies by name.
             cages = self.registered_cages() or self.known_cages() or [0]
-            self._gathers[cid] = (len(cages), set())
+            gathers = self._gathers
+            if len(gathers) > 4 * len(self.requests) + 64:
+                # Those answered or timed out: only a pending one can meet NoRoute.
+                self._gathers = gathers = {c: g for c, g in gathers.items() if c in self.requests}
+            gathers[cid] = (len(cages), set())
             self._route = cages
         return cid, frame
 
