@@ -367,3 +367,20 @@ def test_what_a_node_keeps_per_gathered_request_is_bounded() -> None:
         net.run()
         client.cancel(cid)
     assert len(client._gathers) <= 4 * (len(client.requests) + 1) + 65  # 2,000 before
+
+
+def test_a_plain_request_under_an_id_seen_before_is_still_taken() -> None:
+    """A restarted requester reuses ids: its plain request (one cage, never twice) is not
+    dropped, and its answer goes back by the cage it came by this time."""
+    seen = SeenRequests()
+    seen.note("req", 1, timeout=5.0, now=0.0, cage=0)
+    seen.note("req", 1, timeout=5.0, now=1.0, cage=1)
+    assert seen.cage_of("req", 1) == 1
+    assert len(seen) == 1
+    net = _two()
+    svc = net.add("svc")
+    frames = [codec.header(codec.Kind.REQUEST), b"req", b"svc",
+              codec.encode_one(codec.Request(1, "t", None, 5.0))]
+    taken = [e for cage in (0, 1) for e in svc.receive(frames, net.clock.now, cage).events
+             if isinstance(e, IncomingRequest)]
+    assert len(taken) == 2

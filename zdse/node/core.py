@@ -378,9 +378,13 @@ class NodeCore:
             seen, first = self.seen_requests, list[codec.MessageValue]()
             for msg in messages:
                 assert isinstance(msg, codec.Request)
-                if seen.first(sender, msg.cid, msg.timeout, now, cage):
+                if not flags & FLAG_GATHER:
+                    # A plain request comes by one cage: remember which, to answer by it.
+                    seen.note(sender, msg.cid, msg.timeout, now, cage)
                     first.append(msg)
-                elif flags & FLAG_GATHER:
+                elif seen.first(sender, msg.cid, msg.timeout, now, cage):
+                    first.append(msg)
+                else:
                     self.stats["requests_seen_twice"] += 1
             messages = first
         for msg in messages:

@@ -49,6 +49,15 @@ class SeenRequests:
             del self._until[next(iter(self._until))]
         return True
 
+    def note(self, requester: str, cid: int, timeout: float, now: float, cage: int) -> None:
+        """Remember the cage a plain request came by (it comes once: never dropped)."""
+        self._forget(now)
+        key = (requester, cid)
+        self._until.pop(key, None)  # a new request under an old id: the newest wins
+        self._until[key] = (now + (timeout if timeout > 0 else REQUEST_TIMEOUT), cage)
+        if len(self._until) > self.limit:
+            del self._until[next(iter(self._until))]
+
     def cage_of(self, requester: str, cid: int) -> int | None:
         """The cage request ``cid`` of ``requester`` came by first, if remembered."""
         held = self._until.get((requester, cid))
