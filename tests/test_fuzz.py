@@ -127,7 +127,7 @@ def test_the_cage_counts_each_frame_of_a_stranger_exactly_once(frames: list[byte
     """Any frames from an unknown sender add exactly one to one counter, and never raise."""
     core = CageCore("e1", 1.0)
     counters = ("bad_frames", "not_registered", "too_large", "registered")
-    core.receive([b"stranger", *frames], 0.0)
+    core.receive([[b"stranger", *frames]], 0.0)
     core.tick(0.1)
     assert sum(core.stats[c] for c in counters) == 1, dict(core.stats)
 
@@ -140,10 +140,10 @@ def test_the_cage_never_raises_on_garbage_from_a_registered_node(
     """Mutated frames from a registered node are routed, answered or counted; never raised."""
     core = CageCore("e1", 1.0)
     for who, name in ((b"A", "svc.a"), (b"B", "svc.b")):
-        core.receive([who, codec.header(Kind.REGISTER), b"",
-                      codec.encode_one(codec.Register(name, ["shared"], {}))], 0.0)
+        core.receive([[who, codec.header(Kind.REGISTER), b"",
+                       codec.encode_one(codec.Register(name, ["shared"], {}))]], 0.0)
     for i, frames in enumerate(batch):
-        core.receive([b"A", *frames], i / 10)
+        core.receive([[b"A", *frames]], i / 10)
         core.tick(i / 10)
     assert "svc.b" in core.names
 

@@ -22,13 +22,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from zdse.cage.control import ControlDesk, ControlHandler, Later
 from zdse.cage.core import CageCore
+from zdse.cage.effects import Effects
 from zdse.node.core import Event, IncomingRequest, NodeCore
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
 
-__all__ = ["FakeClock", "FakeNet"]
+__all__ = ["FakeClock", "FakeNet", "FakeProxy"]
 
 
 @dataclass
@@ -81,6 +84,8 @@ class FakeNet:
         self.drop = drop
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
+        #: What the cage's core returned and the network has not carried yet.
+        self._cage_out = Effects()
 
     def add(self, name: str, addresses: list[str] | None = None) -> NodeCore:
         """Start a node and run the network until it is registered."""
@@ -131,6 +136,11 @@ class FakeNet:
         old = self.cage
         self.cage = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now,
                              queue_bytes=old.queue_bytes)
+        self._cage_out = Effects()
+
+    def to_cage(self, frames: list[bytes]) -> None:
+        """Hand the cage one message as its ROUTER would (identity first); run to carry its effects."""
+        self._cage_out.extend(self.cage.receive([frames], self.clock.now))
 
     def run(self, rounds: int = 1000) -> None:
         """Move frames until nothing moves (or ``rounds`` passes)."""
@@ -145,7 +155,7 @@ class FakeNet:
         while self.clock.now < end:
             self.clock.advance(min(step, end - self.clock.now))
             now = self.clock.now
-            self.cage.tick(now)
+            self._cage_out.extend(self.cage.tick(now))
             for member in self._alive():
                 member.events += member.core.tick(now)
             self.run()
@@ -156,6 +166,7 @@ class FakeNet:
     def _step(self) -> bool:
         now = self.clock.now
         moved = False
+        batch: list[list[bytes]] = []
         for member in self._alive():
             core = member.core
             member.filters.update(core.filters.add)
@@ -164,23 +175,24 @@ class FakeNet:
             core.filters.remove.clear()
             queue, core.outbox = core.outbox, []
             for frames in codec.coalesce(queue):
-                self.cage.receive([member.identity, *frames], now)
+                batch.append([member.identity, *frames])
                 moved = True
-        if self.cage.tables.stale:
-            self.cage.tables.refresh(now)  # as the proxy does once per loop iteration
-        to_router, to_pub = self.cage.outbox.take()
-        for frames in to_router:
+        if batch:
+            # One batch per round, as the proxy reads one per loop iteration.
+            self._cage_out.extend(self.cage.receive(batch, now))
+        out, self._cage_out = self._cage_out, Effects()
+        for frames in out.router:
             moved = True
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
-                self.cage.unreachable(frames[0], now)
+                self._cage_out.extend(self.cage.unreachable(frames[0], now))
                 continue
             if target.held is not None:
                 target.held.append(frames[1:])
                 continue
             self._deliver(target, target.core.receive(frames[1:], now))
-        for frames in to_pub:
+        for frames in out.pub:
             moved = True
             if self.drop is not None and frames[0] != codec.EVENT_TOPIC and self.drop(frames):
                 continue
@@ -201,3 +213,60 @@ class FakeNet:
                     member.core.reply(event.sender, req.cid, False,
                                       ["UnknownRequest", req.dataindex])
             member.events.append(event)
+
+
+class FakeProxy:
+    """The proxy's part without sockets: feeds one :class:`CageCore` one message at
+    a time and keeps what it returned, for tests to look at.
+
+    Reads of other attributes fall through to the core (``names``,
+    ``routes``, ``stats``, ...): tests check its state.
+
+    Args:
+        core: the cage's core.
+    """
+
+    def __init__(self, core: CageCore) -> None:
+        self.core = core
+        self.desk = ControlDesk(core)
+        #: Frames for the ROUTER and the PUB socket not yet taken.
+        self.router: list[list[bytes]] = []
+        self.pub: list[list[bytes]] = []
+        #: Lines the proxy would have logged, as (event, fields).
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    def receive(self, frames: list[bytes], now: float) -> None:
+        """One message from the ROUTER (identity first)."""
+        self._keep(self.core.receive([frames], now), now)
+
+    def tick(self, now: float) -> None:
+        """The loop's tick."""
+        self._keep(self.core.tick(now), now)
+
+    def unreachable(self, identity: bytes, now: float) -> None:
+        """What a send to a closed connection reports."""
+        self._keep(self.core.unreachable(identity, now), now)
+
+    def serve(self, handlers: dict[str, ControlHandler]) -> None:
+        """Answer control requests for these dataindexes (as the supervisor does)."""
+        self.desk.add(handlers)
+
+    def answer_later(self, later: Later, ok: bool, value: Any, now: float = 0.0) -> None:
+        """Answer a request a handler put off."""
+        self.desk.answer_later(later, ok, value, now)
+        self._keep(self.desk.take(), now)
+
+    def take(self) -> tuple[list[list[bytes]], list[list[bytes]]]:
+        """Return and forget the frames for the ROUTER and the PUB socket."""
+        router, pub = self.router, self.pub
+        self.router, self.pub = [], []
+        return router, pub
+
+    def _keep(self, effects: Effects, now: float) -> None:
+        self.desk.settle(effects, now)
+        self.router += effects.router
+        self.pub += effects.pub
+        self.events += [(line.event, line.fields) for line in effects.logs]

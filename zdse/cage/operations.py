@@ -59,7 +59,7 @@ class Operations:
         launcher = Launcher(lambda: _connect_to(proxy), args.log_level,
                             cage_key=args.curve_secret)
         supervisor = self.supervisor = Supervisor(proxy.core, launcher, config, args.config)
-        supervisor.install(proxy.tick_hooks)
+        supervisor.install(proxy.tick_hooks, proxy.desk)
         self.metrics: MetricsServer | None = None
         if args.metrics:
             exchange = Exchange(
