@@ -139,7 +139,7 @@ class FakeNet:
         self._cage_out = Effects()
 
     def to_cage(self, frames: list[bytes]) -> None:
-        """Hand the cage one message as its ROUTER would (identity first); run to carry its effects."""
+        """Hand the cage one message as its ROUTER would (identity first); run() carries it."""
         self._cage_out.extend(self.cage.receive([frames], self.clock.now))
 
     def run(self, rounds: int = 1000) -> None:

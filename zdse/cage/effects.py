@@ -1,4 +1,4 @@
-"""What the cage's core asks its shell to do: values only, returned by every input.
+"""What the cage's core asks its shell to do: values only, returned by every input. Pure.
 
 Every input method of :class:`~zdse.cage.core.CageCore` (``receive``,
 ``tick``, ``unreachable``, ``reply``) returns one :class:`Effects`: the
