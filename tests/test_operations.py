@@ -376,12 +376,13 @@ def test_the_docs_name_every_log_event() -> None:
     code logs by a literal name, and each reason a node leaves the cage for."""
     docs = "".join((ROOT / "docs" / name).read_text() for name in ("operations.md", "amqp.md"))
     logged = re.compile(r'\.(?:debug|info|warning|error|exception)\(\s*"([a-z_]+\.[a-z_]+)"'
-                        r'|events\.append\(\(\s*"([a-z_]+\.[a-z_]+)"')
+                        r'|events\.append\(\(\s*"([a-z_]+\.[a-z_]+)"'
+                        r'|\b_?[lL]og\(\s*"([a-z_]+\.[a-z_]+)"')
     left = re.compile(r'_remove\([^,]+, "([a-z-]+)"')
     events: set[str] = set()
     for source in [*(ROOT / "zdse").rglob("*.py"), *(ROOT / "nodes").glob("*.py")]:
         text = source.read_text()
-        events.update(a or b for a, b in logged.findall(text))
+        events.update(a or b or c for a, b, c in logged.findall(text))
         events.update(left.findall(text))
     assert {"node.left", "send.dropped", "re-registered"} <= events  # the patterns work
     assert sorted(e for e in events if f"`{e}`" not in docs) == []
