@@ -43,5 +43,5 @@ def install_module(site: Path, name: str, source: str = MISBEHAVING) -> dict[str
     dist = site / f"{package}-0.dist-info"
     dist.mkdir(exist_ok=True)
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text(f"[zdse.modules.registry]\n{name} = {package}:Module\n")
+    (dist / "entry_points.txt").write_text(f"[zdse.modules]\n{name} = {package}:Module\n")
     return {"PYTHONPATH": str(site)}
