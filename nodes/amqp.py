@@ -33,12 +33,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from zdse_nodes.amqp_config import AmqpConfig, backoff, from_options, redact, scrub
-from zdse_nodes.amqp_envelope import Malformed, Notification, Reason, parse
-from zdse_nodes.amqp_tables import STATS, RowChange, Tables
-
 from zdse.errors import ConfigError
 from zdse.node.service import Service
+
+from .amqp_config import AmqpConfig, backoff, from_options, redact, scrub
+from .amqp_envelope import Malformed, Notification, Reason, parse
+from .amqp_tables import STATS, RowChange, Tables
 
 try:
     import aio_pika

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from zdse_nodes.amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
-from zdse_nodes.amqp_tables import TableConfig
-
 from zdse.errors import ConfigError
 from zdse.modules.options import boolean, positive_float, positive_int, refuse_unknown
+
+from .amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
+from .amqp_tables import TableConfig
 
 __all__ = ["AmqpConfig", "backoff", "from_options", "redact", "scrub"]
 

@@ -15,11 +15,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from zdse_nodes.file_tables import Invalid, Table, packed_size, read_tables
-
 from zdse.errors import ConfigError, MessageTooLarge, ProtocolError
 from zdse.modules.options import refuse_unknown
 from zdse.node.service import PollingService
+
+from .file_tables import Invalid, Table, packed_size, read_tables
 
 #: The module's options; any other is refused.
 OPTIONS = frozenset({"path", "poll_interval"})
