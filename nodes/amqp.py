@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from zdse.errors import ConfigError
+from zdse.log import sampled
 from zdse.node.service import Service
 
 from .amqp_config import AmqpConfig, backoff, from_options, redact, scrub
@@ -328,7 +329,7 @@ class AmqpBridge(Service):
         key = f"malformed.{exc.reason}"
         self.counters[key] += 1
         count = self.counters[key]
-        if count & (count - 1) == 0:  # 1st, 2nd, 4th, ... of each reason: seen, never a flood
+        if sampled(count):  # of each reason
             self.log.warning("amqp.malformed", reason=str(exc.reason), detail=exc.detail,
                              exchange=message.exchange, routing_key=message.routing_key,
                              bytes=len(message.body), count=count)

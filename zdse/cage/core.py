@@ -27,6 +27,7 @@ from zdse.cage.authz import Authorized
 from zdse.cage.effects import Control, Effects, Log
 from zdse.cage.tables import TABLES, CageTables
 from zdse.errors import ProtocolError
+from zdse.log import sampled
 from zdse.wire import codec
 from zdse.wire.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.limits import (
@@ -56,6 +57,7 @@ _VALID_HEADERS = {
     codec.header(k, f): (k, f) for k in Kind for f in (0, FLAG_GATHER)
 }
 _REPLY_HEADER = codec.header(Kind.REPLY)
+_HEARTBEAT_HEADER = codec.header(Kind.HEARTBEAT)
 _CAGE_BYTES = CAGE.encode()
 #: What a routed message costs in a budget besides its sender, key and body.
 _ROUTED_COST = 3 + FRAME_COST
@@ -255,7 +257,7 @@ class CageCore:
                 self._not_registered(identity)
                 return
             node.last_seen = now
-            self._send([identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
+            self._probe(identity)
         elif kind is Kind.RECEIPT:
             self._receipt(identity, node, body, now)
         elif kind is Kind.REGISTER:
@@ -303,7 +305,7 @@ class CageCore:
         # otherwise a holder that says nothing for one and a half heartbeats
         # is taken for dead, and one that does speak keeps its name.
         self.claims[reg.name] = _Claim(identity, reg, now + 1.5 * self.heartbeat, holder.last_seen)
-        self._send([holder_id, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
+        self._probe(holder_id)
 
     def _accept(self, identity: bytes, reg: codec.Register, now: float) -> None:
         old = self.nodes.get(identity)
@@ -441,9 +443,7 @@ class CageCore:
                 # connection left, which ROUTER_MANDATORY reports at once
                 # (see unreachable()), so its subscribers hear of it within
                 # a beat or two instead of at its expiry.
-                self._send(
-                    [record.identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
-                )
+                self._probe(record.identity)
 
     def unreachable(self, identity: bytes, now: float) -> Effects:
         """The transport says ``identity`` has no connection: drop it at once.
@@ -562,6 +562,10 @@ class CageCore:
     def _event(self, msg: codec.Joined | codec.Left) -> None:
         self._out.pub.append([EVENT_TOPIC, codec.header(msg.KIND), codec.encode_one(msg)])
 
+    def _probe(self, identity: bytes) -> None:
+        """A heartbeat to ``identity``: the answer to its own, and the cage's probe."""
+        self._send([identity, _HEARTBEAT_HEADER, _CAGE_BYTES, b"", self._beat])
+
     def _error(self, identity: bytes, code: str, message: str) -> None:
         body = codec.encode_one(codec.Error(code, message))
         self._send([identity, codec.header(Kind.ERROR), _CAGE_BYTES, b"", body])
@@ -569,8 +573,7 @@ class CageCore:
     def _bad(self, identity: bytes, reason: str) -> None:
         self.stats["bad_frames"] += 1
         self.last_bad = reason
-        if self.stats["bad_frames"] & (self.stats["bad_frames"] - 1) == 0:
-            # Log the 1st, 2nd, 4th, 8th... bad frame: visible, never a flood.
+        if sampled(self.stats["bad_frames"]):
             self._log("frame.bad", {"reason": reason,
                                               "count": self.stats["bad_frames"]})
 

@@ -11,7 +11,7 @@ one loop iteration travels as one frame. docs/protocol.md is the reference.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -427,24 +427,8 @@ def _fields(msg: MessageValue) -> tuple[Any, ...]:
     return getter(msg)
 
 
-def encode_body(messages: Iterable[MessageValue]) -> bytes:
-    """Pack messages (all of one kind) into one body.
-
-    Raises:
-        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
-        ProtocolError: a value msgpack cannot represent.
-    """
-    try:
-        body = b"".join([_pack(_fields(m)) for m in messages])
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode message: {exc}") from exc
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    return body
-
-
 def encode_one(msg: MessageValue) -> bytes:
-    """Pack one message's body (as :func:`encode_body` does, minus the join).
+    """Pack one message's body.
 
     Raises:
         MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
@@ -454,6 +438,19 @@ def encode_one(msg: MessageValue) -> bytes:
         body: bytes = _pack(_fields(msg))
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode message: {exc}") from exc
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return body
+
+
+def encode_body(messages: Iterable[MessageValue]) -> bytes:
+    """Pack messages (all of one kind) into one body: their :func:`encode_one` bodies joined.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    body = b"".join([encode_one(m) for m in messages])
     if len(body) > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
     return body
@@ -481,24 +478,6 @@ def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
     if parts:
         frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
     return frames
-
-
-def iter_body(body: bytes) -> Iterator[Any]:
-    """Yield the raw msgpack values of a body.
-
-    Raises:
-        ProtocolError: the body is not a sequence of msgpack values.
-    """
-    unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES + 1
-    )
-    try:
-        unpacker.feed(body)
-        yield from unpacker
-    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
-        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
-    except Exception as exc:  # msgpack's C code raises assorted types on garbage
-        raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
 
 
 def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:
@@ -564,7 +543,7 @@ _BUILDERS: dict[Kind, Callable[..., Any]] = {
 
 
 def _values(body: bytes) -> list[Any]:
-    """All the msgpack values of a body, unpacked in one C loop (see iter_body)."""
+    """All the msgpack values of a body, unpacked in one C loop."""
     unpacker = msgpack.Unpacker(
         raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES + 1
     )
