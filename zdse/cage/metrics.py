@@ -44,7 +44,7 @@ from zdse.wire.endpoints import is_loopback
 __all__ = ["CageCollector", "Exchange", "MetricsServer", "Readings", "take_readings"]
 
 #: Upper bounds of the batch-size histogram: 1, 2, 4, ... 8192 frames per
-#: wake-up (the loop handles at most DRAIN_LIMIT, 4096, per wake-up).
+#: wake-up (the loop handles at most CAGE_DRAIN_LIMIT, 4096, per wake-up).
 BATCH_BUCKETS = tuple(2**k for k in range(14))
 #: Kinds a node is told about at once when nothing listens (NoRoute);
 #: the other routed kinds are dropped silently.

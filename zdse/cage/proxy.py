@@ -30,6 +30,7 @@ from zdse.wire.codec import Kind
 from zdse.wire.curve import CurveServer
 from zdse.wire.endpoints import Endpoints, is_loopback
 from zdse.wire.limits import (
+    CAGE_DRAIN_LIMIT,
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
     MAX_MESSAGE_BYTES,
@@ -39,10 +40,6 @@ from zdse.wire.limits import (
 from zdse.wire.zmqio import has_input, recv_frames, send_frames
 
 __all__ = ["Proxy"]
-
-#: Messages handled per poll before the loop looks at timers again, so a
-#: flood cannot starve expiry.
-DRAIN_LIMIT = 4096
 
 log = get_logger(component="cage")
 
@@ -158,7 +155,7 @@ class Proxy:
                     while True:
                         batch.append(self._recv_curve(keys) if curve
                                      else recv_frames(router, zmq.NOBLOCK))
-                        if len(batch) == DRAIN_LIMIT or not has_input(router):
+                        if len(batch) == CAGE_DRAIN_LIMIT or not has_input(router):
                             break
                 except zmq.Again:
                     pass

@@ -107,3 +107,8 @@ MIN_HEARTBEAT = 0.05
 #: Shortest poll_interval a polling module takes: below it a poll loop takes
 #: a whole core to find nothing new.
 MIN_POLL_INTERVAL = 0.01
+
+#: Messages the cage reads per wake-up before it looks at its timers again,
+#: so a flood cannot starve expiry; large enough that one wake-up pays the
+#: poll's cost for thousands of messages.
+CAGE_DRAIN_LIMIT = 4096
