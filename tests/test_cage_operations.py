@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.test_cage_core import HB, answers, frames, register
+from tests.cagecore import HB, answers, frames, register
 from zdse.cage.core import SUBSCRIPTION_TTL, CageCore
 from zdse.errors import SupervisorError
 from zdse.testing import FakeProxy
