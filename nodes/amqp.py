@@ -33,11 +33,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from zdse.backoff import backoff
 from zdse.errors import ConfigError
 from zdse.log import sampled
 from zdse.node.service import Service
 
-from .amqp_config import AmqpConfig, backoff, from_options, redact, scrub
+from .amqp_config import AmqpConfig, from_options, redact, scrub
 from .amqp_envelope import Malformed, Notification, Reason, parse
 from .amqp_tables import STATS, RowChange, Tables
 

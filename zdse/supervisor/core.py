@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zdse.backoff import backoff
 from zdse.errors import ConfigError, SupervisorError
 
 __all__ = [
@@ -124,7 +125,7 @@ class RestartPolicy:
 
     def delay(self, crashes: int) -> float:
         """Seconds to wait before restarting after the ``crashes``-th crash in the window."""
-        return float(min(self.backoff_max, self.backoff * 2 ** max(0, crashes - 1)))
+        return backoff(crashes, self.backoff, self.backoff_max)
 
 
 @dataclass(frozen=True, slots=True)
