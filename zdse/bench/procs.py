@@ -8,7 +8,6 @@ picked free, talks in lines read by a thread, and is killed by
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import shutil
@@ -17,12 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 from zdse.errors import ZdseError
+from zdse.log import follow_lines
 
 __all__ = ["BenchError", "Proc", "Processes", "free_port"]
 
@@ -50,20 +49,10 @@ class Proc:
         self.popen = popen
         self.log = log
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(lines,), daemon=True).start()
+        follow_lines(lines, self._take, lambda: self._lines.put(None), f"lines of {name}")
 
-    def _read(self, stream: IO[bytes]) -> None:
-        try:
-            for raw in stream:
-                text = raw.decode(errors="replace").strip()
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    value = None
-                self._lines.put(value if isinstance(value, dict) else {"text": text})
-        except (ValueError, OSError):
-            pass  # closed under us at clean-up
-        self._lines.put(None)
+    def _take(self, text: str, fields: dict[str, Any] | None) -> None:
+        self._lines.put(fields if fields is not None else {"text": text.strip()})
 
     def expect(self, key: str, timeout: float, equals: Any = None,
                contains: str = "") -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import re
 import signal
@@ -34,7 +33,7 @@ from zdse.cage.config import CageConfig, load
 from zdse.cage.control import ControlDesk, Later
 from zdse.cage.core import CageCore, merge_services
 from zdse.errors import ConfigError, SupervisorError
-from zdse.log import get_logger
+from zdse.log import follow_lines, get_logger
 from zdse.modules import registry as modules
 from zdse.modules.check import ModuleCheck
 from zdse.supervisor.core import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
@@ -143,29 +142,15 @@ class NodeProcess:
         self.eof = threading.Event()
         #: When the loop first saw the process exited (see EOF_GRACE).
         self.exit_seen: float | None = None
-        self._thread = threading.Thread(target=self._read, name=f"stderr of {name}", daemon=True)
-        self._thread.start()
+        assert popen.stderr is not None
+        self._thread = follow_lines(popen.stderr, self.take, self.eof.set, f"stderr of {name}")
 
-    def _read(self) -> None:
-        stream = self.popen.stderr
-        assert stream is not None
-        try:
-            for raw in stream:
-                self.take(raw.decode(errors="replace").rstrip())
-        except (OSError, ValueError):
-            pass  # closed under us at shutdown
-        finally:
-            self.eof.set()
-
-    def take(self, line: str) -> None:
-        """Relay one stderr line into the cage's log; remember it if it is an error."""
+    def take(self, line: str, fields: dict[str, Any] | None) -> None:
+        """Relay one stderr line (``fields``: its JSON object) into the cage's log;
+        remember it if it is an error."""
         if not line:
             return
-        try:
-            fields = json.loads(line)
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict) and isinstance(fields.get("event"), str):
+        if fields is not None and isinstance(fields.get("event"), str):
             event = fields.pop("event")
             level = str(fields.pop("level", "info"))
             fields.pop("timestamp", None)
