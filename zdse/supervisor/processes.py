@@ -36,7 +36,16 @@ from zdse.errors import ConfigError, SupervisorError
 from zdse.log import follow_lines, get_logger
 from zdse.modules import registry as modules
 from zdse.modules.check import ModuleCheck
-from zdse.supervisor.core import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
+from zdse.supervisor.core import (
+    Action,
+    Kill,
+    Log,
+    ServiceSpec,
+    Spawn,
+    State,
+    SupervisorCore,
+    Terminate,
+)
 from zdse.wire.endpoints import Endpoints
 
 __all__ = ["PARENT_ENV", "Launcher", "NodeProcess", "Supervisor", "connectable", "follow_parent"]
@@ -274,7 +283,6 @@ class Supervisor:
                     and self.cage.pid_of(record.spec.name) == record.pid):
                 self._do(self.core.registered(record.spec.name, record.pid, now), now)
         self._do(self.core.tick(now), now)
-        self._log_events()
         self._show(now)
 
     def _show(self, now: float) -> None:
@@ -304,6 +312,8 @@ class Supervisor:
                 if proc is not None:
                     proc.signal(signal.SIGTERM if isinstance(action, Terminate)
                                 else signal.SIGKILL)
+            elif isinstance(action, Log):
+                getattr(log, _LEVELS.get(action.event, "info"))(action.event, **action.fields)
 
     def _spawn(self, spec: ServiceSpec, now: float) -> None:
         try:
@@ -312,12 +322,7 @@ class Supervisor:
             self._do(self.core.spawn_failed(spec.name, f"cannot start: {exc}", now), now)
             return
         self.procs[popen.pid] = NodeProcess(popen, spec.name)
-        self.core.spawned(spec.name, popen.pid, now)
-
-    def _log_events(self) -> None:
-        for event, fields in self.core.events:
-            getattr(log, _LEVELS.get(event, "info"))(event, **fields)
-        self.core.events.clear()
+        self._do(self.core.spawned(spec.name, popen.pid, now), now)
 
     # --- config ----------------------------------------------------------------
 
@@ -396,7 +401,6 @@ class Supervisor:
         if stale:
             log.warning("config.needs_restart", keys=stale,
                         why="only services and the restart policy change without a restart")
-        self._log_events()
         return summary
 
     # --- control requests --------------------------------------------------------
@@ -411,7 +415,6 @@ class Supervisor:
             try:
                 self._do(operation(name, now), now)
             finally:
-                self._log_events()
                 self._show(now)
             rows = self._services(None, [], now)
             return next((r for r in rows if r["name"] == name), {"name": name, "state": "removed"})
@@ -435,7 +438,6 @@ class Supervisor:
             self._pending.check.kill()
             self._pending = None
         self._do(self.core.stop_all(now), now)
-        self._log_events()
         deadline = now + self.core.policy.stop_timeout
         for pid, proc in list(self.procs.items()):
             try:
@@ -445,5 +447,5 @@ class Supervisor:
                 code = proc.popen.wait()
             proc.close()
             del self.procs[pid]
-            self.core.exited(proc.name, pid, code, proc.how_it_ended(code), self.clock())
-        self._log_events()
+            self._do(self.core.exited(proc.name, pid, code, proc.how_it_ended(code),
+                                      self.clock()), self.clock())
