@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zdse.bench.procs import free_port
+from zdse.bench.procs import close_pipes, free_port, kill_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -64,13 +62,8 @@ class Processes:
         return proc
 
     def kill_all(self) -> None:
+        """Kill every process started (its whole group) and reap it."""
         for proc in self._procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    stream.close()
+            kill_group(proc)
+            close_pipes(proc)
         self._procs.clear()

@@ -23,7 +23,7 @@ from typing import IO, Any
 from zdse.errors import ZdseError
 from zdse.log import follow_lines
 
-__all__ = ["BenchError", "Proc", "Processes", "free_port"]
+__all__ = ["BenchError", "Proc", "Processes", "close_pipes", "free_port", "kill_group"]
 
 #: Seconds to wait for a server to come up or a worker to say it is ready.
 START_TIMEOUT = 30.0
@@ -38,6 +38,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def kill_group(popen: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGKILL the process's group (it runs in its own session) unless it ended; reap it."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=timeout)
+
+
+def close_pipes(popen: subprocess.Popen[bytes]) -> None:
+    """Close our ends of the process's stdin, stdout and stderr pipes."""
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 class Proc:
@@ -175,17 +192,10 @@ class Processes:
 
     @staticmethod
     def _kill(proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=10)
+        kill_group(proc.popen)
 
     def _forget(self, proc: Proc) -> None:
-        for stream in (proc.popen.stdin, proc.popen.stdout, proc.popen.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        close_pipes(proc.popen)
         proc.log.close()
         if proc in self._procs:
             self._procs.remove(proc)
