@@ -320,6 +320,10 @@ class NodeCore:
 
     def receive_published(self, frames: list[bytes], now: float) -> Effects:
         """Take a message from the SUB socket: ``[topic, header, body]``."""
+        if frames and frames[0] != EVENT_TOPIC:
+            # One message of the cage's PUB queue each: what it dropped for a
+            # full queue shows as fewer of these than were published.
+            self.stats["pub_frames"] += 1
         try:
             if len(frames) != 3:
                 raise ProtocolError(f"expected 3 frames from the PUB socket, got {len(frames)}")
