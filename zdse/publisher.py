@@ -43,14 +43,18 @@ _T = TypeVar("_T", KeyTable, RowTable)
 class Reader:
     """One subscription to a publication.
 
-    ``covered`` is the sequence number after which every delta was sent
-    while the subscriber's SUB filter was on: set when a re-announce shows
-    it holds a view of ours (its filter goes on with its first snapshot, so
-    the first announce cannot say), cleared when it shows none, and by
-    :meth:`Publications.registered_again`. A re-announce behind ``pub.seq``
-    but not behind ``covered`` crossed deltas in flight: a snapshot would
-    be wasted on it, and would reach it before them (it comes through the
-    cage's ROUTER, they through its PUB), as a snapshot instead of deltas.
+    ``covered`` is the sequence number of the last answer to its announces
+    (a snapshot or a Current): every delta after it went out by the cage's
+    PUB, for the subscriber to take, and is not sent again whole. Cleared
+    by :meth:`Publications.registered_again` (those deltas may have gone to
+    a dead cage). An announce behind ``pub.seq`` but not behind ``covered``
+    crossed deltas in flight (the sync that follows a first snapshot, a
+    re-announce): a snapshot would be wasted on it, and would reach it
+    before them (it comes through the cage's ROUTER, they through its PUB),
+    as a snapshot instead of deltas. It gets a Current: deltas it then
+    lacks (its filter went on too late for them) show as a gap, or as a
+    Current it has not caught up with CURRENT_GRACE later, and it asks
+    for a snapshot itself.
     """
 
     #: Time after which it is forgotten, unless it re-announces.
@@ -351,7 +355,7 @@ class Publications:
         covered = None
         if reader is not None:
             covered = reader.covered
-            reader.covered = None if seen is None else seq
+            reader.covered = seq
         held = self._held(seen)
         if held == seq or (covered is not None and held is not None and covered <= held <= seq):
             # Say so cheaply; the subscriber also learns that we live.

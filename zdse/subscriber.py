@@ -20,14 +20,17 @@ subscriptions that reach it. A feed follows this table::
 
 Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
-between would be missed. The sync tells the publisher which sequence number
-the view holds; it answers with a fresh snapshot if it has moved on.
+between may be missed. The sync tells the publisher which sequence number
+the view holds; it answers with a Current saying how far it is.
 
-Later re-announces may cross deltas in flight: the publisher answers those
-with a Current saying how far it is, and the feed is *owed* deltas up to
-there. They normally arrive within milliseconds (by the cage's PUB, while
-the Current came by its ROUTER); a feed still owed after CURRENT_GRACE
-lost them, and resyncs.
+The sync, like later re-announces, may cross deltas in flight: the feed is
+then *owed* deltas up to the Current's seq. They normally arrive within
+milliseconds (by the cage's PUB, while the Current came by its ROUTER); a
+feed still owed after CURRENT_GRACE lost them (its filter came too late,
+or a queue overflowed), and resyncs, as it does at once when the next
+delta shows a gap. A snapshot in answer would be wasted when the deltas
+come, and would reach the subscriber before them, as a snapshot where
+deltas were due.
 """
 
 from __future__ import annotations
