@@ -35,7 +35,7 @@ test: install ## Run lint, type checks and the whole test suite
 
 soak: install ## The soak test for 15 minutes (make test runs it for 2) and atheris for 5
 	ZDSE_SOAK_SECONDS=900 $(BIN)/pytest -W error tests/test_soak.py
-	ZDSE_SOAK_BIG=1 $(BIN)/pytest -W error tests/test_bigtables.py
+	$(BIN)/pytest -W error -m soak tests/test_bigtables.py
 	ZDSE_FUZZ_SECONDS=300 $(BIN)/pytest -W error tests/test_fuzz.py
 
 lint: $(STAMP) ## ruff only
