@@ -311,7 +311,7 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
     procs: Processes, tmp_path: Path,
 ) -> None:
     """scripts/run-demo (make run) starts the cage from examples/zdse.toml: the two file
-    services and a vsphere service on the simulator all run and answer."""
+    services and a vsphere service on the simulator all run and answer; vms moves."""
     require("the vCenter simulator build/vcsim-zdse (make sim)", VCSIM.is_file())
     cluster = Cluster(procs, tmp_path)
     port = free_port()
@@ -334,8 +334,14 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
             bus.subscribe("vSphere.node.list", "hosts", updates)
             await updates.until(lambda u: u.publisher == "vSphere.demo" and len(u.view or []) == 2,
                                 timeout=60)
+            # The simulator churns: the vms table moves on its own (issue 17).
+            vms = Updates()
+            bus.subscribe("vSphere.node.list", "vms", vms)
+            await vms.until(lambda u: len(u.view or []) == 6, timeout=60)
+            delta = await vms.until(lambda u: u.kind == "delta", timeout=60)
+            assert delta.data[0] == "rows"
 
-    run(vsphere_hosts(), timeout=90)
+    run(vsphere_hosts(), timeout=150)
     metrics = scrape_until(f"http://127.0.0.1:{port}/metrics",
                            lambda s: s.get(("zdse_nodes", ()), 0) >= 3)
     assert metrics[("zdse_nodes", ())] >= 3

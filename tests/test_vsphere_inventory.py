@@ -7,6 +7,7 @@ pyVmomi used the naive way, one managed object and one property at a time.
 from __future__ import annotations
 
 import ssl
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +27,8 @@ from zdse_nodes.vsphere import (
     redact_url,
 )
 
-from tests.support import free_port
-from tests.vcsim import VCenterSimulator
+from tests.support import free_port, require
+from tests.vcsim import BINARY, VCenterSimulator
 from zdse.errors import ConfigError
 
 StartSim = Callable[..., VCenterSimulator]
@@ -322,3 +323,20 @@ def test_round_trips_per_read_do_not_grow_with_the_inventory(vcsim: StartSim) ->
     assert costs[0][0] == 3  # RetrieveServiceContent, Login, CreateContainerView
     assert costs[0][1] == 1  # the simulator answers in one page
     assert costs[0][2] == 4  # content, view, retrieve, destroy view
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["-churn=-1s"], "-churn must be 0 (off) or at least 10ms, not -1s"),
+        (["-churn=1ms"], "-churn must be 0 (off) or at least 10ms, not 1ms"),
+        (["-churn=2s", "-vms=0"], "-churn needs at least one VM (-vms)"),
+    ],
+)
+def test_simulator_refuses_a_bad_churn_in_one_line(flags: list[str], error: str) -> None:
+    """vcsim-zdse -churn out of range: exit 1 and one line that says why, before serving."""
+    require("the vCenter simulator build/vcsim-zdse (make sim)", BINARY.is_file())
+    result = subprocess.run([str(BINARY), *flags], capture_output=True, text=True,
+                            timeout=TASK_TIMEOUT, check=False)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"vcsim-zdse: {error}\n"

@@ -144,6 +144,51 @@ def test_two_vcenters_on_node_list_keep_one_view_each(
         assert "s3cret" not in node.log()
 
 
+def creation_order(hosts: int, vms: int) -> list[str]:
+    """The simulator's VM names in the order it made them, which is its churn order."""
+    return [f"DC0_H{i % hosts}_VM{i // hosts}" for i in range(vms)]
+
+
+@pytest.mark.vcsim
+def test_churning_simulator_moves_the_vms_table(
+    cluster: Cluster, vcsim: StartSim, tmp_path: Path
+) -> None:
+    """vcsim -churn: successive polls through a real cage see VMs' power toggled in turn."""
+    sim = vcsim(hosts=2, vms=6, churn=0.5)
+    cycle = creation_order(2, 6)
+    cluster.start_node("vsphere", "vSphere.demo", ["vSphere.node.list"],
+                       url=sim.url, insecure="true", poll_interval="0.1")
+
+    async def scenario() -> None:
+        async with cluster.bus() as bus:
+            updates = Updates()
+            bus.subscribe("vSphere.node.list", "vms", updates)
+            # A snapshot, or the first publish after an "unpublished" answer.
+            await updates.until(lambda u: u.kind in ("snapshot", "delta")
+                                and len(u.view or ()) == 6)
+            toggled: list[str] = []
+            while len(toggled) < 3:
+                delta = await updates.until(lambda u: u.kind == "delta")
+                kind, added, removed = delta.data
+                assert kind == "rows"
+                before = {r[0]: r for r in removed}
+                after = {r[0]: r for r in added}
+                assert sorted(before) == sorted(after)
+                for name in sorted(before, key=cycle.index):
+                    old, new = before[name], after[name]
+                    assert {old[POWER], new[POWER]} == {"poweredOn", "poweredOff"}
+                    assert old[:POWER] + old[POWER + 1:] == new[:POWER] + new[POWER + 1:]
+                    toggled.append(name)
+            # One VM after the other, in the order they were made, round and round
+            # (a poll delayed by load may see two steps at once, never a skip).
+            start = cycle.index(toggled[0])
+            assert toggled == [cycle[(start + i) % 6] for i in range(len(toggled))]
+
+    run(scenario())
+    # No churn step failed (the simulator reports each failure on stderr).
+    assert (tmp_path / "vcsim-1.stderr").read_text() == ""
+
+
 @pytest.mark.vcsim
 def test_unchanged_inventory_publishes_nothing(cluster: Cluster, vcsim: StartSim) -> None:
     """Polls that find nothing new send nothing: the next delta follows the snapshot's seq."""

@@ -44,6 +44,8 @@ class VCenterSimulator:
         vms: number of virtual machines in total, round-robin over the hosts.
         username: the only user name the simulator accepts.
         password: the only password the simulator accepts.
+        churn: seconds between two power toggles of the next VM in turn
+            (``-churn``); 0 leaves the inventory as it was made.
     """
 
     def __init__(
@@ -55,12 +57,14 @@ class VCenterSimulator:
         vms: int = 4,
         username: str = "user",
         password: str = "pass",
+        churn: float = 0.0,
         binary: Path = BINARY,
     ) -> None:
         self.hosts = hosts
         self.vms = vms
         self.username = username
         self.password = password
+        self.churn = churn
         self._procs = procs
         self._workdir = workdir
         self._binary = binary
@@ -111,6 +115,7 @@ class VCenterSimulator:
             f"-port={self._port}",
             f"-username={self.username}",
             f"-password={self.password}",
+            f"-churn={self.churn}s",
         ]
         with log.open("wb") as stderr:
             proc = self._procs.start(

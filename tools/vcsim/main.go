@@ -11,6 +11,13 @@
 // and serves until SIGINT or SIGTERM, then exits 0 after removing the
 // datastore directories the simulator made under $TMPDIR.
 //
+// With -churn DURATION (off by default), the inventory changes while it
+// serves: every DURATION one VM's power state is toggled, through the
+// simulator's own power-off and power-on tasks, so that PropertyCollector
+// answers (and so zdse's vsphere vms table) show it. The VMs are taken in the
+// order they were made (DC0_H0_VM0, DC0_H1_VM0, ..., DC0_H0_VM1, ...), round
+// and round: the first round powers each off, the next powers each on again.
+//
 // Unlike upstream vcsim, the credentials are always checked: a login with any
 // other user name or password fails with InvalidLogin, as a real vCenter does.
 package main
@@ -28,6 +35,7 @@ import (
 	"os/signal"
 	"sort"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,6 +49,11 @@ import (
 // must never be reachable from another machine.
 const loopback = "127.0.0.1"
 
+// minChurn bounds -churn from below: each step is a task run in the
+// simulator, and a step every few microseconds would only burn the CPU that
+// the clients polling it need.
+const minChurn = 10 * time.Millisecond
+
 type options struct {
 	hosts    int
 	vms      int
@@ -48,6 +61,7 @@ type options struct {
 	username string
 	password string
 	useTLS   bool
+	churn    time.Duration
 }
 
 // ready is the line printed once the simulator serves.
@@ -56,6 +70,7 @@ type ready struct {
 	Hosts          int     `json:"hosts"`
 	VMs            int     `json:"vms"`
 	StartupSeconds float64 `json:"startup_seconds"`
+	ChurnSeconds   float64 `json:"churn_seconds"`
 }
 
 func parseFlags(args []string) (options, error) {
@@ -67,6 +82,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.username, "username", "user", "the only user name accepted by Login")
 	fs.StringVar(&o.password, "password", "pass", "the only password accepted by Login")
 	fs.BoolVar(&o.useTLS, "tls", true, "serve https with a self-signed certificate (false: plain http)")
+	fs.DurationVar(&o.churn, "churn", 0, "toggle one VM's power state every DURATION, e.g. 2s, cycling through the VMs (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -81,13 +97,18 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-port must be in 0..65535")
 	case o.username == "" || o.password == "":
 		return o, errors.New("-username and -password must not be empty")
+	case o.churn < 0 || (o.churn > 0 && o.churn < minChurn):
+		return o, fmt.Errorf("-churn must be 0 (off) or at least %v, not %v", minChurn, o.churn)
+	case o.churn > 0 && o.vms == 0:
+		return o, errors.New("-churn needs at least one VM (-vms)")
 	}
 	return o, nil
 }
 
 // buildInventory creates the datacenter, the hosts and the datastore, then the
-// VMs, through the simulator's own API (in process, no HTTP).
-func buildInventory(ctx context.Context, o options) (*simulator.Model, error) {
+// VMs, through the simulator's own API (in process, no HTTP). It returns the
+// VMs in the order they were made, bound to that in-process client, for churn.
+func buildInventory(ctx context.Context, o options) (*simulator.Model, []*object.VirtualMachine, error) {
 	model := simulator.VPX()
 	model.Datacenter = 1
 	model.Host = o.hosts
@@ -97,26 +118,27 @@ func buildInventory(ctx context.Context, o options) (*simulator.Model, error) {
 	model.Datastore = 1
 	model.Portgroup = 0
 	if err := model.Create(); err != nil {
-		return nil, fmt.Errorf("creating the inventory: %w", err)
+		return nil, nil, fmt.Errorf("creating the inventory: %w", err)
 	}
 
 	client, err := vim25.NewClient(ctx, model.Service)
 	if err != nil {
 		model.Remove()
-		return nil, err
+		return nil, nil, err
 	}
-	if err := createVMs(ctx, client, o.vms); err != nil {
+	vms, err := createVMs(ctx, client, o.vms)
+	if err != nil {
 		model.Remove()
-		return nil, fmt.Errorf("creating the virtual machines: %w", err)
+		return nil, nil, fmt.Errorf("creating the virtual machines: %w", err)
 	}
-	return model, nil
+	return model, vms, nil
 }
 
-func createVMs(ctx context.Context, client *vim25.Client, count int) error {
+func createVMs(ctx context.Context, client *vim25.Client, count int) ([]*object.VirtualMachine, error) {
 	dc := object.NewDatacenter(client, simulator.Map.Any("Datacenter").Reference())
 	folders, err := dc.Folders(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	entities := simulator.Map.All("HostSystem")
@@ -128,13 +150,14 @@ func createVMs(ctx context.Context, client *vim25.Client, count int) error {
 	for i, e := range entities {
 		hosts[i] = object.NewHostSystem(client, e.Reference())
 		if pools[i], err = hosts[i].ResourcePool(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(hosts) == 0 {
-		return errors.New("the model has no hosts")
+		return nil, errors.New("the model has no hosts")
 	}
 
+	vms := make([]*object.VirtualMachine, 0, count)
 	for i := 0; i < count; i++ {
 		h := i % len(hosts)
 		name := fmt.Sprintf("%s_VM%d", entities[h].Entity().Name, i/len(hosts))
@@ -147,22 +170,73 @@ func createVMs(ctx context.Context, client *vim25.Client, count int) error {
 		}
 		task, err := folders.VmFolder.CreateVM(ctx, spec, pools[h], hosts[h])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		info, err := task.WaitForResult(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		vm := object.NewVirtualMachine(client, info.Result.(types.ManagedObjectReference))
+		vm.InventoryPath = name // what vm.Name() answers, for churn's errors
 		power, err := vm.PowerOn(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := power.Wait(ctx); err != nil {
-			return fmt.Errorf("powering on %s: %w", name, err)
+			return nil, fmt.Errorf("powering on %s: %w", name, err)
 		}
+		vms = append(vms, vm)
 	}
-	return nil
+	return vms, nil
+}
+
+// churn toggles the power state of vms[0], vms[1], ... in turn, one every
+// interval, until ctx is done. A step that fails is reported on stderr and
+// the next VM is taken all the same.
+func churn(ctx context.Context, interval time.Duration, vms []*object.VirtualMachine) {
+	// Every VM starts powered on; the simulator's power tasks refuse a VM
+	// already in the state asked for, so the next state is known without a read.
+	on := make([]bool, len(vms))
+	for i := range on {
+		on[i] = true
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for step := 0; ; step++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		i := step % len(vms)
+		if err := togglePower(ctx, vms[i], on[i]); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(os.Stderr, "vcsim-zdse: churn: %s: %v\n", vms[i].Name(), err)
+			continue
+		}
+		on[i] = !on[i]
+	}
+}
+
+// togglePower powers vm off when it is on, and on when it is off, then drops
+// the finished task from the simulator's registry, which otherwise keeps
+// every task for ever (a real vCenter expires them): churn must not grow the
+// simulator's memory without bound.
+func togglePower(ctx context.Context, vm *object.VirtualMachine, on bool) error {
+	var task *object.Task
+	var err error
+	if on {
+		task, err = vm.PowerOff(ctx)
+	} else {
+		task, err = vm.PowerOn(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	defer simulator.Map.Remove(task.Reference())
+	return task.Wait(ctx)
 }
 
 // serve starts the SOAP endpoint. The simulator panics when it cannot listen;
@@ -198,7 +272,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	model, err := buildInventory(ctx, o)
+	model, vms, err := buildInventory(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -215,12 +289,24 @@ func run(args []string) error {
 		Hosts:          o.hosts,
 		VMs:            o.vms,
 		StartupSeconds: time.Since(started).Seconds(),
+		ChurnSeconds:   o.churn.Seconds(),
 	})
 	if err != nil {
 		return err
 	}
 	if _, err := fmt.Fprintf(os.Stdout, "%s\n", line); err != nil {
 		return err
+	}
+
+	if o.churn > 0 {
+		// The churn stops before the deferred server.Close and model.Remove.
+		var done sync.WaitGroup
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			churn(ctx, o.churn, vms)
+		}()
+		defer done.Wait()
 	}
 
 	<-ctx.Done()
