@@ -53,9 +53,9 @@ import aio_pika  # noqa: E402
 from tests.harness import Proc  # noqa: E402
 from tests.rabbitmq import RabbitMQ, find_scripts  # noqa: E402
 from tests.support import BIN, Processes, free_port  # noqa: E402
-from zdse.bus import Bus, Update  # noqa: E402
-from zdse.endpoints import Endpoints  # noqa: E402
 from zdse.log import configure  # noqa: E402
+from zdse.node.bus import Bus, Update  # noqa: E402
+from zdse.wire.endpoints import Endpoints  # noqa: E402
 
 EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"

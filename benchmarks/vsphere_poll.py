@@ -59,11 +59,11 @@ import zmq.asyncio
 from pyVim.task import WaitForTask
 from zdse_nodes.vsphere import COLUMNS, VCenterConfig, VCenterConnection
 
-from zdse import codec
-from zdse.bus import Bus, Update
-from zdse.endpoints import Endpoints
 from zdse.errors import ProtocolError
 from zdse.log import configure
+from zdse.node.bus import Bus, Update
+from zdse.wire import codec
+from zdse.wire.endpoints import Endpoints
 
 T = TypeVar("T")
 

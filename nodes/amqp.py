@@ -38,7 +38,7 @@ from zdse_nodes.amqp_envelope import Malformed, Notification, Reason, parse
 from zdse_nodes.amqp_tables import STATS, RowChange, Tables
 
 from zdse.errors import ConfigError
-from zdse.service import Service
+from zdse.node.service import Service
 
 try:
     import aio_pika

@@ -17,7 +17,7 @@ from zdse_nodes.amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
 from zdse_nodes.amqp_tables import TableConfig
 
 from zdse.errors import ConfigError
-from zdse.options import boolean, positive_float, positive_int, refuse_unknown
+from zdse.modules.options import boolean, positive_float, positive_int, refuse_unknown
 
 __all__ = ["AmqpConfig", "backoff", "from_options", "redact", "scrub"]
 

@@ -19,8 +19,8 @@ from typing import Any
 from zdse_nodes.file_tables import Invalid, Table, packed_size, read_tables
 
 from zdse.errors import ConfigError, MessageTooLarge, ProtocolError
-from zdse.options import refuse_unknown
-from zdse.service import PollingService
+from zdse.modules.options import refuse_unknown
+from zdse.node.service import PollingService
 
 #: The module's options; any other is refused.
 OPTIONS = frozenset({"path", "poll_interval"})

@@ -32,8 +32,8 @@ from typing import Any
 
 import msgpack
 
-from zdse.limits import MAX_MESSAGE_BYTES, PART_BYTES
-from zdse.tableindex import INDEX_MIN_ROWS
+from zdse.node.tableindex import INDEX_MIN_ROWS
+from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
 
 __all__ = ["INLINE_BYTES", "Invalid", "Table", "packed_size", "read_tables"]
 

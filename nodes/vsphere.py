@@ -60,9 +60,9 @@ import structlog
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from zdse.errors import ConfigError, ZdseError
-from zdse.limits import MIN_POLL_INTERVAL
-from zdse.options import boolean, positive_float, refuse_unknown
-from zdse.service import PollingService
+from zdse.modules.options import boolean, positive_float, refuse_unknown
+from zdse.node.service import PollingService
+from zdse.wire.limits import MIN_POLL_INTERVAL
 
 __all__ = [
     "COLUMNS",

@@ -22,12 +22,12 @@ import sys
 import time
 from typing import Any
 
-from zdse.bus import Bus, Update
-from zdse.codec import EVENT_TOPIC
-from zdse.delta import same
-from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import NoRouteError, RemoteError, RequestTimeout, ZdseError
 from zdse.log import configure, get_logger
+from zdse.node.bus import Bus, Update
+from zdse.node.delta import same
+from zdse.wire.codec import EVENT_TOPIC
+from zdse.wire.endpoints import Endpoints, add_endpoint_flags
 
 
 def dataindexes(count: int) -> list[str]:

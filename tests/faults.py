@@ -14,7 +14,7 @@ from typing import Any
 from tests.busproc import dataindexes, rss_kb, table
 from tests.harness import WAIT, Cluster, Proc, same_views
 from tests.support import ROOT
-from zdse.bus import Bus
+from zdse.node.bus import Bus
 
 __all__ = [
     "Status", "busproc", "caught_up", "current_status", "dataindexes", "logged_at",

@@ -21,11 +21,11 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from zdse import codec
-    from zdse.cage import CageCore
-    from zdse.codec import Kind
+    from zdse.cage.core import CageCore
     from zdse.errors import ProtocolError
-    from zdse.node import NodeCore
+    from zdse.node.core import NodeCore
+    from zdse.wire import codec
+    from zdse.wire.codec import Kind
 
 #: Separates frames inside one fuzz input.
 SEP = b"\xff\xfe"

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import BIN, Processes, free_port
-from zdse.bus import Bus, Update
-from zdse.endpoints import Endpoints
+from zdse.node.bus import Bus, Update
+from zdse.wire.endpoints import Endpoints
 
 T = TypeVar("T")
 
@@ -230,6 +230,6 @@ class Updates:
 
 def same_views(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Compare two {publisher: view} maps; list tables as multisets."""
-    from zdse.delta import same
+    from zdse.node.delta import same
 
     return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)

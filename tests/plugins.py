@@ -14,7 +14,7 @@ import builtins
 import os
 import time
 
-from zdse.service import Service
+from zdse.node.service import Service
 
 
 class Module(Service):

@@ -26,8 +26,8 @@ from zdse_nodes.amqp_envelope import Reason
 from tests.harness import Cluster, Proc, Updates, run
 from tests.rabbitmq import RabbitMQ
 from tests.support import ROOT, Processes
-from zdse.bus import Update
 from zdse.errors import ConfigError
+from zdse.node.bus import Update
 
 EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"

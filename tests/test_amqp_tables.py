@@ -19,7 +19,7 @@ from zdse_nodes.amqp_tables import (
     latest_name,
 )
 
-from zdse import delta
+from zdse.node import delta
 
 
 def note(event_type: str = "compute.instance.update", message_id: str = "m1",

@@ -15,8 +15,8 @@ import pytest
 from tests.harness import WAIT, Cluster, Updates, run
 from tests.support import Processes
 from zdse.bench.rows import changed, vms_rows
-from zdse.bus import Bus
-from zdse.tableindex import SLICED_ROWS
+from zdse.node.bus import Bus
+from zdse.node.tableindex import SLICED_ROWS
 
 #: Rows of the suite's big table: about 31 MB packed, so its snapshot spans
 #: eight parts and the publisher prepares it in slices. A million rows is

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 
 from tests.harness import TEST_REFRESH, WAIT, Cluster, run
 from tests.support import Processes
-from zdse import bus as bus_module
-from zdse.bus import Bus, Update
 from zdse.errors import NoRouteError, RemoteError, RequestTimeout
+from zdse.node import bus as bus_module
+from zdse.node.bus import Bus, Update
 
 #: Messages a test sends at most to fill a node's DEALER queue behind a stopped cage.
 FILL_LIMIT = 1_000_000

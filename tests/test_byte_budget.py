@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from zdse import codec
-from zdse.cage import CageCore
-from zdse.codec import Kind
-from zdse.limits import FRAME_COST, MAX_MESSAGE_BYTES, MIN_QUEUE_BYTES, RECEIPT_BYTES
-from zdse.node import NodeCore
-from zdse.receipts import wire_cost
-from zdse.requests import Outcome
+from zdse.cage.core import CageCore
+from zdse.node.core import NodeCore
+from zdse.node.requests import Outcome
 from zdse.testing import FakeNet
+from zdse.wire import codec
+from zdse.wire.codec import Kind
+from zdse.wire.limits import FRAME_COST, MAX_MESSAGE_BYTES, MIN_QUEUE_BYTES, RECEIPT_BYTES
+from zdse.wire.receipts import wire_cost
 
 BUDGET = MIN_QUEUE_BYTES
 #: A table whose snapshot is about 300 KiB: four of them overflow BUDGET.
@@ -163,7 +163,7 @@ def test_a_message_the_transport_dropped_leaves_the_budget() -> None:
 
 def test_accounts_of_nodes_that_left_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Accounts kept for nodes that left unread are capped; the oldest go first."""
-    monkeypatch.setattr("zdse.cage.MAX_LEFT_ACCOUNTS", 5)
+    monkeypatch.setattr("zdse.cage.core.MAX_LEFT_ACCOUNTS", 5)
     core = CageCore("e1", 1.0, queue_bytes=BUDGET)
     for i in range(20):
         ident = f"n{i}".encode()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zdse import codec
-from zdse.cage import CageCore, Later
-from zdse.codec import Kind
+from zdse.cage.core import CageCore, Later
+from zdse.wire import codec
+from zdse.wire.codec import Kind
 
 HB = 1.0
 
@@ -232,7 +232,7 @@ def test_garbage_is_counted_and_never_raises() -> None:
 
 def test_oversized_frames_are_refused_by_name() -> None:
     """A body above MAX_MESSAGE_BYTES gets a too_large error and goes nowhere."""
-    from zdse.limits import MAX_MESSAGE_BYTES
+    from zdse.wire.limits import MAX_MESSAGE_BYTES
 
     core = CageCore("e1", HB)
     register(core, b"A", "svc")
@@ -290,7 +290,7 @@ def test_bye_removes_a_node_at_once() -> None:
 
 def test_the_subscriptions_the_cage_counts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Announces to made-up keys under a wildcard: routed all, counted up to the bound."""
-    monkeypatch.setattr("zdse.cage.MAX_COUNTED_SUBSCRIPTIONS", 10)
+    monkeypatch.setattr("zdse.cage.core.MAX_COUNTED_SUBSCRIPTIONS", 10)
     core = CageCore("e1", HB)
     register(core, b"A", "pub", "made.#")
     register(core, b"B", "sub")

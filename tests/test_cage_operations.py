@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.test_cage_core import HB, answers, frames, register
-from zdse import codec
-from zdse.cage import SUBSCRIPTION_TTL, CageCore
-from zdse.codec import Kind
+from zdse.cage.core import SUBSCRIPTION_TTL, CageCore
 from zdse.errors import SupervisorError
+from zdse.wire import codec
+from zdse.wire.codec import Kind
 
 
 def control(core: CageCore, identity: bytes, *requests: codec.Request) -> dict[int, codec.Reply]:

@@ -12,9 +12,9 @@ import pytest
 
 from tests.harness import Cluster, Updates, run
 from tests.support import Processes
-from zdse.bus import Membership
-from zdse.cage_tables import VOLATILE
+from zdse.cage.tables import VOLATILE
 from zdse.errors import NoRouteError
+from zdse.node.bus import Membership
 
 
 @pytest.fixture

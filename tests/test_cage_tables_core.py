@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from zdse import codec
-from zdse.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES, REFRESHES_TO_EXPIRE
-from zdse.node import Membership
-from zdse.subscriber import Update
+from zdse.node.core import Membership
+from zdse.node.subscriptions import Update
 from zdse.testing import FakeNet
+from zdse.wire import codec
+from zdse.wire.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES, REFRESHES_TO_EXPIRE
 
 
 def _updates(net: FakeNet, core: object) -> list[Update]:

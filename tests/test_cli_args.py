@@ -19,13 +19,13 @@ import pytest
 
 from tests.harness import Cluster, run, write_json
 from tests.support import BIN, Processes, free_port
-from zdse.bus import Bus
 from zdse.cli import ctl, node, proxy
 from zdse.cli.args import env_default, positive_float
-from zdse.endpoints import check_endpoint
 from zdse.errors import ConfigError
-from zdse.keys import generate, is_z85_key, load_public, load_secret
-from zdse.service import Service
+from zdse.node.bus import Bus
+from zdse.node.service import Service
+from zdse.wire.curve import generate, is_z85_key, load_public, load_secret
+from zdse.wire.endpoints import check_endpoint
 
 
 def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zdse import codec
-from zdse.codec import Kind
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
+from zdse.wire import codec
+from zdse.wire.codec import Kind
+from zdse.wire.limits import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20),

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from zdse.cage.config import apply_defaults, given_flags, load, parse, parse_host_port
 from zdse.cli.proxy import build_parser
-from zdse.config import apply_defaults, given_flags, load, parse, parse_host_port
 from zdse.errors import ConfigError
-from zdse.supervisor import RestartPolicy, ServiceSpec
+from zdse.supervisor.core import RestartPolicy, ServiceSpec
 
 FULL = """
 [cage]
@@ -157,7 +157,7 @@ def test_options_may_name_environment_variables() -> None:
 def test_the_example_config_of_make_run_is_valid() -> None:
     """examples/zdse.toml loads with the installed modules and the demo's variables."""
     from tests.support import ROOT
-    from zdse import modules
+    from zdse.modules import registry as modules
 
     config = load(ROOT / "examples" / "zdse.toml", modules.available(),
                   env={"ZDSE_DEMO_DIR": "/demo", "ZDSE_DEMO_VCENTER": "https://u:p@h/sdk"})
@@ -170,8 +170,8 @@ def test_the_example_config_of_make_run_is_valid() -> None:
 def test_each_service_is_checked_by_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a module's constructor refuses is a ConfigError naming the file and the service;
     only the services named are checked."""
-    from zdse import modules
-    from zdse.service import Service
+    from zdse.modules import registry as modules
+    from zdse.node.service import Service
 
     text = ('[services."files.a"]\nmodule = "file"\noptions = { path = "a.json", colour = 1 }\n'
             '[services.b]\nmodule = "file"\noptions = { path = "b.json" }\n')

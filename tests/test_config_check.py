@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, run
+from tests.harness import Cluster, Updates, run
 from tests.plugins import install_module
 from tests.support import BIN, Processes
 from tests.test_operations import file_service, services, supervised_cage, write_config
-from zdse.limits import CONFIG_CHECK_TIMEOUT
-from zdse.module_check import ModuleCheck, Verdict
-from zdse.supervisor import ServiceSpec
+from zdse.modules.check import ModuleCheck, Verdict
+from zdse.supervisor.core import ServiceSpec
+from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
 
 
 def spec(name: str, **options: str) -> ServiceSpec:
@@ -140,6 +140,11 @@ def test_a_slow_constructor_during_a_reload_does_not_pause_routing(
 
     async def scenario() -> tuple[subprocess.CompletedProcess[str], int, float]:
         async with cluster.bus() as bus:
+            # "running" means registered; each file's table comes with its first poll.
+            updates = Updates()
+            bus.subscribe("files.a", "t", updates)
+            bus.subscribe("files.b", "t", updates)
+            await updates.until_views({"files.a": [[1]], "files.b": [[2]]})
             reload = asyncio.create_task(asyncio.to_thread(cluster.ctl, "reload-config"))
             answered, slowest = 0, 0.0
             while not reload.done():
@@ -175,6 +180,10 @@ def test_a_reload_whose_check_outlasts_the_budget_is_refused_in_time(
 
     async def scenario() -> subprocess.CompletedProcess[str]:
         async with cluster.bus() as bus:
+            # "running" means registered; the file's table comes with its first poll.
+            updates = Updates()
+            bus.subscribe("files.a", "t", updates)
+            await updates.until_views({"files.a": [[1]]})
             reload = asyncio.create_task(asyncio.to_thread(cluster.ctl, "reload-config",
                                                            timeout=CONFIG_CHECK_TIMEOUT + 15))
             while not reload.done():

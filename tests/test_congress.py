@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zdse import delta
 from zdse.congress import CongressTable, CongressView, changes, row_tuple, table_rows
 from zdse.errors import ProtocolError
-from zdse.subscriber import Update
+from zdse.node import delta
+from zdse.node.subscriptions import Update
 
 
 def _update(kind: str, data: Any, publisher: str = "p", dataindex: str = "t") -> Update:

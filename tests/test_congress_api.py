@@ -14,10 +14,10 @@ import pytest
 
 from tests.harness import Cluster, Updates, run, write_json
 from tests.support import Processes
-from zdse.bus import Bus, Membership
 from zdse.errors import ProtocolError, RemoteError
-from zdse.limits import MAX_SID_BYTES
-from zdse.service import Service
+from zdse.node.bus import Bus, Membership
+from zdse.node.service import Service
+from zdse.wire.limits import MAX_SID_BYTES
 
 
 @pytest.fixture

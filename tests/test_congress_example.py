@@ -15,7 +15,7 @@ from tests.harness import Cluster, run
 from tests.support import Processes
 from zdse.congress import CongressView, Row
 from zdse.errors import ConfigError
-from zdse.subscriber import Update
+from zdse.node.subscriptions import Update
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "congress_port"
 sys.path.insert(0, str(EXAMPLE))

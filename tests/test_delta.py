@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zdse import delta
 from zdse.errors import ProtocolError
+from zdse.node import delta
 
 rows = st.lists(st.lists(st.integers(0, 4) | st.text("ab", max_size=2), max_size=3), max_size=8)
 maps = st.dictionaries(st.text("abc", max_size=2), st.integers(0, 3) | rows, max_size=6)

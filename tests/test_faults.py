@@ -34,10 +34,10 @@ from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, run, write_jso
 from tests.prometheus import scrape_until
 from tests.support import Processes, free_port
 from tests.test_fuzz import NODE_FRAMES
-from zdse import codec
-from zdse.codec import Kind
 from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
-from zdse.limits import MAX_MESSAGE_BYTES, NODE_QUEUE_BYTES
+from zdse.wire import codec
+from zdse.wire.codec import Kind
+from zdse.wire.limits import MAX_MESSAGE_BYTES, NODE_QUEUE_BYTES
 
 #: The promise: after a cage restart, every view is right again within this.
 RECONVERGE_SECONDS = 3.0

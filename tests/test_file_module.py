@@ -12,8 +12,8 @@ from zdse_nodes.file_tables import _weigh
 
 from tests.harness import Cluster, Updates, run, write_json
 from tests.support import Processes
-from zdse.limits import MAX_MESSAGE_BYTES, PART_BYTES
-from zdse.tableindex import INDEX_MIN_ROWS
+from zdse.node.tableindex import INDEX_MIN_ROWS
+from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
 
 #: Rows per table of the big file, and its tables: about 40 MB of JSON that
 #: held the node's loop past the cage's expiry (3 beats of 0.5 s) when it

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import BIN
-from zdse import modules
 from zdse.errors import ConfigError
-from zdse.limits import MIN_HEARTBEAT, MIN_POLL_INTERVAL
+from zdse.modules import registry as modules
+from zdse.wire.limits import MIN_HEARTBEAT, MIN_POLL_INTERVAL
 
 
 def run_tool(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

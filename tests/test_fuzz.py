@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import ROOT, require
-from zdse import codec
-from zdse.cage import CageCore
-from zdse.codec import FLAG_GATHER, Kind
+from zdse.cage.core import CageCore
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_MESSAGE_BYTES
-from zdse.node import NodeCore
+from zdse.node.core import NodeCore
+from zdse.wire import codec
+from zdse.wire.codec import FLAG_GATHER, Kind
+from zdse.wire.limits import MAX_MESSAGE_BYTES
 
 #: What a node sends the cage: ``[header, key, body]``, one of each kind (and some
 #: kinds a node never sends, which the cage must refuse just as calmly).

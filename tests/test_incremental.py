@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from tests.harness import Cluster, Updates, run
 from tests.support import Processes
-from zdse.delta import apply, freeze, patch, same
 from zdse.errors import MessageTooLarge
-from zdse.limits import MAX_MESSAGE_BYTES
-from zdse.node import NodeCore
-from zdse.subscriber import Update
-from zdse.table import KeyTable, RowTable, packed_size
+from zdse.node.core import NodeCore
+from zdse.node.delta import apply, freeze, patch, same
+from zdse.node.subscriptions import Update
+from zdse.node.table import KeyTable, RowTable, packed_size
 from zdse.testing import FakeNet
+from zdse.wire.limits import MAX_MESSAGE_BYTES
 
 # --- the tables ------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from zdse.inorder import InOrder
+from zdse.node.inorder import InOrder
 
 
 class Recorder:

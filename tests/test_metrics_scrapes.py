@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.harness import Cluster
 from tests.support import Processes, free_port
-from zdse.cage import CageCore
-from zdse.metrics import Exchange, Snapshot, take_snapshot
+from zdse.cage.core import CageCore
+from zdse.cage.metrics import Exchange, Snapshot, take_snapshot
 
 #: Scrapes sent at once, and the time each must be answered in (issue 12).
 CONCURRENT = 200

@@ -23,7 +23,7 @@ import pytest
 from tests.faults import caught_up, current_status, wait_event_any, wait_status
 from tests.harness import TEST_HEARTBEAT, TEST_REFRESH, WAIT, Proc
 from tests.support import BIN, ROOT, Processes, require
-from zdse.delta import same
+from zdse.node.delta import same
 
 #: The two ends of the veth pair: a private /24 inside our own namespaces only.
 CAGE_ADDR, NODE_ADDR = "10.231.0.1", "10.231.0.2"

@@ -9,17 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zdse import codec, subscriber
-from zdse.actions import AddFilter, RemoveFilter, Send
-from zdse.codec import Delta, Snapshot, Subscribe
-from zdse.delta import same
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
-from zdse.node import NodeCore
-from zdse.publisher import Publications
-from zdse.requests import Outcome
-from zdse.subscriber import FeedState, Subscriptions, Update
+from zdse.node import subscriptions as subscriber
+from zdse.node.actions import AddFilter, RemoveFilter, Send
+from zdse.node.core import NodeCore
+from zdse.node.delta import same
+from zdse.node.publications import Publications
+from zdse.node.requests import Outcome
+from zdse.node.subscriptions import FeedState, Subscriptions, Update
 from zdse.testing import FakeNet
+from zdse.wire import codec
+from zdse.wire.codec import Delta, Snapshot, Subscribe
+from zdse.wire.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 
 
 def updates(net: FakeNet, core: object) -> list[Update]:
@@ -407,8 +408,8 @@ def test_publish_refuses_data_whose_snapshot_could_not_be_sent() -> None:
 
 def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> None:
     """Welcomed but its SUB unproven: no Subscribe leaves, no Registered; its probe fixes both."""
-    from zdse.node import Registered
-    from zdse.session import PROBE_DATAINDEX, SessionState
+    from zdse.node.core import Registered
+    from zdse.node.session import PROBE_DATAINDEX, SessionState
 
     core = NodeCore(codec.Register("sub", [], {}), "ep", 10.0, 0.0)
     core.start(0.0)

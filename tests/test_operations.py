@@ -19,7 +19,7 @@ from tests.harness import Cluster, Proc, Updates, run, write_json
 from tests.prometheus import scrape_until
 from tests.support import ROOT, Processes, free_port, require
 from tests.vcsim import BINARY as VCSIM
-from zdse.keys import load_public
+from zdse.wire.curve import load_public
 
 #: Restart policy of the tests' cages: quick, so failure tests end quickly.
 FAST_RESTARTS = {"backoff": 0.05, "backoff_max": 0.2, "max_restarts": 2, "window": 60,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zdse import options
 from zdse.errors import ConfigError
+from zdse.modules import options
 
 
 @pytest.mark.parametrize(

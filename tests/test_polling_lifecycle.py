@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.harness import run
-from zdse.service import PollingService
+from zdse.node.service import PollingService
 
 
 class Counting(PollingService):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from zdse.bus import NotPolling
-from zdse.service import PollingService, Service
+from zdse.node.bus import NotPolling
+from zdse.node.service import PollingService, Service
 
 
 class Gated(PollingService):

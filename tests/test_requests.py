@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from zdse.codec import Reply
-from zdse.requests import PendingRequests
+from zdse.node.requests import PendingRequests
+from zdse.wire.codec import Reply
 
 
 def test_a_plain_request_completes_with_its_first_reply() -> None:

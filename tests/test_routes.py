@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zdse import routes
-from zdse.routes import RouteTable, pattern_matches, split_words
+from zdse.wire import routes
+from zdse.wire.routes import RouteTable, pattern_matches, split_words
 
 # (pattern, key, matches?). RabbitMQ splits on every "." and keeps empty words;
 # only the empty string is the address of zero words.

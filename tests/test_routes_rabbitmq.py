@@ -17,7 +17,7 @@ import pytest
 
 from tests.rabbitmq import RabbitMQ
 from tests.test_routes import CASES, KEY_WORDS, PATTERN_WORDS
-from zdse.routes import RouteTable
+from zdse.wire.routes import RouteTable
 
 pytestmark = pytest.mark.rabbitmq
 

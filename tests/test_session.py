@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zdse import codec
 from zdse.errors import ProtocolError
-from zdse.session import PROBE_RETRY, TRANSITIONS, Input, Session, SessionState
+from zdse.node.session import PROBE_RETRY, TRANSITIONS, Input, Session, SessionState
+from zdse.wire import codec
 
 REG = codec.Register("svc", [], {})
 

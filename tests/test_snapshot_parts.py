@@ -7,15 +7,16 @@ from typing import Any
 import msgpack
 import pytest
 
-from zdse import codec, node
-from zdse.assembly import LOST, Assemblies
-from zdse.codec import Kind, Snapshot, SnapshotPart
-from zdse.delta import same
-from zdse.limits import MIN_QUEUE_BYTES
-from zdse.node import NodeCore
-from zdse.subscriber import Update
-from zdse.tableindex import INDEX_MIN_ROWS
+from zdse.node import core as node
+from zdse.node.assembly import LOST, Assemblies
+from zdse.node.core import NodeCore
+from zdse.node.delta import same
+from zdse.node.subscriptions import Update
+from zdse.node.tableindex import INDEX_MIN_ROWS
 from zdse.testing import FakeNet
+from zdse.wire import codec
+from zdse.wire.codec import Kind, Snapshot, SnapshotPart
+from zdse.wire.limits import MIN_QUEUE_BYTES
 
 #: Rows of the test table: past INDEX_MIN_ROWS, so it is indexed.
 ROWS = 2_000
@@ -118,7 +119,7 @@ def test_parts_past_the_snapshot_bound_or_for_unknown_subscriptions_are_not_kept
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An assembly over MAX_SNAPSHOT_BYTES is dropped as lost; parts for a sid we do not
     hold are never kept (and the publisher is told to stop)."""
-    from zdse import assembly
+    from zdse.node import assembly
 
     monkeypatch.setattr(assembly, "MAX_SNAPSHOT_BYTES", 10)
     asm = Assemblies()

@@ -16,9 +16,9 @@ import pytest
 
 from tests.harness import Cluster, Proc, Updates, run
 from tests.support import Processes, free_port
-from zdse.bus import Bus
-from zdse.endpoints import Endpoints
 from zdse.errors import BusClosed
+from zdse.node.bus import Bus
+from zdse.wire.endpoints import Endpoints
 
 #: Tries, each with a cage started after its two nodes.
 TRIES = 50

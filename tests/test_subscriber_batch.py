@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from zdse.codec import Delta, Snapshot
-from zdse.subscriber import Subscriptions
+from zdse.node.subscriptions import Subscriptions
+from zdse.wire.codec import Delta, Snapshot
 
 PUB = "pub.a"
 

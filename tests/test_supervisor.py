@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zdse.errors import ConfigError, SupervisorError
-from zdse.supervisor import (
+from zdse.supervisor.core import (
     TRANSITIONS,
     Action,
     Input,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zdse import delta, tableindex
-from zdse.tableindex import TableIndex, run
+from zdse.node import delta, tableindex
+from zdse.node.tableindex import TableIndex, run
 
 cell = st.integers(0, 4) | st.text("ab", max_size=2) | st.none()
 rows = st.lists(st.lists(cell, max_size=3), max_size=12)
@@ -93,7 +93,7 @@ def test_an_unpackable_row_is_a_protocol_error() -> None:
 def test_a_message_built_from_packed_rows_is_the_same_bytes(table: list[Any], sid: str,
                                                             seq: int) -> None:
     """A snapshot or replace delta joined from packed rows equals the one packed whole."""
-    from zdse import codec
+    from zdse.wire import codec
 
     index = TableIndex(rows=[msgpack.packb(r) for r in table])
     assert index.rows is not None

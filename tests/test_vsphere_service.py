@@ -18,7 +18,7 @@ from tests.harness import WAIT, Cluster, Updates, run, same_views
 from tests.support import Processes
 from tests.test_vsphere_inventory import TASK_TIMEOUT, find_vm, naive_session, naive_tables
 from tests.vcsim import VCenterSimulator
-from zdse.bus import Bus, Update
+from zdse.node.bus import Bus, Update
 
 StartSim = Callable[..., VCenterSimulator]
 POWER = COLUMNS["vms"].index("powerState")

@@ -207,7 +207,7 @@ def test_a_100000_row_table_is_paged(chrome: Any, procs: Processes, tmp_path: Pa
 def test_latency_of_a_10000_row_table_at_100_deltas_a_second(
         chrome: Any, procs: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Publish -> DOM latency, 10,000 rows, 100 deltas/s (printed, not asserted: benchmarks/)."""
-    from zdse import delta
+    from zdse.node import delta
 
     cluster = Cluster(procs, tmp_path)
     cluster.start_cage()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from zdse.subscriber import Update
+from zdse.node.subscriptions import Update
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed
 from zdse.web.forms import MAX_TIMEOUT, FormError, parse_request
@@ -153,8 +153,8 @@ def test_to_json_shows_what_json_cannot_hold() -> None:
 
 def test_declared_columns_are_answered_in_pubdata() -> None:
     """A Service's columns reach its Bus and show in pubdata for the tables it publishes."""
-    from zdse.bus import Bus
-    from zdse.service import Service
+    from zdse.node.bus import Bus
+    from zdse.node.service import Service
 
     class Declares(Service):
         columns: ClassVar[dict[str, tuple[str, ...]]] = {

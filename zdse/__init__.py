@@ -7,7 +7,6 @@ The public API for module authors and clients::
 
 from __future__ import annotations
 
-from zdse.bus import Bus, Membership, NotPolling, Update
 from zdse.errors import (
     BusClosed,
     ConfigError,
@@ -21,7 +20,8 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
-from zdse.service import PollingService, Service
+from zdse.node.bus import Bus, Membership, NotPolling, Update
+from zdse.node.service import PollingService, Service
 
 __all__ = [
     "Bus",

@@ -2,7 +2,7 @@
 
 A Congress policy engine sees each table as a *set of tuples* and is told
 of changes as ``(inserts, deletes)``. zdse sends a snapshot, then deltas in
-one of three forms (see :mod:`zdse.delta`); this module turns each into the
+one of three forms (see :mod:`zdse.node.delta`); this module turns each into the
 two sets.
 
 How a table becomes tuples (:func:`row_tuple`):
@@ -31,9 +31,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from zdse.delta import KEYS, REPLACE, ROWS
 from zdse.errors import ProtocolError
-from zdse.subscriber import Update
+from zdse.node.delta import KEYS, REPLACE, ROWS
+from zdse.node.subscriptions import Update
 
 __all__ = ["CongressTable", "CongressView", "Row", "changes", "row_tuple", "table_rows"]
 
@@ -189,7 +189,7 @@ def changes(before: Any, delta: Any) -> tuple[set[Row], set[Row]]:
 class CongressView:
     """Every feed of one or more subscriptions, as Congress tables.
 
-    :meth:`take` turns each :class:`~zdse.subscriber.Update` into the
+    :meth:`take` turns each :class:`~zdse.node.subscriptions.Update` into the
     ``(inserts, deletes)`` it makes to its publisher's table: a snapshot is
     compared with what was held (a resync inserts and deletes only what
     changed), a delta is taken as it is, a ``lost`` publisher's rows are all

@@ -1,7 +1,7 @@
 """In-memory test doubles: a fake clock and a fake network of pure cores.
 
-:class:`FakeNet` joins one :class:`~zdse.cage.CageCore` and any number of
-:class:`~zdse.node.NodeCore` through in-memory queues, with the same frames
+:class:`FakeNet` joins one :class:`~zdse.cage.core.CageCore` and any number of
+:class:`~zdse.node.core.NodeCore` through in-memory queues, with the same frames
 the real sockets carry (ROUTER identities, PUB topics and prefix filters).
 Time moves only when a test says so, and a seeded ``drop`` hook loses PUB
 frames the way a full high-water mark does. No sockets, no sleeps.
@@ -23,10 +23,10 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zdse import codec
-from zdse.cage import CageCore
-from zdse.limits import NODE_QUEUE_BYTES
-from zdse.node import Event, IncomingRequest, NodeCore
+from zdse.cage.core import CageCore
+from zdse.node.core import Event, IncomingRequest, NodeCore
+from zdse.wire import codec
+from zdse.wire.limits import NODE_QUEUE_BYTES
 
 __all__ = ["FakeClock", "FakeNet"]
 

@@ -35,13 +35,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from zdse.bus import Bus
 from zdse.cli.node import run
-from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
 from zdse.log import configure
-from zdse.options import refuse_unknown
-from zdse.service import PollingService
+from zdse.modules.options import refuse_unknown
+from zdse.node.bus import Bus
+from zdse.node.service import PollingService
+from zdse.wire.endpoints import Endpoints, add_endpoint_flags
 
 #: The tables this driver publishes, and their columns (Congress's schema).
 SCHEMA: dict[str, tuple[str, ...]] = {

@@ -5,7 +5,7 @@ work through it: it welcomes every registration and answers heartbeats,
 forwards a routed frame to the node whose *name* is the key (one dict
 look-up: no patterns, no cache, no validation, no counters), and puts
 deltas on its PUB socket. Its loop is the cage's loop (poll, drain, send)
-minus :class:`zdse.cage.CageCore`, so the bench can tell how much of the
+minus :class:`zdse.cage.core.CageCore`, so the bench can tell how much of the
 cage's time is routing and how much is pyzmq's own.
 
 ``python -m zdse.bench.floor --router ENDPOINT --pub ENDPOINT`` prints
@@ -22,10 +22,10 @@ from types import FrameType
 
 import zmq
 
-from zdse import codec
-from zdse.codec import Kind
-from zdse.limits import NODE_QUEUE_HWM
-from zdse.zmqio import has_input, send_frames
+from zdse.wire import codec
+from zdse.wire.codec import Kind
+from zdse.wire.limits import NODE_QUEUE_HWM
+from zdse.wire.zmqio import has_input, send_frames
 
 __all__ = ["Floor"]
 

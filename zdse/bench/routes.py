@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zdse.routes import RouteTable
+from zdse.wire.routes import RouteTable
 
 __all__ = ["SIZES", "fresh_keys", "measure", "patterns", "repeated_keys"]
 

@@ -29,15 +29,15 @@ from typing import Any
 
 import msgpack
 
-from zdse import tableindex
 from zdse.bench.procs import BenchError, Proc, Processes
 from zdse.bench.rows import changed, vms_rows
 from zdse.bench.scenarios import start_target
 from zdse.bench.stats import median
-from zdse.bus import Bus, Update
-from zdse.endpoints import Endpoints
 from zdse.log import configure
-from zdse.publisher import Publications
+from zdse.node import tableindex
+from zdse.node.bus import Bus, Update
+from zdse.node.publications import Publications
+from zdse.wire.endpoints import Endpoints
 
 __all__ = ["GOAL_RATIO", "run_table"]
 

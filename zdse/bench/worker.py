@@ -143,8 +143,8 @@ def latency_stats(latencies: list[float], elapsed: float) -> dict[str, float]:
 
 async def zdse_role(args: argparse.Namespace) -> None:
     """Run one role on the zdse bus (the cage or the bare forwarder)."""
-    from zdse.bus import Bus, Update
-    from zdse.endpoints import Endpoints
+    from zdse.node.bus import Bus, Update
+    from zdse.wire.endpoints import Endpoints
 
     cues = Cues()
     endpoints = Endpoints(args.router, args.pub)

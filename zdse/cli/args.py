@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from zdse import options
 from zdse.errors import ConfigError
 from zdse.log import FORMATS, LEVELS
+from zdse.modules import options
 
 __all__ = ["add_log_flags", "env_default", "key_value", "positive_float", "positive_int"]
 

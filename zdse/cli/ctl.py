@@ -28,11 +28,8 @@ import sys
 import uuid
 from typing import Any, TextIO
 
-from zdse.bus import Bus, Update
 from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
 from zdse.cli.node import client_curve
-from zdse.codec import CAGE
-from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 from zdse.errors import (
     BusClosed,
     ConfigError,
@@ -43,11 +40,14 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
-from zdse.keys import generate, load_public
-from zdse.limits import CONFIG_CHECK_TIMEOUT
 from zdse.log import configure
-from zdse.requests import Gathered
-from zdse.routes import pattern_matches
+from zdse.node.bus import Bus, Update
+from zdse.node.requests import Gathered
+from zdse.wire.codec import CAGE
+from zdse.wire.curve import generate, load_public
+from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
+from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
+from zdse.wire.routes import pattern_matches
 
 (EXIT_OK, EXIT_SUB, EXIT_USAGE, EXIT_NOROUTE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_UNREACHABLE,
  EXIT_REFUSED, EXIT_PARTIAL) = range(9)

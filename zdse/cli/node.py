@@ -8,15 +8,16 @@ import contextlib
 import signal
 import sys
 
-from zdse import codec, modules
-from zdse.bus import Bus
 from zdse.cli.args import add_log_flags, key_value
-from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 from zdse.errors import ConfigError, ProtocolError, RegistrationError
-from zdse.keys import CurveClient
 from zdse.log import configure, get_logger
-from zdse.service import Service
-from zdse.supervise import follow_parent
+from zdse.modules import registry as modules
+from zdse.node.bus import Bus
+from zdse.node.service import Service
+from zdse.supervisor.processes import follow_parent
+from zdse.wire import codec
+from zdse.wire.curve import CurveClient
+from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zdse.authz import Authorized
+from zdse.cage.authz import Authorized
+from zdse.cage.config import read_text
+from zdse.cage.operations import Operations, read_config
+from zdse.cage.proxy import Proxy
 from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
-from zdse.config import read_text
-from zdse.endpoints import Endpoints, add_endpoint_flags
 from zdse.errors import ConfigError
-from zdse.keys import CurveServer, load_secret
-from zdse.limits import (
+from zdse.log import configure, get_logger
+from zdse.modules.options import at_least
+from zdse.wire.curve import CurveServer, load_secret
+from zdse.wire.endpoints import Endpoints, add_endpoint_flags
+from zdse.wire.limits import (
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
     MIN_HEARTBEAT,
@@ -19,10 +23,6 @@ from zdse.limits import (
     NODE_QUEUE_BYTES,
     NODE_QUEUE_HWM,
 )
-from zdse.log import configure, get_logger
-from zdse.operations import Operations, read_config
-from zdse.options import at_least
-from zdse.proxy import Proxy
 
 
 def heartbeat(text: str) -> float:

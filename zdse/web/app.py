@@ -28,14 +28,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from zdse.bus import Bus
-from zdse.codec import CAGE
 from zdse.errors import NoRouteError, ProtocolError, RemoteError, RequestTimeout, ZdseError
+from zdse.node.bus import Bus
 from zdse.web import pages
 from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.forms import FormError, RequestForm, parse_request
 from zdse.web.stream import overview_stream, table_stream
+from zdse.wire.codec import CAGE
 
 __all__ = ["STATIC", "Dashboard", "build_app"]
 

@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from zdse.bus import Bus
-from zdse.codec import CAGE
 from zdse.errors import ZdseError
 from zdse.log import get_logger
+from zdse.node.bus import Bus
 from zdse.web.overview import Overview
+from zdse.wire.codec import CAGE
 
 __all__ = ["POLL_INTERVAL", "CageWatch"]
 

@@ -29,13 +29,13 @@ import uuid
 
 from aiohttp import web
 
-from zdse.bus import Bus
 from zdse.cli.args import add_log_flags, env_default
 from zdse.cli.node import client_curve
-from zdse.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags, is_loopback
 from zdse.errors import ConfigError, ProtocolError, RegistrationError
 from zdse.log import configure, get_logger
+from zdse.node.bus import Bus
 from zdse.web.app import Dashboard, build_app
+from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags, is_loopback
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "parse_listen"]
 

@@ -10,7 +10,7 @@ event is one JSON text::
     {"t": "noroute", "key": key}
     ... and what the shell adds (``pubdata``, ``gone``)
 
-A delta is the wire form of :mod:`zdse.delta`; the page applies it to its
+A delta is the wire form of :mod:`zdse.node.delta`; the page applies it to its
 copy of the table, so a change costs the browser the delta, not the table.
 
 A browser that reads slower than deltas arrive must not make this process
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from zdse.subscriber import Update
+from zdse.node.subscriptions import Update
 from zdse.web.encode import to_json
 
 __all__ = ["FEED_BUDGET", "Feed"]
@@ -35,7 +35,7 @@ __all__ = ["FEED_BUDGET", "Feed"]
 #: big one.
 FEED_BUDGET = 4 * 1024 * 1024
 
-#: The delta forms the page's script applies (zdse.delta); another form is
+#: The delta forms the page's script applies (zdse.node.delta); another form is
 #: sent as a snapshot of the view.
 DELTA_FORMS = frozenset({"rows", "keys", "replace"})
 

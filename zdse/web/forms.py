@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zdse import codec
 from zdse.errors import ProtocolError, ZdseError
+from zdse.wire import codec
 
 __all__ = ["CONTROL_REQUESTS", "MAX_TIMEOUT", "FormError", "RequestForm", "parse_request"]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from zdse.bus import Bus
 from zdse.errors import NoRouteError, ZdseError
 from zdse.log import get_logger
-from zdse.subscriber import Update
+from zdse.node.bus import Bus
+from zdse.node.subscriptions import Update
 from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed

@@ -142,7 +142,7 @@ class Table {
     this.entries.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0));
   }
 
-  // Apply a delta (zdse/delta.py's wire forms); the rows it adds are marked
+  // Apply a delta (zdse/node/delta.py's wire forms); the rows it adds are marked
   // with time t, for the highlight.
   delta(d, now) {
     const [op, a, b] = d;

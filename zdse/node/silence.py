@@ -2,7 +2,7 @@
 
 A CURVE mistake makes ZeroMQ fail the handshake and retry it forever: the
 client sees no error, only silence, unless it watches its socket's monitor.
-The shell (:class:`zdse.bus.Bus`) turns each monitor event into a
+The shell (:class:`zdse.node.bus.Bus`) turns each monitor event into a
 :class:`Seen` and keeps what :func:`after` says; :func:`explain` says what
 it means, for ``node.waiting`` and for the error at the end of a connect
 timeout.

@@ -13,7 +13,7 @@ A module that knows what changed says so instead of publishing the whole:
 :meth:`Publications.change_keys` (a dict table), :meth:`Publications.change_rows`
 (a list table) and :meth:`Publications.replace` (any value, sent whole with
 no diff) send exactly that change, at a cost that follows the change, not
-the table (see :mod:`zdse.table`). Both ways may be mixed on one dataindex:
+the table (see :mod:`zdse.node.table`). Both ways may be mixed on one dataindex:
 the stored table is what snapshots and requests give either way.
 """
 
@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from zdse import delta, tableindex
-from zdse.actions import Send
-from zdse.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.errors import MessageTooLarge
-from zdse.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
-from zdse.slots import builder
-from zdse.table import KeyPlan, KeyTable, RowPlan, RowTable
-from zdse.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
+from zdse.node import delta, tableindex
+from zdse.node.actions import Send
+from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
+from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
+from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
+from zdse.wire.frozen import builder
+from zdse.wire.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 
 __all__ = ["Prepared", "Publication", "Publications", "Reader"]
 
@@ -78,7 +78,7 @@ class Publication:
     """One dataindex: its data, sequence number and subscribers."""
 
     seq: int = 0
-    #: The kept index of ``data``, if it is a big table (see zdse.tableindex).
+    #: The kept index of ``data``, if it is a big table (see zdse.node.tableindex).
     index: TableIndex | None = None
     #: (subscriber name, subscription id) -> its reader.
     subscribers: dict[tuple[str, str], Reader] = field(default_factory=dict)

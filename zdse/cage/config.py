@@ -17,7 +17,7 @@
     level = "info"                       # as --log-level
     format = "auto"                      # as --log-format: auto, json, console
 
-    [restart]                            # see zdse.supervisor.RestartPolicy
+    [restart]                            # see zdse.supervisor.core.RestartPolicy
     backoff = 1.0
     backoff_max = 30.0
     max_restarts = 5
@@ -52,12 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zdse import codec
-from zdse.endpoints import check_endpoint
 from zdse.errors import ConfigError, ProtocolError
-from zdse.limits import MIN_HEARTBEAT, MIN_QUEUE_BYTES
 from zdse.log import FORMATS, LEVELS
-from zdse.supervisor import RestartPolicy, ServiceSpec
+from zdse.supervisor.core import RestartPolicy, ServiceSpec
+from zdse.wire import codec
+from zdse.wire.endpoints import check_endpoint
+from zdse.wire.limits import MIN_HEARTBEAT, MIN_QUEUE_BYTES
 
 __all__ = ["ENV", "CageConfig", "apply_defaults", "given_flags", "load", "parse", "parse_host_port",
            "read_text", "service_table"]

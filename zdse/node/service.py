@@ -13,11 +13,11 @@ import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from zdse import options
-from zdse.bus import Bus, Callback, Membership, NotPolling
 from zdse.errors import BusClosed, ConfigError
-from zdse.limits import MIN_POLL_INTERVAL, REQUEST_TIMEOUT
 from zdse.log import get_logger
+from zdse.modules import options
+from zdse.node.bus import Bus, Callback, Membership, NotPolling
+from zdse.wire.limits import MIN_POLL_INTERVAL, REQUEST_TIMEOUT
 
 __all__ = ["PollingService", "Service"]
 
@@ -28,8 +28,8 @@ class Service:
     A subclass's constructor checks its options, raising ConfigError for a
     bad one, and connects to nothing: the cage builds each service of its
     config this way, unstarted, to refuse what the module would refuse
-    (:func:`zdse.modules.check`, in a child process given
-    :data:`~zdse.limits.CONFIG_CHECK_TIMEOUT` seconds for all the services it
+    (:func:`zdse.modules.registry.check`, in a child process given
+    :data:`~zdse.wire.limits.CONFIG_CHECK_TIMEOUT` seconds for all the services it
     checks). Connections start in :meth:`start`.
 
     Args:
@@ -199,7 +199,7 @@ class Service:
 
 class PollingService(Service):
     """A service that calls :meth:`poll` every ``poll_interval`` seconds (at least
-    :data:`~zdse.limits.MIN_POLL_INTERVAL`).
+    :data:`~zdse.wire.limits.MIN_POLL_INTERVAL`).
 
     It polls only between :meth:`start` and :meth:`stop`. A poll that raises
     is logged and retried with exponential backoff (1 s, 2 s, 4 s, ... up to

@@ -1,4 +1,4 @@
-"""The cage's supervisor shell: node processes around :class:`~zdse.supervisor.SupervisorCore`.
+"""The cage's supervisor shell: node processes around :class:`~zdse.supervisor.core.SupervisorCore`.
 
 It spawns ``zdse-node`` processes (``python -m zdse.cli.node``, the cage's
 own interpreter, the cage's endpoints), reads each one's stderr on a thread
@@ -30,14 +30,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from zdse import modules
-from zdse.cage import CageCore, Later
-from zdse.config import CageConfig, load
-from zdse.endpoints import Endpoints
+from zdse.cage.config import CageConfig, load
+from zdse.cage.core import CageCore, Later
 from zdse.errors import ConfigError, SupervisorError
 from zdse.log import get_logger
-from zdse.module_check import ModuleCheck
-from zdse.supervisor import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
+from zdse.modules import registry as modules
+from zdse.modules.check import ModuleCheck
+from zdse.supervisor.core import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
+from zdse.wire.endpoints import Endpoints
 
 __all__ = ["PARENT_ENV", "Launcher", "NodeProcess", "Supervisor", "connectable", "follow_parent"]
 
@@ -334,7 +334,7 @@ class Supervisor:
         services passed their check: start added services, stop removed ones,
         reload changed ones; leave the others alone.
 
-        The check runs in a child process (:mod:`zdse.module_check`) that
+        The check runs in a child process (:mod:`zdse.modules.check`) that
         :meth:`tick` polls: routing goes on meanwhile.
 
         Args:

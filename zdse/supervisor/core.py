@@ -1,6 +1,6 @@
 """What the cage decides about the node processes it supervises. Pure.
 
-No processes, no signals, no clock: the shell (:mod:`zdse.supervise`) feeds
+No processes, no signals, no clock: the shell (:mod:`zdse.supervisor.processes`) feeds
 :class:`SupervisorCore` what happened (an operator's start / stop / reload,
 a process that exited, a node that registered, the time) and carries out
 the :data:`Action` values it returns (spawn a node, terminate one, kill one).

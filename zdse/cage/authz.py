@@ -19,9 +19,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 
-from zdse import codec
 from zdse.errors import ConfigError
-from zdse.routes import pattern_matches, split_words
+from zdse.wire import codec
+from zdse.wire.routes import pattern_matches, split_words
 
 __all__ = ["Authorized", "Grant"]
 

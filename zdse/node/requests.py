@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse.codec import Reply
+from zdse.wire.codec import Reply
 
 __all__ = ["Gathered", "Outcome", "PendingRequests"]
 

@@ -1,7 +1,7 @@
 """Snapshots that travel in parts, put back together on the subscriber's side. Pure.
 
 A publisher sends a list table too big for one message as
-:class:`~zdse.codec.SnapshotPart` values, in order, through the cage's
+:class:`~zdse.wire.codec.SnapshotPart` values, in order, through the cage's
 ROUTER (which keeps their order between two nodes). :class:`Assemblies`
 keeps, per publisher and subscription, the parts of the snapshot under way:
 
@@ -15,7 +15,7 @@ keeps, per publisher and subscription, the parts of the snapshot under way:
 It holds one table's rows per subscription at most (up to
 MAX_SNAPSHOT_BYTES; only for subscriptions the subscriber holds): what the view will
 hold anyway, and packs each part's rows as it comes, so that the view's
-index (:mod:`zdse.tableindex`) is ready with the table, built a part at a
+index (:mod:`zdse.node.tableindex`) is ready with the table, built a part at a
 time rather than at its first delta, in one long pause.
 """
 
@@ -24,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse import tableindex
-from zdse.codec import Snapshot, SnapshotPart
-from zdse.limits import MAX_SNAPSHOT_BYTES
-from zdse.tableindex import TableIndex
+from zdse.node import tableindex
+from zdse.node.tableindex import TableIndex
+from zdse.wire.codec import Snapshot, SnapshotPart
+from zdse.wire.limits import MAX_SNAPSHOT_BYTES
 
 __all__ = ["LOST", "TOO_BIG", "Assemblies"]
 

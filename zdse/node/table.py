@@ -6,7 +6,7 @@ a table the publisher owns and can change in place, plus what makes each
 change cheap:
 
 - :class:`KeyTable`, a dict table: a put or a delete is one dict operation.
-- :class:`RowTable`, a list table (a multiset of rows, as :mod:`zdse.delta`
+- :class:`RowTable`, a list table (a multiset of rows, as :mod:`zdse.node.delta`
   treats it): each distinct row's count, keyed by its frozen form, tells in
   O(1) whether a row to remove is there; removed rows are only marked, and
   the list is compacted when half of it is marked, or when it is read whole
@@ -28,8 +28,8 @@ from typing import Any
 
 import msgpack
 
-from zdse.delta import freeze, same
 from zdse.errors import ProtocolError
+from zdse.node.delta import freeze, same
 
 __all__ = ["KeyPlan", "KeyTable", "RowPlan", "RowTable", "packed_size"]
 

@@ -3,12 +3,12 @@ constructor runs in the cage.
 
 Before the cage takes a config file (at start, and on ``reload-config`` or
 SIGHUP), it builds each new or changed service unstarted to see that its
-module takes its options (:func:`zdse.modules.check`). A constructor is a
+module takes its options (:func:`zdse.modules.registry.check`). A constructor is a
 module author's code: it may sleep, loop, raise ``SystemExit`` or crash the
 interpreter. In the cage that would stall routing for every node, or end the
-cage. So the cage runs ``python -m zdse.module_check`` and polls it from its
+cage. So the cage runs ``python -m zdse.modules.check`` and polls it from its
 loop's tick, never waiting on it there; a check that is not done within
-:data:`~zdse.limits.CONFIG_CHECK_TIMEOUT` is killed and refuses the config,
+:data:`~zdse.wire.limits.CONFIG_CHECK_TIMEOUT` is killed and refuses the config,
 naming the service it was checking.
 
 The child reads the services as a JSON list on stdin and writes JSON lines
@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from zdse.limits import CONFIG_CHECK_TIMEOUT
-from zdse.supervisor import ServiceSpec
+from zdse.supervisor.core import ServiceSpec
+from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
 
 __all__ = ["MAX_ERROR_CHARS", "ModuleCheck", "Verdict", "main"]
 
@@ -90,12 +90,12 @@ class ModuleCheck:
         with tempfile.TemporaryFile() as stdin:
             stdin.write(json.dumps(request).encode())
             stdin.seek(0)
-            from zdse.supervise import PARENT_ENV  # it imports this file
+            from zdse.supervisor.processes import PARENT_ENV  # it imports this file
 
             env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
             # Its own process group: killed as a whole with anything it started.
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "zdse.module_check"], stdin=stdin,
+                [sys.executable, "-m", "zdse.modules.check"], stdin=stdin,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, process_group=0)
         assert self.popen.stdout is not None
         self._fd = self.popen.stdout.fileno()
@@ -185,7 +185,7 @@ def main() -> None:
     """The child: check the services given on stdin, answer on stdout, exit at once."""
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # prints of a module go where its other noise goes, not into the answer
-    from zdse.supervise import follow_parent
+    from zdse.supervisor.processes import follow_parent
 
     follow_parent()
 
@@ -193,8 +193,8 @@ def main() -> None:
         answer.write(json.dumps(fields) + "\n")
         answer.flush()
 
-    from zdse import modules
     from zdse.errors import ConfigError
+    from zdse.modules import registry as modules
 
     try:
         request = json.load(sys.stdin)

@@ -1,4 +1,4 @@
-"""The cage process: a ROUTER/PUB proxy around :class:`zdse.cage.CageCore`.
+"""The cage process: a ROUTER/PUB proxy around :class:`zdse.cage.core.CageCore`.
 
 One thread, one loop: poll, drain what the ROUTER holds, let the core decide,
 send what it decided. The clock is read once per iteration; nothing is logged
@@ -19,22 +19,22 @@ from types import FrameType
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from zdse.authz import Authorized
-from zdse.cage import CageCore
-from zdse.codec import Kind
-from zdse.endpoints import Endpoints, is_loopback
+from zdse.cage.authz import Authorized
+from zdse.cage.core import CageCore
+from zdse.cage.handshakes import HandshakeMonitor
 from zdse.errors import ConfigError
-from zdse.handshakes import HandshakeMonitor
-from zdse.keys import CurveServer
-from zdse.limits import (
+from zdse.log import get_logger
+from zdse.wire.codec import Kind
+from zdse.wire.curve import CurveServer
+from zdse.wire.endpoints import Endpoints, is_loopback
+from zdse.wire.limits import (
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
     MAX_MESSAGE_BYTES,
     NODE_QUEUE_BYTES,
     NODE_QUEUE_HWM,
 )
-from zdse.log import get_logger
-from zdse.zmqio import has_input, recv_frames, send_frames
+from zdse.wire.zmqio import has_input, recv_frames, send_frames
 
 __all__ = ["Proxy"]
 

@@ -15,7 +15,7 @@ import zmq.asyncio
 import zmq.auth
 from zmq.utils.z85 import Z85CHARS
 
-from zdse.authz import Z85_KEY_LENGTH
+from zdse.cage.authz import Z85_KEY_LENGTH
 from zdse.errors import ConfigError
 
 __all__ = ["CurveClient", "CurveServer", "generate", "is_z85_key", "load_public", "load_secret"]

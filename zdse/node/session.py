@@ -35,9 +35,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from zdse.codec import Heartbeat, Register
 from zdse.errors import ProtocolError
-from zdse.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
+from zdse.wire.codec import Heartbeat, Register
+from zdse.wire.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
 
 __all__ = ["PROBE_DATAINDEX", "TRANSITIONS", "Input", "Session", "SessionState"]
 

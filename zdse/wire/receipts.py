@@ -3,7 +3,7 @@
 ZeroMQ does not say how many bytes wait in a pipe, so both ends count: the
 cage what it queued for each connection, the node what it read from the
 cage, each message by :func:`wire_cost`. The node sends the cumulative count
-it read (:class:`~zdse.codec.Receipt`) every RECEIPT_BYTES and at each
+it read (:class:`~zdse.wire.codec.Receipt`) every RECEIPT_BYTES and at each
 heartbeat; the cage holds what was sent but not yet acknowledged in an
 :class:`Account` per connection and refuses a message that would put more
 than its byte budget in flight (dropped and counted; the node is told once
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zdse.codec import Receipt
-from zdse.limits import FRAME_COST, RECEIPT_BYTES
+from zdse.wire.codec import Receipt
+from zdse.wire.limits import FRAME_COST, RECEIPT_BYTES
 
 __all__ = ["Account", "ReadCount", "wire_cost"]
 

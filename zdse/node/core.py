@@ -2,7 +2,7 @@
 
 :class:`NodeCore` joins the session (registration, heartbeats), the
 publications (pubData), the subscriptions (subData) and the pending
-requests. Its shell (:class:`zdse.bus.Bus`, or :class:`zdse.testing.FakeNet`
+requests. Its shell (:class:`zdse.node.bus.Bus`, or :class:`zdse.testing.FakeNet`
 in tests) feeds it frames and the time, sends what it leaves in
 :attr:`NodeCore.outbox`, applies its SUB filter changes, and acts on the
 :data:`Event` values it returns: callbacks, settled requests, requests to
@@ -16,18 +16,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse import codec, tableindex
-from zdse import delta as deltas
-from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_MESSAGE_BYTES, PART_BYTES
-from zdse.publisher import Prepared, Publications
-from zdse.receipts import ReadCount
-from zdse.requests import Outcome, PendingRequests
-from zdse.session import PROBE_DATAINDEX, Session, SessionState
-from zdse.slots import builder
-from zdse.subscriber import Subscriptions, Update
+from zdse.node import delta as deltas
+from zdse.node import tableindex
+from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.node.publications import Prepared, Publications
+from zdse.node.requests import Outcome, PendingRequests
+from zdse.node.session import PROBE_DATAINDEX, Session, SessionState
+from zdse.node.subscriptions import Subscriptions, Update
+from zdse.wire import codec
+from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
+from zdse.wire.frozen import builder
+from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
+from zdse.wire.receipts import ReadCount
 
 __all__ = [
     "Event",
@@ -73,7 +74,7 @@ class IncomingMessage:
 
 
 # The per-message values of the hot paths, built without their frozen
-# __init__ (see zdse.slots); every other value is built the usual way.
+# __init__ (see zdse.wire.frozen); every other value is built the usual way.
 _build_message = builder(codec.Message)
 _build_snapshot = builder(codec.Snapshot)
 _build_delta = builder(codec.Delta)
@@ -148,9 +149,9 @@ class NodeCore:
         #: SUB filter changes to apply.
         self.filters = _Filters()
         self.last_bad = ""
-        #: Where this node's probes come back to it (see zdse.session).
+        #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
-        #: What it read from the cage, for its receipts (zdse.receipts).
+        #: What it read from the cage, for its receipts (zdse.wire.receipts).
         self.reads = ReadCount()
 
     @property
@@ -451,7 +452,7 @@ class NodeCore:
             if self.session.on_probe(epoch, number):
                 # Subscriptions are announced only now: a snapshot taken
                 # before the SUB received would be followed by deltas it
-                # could miss unseen (see zdse.session).
+                # could miss unseen (see zdse.node.session).
                 self._act(self.subscriptions.reannounce_all(now))
                 return [Registered(self.session.registrations > 1, self.session.cage_epoch)]
         return []
@@ -599,6 +600,6 @@ class NodeCore:
 
 
 def _not_reserved(dataindex: str) -> None:
-    """Refuse to publish on the dataindex of the node's own probes (zdse.session)."""
+    """Refuse to publish on the dataindex of the node's own probes (zdse.node.session)."""
     if dataindex == PROBE_DATAINDEX:
         raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")

@@ -1,6 +1,6 @@
 """The kept index of a big table: each row (or value) packed once. Pure.
 
-:func:`zdse.delta.diff` freezes every row of both versions at each publish,
+:func:`zdse.node.delta.diff` freezes every row of both versions at each publish,
 some 20 us a row: seconds for a million rows. A :class:`TableIndex` packs each
 row of a version once, with msgpack (its bytes are the row's identity: equal
 rows pack equal), and is kept with the version it indexes. The next diff then
@@ -14,7 +14,7 @@ packs only the new version, and compares packed rows:
 Everything long is a generator that yields between slices of
 :data:`SLICE_ROWS` rows, so a shell can run it on its event loop without a
 pause longer than one slice (:func:`run` drives one to its end at once).
-Results equal :func:`zdse.delta.diff` and :func:`zdse.delta.apply` as data.
+Results equal :func:`zdse.node.delta.diff` and :func:`zdse.node.delta.apply` as data.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from zdse import delta as deltas
 from zdse.errors import ProtocolError
+from zdse.node import delta as deltas
 
 __all__ = [
     "INDEX_MIN_ROWS", "SLICED_ROWS", "SLICE_ROWS", "TableIndex", "apply", "diff", "index",
@@ -47,7 +47,7 @@ SLICE_ROWS = 10_000
 SLICED_ROWS = 50_000
 
 #: Tables below this many rows are diffed and applied the plain way
-#: (:mod:`zdse.delta`): an index would cost more than it saves.
+#: (:mod:`zdse.node.delta`): an index would cost more than it saves.
 INDEX_MIN_ROWS = 1_000
 
 #: Positions that may differ for the in-place comparison to be worth it;
@@ -119,7 +119,7 @@ def index(data: Any) -> Steps[TableIndex | None]:
 
 def diff(old: Any, old_index: TableIndex | None, new: Any,
          new_index: TableIndex | None) -> Steps[list[Any] | None]:
-    """The delta from ``old`` to ``new`` (None if no change), as :func:`zdse.delta.diff`."""
+    """The delta from ``old`` to ``new`` (None if no change), as :func:`zdse.node.delta.diff`."""
     if old_index is None or new_index is None:
         return deltas.diff(old, new)
     if old_index.rows is not None and new_index.rows is not None:
@@ -245,7 +245,7 @@ def _diff_keys(new: dict[Any, Any], before: dict[Hashable, bytes],
 
 def apply(view: Any, view_index: TableIndex | None,
           change: Any) -> tuple[Any, TableIndex | None]:
-    """``(view, index)`` changed by ``change``, as :func:`zdse.delta.apply` (a new list).
+    """``(view, index)`` changed by ``change``, as :func:`zdse.node.delta.apply` (a new list).
 
     Raises:
         ProtocolError: the delta is malformed or does not fit the view's shape.

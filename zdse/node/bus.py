@@ -1,4 +1,4 @@
-"""A node's connection to the cage: the asyncio shell around :class:`~zdse.node.NodeCore`.
+"""A node's connection to the cage: the asyncio shell around :class:`~zdse.node.core.NodeCore`.
 
 :class:`Bus` owns the two sockets (a DEALER to the cage's ROUTER, a SUB to its
 PUB), a watch on each and a task that keeps time. What to send and what
@@ -12,8 +12,8 @@ to fill it), so pyzmq's per-call cost is paid once per batch. A request
 leaves at once, after whatever was queued before it: its caller waits.
 
 Incoming frames are read by a callback on the sockets' FDs
-(:class:`~zdse.zmqio.SocketWatch`), drained without blocking, and their
-events handled right there (:class:`~zdse.inorder.InOrder`): sync callbacks
+(:class:`~zdse.wire.zmqio.SocketWatch`), drained without blocking, and their
+events handled right there (:class:`~zdse.node.inorder.InOrder`): sync callbacks
 inline; an async one is awaited by a task, and the events after it wait
 their turn behind it, in order.
 """
@@ -33,8 +33,6 @@ from typing import Any, Self
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from zdse import codec
-from zdse.endpoints import Endpoints
 from zdse.errors import (
     BusClosed,
     NameTakenError,
@@ -44,11 +42,9 @@ from zdse.errors import (
     RequestTimeout,
     ZdseError,
 )
-from zdse.inorder import InOrder
-from zdse.keys import CurveClient
-from zdse.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
 from zdse.log import get_logger, sampled
-from zdse.node import (
+from zdse.modules.options import positive_float_env
+from zdse.node.core import (
     Event,
     IncomingMessage,
     IncomingRequest,
@@ -57,12 +53,16 @@ from zdse.node import (
     Registered,
     SessionChange,
 )
-from zdse.options import positive_float_env
-from zdse.requests import Gathered, Outcome
-from zdse.silence import Seen, after, explain
-from zdse.subscriber import Update
-from zdse.tableindex import SLICED_ROWS
-from zdse.zmqio import SocketWatch, has_input, recv_frames, send_frames
+from zdse.node.inorder import InOrder
+from zdse.node.requests import Gathered, Outcome
+from zdse.node.silence import Seen, after, explain
+from zdse.node.subscriptions import Update
+from zdse.node.tableindex import SLICED_ROWS
+from zdse.wire import codec
+from zdse.wire.curve import CurveClient
+from zdse.wire.endpoints import Endpoints
+from zdse.wire.limits import REQUEST_TIMEOUT, SUBSCRIPTION_REFRESH
+from zdse.wire.zmqio import SocketWatch, has_input, recv_frames, send_frames
 
 __all__ = [
     "Bus",
@@ -351,7 +351,7 @@ class Bus:
         :meth:`change_rows` or :meth:`replace`, at a cost that follows the
         change. Nothing is sent when nothing changed or nobody subscribes.
 
-        A big table (:data:`~zdse.tableindex.SLICED_ROWS` rows or more) is
+        A big table (:data:`~zdse.node.tableindex.SLICED_ROWS` rows or more) is
         indexed and diffed in slices, between which the loop answers requests
         and heartbeats: it is stored when that ends (:meth:`wait_published`),
         and a failure is logged (``publish.refused``), not raised. Versions
@@ -1022,7 +1022,7 @@ class Bus:
         raise UnknownRequest(f"{self.name} does not publish or answer {dataindex!r}")
 
     def _read_monitor(self) -> bool:
-        """Keep what the connection last went through (see :mod:`zdse.silence`);
+        """Keep what the connection last went through (see :mod:`zdse.node.silence`);
         with CURVE, a key the cage does not know is a final refusal."""
         monitor = self._monitor
         assert monitor is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zdse.codec import MessageValue
+from zdse.wire.codec import MessageValue
 
 __all__ = ["Action", "AddFilter", "RemoveFilter", "Send"]
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import msgpack
 
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_ADDRESS_BYTES, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
-from zdse.slots import builder
+from zdse.wire.frozen import builder
+from zdse.wire.limits import MAX_ADDRESS_BYTES, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
     "ALL_SERVICES",
@@ -199,7 +199,7 @@ class Heartbeat:
 class Receipt:
     """Node -> cage: I have read ``read`` bytes from you on this connection.
 
-    Counted by :func:`zdse.receipts.wire_cost`, cumulative; the cage holds
+    Counted by :func:`zdse.wire.receipts.wire_cost`, cumulative; the cage holds
     back what would put more than its byte budget unread on the way to the
     node (docs/protocol.md, "Byte budget").
     """

@@ -3,7 +3,7 @@
 In Congress's DSE the cage (d6cage) was itself a service that others could
 subscribe to. Here a subscription to key ``cage`` is answered by this
 object: the same snapshot, Current and delta messages a node's
-:class:`~zdse.publisher.Publications` sends, from the publisher named
+:class:`~zdse.node.publications.Publications` sends, from the publisher named
 ``cage``, with the cage's epoch (a restarted cage starts a new epoch, so
 every subscriber gets a snapshot, as after any publisher's restart).
 
@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zdse import codec
-from zdse.codec import CAGE, Kind
 from zdse.errors import MessageTooLarge, ProtocolError
-from zdse.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES
-from zdse.publisher import Publications
+from zdse.node.publications import Publications
+from zdse.wire import codec
+from zdse.wire.codec import CAGE, Kind
+from zdse.wire.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES
 
 if TYPE_CHECKING:
-    from zdse.cage import Outbox
+    from zdse.cage.core import Outbox
 
 __all__ = ["TABLES", "VOLATILE", "CageTables"]
 

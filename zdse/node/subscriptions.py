@@ -40,22 +40,30 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from zdse import delta as deltas
-from zdse import tableindex
-from zdse.actions import Action, AddFilter, RemoveFilter, Send
-from zdse.assembly import TOO_BIG, Assemblies
-from zdse.codec import Current, Delta, Snapshot, SnapshotPart, Subscribe, Unsubscribe, topic
 from zdse.errors import ProtocolError
-from zdse.limits import (
+from zdse.node import delta as deltas
+from zdse.node import tableindex
+from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.node.assembly import TOO_BIG, Assemblies
+from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
+from zdse.wire.codec import (
+    Current,
+    Delta,
+    Snapshot,
+    SnapshotPart,
+    Subscribe,
+    Unsubscribe,
+    topic,
+)
+from zdse.wire.frozen import builder
+from zdse.wire.limits import (
     CURRENT_GRACE,
     MAX_BUFFERED_DELTAS,
     MAX_SID_BYTES,
     REFRESHES_TO_EXPIRE,
     SUBSCRIPTION_REFRESH,
 )
-from zdse.routes import pattern_matches
-from zdse.slots import builder
-from zdse.tableindex import INDEX_MIN_ROWS, TableIndex
+from zdse.wire.routes import pattern_matches
 
 __all__ = ["FeedState", "Subscriptions", "Update"]
 
@@ -141,7 +149,7 @@ def _own(data: Any) -> Any:
 def _apply(feed: _Feed, change: Any) -> Any:
     """The feed's view changed by ``change``; a big table's through its kept index.
 
-    In place, as :func:`zdse.delta.patch`: a ``rows`` delta to a big list
+    In place, as :func:`zdse.node.delta.patch`: a ``rows`` delta to a big list
     view is found through the index, then written back into the same list.
 
     Raises:
@@ -422,7 +430,7 @@ class Subscriptions:
                 try:
                     view = feed.view
                     # A big table is changed through its kept index, not by
-                    # freezing every row of it (see zdse.tableindex).
+                    # freezing every row of it (see zdse.node.tableindex).
                     if type(view) is list and len(view) >= big:
                         view = _apply(feed, change)
                     else:

@@ -1,7 +1,7 @@
 """Prometheus metrics of the cage: ``zdse-proxy --metrics HOST:PORT``.
 
 Nothing here runs per message: the routing loop only bumps the counters it
-keeps anyway (:class:`~zdse.cage.CageCore`), and a scrape turns them into
+keeps anyway (:class:`~zdse.cage.core.CageCore`), and a scrape turns them into
 metrics. A scrape runs on one of the HTTP server's threads, which never
 reads the cage's state while the loop changes it: the loop copies what the
 metrics need into a :class:`Snapshot` at every tick (a quarter heartbeat),
@@ -33,13 +33,13 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from zdse import codec
-from zdse.cage import CageCore
-from zdse.config import parse_host_port
-from zdse.endpoints import is_loopback
+from zdse.cage.config import parse_host_port
+from zdse.cage.core import CageCore
 from zdse.errors import ConfigError, ProtocolError
 from zdse.log import get_logger
-from zdse.supervisor import State
+from zdse.supervisor.core import State
+from zdse.wire import codec
+from zdse.wire.endpoints import is_loopback
 
 __all__ = ["CageCollector", "Exchange", "MetricsServer", "Snapshot", "take_snapshot"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
-from zdse.config import CageConfig, service_table
+from zdse.cage.config import CageConfig, service_table
 from zdse.errors import ConfigError
-from zdse.module_check import ModuleCheck, Verdict
-from zdse.service import Service
+from zdse.modules.check import ModuleCheck, Verdict
+from zdse.node.service import Service
 
 __all__ = ["GROUP", "available", "build", "check", "check_services", "load", "refused"]
 
@@ -74,7 +74,7 @@ def build(module: str, name: str, options: Mapping[str, str]) -> Service:
 
 def check_services(config: CageConfig, names: Iterable[str] | None = None) -> None:
     """:func:`check` the services of ``config`` (those in ``names``, or all) in a
-    child process, waiting for it (see :mod:`zdse.module_check`).
+    child process, waiting for it (see :mod:`zdse.modules.check`).
 
     Raises:
         ConfigError: naming the file and the service.

@@ -104,7 +104,7 @@ MAX_CAGE_SUBSCRIPTIONS = 64
 MAX_SID_BYTES = 128
 
 #: Seconds the cage gives the child process that builds new or changed
-#: services unstarted to check their options (zdse.module_check), at start
+#: services unstarted to check their options (zdse.modules.check), at start
 #: and on a reload. Importing the modules takes about half a second; the
 #: rest is for constructors, which read their options and files and connect
 #: to nothing. Routing never waits for it: the loop polls the child.

@@ -7,7 +7,7 @@ routed messages are never decoded: the core reads the 3-byte header and the
 key, looks the key up and forwards the frames with the true sender stamped.
 
 Every message queued for a node counts in that connection's byte budget
-(:mod:`zdse.receipts`): one that would leave more than ``queue_bytes``
+(:mod:`zdse.wire.receipts`): one that would leave more than ``queue_bytes``
 unread on the way to it is dropped and counted, and the node is told when
 it has caught up.
 """
@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse import codec
-from zdse.authz import Authorized
-from zdse.cage_tables import TABLES, CageTables
-from zdse.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
+from zdse.cage.authz import Authorized
+from zdse.cage.tables import TABLES, CageTables
 from zdse.errors import ProtocolError, ZdseError
-from zdse.limits import (
+from zdse.wire import codec
+from zdse.wire.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
+from zdse.wire.limits import (
     FRAME_COST,
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
@@ -35,8 +35,8 @@ from zdse.limits import (
     REFRESHES_TO_EXPIRE,
     SUBSCRIPTION_REFRESH,
 )
-from zdse.receipts import Account, wire_cost
-from zdse.routes import RouteTable
+from zdse.wire.receipts import Account, wire_cost
+from zdse.wire.routes import RouteTable
 
 __all__ = ["CageCore", "ControlHandler", "Later", "NodeRecord", "Outbox"]
 
@@ -117,7 +117,7 @@ class CageCore:
         heartbeat: seconds between heartbeats, told to every node at registration.
         heartbeats_to_expire: missed heartbeats after which a node is expired.
         queue_bytes: bytes that may wait unread on their way to one node
-            (its byte budget, see :mod:`zdse.receipts`).
+            (its byte budget, see :mod:`zdse.wire.receipts`).
     """
 
     def __init__(
@@ -176,7 +176,7 @@ class CageCore:
         #: (subscriber identity, key) -> last time it announced a subscription.
         self.subscribers: dict[tuple[bytes, bytes], float] = {}
         self._next_prune = started_at + SUBSCRIPTION_TTL
-        #: The cage's own publications (services, routes): see zdse.cage_tables.
+        #: The cage's own publications (services, routes): see zdse.cage.tables.
         self.tables = CageTables(epoch, self._table_rows, self.outbox)
         self._beat = codec.encode_one(codec.Heartbeat(epoch))
 

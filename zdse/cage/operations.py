@@ -12,12 +12,12 @@ from types import FrameType
 
 import zmq
 
-from zdse import modules
-from zdse.config import CageConfig, apply_defaults, given_flags, load
-from zdse.endpoints import Endpoints
-from zdse.metrics import Exchange, MetricsServer, take_snapshot
-from zdse.proxy import Proxy
-from zdse.supervise import Launcher, Supervisor, connectable
+from zdse.cage.config import CageConfig, apply_defaults, given_flags, load
+from zdse.cage.metrics import Exchange, MetricsServer, take_snapshot
+from zdse.cage.proxy import Proxy
+from zdse.modules import registry as modules
+from zdse.supervisor.processes import Launcher, Supervisor, connectable
+from zdse.wire.endpoints import Endpoints
 
 __all__ = ["Operations", "read_config"]
 
@@ -33,7 +33,7 @@ def read_config(
 
     Raises:
         ConfigError: the file is wrong, naming the key, or a service's module
-            refuses its options (see :func:`zdse.modules.check`).
+            refuses its options (see :func:`zdse.modules.registry.check`).
     """
     if args.config is None:
         return CageConfig()

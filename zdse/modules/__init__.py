@@ -1,0 +1,1 @@
+"""Modules (Service classes): finding them by name, checking them, reading their options."""

@@ -1,0 +1,1 @@
+"""The cage's supervision of node processes: a pure core and its process shell."""
