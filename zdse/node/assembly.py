@@ -2,13 +2,16 @@
 
 A publisher sends a list table too big for one message as
 :class:`~zdse.wire.codec.SnapshotPart` values, in order, through the cage's
-ROUTER (which keeps their order between two nodes). :class:`Assemblies`
-keeps, per publisher and subscription, the parts of the snapshot under way:
+ROUTER (which keeps their order between two nodes), each once the
+subscriber said it took the one before (:class:`~zdse.wire.codec.PartTaken`).
+:class:`Assemblies` keeps, per publisher and subscription, the parts of the
+snapshot under way:
 
     part     state                    ->  what happens
     0        any                      ->  a new snapshot under way (replaces any other)
     next     same (epoch, seq)        ->  its rows kept; the last one completes it
     other    any                      ->  "lost": dropped; the subscriber asks again
+    none for two refresh intervals    ->  "stalled": dropped; the subscriber asks again
     past MAX_SNAPSHOT_BYTES            ->  "too_big": dropped; asked again only by
                                           the subscription's next re-announce
 
@@ -46,6 +49,8 @@ class _Assembly:
     rows: list[Any] = field(default_factory=list)
     packed: list[bytes] = field(default_factory=list)
     size: int = 0
+    #: When its last part came.
+    came: float = 0.0
 
 
 class Assemblies:
@@ -54,8 +59,8 @@ class Assemblies:
     def __init__(self) -> None:
         self._under_way: dict[tuple[str, str], _Assembly] = {}
 
-    def take(self, sender: str,
-             part: SnapshotPart) -> tuple[Snapshot, TableIndex] | str | None:
+    def take(self, sender: str, part: SnapshotPart,
+             now: float = 0.0) -> tuple[Snapshot, TableIndex] | str | None:
         """Keep a part; with the last, the whole snapshot and its index; LOST if one is missing.
 
         Raises:
@@ -74,6 +79,7 @@ class Assemblies:
                 self._under_way.pop(key, None)
                 return LOST
             under = found
+        under.came = now
         under.rows += part.rows
         packed = tableindex.run(tableindex.index(part.rows))
         if packed is not None and packed.rows is not None:  # always, for a list
@@ -88,6 +94,23 @@ class Assemblies:
         del self._under_way[key]
         index = TableIndex(rows=under.packed, size=under.size)
         return Snapshot(part.sid, part.dataindex, part.epoch, part.seq, under.rows), index
+
+    def stalled(self, before: float) -> list[tuple[str, str]]:
+        """Drop and return the (publisher, sid) of snapshots whose last part came before ``before``.
+
+        Parts are paced (the next comes when the subscriber took the one
+        before): one lost on its way stalls the snapshot, which only this
+        shows.
+        """
+        gone = [key for key, under in self._under_way.items() if under.came < before]
+        for key in gone:
+            del self._under_way[key]
+        return gone
+
+    def under_way(self, sid: str) -> dict[str, list[Any]]:
+        """``{publisher: [epoch, seq]}`` of the snapshots in parts under way for ``sid``."""
+        return {sender: [a.epoch, a.seq] for (sender, s), a in self._under_way.items()
+                if s == sid}
 
     def forget(self, sender: str | None = None, sid: str | None = None) -> None:
         """Drop what is under way from ``sender`` (any if None) for ``sid`` (any if None)."""

@@ -65,6 +65,21 @@ class IncomingRequest:
     request: codec.Request
 
 
+@dataclass(slots=True)
+class _PartStream:
+    """A snapshot in parts on its way to one subscription, a part at a time.
+
+    ``rows`` are the packed rows of the version it is of (a publish
+    meanwhile builds a new list: these stay as they were).
+    """
+
+    fields: tuple[str, str, str, int]  # sid, dataindex, epoch, seq
+    rows: list[bytes]
+    ranges: list[tuple[int, int]]
+    #: The part sent last.
+    sent: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A one-way message for the service."""
@@ -149,6 +164,9 @@ class NodeCore:
         #: SUB filter changes to apply.
         self.filters = _Filters()
         self.last_bad = ""
+        #: Snapshots in parts under way, by (subscriber, sid): at most one
+        #: each, holding a reference to a version's packed rows.
+        self._streams: dict[tuple[bytes, str], _PartStream] = {}
         #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from the cage, for its receipts (zdse.wire.receipts).
@@ -413,6 +431,9 @@ class NodeCore:
                                           [a for a in msg.addresses if a != msg.name], ""))
             elif isinstance(msg, codec.Left):
                 self.publications.forget(msg.name)
+                gone = msg.name.encode()
+                for key in [k for k in self._streams if k[0] == gone]:
+                    del self._streams[key]
                 self._take(self.subscriptions.on_left(msg.name), events)
                 events.append(Membership("left", msg.name, [], msg.reason))
         return events
@@ -436,8 +457,11 @@ class NodeCore:
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
-        if self.session.known:
-            self.publications.expire(now)
+        if self.session.known and self.publications.expire(now) and self._streams:
+            # A subscriber forgotten for its silence takes no more parts.
+            for key, stream in list(self._streams.items()):
+                if (stream.fields[1], key[1]) not in self.publications.readers_of(key[0].decode()):
+                    del self._streams[key]
         return events
 
     def _probe(self) -> None:
@@ -471,10 +495,13 @@ class NodeCore:
             self._take(self.subscriptions.on_part(sender, msg, now), events)
         elif isinstance(msg, codec.Current):
             self.subscriptions.on_current(sender, msg, now)
+        elif isinstance(msg, codec.PartTaken):
+            self._on_taken(sender, msg)
         elif isinstance(msg, codec.Subscribe):
             self._act(self.publications.on_subscribe(sender, msg, now))
         elif isinstance(msg, codec.Unsubscribe):
             self.publications.on_unsubscribe(sender, msg)
+            self._streams.pop((sender.encode(), msg.sid), None)
         elif isinstance(msg, codec.Message):
             events.append(IncomingMessage(sender, msg))
         elif isinstance(msg, codec.NoRoute):
@@ -506,8 +533,9 @@ class NodeCore:
         if again is not None:
             self._control(again)
         if msg.code == "over_budget":
-            # What the cage dropped for us may have been snapshots or
-            # confirmations: ask again for every view at once.
+            # What the cage dropped for us may have been snapshots (or parts
+            # of one) or confirmations: ask again for every view at once.
+            self.subscriptions.drop_parts()
             self._act(self.subscriptions.reannounce_all(now))
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
@@ -578,12 +606,34 @@ class NodeCore:
             self.outbox.append((_SNAPSHOT_HEADER, key, body))
             return True
         ranges = tableindex.parts(rows, PART_BYTES - SNAPSHOT_OVER_TABLE)
-        for i, (start, stop) in enumerate(ranges):
-            body = codec.encode_with_rows(
-                (msg.sid, msg.dataindex, msg.epoch, msg.seq, i, len(ranges)), rows[start:stop])
-            self.outbox.append((_PART_HEADER, key, body))
+        # Part 0 now, each next one when the subscriber says it took the one
+        # before (PartTaken): one part on its way at a time, so the cage's
+        # byte budget for the subscriber holds it, however big the table. A
+        # new snapshot for the same subscription starts over.
+        stream = _PartStream((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows, ranges)
+        self._streams[(key, msg.sid)] = stream
+        self._send_part(key, stream)
         self.stats["parted_snapshots"] += 1
         return True
+
+    def _send_part(self, key: bytes, stream: _PartStream) -> None:
+        """Queue the stream's part ``sent``; forget the stream after its last."""
+        start, stop = stream.ranges[stream.sent]
+        body = codec.encode_with_rows((*stream.fields, stream.sent, len(stream.ranges)),
+                                      stream.rows[start:stop])
+        self.outbox.append((_PART_HEADER, key, body))
+        if stream.sent + 1 == len(stream.ranges):
+            del self._streams[(key, stream.fields[0])]
+
+    def _on_taken(self, sender: str, msg: codec.PartTaken) -> None:
+        """The subscriber took a part: send the next (anything else is stale, ignored)."""
+        key = sender.encode()
+        stream = self._streams.get((key, msg.sid))
+        if stream is None or (msg.sid, msg.dataindex, msg.epoch, msg.seq, msg.part) \
+                != (*stream.fields, stream.sent):
+            return
+        stream.sent += 1
+        self._send_part(key, stream)
 
     def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt) -> None:
         self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))

@@ -49,6 +49,7 @@ from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
 from zdse.wire.codec import (
     Current,
     Delta,
+    PartTaken,
     Snapshot,
     SnapshotPart,
     Subscribe,
@@ -347,9 +348,11 @@ class Subscriptions:
             # Not (or no longer) ours: nothing kept, and the publisher is told.
             return [], [Send(sender, Unsubscribe(part.sid, part.dataindex))] if part.part == 0 \
                 else []
-        got = self._parts.take(sender, part)
+        got = self._parts.take(sender, part, now)
         if got is None:
-            return [], []
+            # Kept, more to come: the publisher sends the next on this word.
+            return [], [Send(sender, PartTaken(part.sid, part.dataindex, part.epoch, part.seq,
+                                               part.part))]
         if isinstance(got, tuple):
             snap, index = got
             # Its index was built a part at a time, not at the first delta.
@@ -505,6 +508,12 @@ class Subscriptions:
     def tick(self, now: float) -> list[Action]:
         """Re-announce subscriptions that are due; retry snapshots that did not come."""
         actions: list[Action] = []
+        for sender, sid in self._parts.stalled(now - 2 * self.refresh):
+            # Its next part never came (lost on its way): ask again.
+            self.stats["lost_parts"] += 1
+            stalled = self._subs.get(sid)
+            if stalled is not None:
+                actions.append(Send(sender, Subscribe(sid, stalled.dataindex, {}, stalled.ttl)))
         for sub in self._subs.values():
             if now >= sub.next_announce:
                 sub.next_announce = now + sub.refresh
@@ -576,12 +585,19 @@ class Subscriptions:
     # --- helpers ------------------------------------------------------------
 
     def _announce(self, sub: _Subscription) -> Subscribe:
-        seen = {
+        # A snapshot in parts under way counts as held: the publisher carries
+        # on with it (a Current), rather than start it over at every refresh.
+        seen = self._parts.under_way(sub.sid)
+        seen.update({
             pub: [self._feeds[(pub, di)].epoch, self._feeds[(pub, di)].seq]
             for pub, di in sub.feeds
             if (pub, di) in self._feeds and self._feeds[(pub, di)].state is FeedState.LIVE
-        }
+        })
         return Subscribe(sub.sid, sub.dataindex, seen, sub.ttl)
+
+    def drop_parts(self) -> None:
+        """Drop every snapshot in parts under way (a part of one may have been lost)."""
+        self._parts.forget()
 
     def _ttl(self, feed: _Feed) -> float:
         """A feed's ttl: the longest of its subscriptions' (the one re-announced least often)."""

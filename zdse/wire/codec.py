@@ -80,13 +80,14 @@ class Kind(enum.IntEnum):
     LEFT = ord("L")
     RECEIPT = ord("A")
     PART = ord("K")
+    TAKEN = ord("G")
 
 
 #: Kinds the cage routes by key to other nodes (everything else is for the
 #: cage itself or, for DELTA, for its PUB socket).
 ROUTED_KINDS = frozenset(
     {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT,
-     Kind.CURRENT, Kind.PART}
+     Kind.CURRENT, Kind.PART, Kind.TAKEN}
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
@@ -307,6 +308,23 @@ class SnapshotPart:
 
 
 @dataclass(frozen=True, slots=True)
+class PartTaken:
+    """Subscriber -> publisher: I took part ``part`` of your snapshot; send the next.
+
+    Parts are paced by these: a publisher sends the next part of a snapshot
+    only once the subscriber took the one before, so at most one part is on
+    its way to it, within the cage's byte budget for it however big the table.
+    """
+
+    KIND: ClassVar[Kind] = Kind.TAKEN
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
 class Current:
     """Publisher -> subscriber: your view of ``dataindex`` is current at ``(epoch, seq)``.
 
@@ -387,6 +405,7 @@ class Left:
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
     | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | Receipt | SnapshotPart
+    | PartTaken
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
@@ -394,6 +413,7 @@ _CLASSES: dict[Kind, type[Any]] = {
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
         Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, Receipt, SnapshotPart,
+        PartTaken,
     )
 }
 
@@ -419,6 +439,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.LEFT: (str, str),
     Kind.RECEIPT: (int,),
     Kind.PART: (str, str, str, int, int, int, list),
+    Kind.TAKEN: (str, str, str, int, int),
 }
 
 # Field order on the wire is the declaration order. attrgetter reads them
