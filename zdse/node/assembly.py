@@ -24,6 +24,7 @@ time rather than at its first delta, in one long pause.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,9 @@ class Assemblies:
         under.rows += part.rows
         packed = tableindex.run(tableindex.index(part.rows))
         if packed is not None and packed.rows is not None:  # always, for a list
+            # Hashed now, a part at a time (bytes keep their hash): else the
+            # first delta's look-ups would hash the whole view at once.
+            deque(map(hash, packed.rows), maxlen=0)
             under.packed += packed.rows
             under.size += packed.size
         if under.size > MAX_SNAPSHOT_BYTES:

@@ -265,17 +265,29 @@ def apply(view: Any, view_index: TableIndex | None,
     size = view_index.size + sum(map(len, added_packed))
     if gone:
         hits = list(compress(range(len(packed)), map(gone.__contains__, packed)))
-        keep = [True] * len(packed)
+        drop: list[int] = []
         for i in hits:
             key = packed[i]
             if gone[key] > 0:
                 gone[key] -= 1
-                keep[i] = False
+                drop.append(i)
                 size -= len(key)
-        kept, kept_packed = list(compress(view, keep)), list(compress(packed, keep))
+        # What lies between the dropped rows, copied a slice at a time (a
+        # memory copy each): a delta removes few rows of a big view.
+        kept: list[Any] = []
+        kept_packed: list[bytes] = []
+        start = 0
+        for i in drop:
+            kept += view[start:i]
+            kept_packed += packed[start:i]
+            start = i + 1
+        kept += view[start:]
+        kept_packed += packed[start:]
     else:
         kept, kept_packed = list(view), list(packed)
-    return kept + added, TableIndex(rows=kept_packed + added_packed, size=size)
+    kept += added
+    kept_packed += added_packed
+    return kept, TableIndex(rows=kept_packed, size=size)
 
 
 def parts(rows: list[bytes], limit: int) -> list[tuple[int, int]]:
