@@ -234,6 +234,10 @@ async def measure(args: argparse.Namespace, procs: Processes, broker: RabbitMQ) 
                 os.kill(bridge.popen.pid, signal.SIGCONT)
             await asyncio.wait_for(view.done.wait(), args.timeout)
             absorb = args.burst / (view.at - began)
+            after = await bus.request("openstack1", "@stats")
+            # Deliveries the bridge took per turn during the burst.
+            mean_batch = ((after["received"] - stats["received"])
+                          / max(1, after["batches"] - stats["batches"]))
             # 3. RabbitMQ alone, the same burst
             reference = await bare_rate(url, "bench.bare", args.burst)
             # 4. live: lag from the last send to the view
@@ -252,6 +256,7 @@ async def measure(args: argparse.Namespace, procs: Processes, broker: RabbitMQ) 
                 "live_per_s": round(args.live / (view.at - began)),
                 "lag_ms": round((view.wall - sent_at) * 1000, 1),
                 "publish_errors": stats["publish_errors"],
+                "absorb_mean_batch": round(mean_batch, 1),
             })
             print(json.dumps(results[-1]), file=sys.stderr)
         pubdata = await bus.request("openstack1", "pubdata")

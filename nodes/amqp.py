@@ -13,7 +13,7 @@ the bus (the incremental API: no table is published whole, so a
 notification costs the same whatever the tables hold); a subscription to
 ``openstack1.compute.instance.update`` with dataindex
 ``compute.instance.update`` gets the recent window, then one delta per
-notification. docs/amqp.md has the whole story.
+batch of notifications (those the broker delivered together). docs/amqp.md has the whole story.
 
 Delivery is at least once: a message is acknowledged only after its
 notification was published (or after it was counted as malformed); a
@@ -30,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from zdse_nodes.amqp_batch import Batch
 from zdse_nodes.amqp_config import AmqpConfig, backoff, from_options, redact, scrub
-from zdse_nodes.amqp_envelope import Malformed, Notification, Reason, parse
-from zdse_nodes.amqp_tables import STATS, RowChange, Tables
+from zdse_nodes.amqp_envelope import Malformed, Reason, parse
+from zdse_nodes.amqp_tables import STATS, Change, RowChange, Tables
 
 from zdse.errors import ConfigError
+from zdse.log import sampled
 from zdse.node.service import Service
 
 try:
@@ -130,6 +132,7 @@ class AmqpBridge(Service):
         self.counters: dict[str, Any] = {
             "received": 0,
             "notifications": 0,
+            "batches": 0,
             "malformed": 0,
             **{f"malformed.{reason}": 0 for reason in Reason},
             "duplicates": 0,
@@ -244,12 +247,26 @@ class AmqpBridge(Service):
                           bindings=[f"{e}:{k}" for e, k in self.config.bindings],
                           connects=self.counters["connects"])
             while True:
-                item = await deliveries.get()
-                if isinstance(item, _Closed):
-                    if item.why is not None and not isinstance(item.why, asyncio.CancelledError):
-                        raise item.why
+                # Whatever else the broker delivered meanwhile goes in the same
+                # turn: one change per table and one ack for all of them.
+                items = [await deliveries.get()]
+                # One turn of the loop for the AMQP reader: under load it
+                # hands over the deliveries it has already read meanwhile.
+                await asyncio.sleep(0)
+                while len(items) < self.config.prefetch and not deliveries.empty():
+                    items.append(deliveries.get_nowait())
+                end = next((i for i, item in enumerate(items) if isinstance(item, _Closed)),
+                           len(items))
+                messages = [item for item in items[:end]
+                            if not isinstance(item, _Closed)]  # for the type checker
+                if messages:
+                    await self.deliver_all(messages)
+                if end < len(items):
+                    why = items[end]
+                    assert isinstance(why, _Closed)
+                    if why.why is not None and not isinstance(why.why, asyncio.CancelledError):
+                        raise why.why
                     return
-                await self.deliver(item)
 
     async def _channel(
         self, connection: aio_pika.abc.AbstractConnection
@@ -284,51 +301,72 @@ class AmqpBridge(Service):
     # --- one delivery -------------------------------------------------------
 
     async def deliver(self, message: Delivery) -> None:
-        """Publish one delivery's notification, then acknowledge it.
+        """Publish one delivery's notification, then acknowledge it (:meth:`deliver_all`)."""
+        await self.deliver_all([message])
 
-        A malformed body is counted, logged (without its content: it may hold
+    async def deliver_all(self, messages: Sequence[Delivery]) -> None:
+        """Publish the notifications of ``messages``, then acknowledge them all at once.
+
+        Each table gets one change for the whole batch (:class:`Batch`), and
+        the last message is acknowledged with ``multiple``, which covers the
+        others (deliveries on one channel are acknowledged in order). A
+        malformed body is counted, logged (without its content: it may hold
         tokens) and acknowledged, so it never blocks the queue. The
         acknowledgement comes after the publication: if the bridge dies in
-        between, the broker delivers the message again.
+        between, the broker delivers the messages again.
         """
-        self.counters["received"] += 1
-        body = message.body
-        try:
-            note = parse(body, message.routing_key or "", self.config.max_body)
-        except Malformed as exc:
-            self._malformed(message, exc)
-        else:
-            self._publish_notification(note, len(body))
-        self._publish_counters()
-        await message.ack()
-
-    def _publish_notification(self, note: Notification, size: int) -> None:
+        batch = Batch()
         tables = self.tables
-        try:
-            # What the notification changed, as exactly that: no table is
-            # published whole, so its cost does not grow with the tables.
-            for change in tables.take(note, size):
-                if isinstance(change, RowChange):
-                    self.change_rows(change.dataindex, change.add, change.remove)
-                else:
-                    self.change_keys(change.dataindex, change.put, change.delete)
-        except Exception:
-            # A bug or a value the bus cannot carry: count and move on, since a
-            # message that fails every time must not stop the bridge.
-            self.counters["publish_errors"] += 1
-            self.log.exception("amqp.publish_failed", event_type=note.event_type,
-                               message_id=note.message_id)
-        self.counters["notifications"] += 1
+        self.counters["batches"] += 1
+        for message in messages:
+            self.counters["received"] += 1
+            body = message.body
+            try:
+                note = parse(body, message.routing_key or "", self.config.max_body)
+            except Malformed as exc:
+                self._malformed(message, exc)
+                continue
+            batch.take(tables.take(note, len(body)))
+            self.counters["notifications"] += 1
+        self._publish_batch(batch)
         self.counters["duplicates"] = tables.duplicates
         self.counters["unkeyed"] = tables.unkeyed
         self.counters["refused_event_types"] = tables.refused
+        self._publish_counters()
+        await messages[-1].ack(multiple=len(messages) > 1)
+
+    def _publish_batch(self, batch: Batch) -> None:
+        """Send each table's merged change; one refused is sent change by change."""
+        for merged in batch.merged():
+            try:
+                self._publish_change(merged.change)
+            except Exception:
+                # A value the bus cannot carry (or a bug): the changes one by
+                # one, so only the notification that holds it is lost.
+                for change in merged.parts:
+                    try:
+                        self._publish_change(change)
+                    except Exception:
+                        self.counters["publish_errors"] += 1
+                        if sampled(self.counters["publish_errors"]):
+                            self.log.exception("amqp.publish_failed",
+                                               dataindex=change.dataindex,
+                                               count=self.counters["publish_errors"])
+
+    def _publish_change(self, change: Change) -> None:
+        # What the notifications changed, as exactly that: no table is
+        # published whole, so its cost does not grow with the tables.
+        if isinstance(change, RowChange):
+            self.change_rows(change.dataindex, change.add, change.remove)
+        else:
+            self.change_keys(change.dataindex, change.put, change.delete)
 
     def _malformed(self, message: Delivery, exc: Malformed) -> None:
         self.counters["malformed"] += 1
         key = f"malformed.{exc.reason}"
         self.counters[key] += 1
         count = self.counters[key]
-        if count & (count - 1) == 0:  # 1st, 2nd, 4th, ... of each reason: seen, never a flood
+        if sampled(count):  # the 1st, 2nd, 4th, ... of each reason: seen, never a flood
             self.log.warning("amqp.malformed", reason=str(exc.reason), detail=exc.detail,
                              exchange=message.exchange, routing_key=message.routing_key,
                              bytes=len(message.body), count=count)

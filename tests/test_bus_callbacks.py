@@ -13,11 +13,17 @@ from structlog.testing import capture_logs
 from tests.harness import TEST_REFRESH, WAIT, Cluster, run
 from tests.support import Processes
 from zdse.errors import NoRouteError, RemoteError, RequestTimeout
-from zdse.node import bus as bus_module
+from zdse.node import dispatcher as dispatcher_module
 from zdse.node.bus import Bus, Update
 
 #: Messages a test sends at most to fill a node's DEALER queue behind a stopped cage.
 FILL_LIMIT = 1_000_000
+
+
+def backlog(bus: Bus) -> list[list[bytes]]:
+    """What the bus's transport holds past its DEALER's queue."""
+    assert bus._transport is not None
+    return bus._transport.backlog
 
 
 class WatchedBus(Bus):
@@ -28,11 +34,14 @@ class WatchedBus(Bus):
         self.holds: list[bool] = []
         self.paused = asyncio.Event()
 
-    def _hold(self, waiting: int) -> None:
-        self.holds.append(waiting > 0)
-        if waiting:
-            self.paused.set()
-        super()._hold(waiting)
+    def _pause(self, everything: bool) -> None:
+        self.holds.append(True)
+        self.paused.set()
+        super()._pause(everything)
+
+    def _resume(self) -> None:
+        self.holds.append(False)
+        super()._resume()
 
 
 def test_a_slow_async_callback_pauses_reading_and_loses_nothing(
@@ -40,7 +49,7 @@ def test_a_slow_async_callback_pauses_reading_and_loses_nothing(
 ) -> None:
     """Deltas behind a slow async callback wait in order; past the limit the node stops
     reading, and once the callback is done it reads on: every delta, in order."""
-    monkeypatch.setattr(bus_module, "BEHIND_LIMIT", 5)
+    monkeypatch.setattr(dispatcher_module, "BEHIND_LIMIT", 5)
     cluster = Cluster(procs, tmp_path)
     cluster.start_cage()
     count = 200
@@ -134,16 +143,16 @@ def test_a_backlog_behind_a_stopped_cage_is_sent_in_order_once_it_runs_again(
             try:
                 # Until the DEALER's queue is full (and the kernel's socket
                 # buffers), then as many again as `extra`.
-                while not send._backlog and count < FILL_LIMIT:
+                while not backlog(send) and count < FILL_LIMIT:
                     send.send("recv", "n", [count, pad])
                     count += 1
                     await asyncio.sleep(0)  # one loop turn: each message its own frame
-                assert send._backlog, "the DEALER's queue never filled"
+                assert backlog(send), "the DEALER's queue never filled"
                 for _ in range(extra):
                     send.send("recv", "n", [count, pad])
                     count += 1
                     await asyncio.sleep(0)
-                assert len(send._backlog) >= extra
+                assert len(backlog(send)) >= extra
             finally:
                 cage.kill(signal.SIGCONT)
             stop = time.monotonic() - stopped
@@ -163,8 +172,8 @@ class DroppingBus(Bus):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.dropped = asyncio.Event()
 
-    def _drop_backlog(self) -> None:
-        super()._drop_backlog()
+    def _dropped(self, frames: int) -> None:
+        super()._dropped(frames)
         if self.core.stats["dropped_backlog"]:
             self.dropped.set()
 
@@ -194,13 +203,13 @@ def test_a_backlog_the_cage_takes_nothing_of_for_an_expiry_is_dropped_and_the_no
             stopped = time.monotonic()
             sent = 0
             try:
-                while len(send._backlog) < extra and sent < FILL_LIMIT:
+                while len(backlog(send)) < extra and sent < FILL_LIMIT:
                     for _ in range(10_000):
                         send.send(keys[sent % 2], "n", [sent, pad])
                         sent += 1
                     # One loop turn: the flush fills the DEALER's queue, the node holds the rest.
                     await asyncio.sleep(0)
-                assert len(send._backlog) >= extra, "the DEALER's queue never filled"
+                assert len(backlog(send)) >= extra, "the DEALER's queue never filled"
                 # The cage takes nothing for an expiry: the node drops what it holds.
                 while send.core.stats["dropped_backlog"] < extra:
                     await asyncio.wait_for(send.dropped.wait(), WAIT)

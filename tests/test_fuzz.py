@@ -246,8 +246,10 @@ def test_an_answer_too_large_to_send_is_counted_not_raised() -> None:
     node = _node()
     node.publish("t", "x" * (MAX_MESSAGE_BYTES - 200))
     huge = codec.Subscribe("s" * 1000, "t", {}, 1.0)
-    events = node.receive(
+    effects = node.receive(
         [codec.header(Kind.SUBSCRIBE), b"other", b"node", codec.encode_one(huge)], 1.0)
-    assert events == []
+    # Nothing sent, nothing for the service: only the bad frame's log line.
+    assert effects.frames == []
+    assert [type(e).__name__ for e in effects.events] == ["BadFrame"]
     assert node.stats["bad_frames"] == 1
     assert "exceeds" in node.last_bad

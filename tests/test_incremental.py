@@ -47,6 +47,39 @@ def test_a_row_table_compacts_the_oldest_copies_and_keeps_the_order() -> None:
     assert table.rows() == [{"n": i} for i in [*range(190, 195), *range(196, 200), 195]]
 
 
+def test_a_row_table_removes_an_equal_row_whose_map_lists_its_keys_in_another_order() -> None:
+    """Rows are matched as data: the same map built in another key order is the same row."""
+    table = RowTable([{"a": 1, "b": [1, {"x": 1, "y": 2}]}, {"a": 2}])
+    plan = table.plan(remove=[{"b": [1, {"y": 2, "x": 1}], "a": 1}, {"a": 3}])
+    assert plan.remove == [{"b": [1, {"y": 2, "x": 1}], "a": 1}]
+    table.commit(plan)
+    assert table.rows() == [{"a": 2}]
+    # Once looked up as data, the table keeps that index up to date.
+    table.commit(table.plan(add=[{"c": 1, "d": 2}]))
+    table.commit(table.plan(remove=[{"d": 2, "c": 1}]))
+    assert table.rows() == [{"a": 2}]
+    assert table.bytes == packed_size({"a": 2})
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.booleans()), max_size=60))
+def test_a_row_table_is_the_multiset_of_its_rows_as_data_whatever_their_key_order(
+    script: list[tuple[bool, int, bool]],
+) -> None:
+    """Adds and removes of rows built in either key order keep the multiset a Counter keeps."""
+    table, model = RowTable([]), Counter[tuple[int, int]]()
+    for adding, n, flipped in script:
+        row = {"n": n, "m": -n} if not flipped else {"m": -n, "n": n}
+        if adding:
+            table.commit(table.plan(add=[row]))
+            model[(n, -n)] += 1
+        else:
+            table.commit(table.plan(remove=[row]))
+            if model[(n, -n)]:
+                model[(n, -n)] -= 1
+        assert Counter((r["n"], r["m"]) for r in table.rows()) == +model
+        assert len(table) == sum(model.values())
+
+
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 5)), max_size=80))
 def test_row_and_key_tables_track_their_packed_size(script: list[tuple[bool, int]]) -> None:
     """``bytes`` is the packed size of the content, whatever the changes."""

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.node import subscriptions as subscriber
-from zdse.node.actions import AddFilter, RemoveFilter, Send
 from zdse.node.core import NodeCore
 from zdse.node.delta import same
+from zdse.node.effects import AddFilter, RemoveFilter, Send
 from zdse.node.publications import Publications
 from zdse.node.requests import Outcome
 from zdse.node.subscriptions import FeedState, Subscriptions, Update
@@ -412,23 +412,21 @@ def test_a_welcomed_node_announces_nothing_until_its_own_probe_comes_back() -> N
     from zdse.node.session import PROBE_DATAINDEX, SessionState
 
     core = NodeCore(codec.Register("sub", [], {}), "ep", 10.0, 0.0)
-    core.start(0.0)
-    assert codec.topic("sub", PROBE_DATAINDEX) in core.filters.add
+    assert codec.topic("sub", PROBE_DATAINDEX) in core.start(0.0).subscribe
     core.subscribe("pub", "t", 0.0)
-    core.outbox.clear()
     welcome = codec.encode_one(codec.Welcome("cage1", 1.0))
-    assert core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.1) == []
+    step = core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.1)
+    assert step.events == []
     assert core.session.state is SessionState.JOINING
-    (probe,) = core.outbox
+    (probe,) = step.frames
     assert probe[:2] == (codec.header(codec.Kind.DELTA), PROBE_DATAINDEX.encode())
-    core.outbox.clear()
-    assert core.tick(0.16) == []
-    assert [k for k, _, _ in core.outbox] == [codec.header(codec.Kind.DELTA)]  # probed again
-    core.outbox.clear()
-    events = core.receive_published([codec.topic("sub", PROBE_DATAINDEX), *probe[::2]], 0.2)
-    assert events == [Registered(False, "cage1")]
+    step = core.tick(0.16)
+    assert step.events == []
+    assert [k for k, _, _ in step.frames] == [codec.header(codec.Kind.DELTA)]  # probed again
+    step = core.receive_published([codec.topic("sub", PROBE_DATAINDEX), *probe[::2]], 0.2)
+    assert step.events == [Registered(False, "cage1")]
     assert core.registered
-    kinds = [codec.parse_header(h)[0] for h, _, _ in core.outbox]
+    kinds = [codec.parse_header(h)[0] for h, _, _ in step.frames]
     assert kinds == [codec.Kind.SUBSCRIBE]
     with pytest.raises(ProtocolError, match="reserved"):
         core.publish(PROBE_DATAINDEX, [[1]])
@@ -463,3 +461,57 @@ def test_a_subscription_alone_does_not_publish_a_dataindex() -> None:
     assert pubs.dataindexes() == ["later"]
     assert (pubs.waiting, pubs.expire(11)) == (0, 1)
     assert "later" in pubs.pubdata()  # published data stays when its subscribers go
+
+
+def test_a_feed_given_an_input_its_state_cannot_take_names_the_feed_and_the_state() -> None:
+    """A hole in the feeds' table is a ProtocolError naming the feed and its state."""
+    subs = Subscriptions(refresh=50)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 1)  # a gap: RESYNC
+    missing = subscriber.TRANSITIONS.pop((FeedState.RESYNC, subscriber.FeedInput.NEXT))
+    try:
+        with pytest.raises(ProtocolError, match="can't handle next when feed pub/t is resync"):
+            subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 2)
+    finally:
+        subscriber.TRANSITIONS[(FeedState.RESYNC, subscriber.FeedInput.NEXT)] = missing
+
+
+def test_kinds_and_outcomes_are_strenums_equal_to_their_strings_on_the_wire_and_in_json() -> None:
+    """Update.kind, Outcome.error and SessionChange.what compare, pack and dump as strings."""
+    import json
+
+    from zdse.node.events import Change, SessionChange
+    from zdse.node.requests import Failure, PendingRequests
+    from zdse.node.subscriptions import UpdateKind
+
+    subs = Subscriptions(refresh=50)
+    sid, _ = subs.subscribe("k", "t", 0)
+    (u,), _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    assert u.kind == "snapshot"
+    assert u.kind is UpdateKind.SNAPSHOT
+    requests = PendingRequests()
+    outcome = requests.on_noroute(requests.new("k"))
+    assert outcome is not None
+    assert outcome.error == "noroute"
+    change = SessionChange(Change.ERROR, "over_budget: ...")
+    assert change.what == "error"
+    values = [u.kind, outcome.error, change.what]
+    assert json.dumps(values) == '["snapshot", "noroute", "error"]'
+    assert codec.decode_fields(codec.Kind.MESSAGE, codec.encode_one(
+        codec.Message("t", values))) == [["t", ["snapshot", "noroute", "error"]]]
+    assert f"cage.{Change.LOST}" == "cage.lost"
+    assert {Failure.TIMEOUT: 1}["timeout"] == 1
+
+
+def test_the_core_returns_what_to_do_and_keeps_none_of_it() -> None:
+    """Each input's Effects holds what it called for; the next input's holds only its own."""
+    core = NodeCore(codec.Register("n", [], {}), "ep", 10.0, 0.0)
+    first = core.start(0.0)
+    assert [codec.parse_header(h)[0] for h, _, _ in first.frames] == [codec.Kind.REGISTER]
+    assert core.tick(0.1).frames == []  # the register is not sent twice
+    assert first.frames  # and the step handed over is the shell's, left as it was
+    welcome = codec.encode_one(codec.Welcome("cage1", 1.0))
+    step = core.receive([codec.header(codec.Kind.WELCOME), b"cage", b"", welcome], 0.2)
+    assert [k for k, _, _ in step.frames] == [codec.header(codec.Kind.DELTA)]  # the probe
+    assert core.receive([b"garbage"], 0.3).events[0].count == 1  # type: ignore[union-attr]

@@ -136,3 +136,27 @@ def test_joining_for_an_expiry_says_so_once_per_expiry() -> None:
             silent.append(now)
     assert silent == [3.0, 6.0]
     assert s.state is SessionState.JOINING
+
+
+def test_the_clocks_inputs_go_through_the_table_too() -> None:
+    """A due probe is an input like any other: a hole for it is an error naming the state."""
+    s = Session(REG, 0)
+    s.start(0)
+    s.on_welcome("e1", 1.0, 0.0)
+    missing = TRANSITIONS.pop((SessionState.JOINING, Input.PROBE_DUE))
+    try:
+        with pytest.raises(ProtocolError, match="can't handle probe_due when the session is "
+                                                 "joining"):
+            s.tick(0.1)
+    finally:
+        TRANSITIONS[(SessionState.JOINING, Input.PROBE_DUE)] = missing
+
+
+def test_a_probe_that_comes_back_once_registered_changes_nothing() -> None:
+    """The same probe twice: the second is the table's (REGISTERED, heard) row, a no-op."""
+    s = Session(REG, 0)
+    s.start(0)
+    s.on_welcome("e1", 1.0, 0.0)
+    assert s.on_probe("e1", 1)
+    assert not s.on_probe("e1", 1)
+    assert s.state is SessionState.REGISTERED

@@ -20,15 +20,19 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from zdse.cage.core import CageCore
-from zdse.node.core import Event, IncomingRequest, NodeCore
+from zdse.node.core import NodeCore
+from zdse.node.effects import Effects, Frame
+from zdse.node.events import Event, IncomingRequest
+from zdse.node.publications import Prepared
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
 
-__all__ = ["FakeClock", "FakeNet"]
+__all__ = ["FakeClock", "FakeNet", "WiredCore"]
 
 
 @dataclass
@@ -46,11 +50,125 @@ class FakeClock:
         return self.now
 
 
+class WiredCore(NodeCore):
+    """A :class:`NodeCore` whose local calls the fake network carries out, as a Bus does.
+
+    Each call returns what the core's does; the frames, filter changes and
+    events it called for also wait in :attr:`pending`, for the network's
+    next round. So a test calls ``core.publish(...)`` and runs the network.
+    """
+
+    def __init__(self, register: codec.Register, epoch: str, refresh: float,
+                 now: float) -> None:
+        super().__init__(register, epoch, refresh, now)
+        #: Steps and frames its local calls returned, not yet carried out.
+        self.pending: list[Effects | Frame] = []
+
+    def _keep(self, out: Effects | Frame | None) -> None:
+        if out is not None:
+            self.pending.append(out)
+
+    def start(self, now: float) -> Effects:
+        """As NodeCore's; carried out by the network."""
+        out = super().start(now)
+        self._keep(out)
+        return out
+
+    def bye(self) -> Effects:
+        """As NodeCore's; carried out by the network."""
+        out = super().bye()
+        self._keep(out)
+        return out
+
+    def publish(self, dataindex: str, data: Any,
+                prepared: Prepared | None = None) -> Frame | None:
+        """As NodeCore's; carried out by the network."""
+        out = super().publish(dataindex, data, prepared)
+        self._keep(out)
+        return out
+
+    def replace(self, dataindex: str, value: Any) -> Frame | None:
+        """As NodeCore's; carried out by the network."""
+        out = super().replace(dataindex, value)
+        self._keep(out)
+        return out
+
+    def change_keys(self, dataindex: str, put: Mapping[Any, Any],
+                    delete: Iterable[Any] = ()) -> Frame | None:
+        """As NodeCore's; carried out by the network."""
+        out = super().change_keys(dataindex, put, delete)
+        self._keep(out)
+        return out
+
+    def change_rows(self, dataindex: str, add: Iterable[Any] = (),
+                    remove: Iterable[Any] = ()) -> Frame | None:
+        """As NodeCore's; carried out by the network."""
+        out = super().change_rows(dataindex, add, remove)
+        self._keep(out)
+        return out
+
+    # Tests want the id alone, as from Bus.subscribe: what else the core's
+    # call returns is the network's to carry out.
+    def subscribe(  # type: ignore[override]
+        self, key: str, dataindex: str, now: float, sid: str | None = None,
+        refresh: float | None = None,
+    ) -> str:
+        """As NodeCore's, carried out by the network; return the subscription id."""
+        sid, out = super().subscribe(key, dataindex, now, sid, refresh)
+        self._keep(out)
+        return sid
+
+    def set_addresses(self, addresses: list[str]) -> Effects:
+        """As NodeCore's; carried out by the network."""
+        out = super().set_addresses(addresses)
+        self._keep(out)
+        return out
+
+    def unsubscribe(self, sid: str) -> Effects:
+        """As NodeCore's; carried out by the network."""
+        out = super().unsubscribe(sid)
+        self._keep(out)
+        return out
+
+    def request(  # type: ignore[override]  # the id alone, as subscribe above
+        self, key: str, dataindex: str, args: Any, gather: bool, timeout: float = 0.0,
+    ) -> int:
+        """As NodeCore's, carried out by the network; return the correlation id."""
+        cid, out = super().request(key, dataindex, args, gather, timeout)
+        self._keep(out)
+        return cid
+
+    def send(self, key: str, dataindex: str, data: Any) -> Frame:
+        """As NodeCore's; carried out by the network."""
+        out = super().send(key, dataindex, data)
+        self._keep(out)
+        return out
+
+    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> Frame:
+        """As NodeCore's; carried out by the network."""
+        out = super().reply(sender, cid, ok, value)
+        self._keep(out)
+        return out
+
+    @property
+    def outbox(self) -> list[Frame]:
+        """The frames its local calls called for, not yet sent."""
+        return [f for out in self.pending
+                for f in ([out] if isinstance(out, tuple) else out.frames)]
+
+    def take_pending(self) -> list[Effects | Frame]:
+        """What the local calls called for since the last take."""
+        out, self.pending = self.pending, []
+        return out
+
+
 @dataclass
 class _Member:
-    core: NodeCore
+    core: WiredCore
     identity: bytes
     filters: set[bytes] = field(default_factory=set)
+    #: Frames to send in the next round, in order.
+    outbox: list[Frame] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     alive: bool = True
     #: While paused: what the cage sent it, unread (its DEALER's queue).
@@ -86,9 +204,9 @@ class FakeNet:
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
 
-    def add(self, name: str, addresses: list[str] | None = None) -> NodeCore:
+    def add(self, name: str, addresses: list[str] | None = None) -> WiredCore:
         """Start a node and run the network until it is registered."""
-        core = NodeCore(
+        core = WiredCore(
             codec.Register(name, list(addresses or []), {}),
             f"{name}-epoch-{next(self._ids)}",
             self.refresh,
@@ -128,7 +246,7 @@ class FakeNet:
         member = self.member(core)
         held, member.held = member.held or [], None
         for frames in held:
-            self._deliver(member, core.receive(frames, self.clock.now))
+            self._carry_out(member, core.receive(frames, self.clock.now))
 
     def restart_cage(self) -> None:
         """A new cage process: empty tables, a new epoch."""
@@ -151,7 +269,7 @@ class FakeNet:
             now = self.clock.now
             self.cage.tick(now)
             for member in self._alive():
-                member.events += member.core.tick(now)
+                self._carry_out(member, member.core.tick(now))
             self.run()
 
     def _alive(self) -> list[_Member]:
@@ -161,12 +279,9 @@ class FakeNet:
         now = self.clock.now
         moved = False
         for member in self._alive():
-            core = member.core
-            member.filters.update(core.filters.add)
-            member.filters.difference_update(core.filters.remove)
-            core.filters.add.clear()
-            core.filters.remove.clear()
-            queue, core.outbox = core.outbox, []
+            for out in member.core.take_pending():
+                self._carry_out(member, out)
+            queue, member.outbox = member.outbox, []
             for frames in codec.coalesce(queue):
                 self.cage.receive([member.identity, *frames], now)
                 moved = True
@@ -185,25 +300,37 @@ class FakeNet:
             if target.held is not None:
                 target.held.append(frames[1:])
                 continue
-            self._deliver(target, target.core.receive(frames[1:], now))
+            self._carry_out(target, target.core.receive(frames[1:], now))
         for frames in to_pub:
             moved = True
             if self.drop is not None and frames[0] != codec.EVENT_TOPIC and self.drop(frames):
                 continue
             for member in self._alive():
                 if any(frames[0].startswith(f) for f in member.filters):
-                    self._deliver(member, member.core.receive_published(frames, now))
+                    self._carry_out(member, member.core.receive_published(frames, now))
         return moved
+
+    def _carry_out(self, member: _Member, out: Effects | Frame) -> None:
+        """Do what a core called for, as the Bus does: queue, filter, dispatch."""
+        if isinstance(out, tuple):
+            member.outbox.append(out)
+            return
+        member.outbox += out.frames
+        member.filters.update(out.subscribe)
+        member.filters.difference_update(out.unsubscribe)
+        if out.events:
+            self._deliver(member, out.events)
 
     def _deliver(self, member: _Member, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, IncomingRequest):
                 # Answer as the Bus does by default: the published data.
                 req = event.request
-                pubs = member.core.publications
-                if req.dataindex in pubs.dataindexes():
-                    member.core.reply(event.sender, req.cid, True, pubs.data(req.dataindex))
+                found, data = member.core.published(req.dataindex)
+                if found:
+                    member.outbox.append(NodeCore.reply(member.core, event.sender, req.cid,
+                                                        True, data))
                 else:
-                    member.core.reply(event.sender, req.cid, False,
-                                      ["UnknownRequest", req.dataindex])
+                    member.outbox.append(NodeCore.reply(member.core, event.sender, req.cid,
+                                                        False, ["UnknownRequest", req.dataindex]))
             member.events.append(event)

@@ -3,27 +3,57 @@
 :class:`NodeCore` joins the session (registration, heartbeats), the
 publications (pubData), the subscriptions (subData) and the pending
 requests. Its shell (:class:`zdse.node.bus.Bus`, or :class:`zdse.testing.FakeNet`
-in tests) feeds it frames and the time, sends what it leaves in
-:attr:`NodeCore.outbox`, applies its SUB filter changes, and acts on the
-:data:`Event` values it returns: callbacks, settled requests, requests to
-answer.
+in tests) feeds it inputs (frames, local calls, the time) and carries out
+what each returns (:mod:`zdse.node.effects`):
+
+* a :class:`~zdse.node.effects.Effects` for frames read and ticks, and for the
+  local calls that may do several things (start, bye, subscribe,
+  unsubscribe, set_addresses, refuse): the frames to send, the SUB filter
+  changes, and the :data:`~zdse.node.events.Event` values to dispatch
+  (callbacks, settled requests, requests to answer);
+* the one :data:`~zdse.node.effects.Frame` to send (or None) for the
+  per-message calls: send, reply, request, publish and its kin.
+
+It holds nothing for the shell between calls: the shell reads what it needs
+through the queries at the end of the class, never the sub-cores.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.log import sampled
 from zdse.node import delta as deltas
 from zdse.node import tableindex
-from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
+from zdse.node.effects import (
+    NOTHING,
+    AddFilter,
+    Effect,
+    Effects,
+    Frame,
+    RemoveFilter,
+    Send,
+    build_effects,
+)
+from zdse.node.events import (
+    BadFrame,
+    Change,
+    Event,
+    IncomingMessage,
+    IncomingRequest,
+    Membership,
+    Registered,
+    SessionChange,
+)
 from zdse.node.publications import Prepared, Publications
 from zdse.node.requests import Outcome, PendingRequests
 from zdse.node.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.node.subscriptions import Subscriptions, Update
+from zdse.node.tableindex import Steps
 from zdse.wire import codec
 from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.frozen import builder
@@ -57,14 +87,6 @@ SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
 SNAPSHOT_OVER_TABLE = 5 + 34 + 258 + 34 + 9 + 2 * 9 + 5
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingRequest:
-    """A request to answer with :meth:`NodeCore.reply`."""
-
-    sender: str
-    request: codec.Request
-
-
 @dataclass(slots=True)
 class _PartStream:
     """A snapshot in parts on its way to one subscription, a part at a time.
@@ -80,66 +102,13 @@ class _PartStream:
     sent: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    """A one-way message for the service."""
-
-    sender: str
-    message: codec.Message
-
-
 # The per-message values of the hot paths, built without their frozen
 # __init__ (see zdse.wire.frozen); every other value is built the usual way.
 _build_message = builder(codec.Message)
 _build_snapshot = builder(codec.Snapshot)
 _build_delta = builder(codec.Delta)
 _build_incoming = builder(IncomingMessage)
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """The cage welcomed us; ``again`` if it was not the first time."""
-
-    again: bool
-    cage_epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionChange:
-    """The session moved: ``"lost"``, ``"reregistering"``, ``"refused"``, ``"sub_silent"``.
-
-    (Or ``"error"``: the cage refused one of our frames.)
-    """
-
-    what: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """A service joined the bus (or changed its addresses), or left it.
-
-    Attributes:
-        what: ``"joined"`` or ``"left"``.
-        name: the service's unique name.
-        addresses: its addresses besides the name (joined only).
-        reason: why it left: ``"bye"``, ``"expired"``, ``"disconnected"``, ...
-    """
-
-    what: str
-    name: str
-    addresses: list[str]
-    reason: str
-
-
-Event = (Update | Outcome | IncomingRequest | IncomingMessage | Registered | SessionChange
-         | Membership)
-
-
-@dataclass(slots=True)
-class _Filters:
-    add: list[bytes] = field(default_factory=list)
-    remove: list[bytes] = field(default_factory=list)
+_NONE: list[Any] = NOTHING.frames
 
 
 class NodeCore:
@@ -159,10 +128,6 @@ class NodeCore:
         self.subscriptions = Subscriptions(refresh)
         self.requests = PendingRequests()
         self.stats: Counter[str] = Counter()
-        #: Encoded messages to send: (header, key, body), in order.
-        self.outbox: list[tuple[bytes, bytes, bytes]] = []
-        #: SUB filter changes to apply.
-        self.filters = _Filters()
         self.last_bad = ""
         #: Snapshots in parts under way, by (subscriber, sid): at most one
         #: each, holding a reference to a version's packed rows.
@@ -171,26 +136,30 @@ class NodeCore:
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from the cage, for its receipts (zdse.wire.receipts).
         self.reads = ReadCount()
-
-    @property
-    def registered(self) -> bool:
-        """Whether the cage knows this node and its SUB has proven to receive."""
-        return self.session.state is SessionState.REGISTERED
+        # What the input being handled calls for so far: taken into its Effects
+        # (see _step) before the call returns, never held across calls.
+        self._frames: list[Frame] = []
+        self._add: list[bytes] = []
+        self._remove: list[bytes] = []
+        self._news: list[Event] = []  # BadFrame: found where no events list is at hand
 
     # --- local calls --------------------------------------------------------
 
-    def start(self, now: float) -> None:
-        """Queue the first registration; listen for our own probes."""
-        self.filters.add.append(self._probe_topic)
+    def start(self, now: float) -> Effects:
+        """The first registration; listen for our own probes."""
+        self._add.append(self._probe_topic)
         self._control(self.session.start(now))
+        return self._step([])
 
-    def bye(self) -> None:
-        """Queue a goodbye, if the cage knows us."""
+    def bye(self) -> Effects:
+        """A goodbye, if the cage knows us."""
         if self.session.known:
             self._control(codec.Bye())
+        return self._step([])
 
-    def publish(self, dataindex: str, data: Any, prepared: Prepared | None = None) -> None:
-        """Store data; queue the delta if it changed and anyone subscribes.
+    def publish(self, dataindex: str, data: Any,
+                prepared: Prepared | None = None) -> Frame | None:
+        """Store data; return the delta to send if it changed and anyone subscribes.
 
         ``prepared``, if given, is ``data`` already indexed and diffed by
         :meth:`Publications.prepare` (a shell spreads that over its loop).
@@ -253,10 +222,25 @@ class NodeCore:
             # The delta is encoded once, to send.
             bodies.append(body)
 
-        self._queue(dataindex, self.publications.commit(dataindex, prepared, admit), bodies)
+        return self._delta(dataindex, self.publications.commit(dataindex, prepared, admit),
+                           bodies)
 
-    def replace(self, dataindex: str, value: Any) -> None:
-        """Store ``value`` whole and queue it as a ``replace`` delta (no diff).
+    def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
+        """``data`` indexed and diffed against what is published, in slices.
+
+        What :meth:`publish` does before storing, as steps a shell spreads
+        over its event loop (:meth:`Publications.prepare`); give the result
+        to :meth:`publish`.
+
+        Raises:
+            ProtocolError: a row msgpack cannot represent, or ``dataindex`` is
+                the reserved PROBE_DATAINDEX.
+        """
+        _not_reserved(dataindex)
+        return self.publications.prepare(dataindex, data)
+
+    def replace(self, dataindex: str, value: Any) -> Frame | None:
+        """Store ``value`` whole; return it as a ``replace`` delta to send (no diff), if due.
 
         Raises:
             MessageTooLarge: a snapshot of ``value`` would exceed MAX_MESSAGE_BYTES.
@@ -272,51 +256,53 @@ class NodeCore:
                     f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             body.append(encoded)
 
-        self._queue(dataindex, self.publications.replace(dataindex, value, admit), body)
+        return self._delta(dataindex, self.publications.replace(dataindex, value, admit), body)
 
     def change_keys(self, dataindex: str, put: Mapping[Any, Any],
-                    delete: Iterable[Any] = ()) -> None:
-        """Put and delete keys of a dict table; queue exactly that delta.
+                    delete: Iterable[Any] = ()) -> Frame | None:
+        """Put and delete keys of a dict table; return exactly that delta to send, if due.
 
         See :meth:`Publications.change_keys` (and what it raises); the delta
         itself must fit one message (MessageTooLarge).
         """
-        self._change(dataindex, lambda admit: self.publications.change_keys(
+        return self._change(dataindex, lambda admit: self.publications.change_keys(
             dataindex, put, delete, admit))
 
     def change_rows(self, dataindex: str, add: Iterable[Any] = (),
-                    remove: Iterable[Any] = ()) -> None:
-        """Add and remove rows of a list table; queue exactly that delta.
+                    remove: Iterable[Any] = ()) -> Frame | None:
+        """Add and remove rows of a list table; return exactly that delta to send, if due.
 
         See :meth:`Publications.change_rows` (and what it raises); the delta
         itself must fit one message (MessageTooLarge).
         """
-        self._change(dataindex, lambda admit: self.publications.change_rows(
+        return self._change(dataindex, lambda admit: self.publications.change_rows(
             dataindex, add, remove, admit))
 
     def _change(self, dataindex: str,
-                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None]) -> None:
-        """Make a change, its delta encoded (once) before anything is stored; queue it."""
+                change: Callable[[Callable[[codec.Delta], None]], codec.Delta | None],
+                ) -> Frame | None:
+        """Make a change, its delta encoded (once) before anything is stored."""
         _not_reserved(dataindex)
         body: list[bytes] = []
-        self._queue(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
+        return self._delta(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
 
-    def _queue(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> None:
-        """Queue a stored change's encoded delta, if it is to be sent and the cage knows us."""
+    def _delta(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> Frame | None:
+        """A stored change's encoded delta, if it is to be sent and the cage knows us."""
         # Sent while JOINING too: subscribers may hold a snapshot of ours.
         if sent is not None and self.session.known:
-            self.outbox.append((_DELTA_HEADER, dataindex.encode(), body[0]))
+            return (_DELTA_HEADER, dataindex.encode(), body[0])
+        return None
 
     def subscribe(self, key: str, dataindex: str, now: float, sid: str | None = None,
-                  refresh: float | None = None) -> str:
-        """Start a subscription; return its id (see Subscriptions.subscribe)."""
+                  refresh: float | None = None) -> tuple[str, Effects]:
+        """Start a subscription; return its id and its announce (see Subscriptions.subscribe)."""
         codec.validate_pattern(key, "key")
         sid, actions = self.subscriptions.subscribe(key, dataindex, now, sid, refresh)
         if self.registered:
             self._act(actions)
-        return sid
+        return sid, self._step([])
 
-    def set_addresses(self, addresses: list[str]) -> None:
+    def set_addresses(self, addresses: list[str]) -> Effects:
         """Listen on ``addresses`` besides the name from now on; tell the cage at once.
 
         The registration is sent again (the cage changes the routes in
@@ -330,42 +316,56 @@ class NodeCore:
         session.register = codec.Register(old.name, list(addresses), old.info)
         if self.registered:
             self._control(session.register)
+        return self._step([])
 
-    def unsubscribe(self, sid: str) -> None:
+    def unsubscribe(self, sid: str) -> Effects:
         """End a subscription."""
         self._act(self.subscriptions.unsubscribe(sid))
+        return self._step([])
 
     def request(self, key: str, dataindex: str, args: Any, gather: bool,
-                timeout: float = 0.0) -> int:
-        """Queue a request, to be answered within ``timeout`` seconds; return its correlation id."""
+                timeout: float = 0.0) -> tuple[int, Frame]:
+        """A request, to be answered within ``timeout`` seconds: its correlation id, its frame."""
         codec.validate_pattern(key, "key")
         cid = self.requests.new(key, gather)
         try:
-            self._act([Send(key, codec.Request(cid, dataindex, args, timeout))],
-                      FLAG_GATHER if gather else 0)
+            frame = _encode(key, codec.Request(cid, dataindex, args, timeout),
+                            FLAG_GATHER if gather else 0)
         except (ProtocolError, MessageTooLarge):
             self.requests.cancel(cid)
             raise
-        return cid
+        return cid, frame
 
-    def send(self, key: str, dataindex: str, data: Any) -> None:
-        """Queue a one-way message."""
+    def send(self, key: str, dataindex: str, data: Any) -> Frame:
+        """A one-way message's frame."""
         codec.validate_pattern(key, "key")
-        # What _act does for one Send, without building the action: this is
-        # the sender's per-message hot path.
-        body = codec.encode_one(_build_message(dataindex, data))
-        self.outbox.append((_MESSAGE_HEADER, key.encode(), body))
+        # What _encode does, without its look-ups: the sender's per-message hot path.
+        return (_MESSAGE_HEADER, key.encode(), codec.encode_one(_build_message(dataindex, data)))
 
-    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> None:
-        """Answer request ``cid`` of ``sender``; a value that cannot be sent becomes an error."""
+    def reply(self, sender: str, cid: int, ok: bool, value: Any) -> Frame:
+        """The answer to request ``cid`` of ``sender`` (a value that cannot be sent: an error)."""
         try:
-            self._act([Send(sender, codec.Reply(cid, ok, value))])
+            return _encode(sender, codec.Reply(cid, ok, value))
         except (ProtocolError, MessageTooLarge) as exc:
-            self._act([Send(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))])
+            return _encode(sender, codec.Reply(cid, False, [type(exc).__name__, str(exc)]))
+
+    def timeout(self, cid: int) -> Outcome | None:
+        """Request ``cid``'s deadline passed: how it ended (None if it already had)."""
+        return self.requests.timeout(cid)
+
+    def cancel(self, cid: int) -> None:
+        """Forget request ``cid``: its caller went away."""
+        self.requests.cancel(cid)
+
+    def count(self, what: str, n: int = 1) -> int:
+        """The shell reports what it did or saw (frames sent, a callback that
+        failed, ...): counted among the node's statistics; return the count."""
+        self.stats[what] += n
+        return self.stats[what]
 
     # --- input from the cage -----------------------------------------------
 
-    def receive(self, frames: list[bytes], now: float) -> list[Event]:
+    def receive(self, frames: list[bytes], now: float) -> Effects:
         """Take a message from the DEALER: ``[header, sender, key, body]``."""
         if self.reads.take(frames):
             self._receipt()
@@ -377,7 +377,7 @@ class NodeCore:
             messages = codec.decode_body(kind, frames[3])
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
-            return []
+            return self._step([])
         if kind is Kind.WELCOME and messages:
             welcome = messages[-1]
             assert isinstance(welcome, codec.Welcome)
@@ -386,7 +386,7 @@ class NodeCore:
             # A batch of one-way messages: nothing to dispatch but the events.
             # (decode_body of MESSAGE gives codec.Message values only.)
             build = _build_incoming
-            return [build(sender, msg) for msg in messages]
+            return self._step([build(sender, msg) for msg in messages])
         events: list[Event] = []
         for msg in messages:
             try:
@@ -395,9 +395,9 @@ class NodeCore:
                 # Its answer cannot be sent (a huge subscription id, say):
                 # bad input like any other, counted and dropped.
                 self._bad(exc)
-        return events
+        return self._step(events)
 
-    def receive_published(self, frames: list[bytes], now: float) -> list[Event]:
+    def receive_published(self, frames: list[bytes], now: float) -> Effects:
         """Take a message from the SUB socket: ``[topic, header, body]``."""
         try:
             if len(frames) != 3:
@@ -410,17 +410,17 @@ class NodeCore:
                 # fields go to on_deltas, which builds a Delta only to keep it.
                 batch = codec.decode_fields(kind, frames[2])
                 if topic == self._probe_topic:
-                    return self._on_probes(batch, now)
+                    return self._step(self._on_probes(batch, now))
             else:
                 messages = codec.decode_body(kind, frames[2])
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
-            return []
+            return self._step([])
         if kind is Kind.DELTA:
             updates, actions = self.subscriptions.on_deltas(publisher, batch, now)
             if actions:
                 self._act(actions)
-            return updates  # type: ignore[return-value]  # Updates are Events
+            return self._step(updates)  # type: ignore[arg-type]  # Updates are Events
         events: list[Event] = []
         for msg in messages:
             if isinstance(msg, codec.Delta):
@@ -436,9 +436,14 @@ class NodeCore:
                     del self._streams[key]
                 self._take(self.subscriptions.on_left(msg.name), events)
                 events.append(Membership("left", msg.name, [], msg.reason))
-        return events
+        return self._step(events)
 
-    def tick(self, now: float) -> list[Event]:
+    def refuse(self, why: str, now: float) -> Effects:
+        """The shell saw the cage refuse our CURVE key at the handshake: a final refusal."""
+        self.session.on_error("forbidden", why, now)
+        return self._step([SessionChange(Change.REFUSED, why)])
+
+    def tick(self, now: float) -> Effects:
         """Beat, re-announce, expire; probe our SUB; notice a silent cage."""
         events: list[Event] = []
         tick = self.session.tick(now)
@@ -450,10 +455,10 @@ class NodeCore:
             self._probe()
         if tick.lost:
             silent = f"no word from the cage for {self.session.expiry}s"
-            events.append(SessionChange("lost", silent))
+            events.append(SessionChange(Change.LOST, silent))
         if tick.sub_silent:
-            events.append(SessionChange("sub_silent", f"welcomed, but no probe came back on the "
-                                        f"SUB for {self.session.expiry}s; still probing"))
+            events.append(SessionChange(Change.SUB_SILENT, f"welcomed, but no probe came back "
+                                        f"on the SUB for {self.session.expiry}s; still probing"))
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
@@ -462,13 +467,13 @@ class NodeCore:
             for key, stream in list(self._streams.items()):
                 if (stream.fields[1], key[1]) not in self.publications.readers_of(key[0].decode()):
                     del self._streams[key]
-        return events
+        return self._step(events)
 
     def _probe(self) -> None:
         """Publish a probe to ourselves: it comes back once our SUB receives."""
         epoch, number = self.session.probe()
         body = codec.encode_one(codec.Delta(PROBE_DATAINDEX, epoch, number, None))
-        self.outbox.append((_DELTA_HEADER, _PROBE_KEY, body))
+        self._frames.append((_DELTA_HEADER, _PROBE_KEY, body))
 
     def _on_probes(self, batch: list[list[Any]], now: float) -> list[Event]:
         """Our probe came back: the SUB receives, the node is registered."""
@@ -480,6 +485,72 @@ class NodeCore:
                 self._act(self.subscriptions.reannounce_all(now))
                 return [Registered(self.session.registrations > 1, self.session.cage_epoch)]
         return []
+
+    # --- what the shell may read ---------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """Whether the cage knows this node and its SUB has proven to receive."""
+        return self.session.state is SessionState.REGISTERED
+
+    @property
+    def known(self) -> bool:
+        """Whether the cage knows this node (welcomed, its SUB proven or not)."""
+        return self.session.known
+
+    @property
+    def refusal(self) -> tuple[str, str]:
+        """Why the cage refused the name: its error code and message ('' and '' if it did not)."""
+        return self.session.refusal_code, self.session.refusal
+
+    @property
+    def expiry(self) -> float:
+        """Seconds of silence after which the cage is taken for lost (and a backlog stale)."""
+        return self.session.expiry
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses the node registers besides its name."""
+        return list(self.session.register.addresses)
+
+    def tick_in(self, now: float) -> float:
+        """Seconds until :meth:`tick` is next due."""
+        session = self.session
+        return min(session.heartbeat / 4, self.subscriptions.min_refresh() / 4,
+                   session.due_in(now))
+
+    def published(self, dataindex: str) -> tuple[bool, Any]:
+        """Whether ``dataindex`` is published here, and its data."""
+        pubs = self.publications
+        if dataindex in pubs.dataindexes():
+            return True, pubs.data(dataindex)
+        return False, None
+
+    def pubdata(self) -> dict[str, Any]:
+        """What this node publishes, and to whom (reserved request ``pubdata``)."""
+        return self.publications.pubdata()
+
+    def subdata(self) -> dict[str, Any]:
+        """What this node subscribes to (reserved request ``subdata``)."""
+        return self.subscriptions.subdata()
+
+    def views(self, sid: str) -> dict[str, Any]:
+        """Subscription ``sid``'s views, by publisher; {} if none."""
+        return self.subscriptions.view(sid)
+
+    def has_subscription(self, sid: str) -> bool:
+        """Whether ``sid`` is a live subscription."""
+        return self.subscriptions.has(sid)
+
+    def sids_for(self, key: str, dataindex: str) -> list[str]:
+        """The ids of the subscriptions to ``dataindex`` on ``key``."""
+        return self.subscriptions.sids_for(key, dataindex)
+
+    def statistics(self) -> dict[str, int]:
+        """The node's counters, its subscriptions' and its publications' waiting ones among them."""
+        pubs = self.publications
+        return {**self.stats, **self.subscriptions.stats,
+                "waiting_subscriptions": pubs.waiting, "waiting_refused": pubs.waiting_refused}
 
     # --- dispatch -----------------------------------------------------------
 
@@ -526,10 +597,10 @@ class NodeCore:
         was = self.session.state
         again = self.session.on_error(msg.code, msg.message, now)
         if self.session.state is SessionState.REFUSED:
-            events.append(SessionChange("refused", msg.message))
+            events.append(SessionChange(Change.REFUSED, msg.message))
             return
         if self.session.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
-            events.append(SessionChange("reregistering", msg.message))
+            events.append(SessionChange(Change.REREGISTERING, msg.message))
         if again is not None:
             self._control(again)
         if msg.code == "over_budget":
@@ -539,7 +610,7 @@ class NodeCore:
             self._act(self.subscriptions.reannounce_all(now))
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
-            events.append(SessionChange("error", f"{msg.code}: {msg.message}"))
+            events.append(SessionChange(Change.ERROR, f"{msg.code}: {msg.message}"))
 
     def _on_noroute(self, msg: codec.NoRoute, events: list[Event]) -> None:
         try:
@@ -570,25 +641,35 @@ class NodeCore:
         if outcome is not None:
             events.append(outcome)
 
-    def _take(self, result: tuple[list[Update], list[Action]], events: list[Event]) -> None:
+    def _take(self, result: tuple[list[Update], list[Effect]], events: list[Event]) -> None:
         updates, actions = result
         self._act(actions)
         events.extend(updates)
 
     # --- output -------------------------------------------------------------
 
-    def _act(self, actions: Sequence[Action], flags: int = 0) -> None:
+    def _step(self, events: list[Event]) -> Effects:
+        """What this input called for, handed over whole: the core keeps none of it."""
+        if self._news:
+            events, self._news = [*self._news, *events], []
+        frames, add, remove = self._frames, self._add, self._remove
+        if not (frames or add or remove):
+            # The shared empty lists: the shell reads an Effects, never changes it.
+            return build_effects(_NONE, _NONE, _NONE, events) if events else NOTHING
+        self._frames, self._add, self._remove = [], [], []
+        return build_effects(frames, add, remove, events)
+
+    def _act(self, actions: Sequence[Effect]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 msg = action.message
-                key = action.key.encode()
-                if isinstance(msg, codec.Snapshot) and self._send_table(key, msg):
+                if isinstance(msg, codec.Snapshot) and self._send_table(action.key.encode(), msg):
                     continue
-                self.outbox.append((codec.header(msg.KIND, flags), key, codec.encode_one(msg)))
+                self._frames.append(_encode(action.key, msg))
             elif isinstance(action, AddFilter):
-                self.filters.add.append(action.topic)
+                self._add.append(action.topic)
             elif isinstance(action, RemoveFilter):
-                self.filters.remove.append(action.topic)
+                self._remove.append(action.topic)
 
     def _send_table(self, key: bytes, msg: codec.Snapshot) -> bool:
         """Queue a big list table's snapshot from its packed rows; False if not one.
@@ -603,7 +684,7 @@ class NodeCore:
         rows = index.rows
         if index.size + SNAPSHOT_OVER_TABLE <= PART_BYTES:
             body = codec.encode_with_rows((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows)
-            self.outbox.append((_SNAPSHOT_HEADER, key, body))
+            self._frames.append((_SNAPSHOT_HEADER, key, body))
             return True
         ranges = tableindex.parts(rows, PART_BYTES - SNAPSHOT_OVER_TABLE)
         # Part 0 now, each next one when the subscriber says it took the one
@@ -621,7 +702,7 @@ class NodeCore:
         start, stop = stream.ranges[stream.sent]
         body = codec.encode_with_rows((*stream.fields, stream.sent, len(stream.ranges)),
                                       stream.rows[start:stop])
-        self.outbox.append((_PART_HEADER, key, body))
+        self._frames.append((_PART_HEADER, key, body))
         if stream.sent + 1 == len(stream.ranges):
             del self._streams[(key, stream.fields[0])]
 
@@ -636,7 +717,7 @@ class NodeCore:
         self._send_part(key, stream)
 
     def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt) -> None:
-        self.outbox.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))
+        self._frames.append((codec.header(msg.KIND), b"", codec.encode_one(msg)))
 
     def _receipt(self) -> None:
         """Tell the cage how much we read from it, if more than last time."""
@@ -647,6 +728,18 @@ class NodeCore:
     def _bad(self, exc: Exception) -> None:
         self.stats["bad_frames"] += 1
         self.last_bad = str(exc)
+        if sampled(self.stats["bad_frames"]):
+            self._news.append(BadFrame(self.stats["bad_frames"], self.last_bad))
+
+
+def _encode(key: str, msg: codec.MessageValue, flags: int = 0) -> Frame:
+    """One message to ``key``, encoded to send.
+
+    Raises:
+        ProtocolError: msgpack cannot represent it.
+        MessageTooLarge: it exceeds MAX_MESSAGE_BYTES.
+    """
+    return (codec.header(msg.KIND, flags), key.encode(), codec.encode_one(msg))
 
 
 def _not_reserved(dataindex: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from zdse.errors import MessageTooLarge
 from zdse.node import delta, tableindex
-from zdse.node.actions import Send
+from zdse.node.effects import Send
 from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
 from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
 from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe

@@ -7,13 +7,14 @@ of them answered; replies may come before the Fanout, so both orders work.
 
 from __future__ import annotations
 
+import enum
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from zdse.wire.codec import Reply
 
-__all__ = ["Gathered", "Outcome", "PendingRequests"]
+__all__ = ["Failure", "Gathered", "Outcome", "PendingRequests"]
 
 
 @dataclass(slots=True)
@@ -24,17 +25,26 @@ class _Pending:
     replies: dict[str, Reply] = field(default_factory=dict)
 
 
+class Failure(enum.StrEnum):
+    """Why a request ended without completing (:attr:`Outcome.error`); equal to its string."""
+
+    #: Nothing listens on the key: the cage said so at once.
+    NOROUTE = "noroute"
+    #: The deadline passed first (some replies of a gathering request may have come).
+    TIMEOUT = "timeout"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How a request ended: its replies by sender, or why it got none.
 
-    ``error`` is None, ``"noroute"`` or ``"timeout"``.
+    ``error`` is None (complete) or a :class:`Failure`.
     """
 
     cid: int
     key: str
     replies: dict[str, Reply]
-    error: str | None = None
+    error: Failure | None = None
     expected: int | None = None
 
 
@@ -93,14 +103,14 @@ class PendingRequests:
         pending = self._pending.pop(cid, None)
         if pending is None:
             return None
-        return Outcome(cid, pending.key, pending.replies, "noroute", 0)
+        return Outcome(cid, pending.key, pending.replies, Failure.NOROUTE, 0)
 
     def timeout(self, cid: int) -> Outcome | None:
         """The deadline passed: end the request with what it has."""
         pending = self._pending.pop(cid, None)
         if pending is None:
             return None
-        return Outcome(cid, pending.key, pending.replies, "timeout", pending.expected)
+        return Outcome(cid, pending.key, pending.replies, Failure.TIMEOUT, pending.expected)
 
     def cancel(self, cid: int) -> None:
         """Forget a request whose waiter went away."""

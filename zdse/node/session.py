@@ -1,23 +1,41 @@
 """A node's registration with the cage, as a state machine. Pure.
 
-One node's states, as in :data:`TRANSITIONS`::
+One node's states, as in :data:`TRANSITIONS` (every input goes through it)::
 
     state        input            ->  state        what happens
     CONNECTING   welcome          ->  JOINING      probe sent: a Delta to itself
-    CONNECTING   tick, retry due  ->  CONNECTING   register sent again
+    CONNECTING   send_due         ->  CONNECTING   register sent again
     JOINING      heard            ->  REGISTERED   Registered (again: re-announce
                                                    subscriptions)
-    JOINING      tick, probe due  ->  JOINING      probe sent again (backing off)
-    JOINING      silence          ->  CONNECTING   register sent again
-    JOINING      tick, an expiry  ->  JOINING      sub_silent: worth a warning
-    REGISTERED   tick, beat due   ->  REGISTERED   heartbeat sent
-    REGISTERED   silence          ->  LOST         keep beating; the cage may come back
+    JOINING      probe_due        ->  JOINING      probe sent again (backing off)
+    JOINING      silence          ->  CONNECTING   register sent at once; "lost"
+    JOINING      joining_long     ->  JOINING      "sub_silent": worth a warning
+    JOINING      send_due         ->  JOINING      heartbeat sent
+    JOINING      welcome          ->  JOINING      (a retried register's answer)
+    REGISTERED   send_due         ->  REGISTERED   heartbeat sent
+    REGISTERED   silence          ->  LOST         "lost"; keep beating: the cage
+                                                   may come back
     REGISTERED   welcome          ->  JOINING      (a retried register's answer)
+    LOST         send_due         ->  LOST         heartbeat sent
     LOST         heartbeat        ->  REGISTERED
-    any live     not_registered   ->  CONNECTING   the cage restarted or expired us
-    any live     new_epoch        ->  CONNECTING   a heartbeat of a restarted cage
+    LOST         welcome          ->  JOINING
+    any live     not_registered   ->  CONNECTING   register sent (the cage
+                                                   restarted or expired us)
+    any live     new_epoch        ->  CONNECTING   register sent (a heartbeat of
+                                                   a restarted cage)
     any live     name_taken       ->  REFUSED      the node exits non-zero
     any live     forbidden        ->  REFUSED      (CURVE: the key may not have it)
+    REFUSED      any              ->  REFUSED      nothing, ever again
+    (any other pair)              ->  unchanged    nothing: the input means
+                                                   nothing there (a late probe,
+                                                   a heartbeat while connecting)
+
+"Any live" is every state but REFUSED; "register sent" leaves CONNECTING
+alone (its register is on its way). The table is total on purpose: what
+the cage says, and when, is never a crash; a pair missing from it is a bug
+and raises :class:`~zdse.errors.ProtocolError` naming the state. Only a
+probe of an earlier registration is dropped before the table: it is
+another registration's message, not an input to this one.
 
 Why JOINING: a node's DEALER and SUB connect to the cage independently, and
 a SUB still retrying its connection when the DEALER is welcomed misses what
@@ -65,55 +83,39 @@ class SessionState(enum.Enum):
 
 
 class Input(enum.Enum):
-    """What can happen to a node's session."""
+    """What can happen to a node's session: from the cage, or from the clock."""
 
     WELCOME = "welcome"
     HEARD = "heard"  # our own probe came back on the SUB
     HEARTBEAT = "heartbeat"  # of the cage's epoch
     NEW_EPOCH = "new_epoch"  # a heartbeat of another epoch: the cage restarted
-    SILENCE = "silence"
     NOT_REGISTERED = "not_registered"
     NAME_TAKEN = "name_taken"
     FORBIDDEN = "forbidden"
+    # The clock's, fed by Session.tick:
+    SILENCE = "silence"  # nothing from the cage for an expiry
+    SEND_DUE = "send_due"  # time to beat, or to retry the registration
+    PROBE_DUE = "probe_due"  # time to probe our SUB again
+    JOINING_LONG = "joining_long"  # welcomed an expiry ago, the SUB still unproven
 
 
 _S, _I = SessionState, Input
-#: (state, input) -> next state, for every pair: what the cage says comes
-#: from the wire, so an input that means nothing in a state leaves it there.
+_LIVE = (_S.CONNECTING, _S.JOINING, _S.REGISTERED, _S.LOST)
+#: (state, input) -> next state, for every pair (see the module's docstring).
 TRANSITIONS: dict[tuple[SessionState, Input], SessionState] = {
+    # Unchanged unless a row below says otherwise.
+    **{(state, i): state for state in SessionState for i in Input},
     (_S.CONNECTING, _I.WELCOME): _S.JOINING,
-    (_S.CONNECTING, _I.HEARD): _S.CONNECTING,
-    (_S.CONNECTING, _I.HEARTBEAT): _S.CONNECTING,
-    (_S.CONNECTING, _I.NEW_EPOCH): _S.CONNECTING,
-    (_S.CONNECTING, _I.SILENCE): _S.CONNECTING,
-    (_S.CONNECTING, _I.NOT_REGISTERED): _S.CONNECTING,
-    (_S.CONNECTING, _I.NAME_TAKEN): _S.REFUSED,
-    (_S.CONNECTING, _I.FORBIDDEN): _S.REFUSED,
-    (_S.JOINING, _I.WELCOME): _S.JOINING,
     (_S.JOINING, _I.HEARD): _S.REGISTERED,
-    (_S.JOINING, _I.HEARTBEAT): _S.JOINING,
-    (_S.JOINING, _I.NEW_EPOCH): _S.CONNECTING,
     (_S.JOINING, _I.SILENCE): _S.CONNECTING,
-    (_S.JOINING, _I.NOT_REGISTERED): _S.CONNECTING,
-    (_S.JOINING, _I.NAME_TAKEN): _S.REFUSED,
-    (_S.JOINING, _I.FORBIDDEN): _S.REFUSED,
     (_S.REGISTERED, _I.WELCOME): _S.JOINING,
-    (_S.REGISTERED, _I.HEARD): _S.REGISTERED,
-    (_S.REGISTERED, _I.HEARTBEAT): _S.REGISTERED,
-    (_S.REGISTERED, _I.NEW_EPOCH): _S.CONNECTING,
     (_S.REGISTERED, _I.SILENCE): _S.LOST,
-    (_S.REGISTERED, _I.NOT_REGISTERED): _S.CONNECTING,
-    (_S.REGISTERED, _I.NAME_TAKEN): _S.REFUSED,
-    (_S.REGISTERED, _I.FORBIDDEN): _S.REFUSED,
     (_S.LOST, _I.WELCOME): _S.JOINING,
-    (_S.LOST, _I.HEARD): _S.LOST,
     (_S.LOST, _I.HEARTBEAT): _S.REGISTERED,
-    (_S.LOST, _I.NEW_EPOCH): _S.CONNECTING,
-    (_S.LOST, _I.SILENCE): _S.LOST,
-    (_S.LOST, _I.NOT_REGISTERED): _S.CONNECTING,
-    (_S.LOST, _I.NAME_TAKEN): _S.REFUSED,
-    (_S.LOST, _I.FORBIDDEN): _S.REFUSED,
-    **{(_S.REFUSED, i): _S.REFUSED for i in Input},
+    **{(state, _I.NEW_EPOCH): _S.CONNECTING for state in _LIVE},
+    **{(state, _I.NOT_REGISTERED): _S.CONNECTING for state in _LIVE},
+    **{(state, _I.NAME_TAKEN): _S.REFUSED for state in _LIVE},
+    **{(state, _I.FORBIDDEN): _S.REFUSED for state in _LIVE},
 }
 
 
@@ -163,13 +165,23 @@ class Session:
         """Whether the cage knows this node (welcomed, its SUB proven or not)."""
         return self.state in (SessionState.JOINING, SessionState.REGISTERED)
 
-    def _move(self, what: Input) -> SessionState:
-        target = TRANSITIONS.get((self.state, what))
+    def _move(self, what: Input) -> tuple[SessionState, SessionState]:
+        """Feed ``what`` to the table; return the state before and after."""
+        was = self.state
+        target = TRANSITIONS.get((was, what))
         if target is None:  # the table is total: a bug here, not bad input
             raise ProtocolError(f"can't handle {what.value} when the session is "
-                                f"{self.state.value}")
+                                f"{was.value}")
         self.state = target
-        return target
+        return was, target
+
+    def _restarted(self, what: Input) -> Register | None:
+        """Feed ``what``; the register to send if it made a live session start over."""
+        was, now = self._move(what)
+        # While connecting, our register is already on its way.
+        if now is SessionState.CONNECTING and was is not SessionState.CONNECTING:
+            return self.register
+        return None
 
     def start(self, now: float) -> Register:
         """The first registration to send; the next try is one heartbeat later."""
@@ -183,7 +195,7 @@ class Session:
         The shell publishes the first probe at once (:meth:`probe`), the
         next ones when :meth:`tick` says.
         """
-        if self._move(Input.WELCOME) is SessionState.JOINING:
+        if self._move(Input.WELCOME)[1] is SessionState.JOINING:
             self.cage_epoch = epoch
             self.heartbeat = heartbeat
             self.registrations += 1
@@ -200,60 +212,57 @@ class Session:
 
     def on_probe(self, epoch: str, number: int) -> bool:
         """A probe came back on the SUB. True if that makes the node REGISTERED."""
-        if (epoch, number) != self.probe() or self.state is not SessionState.JOINING:
-            return False  # an earlier registration's, or already proven
+        if (epoch, number) != self.probe():
+            return False  # an earlier registration's: not an input to this one
+        was, now = self._move(Input.HEARD)
+        if was is now:
+            return False  # not JOINING: already proven, or starting over
         self._next_probe = float("inf")
-        return self._move(Input.HEARD) is SessionState.REGISTERED
+        return True
 
     def on_heartbeat(self, epoch: str, now: float) -> Register | None:
         """The cage beat. A cage of another epoch means it restarted: register again."""
         self._last_heard = now
-        if self.cage_epoch and epoch != self.cage_epoch:
-            was = self.state
-            if self._move(Input.NEW_EPOCH) is SessionState.CONNECTING \
-                    and was is not SessionState.CONNECTING:
-                return self.register
-            return None
-        self._move(Input.HEARTBEAT)
-        return None
+        new_epoch = bool(self.cage_epoch) and epoch != self.cage_epoch
+        return self._restarted(Input.NEW_EPOCH if new_epoch else Input.HEARTBEAT)
 
     def on_error(self, code: str, message: str, now: float) -> Register | None:
-        """The cage refused something; return a registration to send, if any."""
+        """The cage refused something; return a registration to send, if any.
+
+        Codes other than a refusal or ``not_registered`` are not the
+        session's business (the core counts them).
+        """
         self._last_heard = now
         if code in REFUSALS:
-            if self._move(Input(code)) is SessionState.REFUSED:
+            if self._move(Input(code))[1] is SessionState.REFUSED:
                 self.refusal = message
                 self.refusal_code = code
             return None
         if code == "not_registered":
-            was = self.state
-            self._move(Input.NOT_REGISTERED)
-            # While connecting, our register is already on its way.
-            if self.state is SessionState.CONNECTING and was is not SessionState.CONNECTING:
-                return self.register
+            return self._restarted(Input.NOT_REGISTERED)
         return None
 
     def tick(self, now: float) -> Tick:
-        """Beat, retry the registration or the probe, or notice a silent cage."""
+        """Feed the clock's inputs that are due: silence, a beat or retry, a probe."""
         out = Tick()
-        if self.state is SessionState.REFUSED:
-            return out
-        if self.state in (SessionState.REGISTERED, SessionState.JOINING) \
-                and now - self._last_heard > self.expiry:
-            # Welcomed but never proven, then silence: start over.
-            if self._move(Input.SILENCE) is SessionState.CONNECTING:
-                self._next_send = now
-            out.lost = True
+        if now - self._last_heard > self.expiry:
+            was, state = self._move(Input.SILENCE)
+            if state is not was:
+                out.lost = True
+                if state is SessionState.CONNECTING:
+                    # Welcomed but never proven, then silence: start over now.
+                    self._next_send = now
         if now >= self._next_send:
-            self._next_send = now + self.heartbeat
-            if self.state is SessionState.CONNECTING:
-                out.send.append(self.register)
-            else:
-                out.send.append(Heartbeat())
-        if self.state is SessionState.JOINING and now - self._joining_since >= self.expiry:
+            was, state = self._move(Input.SEND_DUE)
+            if state is not SessionState.REFUSED:
+                self._next_send = now + self.heartbeat
+                out.send.append(self.register if state is SessionState.CONNECTING
+                                else Heartbeat())
+        if (now - self._joining_since >= self.expiry
+                and self._move(Input.JOINING_LONG)[1] is SessionState.JOINING):
             self._joining_since = now  # said again after another expiry
             out.sub_silent = True
-        if self.state is SessionState.JOINING and now >= self._next_probe:
+        if now >= self._next_probe and self._move(Input.PROBE_DUE)[1] is SessionState.JOINING:
             out.probe = True
             self._probe_wait = min(2 * self._probe_wait, self.heartbeat)
             self._next_probe = now + self._probe_wait

@@ -2,8 +2,9 @@
 
 A CURVE mistake makes ZeroMQ fail the handshake and retry it forever: the
 client sees no error, only silence, unless it watches its socket's monitor.
-The shell (:class:`zdse.node.bus.Bus`) turns each monitor event into a
-:class:`Seen` and keeps what :func:`after` says; :func:`explain` says what
+The shell's transport (:class:`zdse.node.transport.Transport`) turns each
+monitor event into a :class:`Seen`, the :class:`~zdse.node.bus.Bus` keeps
+what :func:`after` says; :func:`explain` says what
 it means, for ``node.waiting`` and for the error at the end of a connect
 timeout.
 Only :attr:`Seen.REFUSED` is final (the cage does not know the key): the

@@ -2,9 +2,9 @@
 
 One subscription (a key and a dataindex) may reach several publishers; the
 subscriber keeps one *feed* per publisher and dataindex, shared by all local
-subscriptions that reach it. A feed follows this table::
+subscriptions that reach it. A feed follows :data:`TRANSITIONS`::
 
-    state    event      ->  state    what happens
+    state    input      ->  state    what happens
     (none)   snapshot   ->  LIVE     view := data; SUB filter on; sync with publisher
     LIVE     snapshot   ->  LIVE     view := data (a newer epoch or seq)
     LIVE     next delta ->  LIVE     view changed by the delta, in place
@@ -15,8 +15,15 @@ subscriptions that reach it. A feed follows this table::
     RESYNC   any delta  ->  RESYNC   buffered (up to MAX_BUFFERED_DELTAS)
     RESYNC   snapshot   ->  LIVE     view := data; buffered deltas above its seq
                                      applied in order (a gap among them: RESYNC)
+    RESYNC   owed       ->  (error)  cannot happen: a resyncing feed owes nothing
     any      left       ->  (none)   the publisher left the bus: "lost"
     any      silence    ->  (none)   no snapshot or Current for ttl: "lost"
+
+A pair missing from the table raises :class:`~zdse.errors.ProtocolError`
+naming the feed and its state: a bug, not bad input (every delta and
+snapshot a publisher may send is in it), counted and dropped like bad
+input all the same, never fatal. The last two rows end the feed:
+they are not transitions but its removal.
 
 Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
@@ -43,8 +50,8 @@ from typing import Any, NamedTuple
 from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
 from zdse.node import tableindex
-from zdse.node.actions import Action, AddFilter, RemoveFilter, Send
 from zdse.node.assembly import TOO_BIG, Assemblies
+from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
 from zdse.wire.codec import (
     Current,
@@ -66,7 +73,7 @@ from zdse.wire.limits import (
 )
 from zdse.wire.routes import pattern_matches
 
-__all__ = ["FeedState", "Subscriptions", "Update"]
+__all__ = ["TRANSITIONS", "FeedInput", "FeedState", "Subscriptions", "Update", "UpdateKind"]
 
 
 class FeedState(enum.Enum):
@@ -76,18 +83,45 @@ class FeedState(enum.Enum):
     RESYNC = "resync"
 
 
-#: (state, event) -> next state; the code below follows it and asserts so.
-TRANSITIONS: dict[tuple[FeedState, str], FeedState] = {
-    (FeedState.LIVE, "snapshot"): FeedState.LIVE,
-    (FeedState.LIVE, "next"): FeedState.LIVE,
-    (FeedState.LIVE, "old"): FeedState.LIVE,
-    (FeedState.LIVE, "gap"): FeedState.RESYNC,
-    (FeedState.LIVE, "owed"): FeedState.RESYNC,
-    (FeedState.RESYNC, "next"): FeedState.RESYNC,
-    (FeedState.RESYNC, "old"): FeedState.RESYNC,
-    (FeedState.RESYNC, "gap"): FeedState.RESYNC,
-    (FeedState.RESYNC, "snapshot"): FeedState.LIVE,
+class FeedInput(enum.Enum):
+    """What can happen to a feed."""
+
+    SNAPSHOT = "snapshot"
+    NEXT = "next"  # the delta after the view's seq, of its epoch
+    OLD = "old"  # a delta at or below the view's seq
+    GAP = "gap"  # a delta past the next, or of another epoch
+    OWED = "owed"  # a Current said the publisher is further on; its deltas never came
+
+
+_F, _FI = FeedState, FeedInput
+#: (state, input) -> next state; the code below follows it. A missing pair
+#: cannot happen (see the module's docstring).
+TRANSITIONS: dict[tuple[FeedState, FeedInput], FeedState] = {
+    (_F.LIVE, _FI.SNAPSHOT): _F.LIVE,
+    (_F.LIVE, _FI.NEXT): _F.LIVE,
+    (_F.LIVE, _FI.OLD): _F.LIVE,
+    (_F.LIVE, _FI.GAP): _F.RESYNC,
+    (_F.LIVE, _FI.OWED): _F.RESYNC,
+    (_F.RESYNC, _FI.NEXT): _F.RESYNC,
+    (_F.RESYNC, _FI.OLD): _F.RESYNC,
+    (_F.RESYNC, _FI.GAP): _F.RESYNC,
+    (_F.RESYNC, _FI.SNAPSHOT): _F.LIVE,
 }
+
+
+class UpdateKind(enum.StrEnum):
+    """What an :class:`Update` brings (:attr:`Update.kind`); equal to its string."""
+
+    SNAPSHOT = "snapshot"
+    DELTA = "delta"
+    LOST = "lost"
+    NOROUTE = "noroute"
+    UNPUBLISHED = "unpublished"
+
+
+_SNAPSHOT, _DELTA, _LOST = UpdateKind.SNAPSHOT, UpdateKind.DELTA, UpdateKind.LOST
+_NOROUTE, _UNPUBLISHED = UpdateKind.NOROUTE, UpdateKind.UNPUBLISHED
+_NEXT, _OLD, _GAP, _OWED = FeedInput.NEXT, FeedInput.OLD, FeedInput.GAP, FeedInput.OWED
 
 
 class Update(NamedTuple):
@@ -97,7 +131,8 @@ class Update(NamedTuple):
         sid: the subscription.
         publisher: the unique name of the service that published.
         dataindex: the table.
-        kind: ``"snapshot"``, ``"delta"``, ``"lost"`` (the publisher left),
+        kind: an :class:`UpdateKind`, equal to its string: ``"snapshot"``,
+            ``"delta"``, ``"lost"`` (the publisher left),
             ``"noroute"`` (nothing listens on the key yet; ``data`` is the key)
             or ``"unpublished"`` (the publisher has never published this
             dataindex: ``seq`` is 0, ``data`` and ``view`` None; its first
@@ -113,7 +148,7 @@ class Update(NamedTuple):
     sid: str
     publisher: str
     dataindex: str
-    kind: str
+    kind: UpdateKind
     seq: int
     data: Any
     view: Any
@@ -125,7 +160,7 @@ class Update(NamedTuple):
 _new = tuple.__new__
 
 
-def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int, data: Any,
+def _build_update(sid: str, publisher: str, dataindex: str, kind: UpdateKind, seq: int, data: Any,
                   view: Any) -> Update:
     return _new(Update, (sid, publisher, dataindex, kind, seq, data, view))
 
@@ -133,9 +168,9 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: str, seq: int,
 _build_delta = builder(Delta)
 
 
-def _snapshot_kind(snap: Snapshot) -> str:
+def _snapshot_kind(snap: Snapshot) -> UpdateKind:
     """A snapshot at seq 0 is of a dataindex its publisher never published."""
-    return "unpublished" if snap.seq == 0 else "snapshot"
+    return _UNPUBLISHED if snap.seq == 0 else _SNAPSHOT
 
 
 def _own(data: Any) -> Any:
@@ -188,8 +223,12 @@ class _Feed:
     #: The kept index of a big view, built at its first delta.
     index: TableIndex | None = None
 
-    def move(self, event: str) -> None:
-        self.state = TRANSITIONS[(self.state, event)]
+    def move(self, what: FeedInput) -> None:
+        target = TRANSITIONS.get((self.state, what))
+        if target is None:
+            raise ProtocolError(f"can't handle {what.value} when feed {self.publisher}/"
+                             f"{self.dataindex} is {self.state.value}")
+        self.state = target
 
 
 @dataclass(slots=True)
@@ -229,7 +268,7 @@ class Subscriptions:
     def subscribe(
         self, key: str, dataindex: str, now: float, sid: str | None = None,
         refresh: float | None = None,
-    ) -> tuple[str, list[Action]]:
+    ) -> tuple[str, list[Effect]]:
         """Start a subscription; return its id and the announce to send.
 
         Args:
@@ -265,13 +304,13 @@ class Subscriptions:
         """The shortest re-announcement interval of any subscription (or the default)."""
         return min((sub.refresh for sub in self._subs.values()), default=self.refresh)
 
-    def unsubscribe(self, sid: str) -> list[Action]:
+    def unsubscribe(self, sid: str) -> list[Effect]:
         """End a subscription; tell its publishers and drop feeds nobody else uses."""
         sub = self._subs.pop(sid, None)
         if sub is None:
             return []
         self._parts.forget(sid=sid)
-        actions: list[Action] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
+        actions: list[Effect] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
         for fkey in sub.feeds:
             feed = self._feeds.get(fkey)
             if feed is None:
@@ -298,7 +337,7 @@ class Subscriptions:
 
     def on_snapshot(
         self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None
-    ) -> tuple[list[Update], list[Action]]:
+    ) -> tuple[list[Update], list[Effect]]:
         """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts)."""
         sub = self._subs.get(snap.sid)
         if sub is None:
@@ -308,7 +347,7 @@ class Subscriptions:
         fkey = (sender, snap.dataindex)
         sub.feeds.add(fkey)
         feed = self._feeds.get(fkey)
-        actions: list[Action] = []
+        actions: list[Effect] = []
         if feed is None:
             feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
                          confirmed=now)
@@ -326,9 +365,9 @@ class Subscriptions:
         if stale or same:
             # Older than (or the same as) what the view holds: keep the view.
             # A subscription that just joined this feed still gets it whole.
-            kind = "unpublished" if feed.seq == 0 else "snapshot"
+            kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
-        feed.move("snapshot")
+        feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
         feed.index = index
@@ -342,7 +381,7 @@ class Subscriptions:
         return updates, actions
 
     def on_part(self, sender: str, part: SnapshotPart,
-                now: float) -> tuple[list[Update], list[Action]]:
+                now: float) -> tuple[list[Update], list[Effect]]:
         """Take a part of a snapshot; the snapshot when it is whole, a new ask if one is lost."""
         if part.sid not in self._subs:
             # Not (or no longer) ours: nothing kept, and the publisher is told.
@@ -365,50 +404,50 @@ class Subscriptions:
         # Ask the publisher again, by name: its answer is a new snapshot.
         return [], [Send(sender, Subscribe(sub.sid, sub.dataindex, {}, self.ttl))]
 
-    def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Action]]:
+    def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Effect]]:
         """Take a delta published by ``publisher``."""
         feed = self._feeds.get((publisher, d.dataindex))
         if feed is None:
             return [], []  # a filter we just removed, or not ours
         if d.epoch != feed.epoch:
-            event = "gap"  # the publisher restarted: its numbers started over
+            event = _GAP  # the publisher restarted: its numbers started over
         elif d.seq <= feed.seq:
-            event = "old"
+            event = _OLD
         elif d.seq == feed.seq + 1:
-            event = "next"
+            event = _NEXT
         else:
-            event = "gap"
+            event = _GAP
         if feed.state is FeedState.RESYNC:
             feed.move(event)
-            if event != "old" and len(feed.buffer) < MAX_BUFFERED_DELTAS:
+            if event is not _OLD and len(feed.buffer) < MAX_BUFFERED_DELTAS:
                 feed.buffer.append(d)
-            elif event != "old":
+            elif event is not _OLD:
                 feed.buffer.clear()  # the snapshot we wait for supersedes them
             return [], []
-        if event == "old":
+        if event is _OLD:
             return [], []
-        if event == "next" and d.delta == [deltas.SNAPSHOT]:
+        if event is _NEXT and d.delta == [deltas.SNAPSHOT]:
             # The change was too big for one message: a snapshot brings it.
-            return [], self._resync(feed, None, now, "gap")
-        if event == "gap":
+            return [], self._resync(feed, None, now, _GAP)
+        if event is _GAP:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
             feed.view = _apply(feed, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
-            return [], self._resync(feed, d, now, "gap")
+            return [], self._resync(feed, d, now, _GAP)
         # Here the feed is LIVE and the event "next": the table keeps it LIVE,
         # so the per-delta hot path skips the look-up.
         feed.seq = d.seq
         sids = feed.sids
         change, seq, view = d.delta, d.seq, feed.view
-        return [_build_update(sid, publisher, feed.dataindex, "delta", seq, change, view)
+        return [_build_update(sid, publisher, feed.dataindex, _DELTA, seq, change, view)
                 for sid in (sids if len(sids) == 1 else sorted(sids))], []
 
     def on_deltas(
         self, publisher: str, batch: list[list[Any]], now: float
-    ) -> tuple[list[Update], list[Action]]:
+    ) -> tuple[list[Update], list[Effect]]:
         """Take a frame's worth of deltas published by ``publisher``, in order.
 
         ``batch`` holds each delta's checked wire fields (codec.decode_fields):
@@ -418,12 +457,13 @@ class Subscriptions:
         Anything else goes through :meth:`on_delta`.
         """
         updates: list[Update] = []
-        actions: list[Action] = []
+        actions: list[Effect] = []
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.patch
         big = INDEX_MIN_ROWS
         live = FeedState.LIVE
+        kind = _DELTA
         for fields in batch:
             dataindex, epoch, seq, change = fields
             if feed is None or dataindex != feed.dataindex:
@@ -447,10 +487,10 @@ class Subscriptions:
                     sids = feed.sids
                     if len(sids) == 1:
                         for sid in sids:
-                            updates.append(_new(Update, (sid, publisher, dataindex, "delta", seq,
+                            updates.append(_new(Update, (sid, publisher, dataindex, kind, seq,
                                                          change, view)))
                     else:
-                        updates += [_new(Update, (sid, publisher, dataindex, "delta", seq,
+                        updates += [_new(Update, (sid, publisher, dataindex, kind, seq,
                                                   change, view)) for sid in sorted(sids)]
                     continue
             more, acts = self.on_delta(publisher, _build_delta(*fields), now)
@@ -469,35 +509,35 @@ class Subscriptions:
         if own is None or own.feeds:
             return []
         own.no_route = True
-        return [Update(own.sid, "", own.dataindex, "noroute", 0, own.key, None)]
+        return [Update(own.sid, "", own.dataindex, _NOROUTE, 0, own.key, None)]
 
-    def on_left(self, name: str) -> tuple[list[Update], list[Action]]:
+    def on_left(self, name: str) -> tuple[list[Update], list[Effect]]:
         """A publisher left the bus: its feeds end with a "lost" update."""
         self._parts.forget(sender=name)
         updates: list[Update] = []
-        actions: list[Action] = []
+        actions: list[Effect] = []
         for feed in [f for f in self._feeds.values() if f.publisher == name]:
             more, acts = self._drop_feed(feed)
             updates += more
             actions += acts
         return updates, actions
 
-    def _drop_feed(self, feed: _Feed) -> tuple[list[Update], list[Action]]:
+    def _drop_feed(self, feed: _Feed) -> tuple[list[Update], list[Effect]]:
         fkey = (feed.publisher, feed.dataindex)
         del self._feeds[fkey]
         updates = []
         for sid in sorted(feed.sids):
             updates.append(
-                Update(sid, feed.publisher, feed.dataindex, "lost", feed.seq, None, None)
+                Update(sid, feed.publisher, feed.dataindex, _LOST, feed.seq, None, None)
             )
             sub = self._subs.get(sid)
             if sub is not None:
                 sub.feeds.discard(fkey)
         return updates, [RemoveFilter(topic(*fkey))]
 
-    def on_joined(self, name: str, addresses: list[str], now: float) -> list[Action]:
+    def on_joined(self, name: str, addresses: list[str], now: float) -> list[Effect]:
         """A service joined: announce at once the subscriptions it would receive."""
-        actions: list[Action] = []
+        actions: list[Effect] = []
         for sub in self._subs.values():
             if any(pattern_matches(p, sub.key) for p in [*addresses, "allservices"]):
                 actions.append(Send(name, self._announce(sub)))
@@ -505,9 +545,9 @@ class Subscriptions:
 
     # --- time ---------------------------------------------------------------
 
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: float) -> list[Effect]:
         """Re-announce subscriptions that are due; retry snapshots that did not come."""
-        actions: list[Action] = []
+        actions: list[Effect] = []
         for sender, sid in self._parts.stalled(now - 2 * self.refresh):
             # Its next part never came (lost on its way): ask again.
             self.stats["lost_parts"] += 1
@@ -525,7 +565,7 @@ class Subscriptions:
                     actions.append(self._sync(feed, min(feed.sids)))
             elif feed.owed > feed.seq and now - feed.owed_since >= CURRENT_GRACE:
                 self.stats["owed"] += 1
-                actions += self._resync(feed, None, now, "owed")
+                actions += self._resync(feed, None, now, _OWED)
         return actions
 
     def on_current(self, sender: str, current: Current, now: float) -> None:
@@ -538,7 +578,7 @@ class Subscriptions:
                     feed.owed_since = now
                 feed.owed = max(feed.owed, current.seq)
 
-    def expire(self, now: float) -> tuple[list[Update], list[Action]]:
+    def expire(self, now: float) -> tuple[list[Update], list[Effect]]:
         """Drop, as "lost", feeds whose publisher has not answered for ``ttl``.
 
         A publisher answers every re-announce (a snapshot or a Current), so
@@ -547,14 +587,14 @@ class Subscriptions:
         """
         gone = [f for f in self._feeds.values() if now - f.confirmed > self._ttl(f)]
         updates: list[Update] = []
-        actions: list[Action] = []
+        actions: list[Effect] = []
         for feed in gone:
             more, acts = self._drop_feed(feed)
             updates += more
             actions += acts
         return updates, actions
 
-    def reannounce_all(self, now: float) -> list[Action]:
+    def reannounce_all(self, now: float) -> list[Effect]:
         """Announce every subscription now (after registering again with a cage).
 
         Every feed gets a fresh ttl to be confirmed in: the cage was away,
@@ -612,7 +652,8 @@ class Subscriptions:
         ttl = self.ttl if sub is None else sub.ttl
         return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, ttl))
 
-    def _resync(self, feed: _Feed, d: Delta | None, now: float, event: str) -> list[Action]:
+    def _resync(self, feed: _Feed, d: Delta | None, now: float,
+                event: FeedInput) -> list[Effect]:
         """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""
         self.stats["resyncs"] += 1
         feed.move(event)
@@ -621,6 +662,6 @@ class Subscriptions:
         return [self._sync(feed, min(feed.sids))]
 
     @staticmethod
-    def _update(feed: _Feed, sid: str, kind: str, data: Any) -> Update:
+    def _update(feed: _Feed, sid: str, kind: UpdateKind, data: Any) -> Update:
         return _build_update(sid, feed.publisher, feed.dataindex, kind, feed.seq, data,
                              feed.view)

@@ -7,10 +7,15 @@ change cheap:
 
 - :class:`KeyTable`, a dict table: a put or a delete is one dict operation.
 - :class:`RowTable`, a list table (a multiset of rows, as :mod:`zdse.node.delta`
-  treats it): each distinct row's count, keyed by its frozen form, tells in
-  O(1) whether a row to remove is there; removed rows are only marked, and
-  the list is compacted when half of it is marked, or when it is read whole
-  (a snapshot or a request, which cost as much anyway).
+  treats it): each distinct row's count, keyed by its packed bytes (packed
+  anyway for its size), tells in O(1) whether a row to remove is there;
+  removed rows are only marked, and the list is compacted when half of it
+  is marked, or when it is read whole (a snapshot or a request, which cost
+  as much anyway). Equal rows pack equal unless their maps list the same
+  keys in another order: a row to remove whose bytes are not held is looked
+  up as data, through an index of frozen rows built the first time that
+  happens and kept from then on (a module that builds its rows one way
+  never pays for it).
 
 Both keep :attr:`bytes`, the packed size of their content, so that a change
 that would make a snapshot too large is refused without packing the table.
@@ -47,10 +52,7 @@ def packed_size(value: Any) -> int:
     Raises:
         ProtocolError: msgpack cannot represent it.
     """
-    try:
-        return len(_pack(value))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode value: {exc}") from exc
+    return len(_packed(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +128,9 @@ class RowPlan:
 
     add: list[Any]
     remove: list[Any]
-    add_keys: list[Hashable]
-    remove_keys: list[Hashable]
+    #: The packed form of each row added, and of each row held that goes.
+    add_keys: list[bytes]
+    remove_keys: list[bytes]
     grow: int
 
 
@@ -136,23 +139,29 @@ class RowTable:
 
     Args:
         rows: the rows to start from (copied).
+
+    Raises:
+        ProtocolError: msgpack cannot represent a row.
     """
 
-    __slots__ = ("_counts", "_dead", "_keys", "_marked", "_rows", "bytes")
+    __slots__ = ("_counts", "_dead", "_frozen", "_keys", "_marked", "_rows", "bytes")
 
     def __init__(self, rows: Iterable[Any]) -> None:
         self._rows: list[Any] = []
-        #: The frozen form of each row of _rows, at the same position.
-        self._keys: list[Hashable] = []
-        #: Each distinct live row (frozen) -> how many times it is held.
-        self._counts: dict[Hashable, int] = {}
-        #: Rows removed but still in _rows, by frozen form; _marked in all.
-        self._dead: dict[Hashable, int] = {}
+        #: The packed form of each row of _rows, at the same position.
+        self._keys: list[bytes] = []
+        #: Each distinct live row (packed) -> how many times it is held.
+        self._counts: dict[bytes, int] = {}
+        #: Rows removed but still in _rows, by packed form; _marked in all.
+        self._dead: dict[bytes, int] = {}
         self._marked = 0
+        #: Once a removal missed its bytes: each live row as data -> its packed forms.
+        self._frozen: _Frozen | None = None
         self.bytes = 0
         for row in rows:
-            self._append(freeze(row), row)
-            self.bytes += packed_size(row)
+            key = _packed(row)
+            self._append(key, row)
+            self.bytes += len(key)
 
     def __len__(self) -> int:
         return len(self._rows) - self._marked
@@ -174,30 +183,36 @@ class RowTable:
             ProtocolError: msgpack cannot represent a row.
         """
         added = list(add)
-        add_keys = [freeze(row) for row in added]
-        grow = sum(packed_size(row) for row in added)
+        add_keys = [_packed(row) for row in added]
+        grow = sum(map(len, add_keys))
         removed: list[Any] = []
-        remove_keys: list[Hashable] = []
-        taken: dict[Hashable, int] = {}
+        remove_keys: list[bytes] = []
+        taken: dict[bytes, int] = {}
         counts = self._counts
         for row in remove:
-            key = freeze(row)
-            if counts.get(key, 0) - taken.get(key, 0) > 0:
-                taken[key] = taken.get(key, 0) + 1
-                removed.append(row)
-                remove_keys.append(key)
-                grow -= packed_size(row)
+            key = _packed(row)
+            if counts.get(key, 0) - taken.get(key, 0) <= 0:
+                held = self._held_as_data(row, taken)
+                if held is None:
+                    continue
+                key = held
+            taken[key] = taken.get(key, 0) + 1
+            removed.append(row)
+            remove_keys.append(key)
+            grow -= len(key)
         return RowPlan(added, removed, add_keys, remove_keys, grow)
 
     def commit(self, plan: RowPlan) -> None:
         """Make the planned change."""
-        counts, dead = self._counts, self._dead
+        counts, dead, frozen = self._counts, self._dead, self._frozen
         for key in plan.remove_keys:
             left = counts[key] - 1
             if left:
                 counts[key] = left
             else:
                 del counts[key]
+                if frozen is not None:
+                    frozen.forget(key)
             dead[key] = dead.get(key, 0) + 1
         self._marked += len(plan.remove_keys)
         for key, row in zip(plan.add_keys, plan.add, strict=True):
@@ -206,16 +221,30 @@ class RowTable:
         if self._marked > max(_COMPACT_MIN, len(self._rows) // 2):
             self._compact()
 
-    def _append(self, key: Hashable, row: Any) -> None:
+    def _held_as_data(self, row: Any, taken: Mapping[bytes, int]) -> bytes | None:
+        """The packed form of a live row equal to ``row`` as data, not yet taken; or None."""
+        if self._frozen is None:
+            self._frozen = _Frozen()
+            rows = self.rows()  # compacted: only live rows
+            for key, held in zip(self._keys, rows, strict=True):
+                self._frozen.add(key, held)
+        for key in self._frozen.forms(row):
+            if self._counts.get(key, 0) - taken.get(key, 0) > 0:
+                return key
+        return None
+
+    def _append(self, key: bytes, row: Any) -> None:
         self._rows.append(row)
         self._keys.append(key)
         self._counts[key] = self._counts.get(key, 0) + 1
+        if self._frozen is not None:
+            self._frozen.add(key, row)
 
     def _compact(self) -> None:
         """Drop the marked rows: the oldest copies of each, so a row added since stays."""
         dead = self._dead
         rows: list[Any] = []
-        keys: list[Hashable] = []
+        keys: list[bytes] = []
         for key, row in zip(self._keys, self._rows, strict=True):
             owed = dead.get(key, 0)
             if owed:
@@ -226,6 +255,41 @@ class RowTable:
         self._rows, self._keys = rows, keys
         self._dead = {}
         self._marked = 0
+
+
+class _Frozen:
+    """Live rows as data (frozen) -> the packed forms they are held under."""
+
+    __slots__ = ("_forms", "_of")
+
+    def __init__(self) -> None:
+        self._forms: dict[Hashable, dict[bytes, None]] = {}
+        self._of: dict[bytes, Hashable] = {}
+
+    def add(self, key: bytes, row: Any) -> None:
+        if key not in self._of:
+            frozen = self._of[key] = freeze(row)
+            self._forms.setdefault(frozen, {})[key] = None
+
+    def forget(self, key: bytes) -> None:
+        """``key`` is no longer held."""
+        frozen = self._of.pop(key, None)
+        if frozen is not None:
+            forms = self._forms[frozen]
+            del forms[key]
+            if not forms:
+                del self._forms[frozen]
+
+    def forms(self, row: Any) -> list[bytes]:
+        """The packed forms of the live rows equal to ``row`` as data."""
+        return list(self._forms.get(freeze(row), ()))
+
+
+def _packed(value: Any) -> bytes:
+    try:
+        return _pack(value)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode value: {exc}") from exc
 
 
 class _Missing:
