@@ -20,7 +20,7 @@ debs: ## Install the Debian packages (rabbitmq-server, nats-server, golang, govm
 $(STAMP): pyproject.toml | debs
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[vsphere,amqp,bench,web,test]'
+	$(BIN)/pip install --quiet -e '.[vsphere,amqp,bench,web,test,dev]'
 	touch $(STAMP)
 
 sim: build/vcsim-zdse ## Build our govmomi vCenter simulator from Debian's govmomi sources

@@ -141,12 +141,15 @@ def oracle_matches(pattern: str, key: str) -> bool:
 
 def trie_nodes(table: RouteTable[Any]) -> int:
     """Count the trie's nodes below the root (pruning is only visible inside)."""
-    stack = list(table._root.children.values())
+    def below(node: Any) -> list[Any]:
+        return [*node.children.values(), *(n for n in (node.star, node.hash) if n is not None)]
+
+    stack = below(table._root)
     count = 0
     while stack:
         node = stack.pop()
         count += 1
-        stack.extend(node.children.values())
+        stack.extend(below(node))
     return count
 
 
@@ -252,14 +255,14 @@ def test_remove_keeps_other_destinations() -> None:
 def test_remove_prunes_empty_branches() -> None:
     """remove deletes trie nodes left with neither dests nor children, and only those."""
     table: RouteTable[str] = RouteTable()
-    table.add("a.b.c", "x")
-    table.add("a.b", "y")
+    table.add("a.*.c", "x")
+    table.add("a.*", "y")
     table.add("a.#.d", "z")
-    assert trie_nodes(table) == 5  # a, a.b, a.b.c, a.#, a.#.d
-    table.remove("a.b.c", "x")
+    assert trie_nodes(table) == 5  # a, a.*, a.*.c, a.#, a.#.d
+    table.remove("a.*.c", "x")
     assert trie_nodes(table) == 4
     assert table.lookup("a.b") == {"y"}
-    table.remove("a.b", "y")
+    table.remove("a.*", "y")
     assert trie_nodes(table) == 3
     table.remove("a.#.d", "z")
     assert trie_nodes(table) == 0
@@ -268,12 +271,28 @@ def test_remove_prunes_empty_branches() -> None:
 def test_remove_interior_pattern_keeps_longer_ones() -> None:
     """Removing a pattern that is a prefix of another keeps the longer pattern's path."""
     table: RouteTable[str] = RouteTable()
-    table.add("a", "x")
-    table.add("a.b", "y")
-    table.remove("a", "x")
-    assert table.lookup("a") == frozenset()
-    assert table.lookup("a.b") == {"y"}
-    assert trie_nodes(table) == 2
+    table.add("a.*", "x")
+    table.add("a.*.b", "y")
+    table.remove("a.*", "x")
+    assert table.lookup("a.q") == frozenset()
+    assert table.lookup("a.q.b") == {"y"}
+    assert trie_nodes(table) == 3
+
+
+def test_literal_patterns_stay_out_of_the_trie() -> None:
+    """Patterns without a wildcard match by equality alone and leave no trie node behind."""
+    table: RouteTable[str] = RouteTable()
+    for pattern, dest in (("a.b", "x"), ("a", "y"), ("a.*", "z")):
+        table.add(pattern, dest)
+    assert trie_nodes(table) == 2  # a, a.*
+    assert table.lookup("a.b") == {"x", "z"}
+    assert table.lookup("a") == {"y"}
+    assert table.lookup("a.b.c") == frozenset()
+    table.remove("a.b", "x")
+    assert table.lookup("a.b") == {"z"}
+    table.remove("a.*", "z")
+    assert trie_nodes(table) == 0
+    assert table.lookup("a") == {"y"}
 
 
 def test_remove_dest_unbinds_everywhere_and_prunes() -> None:
@@ -346,15 +365,46 @@ def test_cache_not_invalidated_by_no_op() -> None:
 
 
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past CACHE_SIZE keys the cache evicts old entries and answers stay right."""
+    """Past CACHE_SIZE and PROBATION_SIZE keys old entries go; answers stay right."""
     monkeypatch.setattr(routes, "CACHE_SIZE", 4)
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 3)
     table: RouteTable[str] = RouteTable()
     table.add("k.*", "x")
-    for round_ in range(2):
+    for round_ in range(3):
         for i in range(10):
             assert table.lookup(f"k.{i}") == {"x"}, (round_, i)
             assert len(table._cache) <= 4
+            assert len(table._old) <= 4
+            assert len(table._new) <= 3
     assert table.lookup("other") == frozenset()
+
+
+def test_keys_seen_once_stay_out_of_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key enters the cache when seen again while on probation, and keys seen once never do."""
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 3)
+    table: RouteTable[str] = RouteTable()
+    table.add("k.*", "x")
+    assert table.lookup("k.hot") == {"x"}
+    assert "k.hot" not in table._cache
+    assert table.lookup("k.hot") == {"x"}
+    assert "k.hot" in table._cache
+    for i in range(20):
+        assert table.lookup(f"k.{i}") == {"x"}
+    assert list(table._cache) == ["k.hot"]
+
+
+def test_working_set_survives_a_stream_of_new_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key looked up again within every CACHE_SIZE new keys stays cached across generations."""
+    monkeypatch.setattr(routes, "CACHE_SIZE", 4)
+    monkeypatch.setattr(routes, "PROBATION_SIZE", 2)
+    table: RouteTable[str] = RouteTable()
+    table.add("k.*", "x")
+    assert table.lookup("k.hot") == {"x"}
+    for i in range(20):
+        assert table.lookup("k.hot") == {"x"}
+        assert table.lookup(f"k.{i}") == {"x"}
+        assert table.lookup(f"k.{i}") == {"x"}  # seen twice: cached, filling generations
+        assert "k.hot" in table._cache or "k.hot" in table._old, i
 
 
 # -- properties ----------------------------------------------------------------
