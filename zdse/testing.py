@@ -30,6 +30,7 @@ from zdse.cage.effects import Effects as CageEffects
 from zdse.node.core import NodeCore
 from zdse.node.effects import Effects, Frame
 from zdse.node.events import Event, IncomingRequest
+from zdse.node.publications import Prepared
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
 
@@ -81,9 +82,10 @@ class WiredCore(NodeCore):
         self._keep(out)
         return out
 
-    def publish(self, dataindex: str, data: Any) -> Frame | None:
+    def publish(self, dataindex: str, data: Any,
+                prepared: Prepared | None = None) -> Frame | None:
         """As NodeCore's; carried out by the network."""
-        out = super().publish(dataindex, data)
+        out = super().publish(dataindex, data, prepared)
         self._keep(out)
         return out
 
@@ -183,6 +185,8 @@ class FakeNet:
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
         queue_bytes: the cage's byte budget per node.
+        drop_routed: called with each frame list the cage's ROUTER sends
+            (``[identity, header, sender, key, body]``); True loses it.
     """
 
     def __init__(
@@ -191,12 +195,14 @@ class FakeNet:
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
         queue_bytes: int = NODE_QUEUE_BYTES,
+        drop_routed: Callable[[list[bytes]], bool] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.cage = CageCore("cage-1", heartbeat, started_at=self.clock.now,
                              queue_bytes=queue_bytes)
         self.refresh = refresh
         self.drop = drop
+        self.drop_routed = drop_routed
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
         #: What the cage's core returned and the network has not carried yet.
@@ -295,6 +301,8 @@ class FakeNet:
         sent, self._cage_out = self._cage_out, CageEffects()
         for frames in sent.router:
             moved = True
+            if self.drop_routed is not None and self.drop_routed(frames):
+                continue
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
