@@ -41,7 +41,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -59,6 +58,7 @@ import zmq.asyncio
 from pyVim.task import WaitForTask
 from zdse_nodes.vsphere import COLUMNS, VCenterConfig, VCenterConnection
 
+from zdse.bench.procs import free_port
 from zdse.errors import ProtocolError
 from zdse.log import configure
 from zdse.node.bus import Bus, Update
@@ -239,13 +239,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         _signal(proc, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), STOP)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def child_env(endpoints: Endpoints) -> dict[str, str]:

@@ -33,14 +33,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from zdse_nodes.amqp_batch import Batch
-from zdse_nodes.amqp_config import AmqpConfig, backoff, from_options, redact, scrub
-from zdse_nodes.amqp_envelope import Malformed, Reason, parse
-from zdse_nodes.amqp_tables import STATS, Change, RowChange, Tables
-
+from zdse.backoff import backoff
 from zdse.errors import ConfigError
 from zdse.log import sampled
 from zdse.node.service import Service
+
+from .amqp_batch import Batch
+from .amqp_config import AmqpConfig, from_options, redact, scrub
+from .amqp_envelope import Malformed, Reason, parse
+from .amqp_tables import STATS, Change, RowChange, Tables
 
 try:
     import aio_pika

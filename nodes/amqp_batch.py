@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse_nodes.amqp_tables import Change, KeyChange, RowChange
+from .amqp_tables import Change, KeyChange, RowChange
 
 __all__ = ["Batch", "Merged"]
 

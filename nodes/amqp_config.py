@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from zdse_nodes.amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
-from zdse_nodes.amqp_tables import TableConfig
-
 from zdse.errors import ConfigError
 from zdse.modules.options import boolean, positive_float, positive_int, refuse_unknown
 
-__all__ = ["AmqpConfig", "backoff", "from_options", "redact", "scrub"]
+from .amqp_envelope import MAX_BODY_BYTES, Malformed, check_event_type
+from .amqp_tables import TableConfig
+
+__all__ = ["AmqpConfig", "from_options", "redact", "scrub"]
 
 #: URL schemes taken: aio-pika's own, and oslo's ``transport_url`` form, so the
 #: value of nova.conf's ``transport_url`` can be pasted as it is.
@@ -151,11 +151,6 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def backoff(attempt: int, low: float, high: float) -> float:
-    """Seconds before reconnect ``attempt`` (1, 2, ...): doubling from ``low`` up to ``high``."""
-    return float(min(high, low * 2 ** min(max(attempt - 1, 0), 32)))
 
 
 def _urls(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

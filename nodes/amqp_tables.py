@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse_nodes.amqp_envelope import Notification
+from .amqp_envelope import Notification
 
 __all__ = [
     "EVENT_TYPES",

@@ -3,7 +3,8 @@
 The file holds ``{dataindex: table}``; a table is a list of rows or a dict.
 A file caught half-written (not valid JSON) is reported and skipped: the
 last good content stays published until the file is whole again. A table
-that cannot be published (its snapshot would be over MAX_MESSAGE_BYTES)
+that cannot be published (its snapshot would be over MAX_MESSAGE_BYTES,
+or for a big list table, whose snapshot goes in parts, one of its rows)
 is reported by name and size, and the others are published all the same.
 A big file is parsed by a child process (:mod:`zdse_nodes.file_tables`),
 never on the node's event loop.
@@ -15,11 +16,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from zdse_nodes.file_tables import Invalid, Table, packed_size, read_tables
-
 from zdse.errors import ConfigError, MessageTooLarge, ProtocolError
 from zdse.modules.options import refuse_unknown
 from zdse.node.service import PollingService
+
+from .file_tables import Invalid, Table, packed_size, read_tables
 
 #: The module's options; any other is refused.
 OPTIONS = frozenset({"path", "poll_interval"})

@@ -8,12 +8,16 @@ per table to its stdout: the node reads them as they come and unpacks one
 table at a time, each at most a message's size, so neither its loop nor its
 memory takes the whole file at once. The child also weighs each table and
 sends only its size when it is over MAX_MESSAGE_BYTES: no snapshot of it
-could ever be sent.
+could ever be sent. A big list table (INDEX_MIN_ROWS rows or more) is
+not bounded as a whole, as the bus sends its snapshot in parts: only each
+of its rows must fit a message, and it comes in pieces of about PART_BYTES.
 
 The stream: first ``["tables"]``, or ``["invalid", why]`` for a file that
-is not a JSON object; then per table ``[dataindex, packed, size, error]``,
-``packed`` being the msgpack of the table (nil when it is refused, and
-``error`` then says why), ``size`` its length (0 if it could not be packed).
+is not a JSON object; then per table ``[dataindex, packed, size, error,
+more]``, ``packed`` being the msgpack of the table (nil when it is refused,
+and ``error`` then says why), ``size`` its length (0 if it could not be
+packed); ``more`` true when the entry is a piece of a list table (an array
+of some of its rows) that further entries continue.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 
 import msgpack
 
-from zdse.wire.limits import MAX_MESSAGE_BYTES
+from zdse.node.tableindex import INDEX_MIN_ROWS
+from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
 
 __all__ = ["INLINE_BYTES", "Invalid", "Table", "packed_size", "read_tables"]
 
@@ -99,16 +104,49 @@ def packed_size(data: Any) -> int:
         return 0
 
 
-def _weigh(dataindex: str, data: Any) -> list[Any]:
-    """A table as the child sends it: packed, or refused with its size or error."""
+def _weigh(dataindex: str, data: Any) -> list[list[Any]]:
+    """A table as the child sends it: packed (a big list table in pieces), or refused."""
+    if isinstance(data, list) and len(data) >= INDEX_MIN_ROWS:
+        return _weigh_rows(dataindex, data)
     try:
         packed = msgpack.packb(data, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
-        return [dataindex, None, 0, f"msgpack cannot represent it: {exc}"]
+        return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
     if len(packed) > MAX_MESSAGE_BYTES:
-        return [dataindex, None, len(packed),
-                f"{len(packed)} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})"]
-    return [dataindex, packed, len(packed), ""]
+        return [[dataindex, None, len(packed),
+                 f"{len(packed)} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})",
+                 False]]
+    return [[dataindex, packed, len(packed), "", False]]
+
+
+def _weigh_rows(dataindex: str, rows: list[Any]) -> list[list[Any]]:
+    """A big list table in pieces of about PART_BYTES, or refused for a row too big."""
+    try:
+        packed = [msgpack.packb(row, use_bin_type=True) for row in rows]
+    except (TypeError, ValueError, OverflowError) as exc:
+        return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
+    size = sum(map(len, packed))
+    biggest = max(map(len, packed))
+    if biggest > MAX_MESSAGE_BYTES:
+        return [[dataindex, None, size,
+                 f"a row of {biggest} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})",
+                 False]]
+    pieces: list[list[Any]] = []
+    start = taken = 0
+    for i, row in enumerate(packed):
+        if taken and taken + len(row) > PART_BYTES:
+            pieces.append(_piece(dataindex, packed[start:i], size))
+            start, taken = i, 0
+        taken += len(row)
+    pieces.append(_piece(dataindex, packed[start:], size))
+    pieces[-1][4] = False
+    return pieces
+
+
+def _piece(dataindex: str, rows: list[bytes], size: int) -> list[Any]:
+    """An entry holding some packed rows as one msgpack array, more to come."""
+    header = msgpack.Packer().pack_array_header(len(rows))
+    return [dataindex, header + b"".join(rows), size, "", True]
 
 
 async def _from_child(path: str) -> AsyncIterator[Table]:
@@ -120,10 +158,12 @@ async def _from_child(path: str) -> AsyncIterator[Table]:
     assert proc.stdout is not None
     assert proc.stderr is not None
     errors = asyncio.ensure_future(_tail(proc.stderr))
-    # One entry at a time: a table the child sent is at most a message.
+    # One entry at a time: each is at most a message (a big list table
+    # comes in pieces of about PART_BYTES).
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
                                 max_buffer_size=2 * MAX_MESSAGE_BYTES)
     started = False
+    rows: list[Any] = []
     try:
         while chunk := await proc.stdout.read(1024 * 1024):
             unpacker.feed(chunk)
@@ -133,12 +173,18 @@ async def _from_child(path: str) -> AsyncIterator[Table]:
                     if entry[0] == "invalid":
                         raise Invalid(str(entry[1]))
                     continue
-                dataindex, packed, size, error = entry
+                dataindex, packed, size, error, more = entry
                 if packed is None:
                     yield Table(dataindex, None, size, error)
+                elif more or rows:
+                    # A piece of a big list table: joined until its last one.
+                    rows.extend(_unpack(packed))
+                    if not more:
+                        yield Table(dataindex, rows, size)
+                        rows = []
                 else:
                     yield Table(dataindex, _unpack(packed), size)
-                await asyncio.sleep(0)  # one table at a time: let the loop run between
+                await asyncio.sleep(0)  # one piece at a time: let the loop run between
         code = await proc.wait()
         if code != 0 or not started:
             why = (await errors).strip().splitlines()
@@ -188,7 +234,8 @@ def main() -> int:
     del text
     out.write(msgpack.packb(["tables"]))
     for dataindex, data in tables.items():
-        out.write(msgpack.packb(_weigh(dataindex, data), use_bin_type=True))
+        for entry in _weigh(dataindex, data):
+            out.write(msgpack.packb(entry, use_bin_type=True))
     out.flush()
     return 0
 

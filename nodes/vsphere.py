@@ -57,7 +57,8 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 from xml.parsers.expat import ExpatError
 
 import structlog
-from pyVmomi import SoapStubAdapter, vim, vmodl
+from pyVmomi import vim, vmodl
+from pyVmomi.SoapAdapter import SoapStubAdapter
 
 from zdse.errors import ConfigError, ZdseError
 from zdse.modules.options import boolean, positive_float, refuse_unknown
@@ -292,7 +293,9 @@ def _read_password_file(path: str, url: str) -> str:
 
 def _fault(exc: vmodl.MethodFault) -> str:
     name = type(exc).__name__  # e.g. vim.fault.InvalidLogin
-    return f"{name}: {exc.msg}" if exc.msg else name
+    # pyVmomi's stubs leave out msg, which every fault carries at run time.
+    msg = exc.msg  # type: ignore[attr-defined]
+    return f"{name}: {msg}" if msg else name
 
 
 @contextlib.contextmanager
@@ -371,7 +374,8 @@ class InventoryReader:
 
     def __init__(self, content: vim.ServiceInstanceContent) -> None:
         self._collector = content.propertyCollector
-        self._view = content.viewManager.CreateContainerView(
+        # The stubs mark every property optional; a vCenter always has this one.
+        self._view = content.viewManager.CreateContainerView(  # type: ignore[union-attr]
             content.rootFolder, [vim.HostSystem, vim.VirtualMachine], True
         )
         self._spec = _filter_spec(self._view)
@@ -419,7 +423,7 @@ def _scalar(value: Any) -> Scalar:
     # pyVmomi hands back str subclasses for enums and an int subclass for
     # longs; the bus carries plain values.
     if value is None or isinstance(value, bool):
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -552,7 +556,10 @@ class VCenterConnection:
         with _vcenter_errors(url, "connecting"):
             self._content = self._si.RetrieveContent()
         with _vcenter_errors(url, f"logging in as {self.config.user!r}"):
-            self._content.sessionManager.Login(self.config.user, self.config.password)
+            # The stubs mark the manager optional and the locale required;
+            # a vCenter has the one, and the wire leaves the other out.
+            self._content.sessionManager.Login(  # type: ignore[union-attr, call-arg]
+                self.config.user, self.config.password)
         self._logged_in = True
         with _vcenter_errors(url, "creating the container view"):
             self._reader = InventoryReader(self._content)
@@ -588,7 +595,8 @@ class VCenterConnection:
                     reader.close()
             if logged_in and self._content is not None:
                 with _vcenter_errors(self.config.url, "logging out"):
-                    self._content.sessionManager.Logout()
+                    # The stubs mark the manager optional; a vCenter has it.
+                    self._content.sessionManager.Logout()  # type: ignore[union-attr]
         except VCenterError as exc:
             # The vCenter may be gone: that is often why we close.
             log.debug("vsphere.close_failed", url=self.config.url, error=exc.reason)

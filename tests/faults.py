@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import subprocess
 import sys
 import time
@@ -58,26 +57,19 @@ def wait_status(
 
     Fails at the deadline. Other events read on the way are dropped.
     """
-    deadline = time.monotonic() + timeout
     last: Status = {}
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(
-                f"{proc.name}: no status with {what or pred} within {timeout}s; last {last}"
-            )
-        try:
-            event = proc.events.get(timeout=left)
-        except queue.Empty:
-            continue
-        name = str(event.get("event", ""))
-        if name == "exited":
-            proc.events.put(event)
-            raise AssertionError(f"{proc.name} exited waiting for {what}:\n" + proc.log())
-        if name.endswith(".status") and logged_at(event) >= since:
+
+    def ok(event: Status) -> bool:
+        nonlocal last
+        if str(event.get("event", "")).endswith(".status") and logged_at(event) >= since:
             last = event
-            if pred(event):
-                return event
+            return pred(event)
+        return False
+
+    try:
+        return proc.wait_for(ok, f"status with {what or pred}", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {last}") from None
 
 
 def wait_event_any(
@@ -88,21 +80,10 @@ def wait_event_any(
     match: dict[str, Any] | None = None,
 ) -> Status:
     """Wait for the first event logged after ``since`` named in ``names`` (with ``match``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"{proc.name}: none of {sorted(names)} within {timeout}s")
-        try:
-            event = proc.events.get(timeout=left)
-        except queue.Empty:
-            continue
-        if (event.get("event") in names and logged_at(event) >= since
-                and all(event.get(k) == v for k, v in (match or {}).items())):
-            return event
-        if event.get("event") == "exited":
-            proc.events.put(event)
-            raise AssertionError(f"{proc.name} exited waiting for {sorted(names)}:\n" + proc.log())
+    return proc.wait_for(
+        lambda e: (e.get("event") in names and logged_at(e) >= since
+                   and all(e.get(k) == v for k, v in (match or {}).items())),
+        f"any of {sorted(names)}", timeout)
 
 
 def caught_up(publishers: dict[str, int], tables: int = 1) -> Callable[[Status], bool]:

@@ -38,8 +38,8 @@ def fresh_cores() -> tuple[CageCore, NodeCore]:
     """A cage with one registered node, and a node the cage welcomed."""
     cage = CageCore("fuzz", 1.0)
     cage.receive(
-        [b"member", codec.header(Kind.REGISTER), b"",
-         codec.encode_one(codec.Register("member", ["shared.#"], {}))], 0.0)
+        [[b"member", codec.header(Kind.REGISTER), b"",
+          codec.encode_one(codec.Register("member", ["shared.#"], {}))]], 0.0)
     node = NodeCore(codec.Register("node", ["shared.#"], {}), "epoch", 5.0, 0.0)
     node.start(0.0)
     node.receive([codec.header(Kind.WELCOME), b"cage", b"",
@@ -71,8 +71,7 @@ def one_input(data: bytes) -> None:
             codec.decode_body(KINDS[(data[0] // 4) % len(KINDS)], rest)
     elif target == 1:
         identity = b"member" if data[0] & 0x80 else b"stranger"
-        cage.receive([identity, *frames], now)
-        cage.outbox.take()
+        cage.receive([[identity, *frames]], now)
         if data[0] & 0x40:
             cage.tick(now)
     elif target == 2:

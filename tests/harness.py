@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import BIN, Processes, free_port
+from zdse.log import follow_lines
 from zdse.node.bus import Bus, Update
 from zdse.wire.endpoints import Endpoints
 
@@ -49,41 +49,39 @@ class Proc:
     lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
         assert self.popen.stderr is not None
-        try:
-            for raw in self.popen.stderr:
-                self._take(raw.decode(errors="replace").rstrip("\n"))
-        except (ValueError, OSError):
-            pass  # the test's clean-up closed the pipe under us
-        self.events.put({"event": "exited"})
+        follow_lines(self.popen.stderr, self._take,
+                     lambda: self.events.put({"event": "exited"}), f"stderr of {self.name}")
 
-    def _take(self, line: str) -> None:
+    def _take(self, line: str, fields: dict[str, Any] | None) -> None:
         self.lines.append(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            event = {"event": "text", "text": line}
-        self.events.put(event if isinstance(event, dict) else {"event": "text"})
+        self.events.put(fields if fields is not None else {"event": "text", "text": line})
 
-    def wait_event(self, name: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
-        """Wait for a log event called ``name`` (with fields equal to ``match``)."""
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], what: str,
+                 timeout: float = WAIT) -> dict[str, Any]:
+        """Wait for the first log event that satisfies ``pred``; the others read on the
+        way are dropped. Fails at the deadline, or when the process exits first."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"{self.name}: no {name!r} event; log:\n" + self.log())
+                raise AssertionError(f"{self.name}: no {what} within {timeout}s; log:\n"
+                                     + self.log())
             try:
                 event = self.events.get(timeout=left)
             except queue.Empty:
                 continue
-            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+            if pred(event):
                 return event
             if event.get("event") == "exited":
                 self.events.put(event)
-                raise AssertionError(f"{self.name} exited waiting for {name!r}:\n" + self.log())
+                raise AssertionError(f"{self.name} exited waiting for {what}:\n" + self.log())
+
+    def wait_event(self, name: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
+        """Wait for a log event called ``name`` (with fields equal to ``match``)."""
+        return self.wait_for(
+            lambda e: e.get("event") == name and all(e.get(k) == v for k, v in match.items()),
+            f"{name!r} event", timeout)
 
     def log(self) -> str:
         """Everything the process wrote to stderr so far."""

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from zdse.bench.procs import close_pipes, free_port, kill_group
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["BIN", "ROOT", "Processes", "free_port", "require", "require_binary"]
 
 
 def require(what: str, available: bool) -> None:
@@ -68,13 +62,8 @@ class Processes:
         return proc
 
     def kill_all(self) -> None:
+        """Kill every process started (its whole group) and reap it."""
         for proc in self._procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    stream.close()
+            kill_group(proc)
+            close_pipes(proc)
         self._procs.clear()

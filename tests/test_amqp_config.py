@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
-from zdse_nodes.amqp_config import backoff, from_options, redact, scrub
+from zdse_nodes.amqp_config import from_options, redact, scrub
 
+from zdse.backoff import backoff
 from zdse.errors import ConfigError
 
 URL = "amqp://nova:s3cr%40t@rabbit.example:5672/openstack"
@@ -139,7 +140,12 @@ passwords = st.text(alphabet=st.characters(codec="ascii", categories=["L", "N"])
 ]))
 def test_no_config_error_repeats_the_password(pw: str, template: dict[str, Any]) -> None:
     """Whatever is wrong, the error message never holds the password."""
-    options = {k: v.format(pw=pw) for k, v in template.items()}
-    with pytest.raises(ConfigError) as caught:
-        from_options("o", options)
-    assert pw not in str(caught.value)
+    def error(password: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            from_options("o", {k: v.format(pw=password) for k, v in template.items()})
+        return str(caught.value)
+
+    # A password that is a word of the message anyway ("exchan" in the list of
+    # options) proves nothing either way.
+    assume(pw not in error("0" * 6))
+    assert pw not in error(pw)

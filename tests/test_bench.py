@@ -127,3 +127,21 @@ def test_notifications_runs_the_checkout_script_and_its_checks() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "--sizes: give table sizes in ascending order" in done.stderr
+
+
+def test_table_reports_the_diff_ratio_times_pauses_and_memory() -> None:
+    """table: diff against pack, publish-to-view times, pauses and RSS, for a small table."""
+    result = subprocess.run(
+        [str(BIN / "zdse-bench"), "table", "--rows", "5000", "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 5000
+    assert report["pack_s"] > 0
+    assert report["ratio"] == report["diff_s"] / report["pack_s"]
+    for key in ("snapshot_s", "delta_s", "publisher_pause_s", "subscriber_pause_s"):
+        assert report[key] >= 0, key
+    for key in ("publisher_rss_mb", "subscriber_rss_mb", "cage_rss_mb"):
+        assert report[key] > 10, key
+    assert report["goals"][0]["goal"].startswith("diff <= 2x")

@@ -7,7 +7,7 @@ import pytest
 from zdse.cage.core import CageCore
 from zdse.node.core import NodeCore
 from zdse.node.requests import Outcome
-from zdse.testing import FakeNet
+from zdse.testing import FakeNet, FakeProxy
 from zdse.wire import codec
 from zdse.wire.codec import Kind
 from zdse.wire.limits import FRAME_COST, MAX_MESSAGE_BYTES, MIN_QUEUE_BYTES, RECEIPT_BYTES
@@ -88,17 +88,17 @@ def test_receipts_keep_a_reading_node_inside_its_budget_and_count_exactly() -> N
     assert 0 < account.unacked < 200
 
 
-def _cage_with(identity: bytes, name: str) -> CageCore:
-    core = CageCore("e1", 1.0, queue_bytes=BUDGET)
+def _cage_with(identity: bytes, name: str) -> FakeProxy:
+    core = FakeProxy(CageCore("e1", 1.0, queue_bytes=BUDGET))
     core.receive([identity, codec.header(Kind.REGISTER), b"",
                   codec.encode_one(codec.Register(name, [], {}))], 0)
     core.receive([b"P", codec.header(Kind.REGISTER), b"",
                   codec.encode_one(codec.Register("pub", [], {}))], 0)
-    core.outbox.take()
+    core.take()
     return core
 
 
-def _snapshot(core: CageCore, to: str, size: int = 300_000) -> None:
+def _snapshot(core: FakeProxy, to: str, size: int = 300_000) -> None:
     body = codec.encode_one(codec.Snapshot("s", "t", "e", 1, "z" * size))
     core.receive([b"P", codec.header(Kind.SNAPSHOT), to.encode(), body], 1)
 
@@ -108,14 +108,14 @@ def test_registering_again_on_the_same_connection_gives_no_fresh_budget() -> Non
     core = _cage_with(b"S", "sub")
     for _ in range(10):
         _snapshot(core, "sub")
-    core.outbox.take()
+    core.take()
     sent = core.accounts[b"S"].sent
     assert core.stats["dropped_budget"] > 0
     core.receive([b"S", codec.header(Kind.BYE), b"", codec.encode_one(codec.Bye())], 2)
     assert b"S" in core.accounts  # it left with bytes unread
     core.receive([b"S", codec.header(Kind.REGISTER), b"",
                   codec.encode_one(codec.Register("sub", [], {}))], 3)
-    core.outbox.take()
+    core.take()
     dropped = core.stats["dropped_budget"]
     _snapshot(core, "sub")
     assert core.stats["dropped_budget"] == dropped + 1
@@ -124,7 +124,7 @@ def test_registering_again_on_the_same_connection_gives_no_fresh_budget() -> Non
                   codec.encode_one(codec.Receipt(sent))], 4)
     core.receive([b"S", codec.header(Kind.REGISTER), b"",
                   codec.encode_one(codec.Register("sub", [], {}))], 5)
-    welcomes = [codec.decode_body(Kind.WELCOME, f[4])[0] for f in core.outbox.take()[0]
+    welcomes = [codec.decode_body(Kind.WELCOME, f[4])[0] for f in core.take()[0]
                 if f[1] == codec.header(Kind.WELCOME)]
     # (the over_budget error the receipt brought came before it)
     assert [w.sent for w in welcomes if isinstance(w, codec.Welcome)] == [
@@ -138,13 +138,13 @@ def test_the_node_is_told_once_it_caught_up_and_lies_count_as_all() -> None:
     core = _cage_with(b"S", "sub")
     for _ in range(10):
         _snapshot(core, "sub")
-    core.outbox.take()
+    core.take()
     account = core.accounts[b"S"]
     sent = account.sent
     core.receive([b"S", codec.header(Kind.RECEIPT), b"",
                   codec.encode_one(codec.Receipt(10**15))], 2)
     assert account.acked == sent
-    errors = [codec.decode_body(Kind.ERROR, f[4])[0] for f in core.outbox.take()[0]
+    errors = [codec.decode_body(Kind.ERROR, f[4])[0] for f in core.take()[0]
               if f[1] == codec.header(Kind.ERROR)]
     assert [e.code for e in errors if isinstance(e, codec.Error)] == ["over_budget"]
     assert "for you were dropped" in errors[0].message  # type: ignore[union-attr]
@@ -154,7 +154,7 @@ def test_a_message_the_transport_dropped_leaves_the_budget() -> None:
     """A send refused at the high-water mark is taken off the node's unread bytes."""
     core = _cage_with(b"S", "sub")
     _snapshot(core, "sub")
-    [frames] = core.outbox.take()[0]
+    [frames] = core.take()[0]
     before = core.accounts[b"S"].unacked
     core.dropped(frames=frames)
     assert core.accounts[b"S"].unacked == before - wire_cost(*frames[1:])
@@ -164,7 +164,7 @@ def test_a_message_the_transport_dropped_leaves_the_budget() -> None:
 def test_accounts_of_nodes_that_left_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Accounts kept for nodes that left unread are capped; the oldest go first."""
     monkeypatch.setattr("zdse.cage.core.MAX_LEFT_ACCOUNTS", 5)
-    core = CageCore("e1", 1.0, queue_bytes=BUDGET)
+    core = FakeProxy(CageCore("e1", 1.0, queue_bytes=BUDGET))
     for i in range(20):
         ident = f"n{i}".encode()
         core.receive([ident, codec.header(Kind.REGISTER), b"",

@@ -4,39 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from zdse.cage.core import CageCore, Later
+from tests.cagecore import HB, answers, frames, register
+from zdse.cage.control import Later
+from zdse.cage.core import CageCore
+from zdse.testing import FakeProxy
 from zdse.wire import codec
 from zdse.wire.codec import Kind
-
-HB = 1.0
-
-
-def frames(identity: bytes, msg: codec.MessageValue, key: str = "", flags: int = 0) -> list[bytes]:
-    """What the ROUTER hands the core for one message."""
-    return [identity, codec.header(msg.KIND, flags), key.encode(), codec.encode_one(msg)]
-
-
-def register(core: CageCore, identity: bytes, name: str, *addresses: str, now: float = 0) -> None:
-    """Register a node and drop what the cage answered."""
-    core.receive(frames(identity, codec.Register(name, list(addresses), {})), now)
-
-
-def answers(core: CageCore, identity: bytes) -> list[codec.MessageValue]:
-    """Decode every message the cage queued for ``identity`` (and clear the outbox)."""
-    router, _ = core.outbox.take()
-    out: list[codec.MessageValue] = []
-    for f in router:
-        if f[0] == identity:
-            kind, _ = codec.parse_header(f[1])
-            out += codec.decode_body(kind, f[4])
-    return out
 
 
 def test_register_welcomes_and_announces() -> None:
     """A new name gets a Welcome, and the cage publishes a Joined event."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc.a", "shared.#")
-    router, pub = core.outbox.take()
+    router, pub = core.take()
     assert codec.decode_body(Kind.WELCOME, router[0][4]) == [codec.Welcome("e1", HB)]
     assert pub[0][0] == codec.EVENT_TOPIC
     assert codec.decode_body(Kind.JOINED, pub[0][2]) == [
@@ -47,23 +27,23 @@ def test_register_welcomes_and_announces() -> None:
 
 def test_routed_messages_carry_the_true_sender() -> None:
     """The cage stamps the registered name, whatever the body says."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "alice")
     register(core, b"B", "bob")
-    core.outbox.take()
+    core.take()
     core.receive(frames(b"A", codec.Message("x", "hi"), key="bob"), 1)
-    router, _ = core.outbox.take()
+    router, _ = core.take()
     assert router == [[b"B", codec.header(Kind.MESSAGE), b"alice", b"bob",
                        codec.encode_one(codec.Message("x", "hi"))]]
 
 
 def test_a_live_name_is_refused_after_the_holder_answers_the_probe() -> None:
     """A second claim is decided by probing the holder; a holder that speaks keeps it."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", now=0)
-    core.outbox.take()
+    core.take()
     register(core, b"B", "svc", now=0.5)
-    router, _ = core.outbox.take()
+    router, _ = core.take()
     assert router[0][0] == b"A"  # the probe
     core.receive(frames(b"A", codec.Heartbeat()), 0.6)
     core.tick(0.7)
@@ -75,7 +55,7 @@ def test_a_live_name_is_refused_after_the_holder_answers_the_probe() -> None:
 
 def test_a_silent_holder_loses_its_name_to_the_newcomer() -> None:
     """A holder that says nothing until the probe's deadline is replaced."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", now=0)
     register(core, b"B", "svc", now=0.5)
     core.tick(0.5 + 1.4 * HB)
@@ -87,7 +67,7 @@ def test_a_silent_holder_loses_its_name_to_the_newcomer() -> None:
 
 def test_an_unreachable_holder_is_replaced_at_once() -> None:
     """When the transport says the holder is gone, the newcomer is accepted now."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", now=0)
     register(core, b"B", "svc", now=0.1)
     core.unreachable(b"A", 0.1)
@@ -96,21 +76,21 @@ def test_an_unreachable_holder_is_replaced_at_once() -> None:
 
 def test_silent_nodes_expire_and_lose_their_routes() -> None:
     """Three missed heartbeats expire a node; a Left event says why."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", "x.*", now=0)
-    core.outbox.take()
+    core.take()
     core.tick(2.9)
     assert "svc" in core.names
     core.tick(3.1)
     assert "svc" not in core.names
     assert core.routes.lookup("x.y") == frozenset()
-    _, pub = core.outbox.take()
+    _, pub = core.take()
     assert codec.decode_body(Kind.LEFT, pub[0][2]) == [codec.Left("svc", "expired")]
 
 
 def test_a_stalled_cage_expires_nobody_until_it_has_read_what_queued() -> None:
     """Ticks more than a beat apart: the cage was away; nodes get a beat to be heard."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "alive", now=0)
     register(core, b"B", "dead", now=0)
     for i in range(5):
@@ -131,7 +111,7 @@ def test_a_stalled_cage_expires_nobody_until_it_has_read_what_queued() -> None:
 
 def test_a_cage_late_at_every_tick_still_expires_the_silent() -> None:
     """An overloaded cage, every tick a little over a beat late: one grace per expiry at most."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "dead", now=0)
     now = 0.0
     while now < 6 * HB and "dead" in core.names:
@@ -143,9 +123,9 @@ def test_a_cage_late_at_every_tick_still_expires_the_silent() -> None:
 
 def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
     """A heartbeat refreshes the node and gets the cage's epoch back."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", now=0)
-    core.outbox.take()
+    core.take()
     core.receive(frames(b"A", codec.Heartbeat()), 2.5)
     assert answers(core, b"A") == [codec.Heartbeat("e1")]
     core.tick(5.0)
@@ -154,22 +134,22 @@ def test_heartbeats_keep_a_node_alive_and_are_answered() -> None:
 
 def test_a_node_a_beat_late_is_probed_and_dropped_if_unreachable() -> None:
     """A silent node gets a heartbeat probe; a closed connection then drops it at once."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc", now=0)
-    core.outbox.take()
+    core.take()
     core.tick(0.9 * HB)
     assert answers(core, b"A") == []
     core.tick(1.1 * HB)
     assert answers(core, b"A") == [codec.Heartbeat("e1")]
     core.unreachable(b"A", 1.1 * HB)  # what the proxy's send of the probe reports
     assert "svc" not in core.names
-    _, pub = core.outbox.take()
+    _, pub = core.take()
     assert codec.decode_body(Kind.LEFT, pub[0][2]) == [codec.Left("svc", "disconnected")]
 
 
 def test_strangers_are_told_to_register() -> None:
     """An unknown identity's heartbeat or message gets not_registered."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     core.receive(frames(b"Z", codec.Heartbeat()), 0)
     core.receive(frames(b"Z", codec.Message("x", 1), key="a"), 0)
     errs = answers(core, b"Z")
@@ -178,9 +158,9 @@ def test_strangers_are_told_to_register() -> None:
 
 def test_no_route_answers_requests_and_subscriptions_at_once() -> None:
     """A request to a key nobody listens on comes back as NoRoute with its body."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc")
-    core.outbox.take()
+    core.take()
     req = codec.Request(7, "d", None)
     core.receive(frames(b"A", req, key="nobody"), 1)
     (noroute,) = answers(core, b"A")
@@ -194,12 +174,12 @@ def test_no_route_answers_requests_and_subscriptions_at_once() -> None:
 
 def test_gather_requests_get_a_fanout_count() -> None:
     """A gather request is forwarded to all and the sender learns how many."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     for ident, name in ((b"A", "a"), (b"B", "b"), (b"C", "c")):
         register(core, ident, name, "shared")
-    core.outbox.take()
+    core.take()
     core.receive(frames(b"A", codec.Request(1, "d"), key="shared", flags=codec.FLAG_GATHER), 1)
-    router, _ = core.outbox.take()
+    router, _ = core.take()
     assert sorted(f[0] for f in router if f[1][1] == Kind.REQUEST) == [b"A", b"B", b"C"]
     (fanout,) = [f for f in router if f[1][1] == Kind.FANOUT]
     assert codec.decode_body(Kind.FANOUT, fanout[4])[0].count == 3  # type: ignore[union-attr]
@@ -207,19 +187,19 @@ def test_gather_requests_get_a_fanout_count() -> None:
 
 def test_deltas_go_once_to_the_pub_socket_under_the_senders_topic() -> None:
     """A published delta becomes one PUB frame, topic = true sender + dataindex."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "pub.a")
-    core.outbox.take()
+    core.take()
     d = codec.Delta("vms", "ep", 1, ["replace", []])
     core.receive(frames(b"A", d, key="vms"), 1)
-    router, pub = core.outbox.take()
+    router, pub = core.take()
     assert router == []
     assert pub == [[codec.topic("pub.a", "vms"), codec.header(Kind.DELTA), codec.encode_one(d)]]
 
 
 def test_garbage_is_counted_and_never_raises() -> None:
     """Wrong frame counts, bad headers and bad registrations are counted and dropped."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     junk = [[b"A"], [b"A", b"x"], [b"A", b"\x01Q\x00", b"k", b"", b"extra"],
             [b"A", b"\x07Q\x00", b"k", b""], [b"A", b"\x01?\x00", b"k", b""],
             [b"A", codec.header(Kind.REGISTER), b"", b"\xc1"],
@@ -234,9 +214,9 @@ def test_oversized_frames_are_refused_by_name() -> None:
     """A body above MAX_MESSAGE_BYTES gets a too_large error and goes nowhere."""
     from zdse.wire.limits import MAX_MESSAGE_BYTES
 
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc")
-    core.outbox.take()
+    core.take()
     core.receive([b"A", codec.header(Kind.MESSAGE), b"svc", b"\0" * (MAX_MESSAGE_BYTES + 1)], 1)
     (err,) = answers(core, b"A")
     assert isinstance(err, codec.Error)
@@ -246,9 +226,9 @@ def test_oversized_frames_are_refused_by_name() -> None:
 
 def test_control_requests_answer_services_routes_and_stats() -> None:
     """Requests to 'cage' are answered by the cage itself."""
-    core = CageCore("e1", HB, started_at=0)
+    core = FakeProxy(CageCore("e1", HB, started_at=0))
     register(core, b"A", "svc", "x.#")
-    core.outbox.take()
+    core.take()
     reqs = [codec.Request(1, "services"), codec.Request(2, "routes"), codec.Request(3, "stats"),
             codec.Request(4, "bogus")]
     core.receive([b"A", codec.header(Kind.REQUEST), b"cage", codec.encode_body(reqs)], 2)
@@ -262,16 +242,16 @@ def test_control_requests_answer_services_routes_and_stats() -> None:
 def test_a_control_handler_may_answer_later() -> None:
     """A handler returning Later sends nothing for that request (the others in its batch
     are answered at once); answer_later sends the reply once, to the requester."""
-    core = CageCore("e1", HB, started_at=0)
+    core = FakeProxy(CageCore("e1", HB, started_at=0))
     pending: list[Later] = []
 
     def slow(args: object, answer: object, now: float) -> Later:
         pending.append(Later())
         return pending[-1]
 
-    core.handlers["slow"] = slow
+    core.serve({"slow": slow})
     register(core, b"A", "svc")
-    core.outbox.take()
+    core.take()
     reqs = [codec.Request(1, "slow"), codec.Request(2, "stats")]
     core.receive([b"A", codec.header(Kind.REQUEST), b"cage", codec.encode_body(reqs)], 2)
     assert [r.cid for r in answers(core, b"A") if isinstance(r, codec.Reply)] == [2]
@@ -282,7 +262,7 @@ def test_a_control_handler_may_answer_later() -> None:
 
 def test_bye_removes_a_node_at_once() -> None:
     """A node that says bye loses its name and routes without waiting for expiry."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc")
     core.receive(frames(b"A", codec.Bye()), 0.1)
     assert core.names == {}
@@ -291,13 +271,13 @@ def test_bye_removes_a_node_at_once() -> None:
 def test_the_subscriptions_the_cage_counts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Announces to made-up keys under a wildcard: routed all, counted up to the bound."""
     monkeypatch.setattr("zdse.cage.core.MAX_COUNTED_SUBSCRIPTIONS", 10)
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "pub", "made.#")
     register(core, b"B", "sub")
-    core.outbox.take()
+    core.take()
     for i in range(50):
         core.receive(frames(b"B", codec.Subscribe(f"s{i}", "t"), key=f"made.up.{i}"), 1)
-    router, _ = core.outbox.take()
+    router, _ = core.take()
     assert len(router) == 50
     assert core.live_subscriptions(1) == 10
     assert core.stats["subscriptions_uncounted"] == 40

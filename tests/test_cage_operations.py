@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.test_cage_core import HB, answers, frames, register
+from tests.cagecore import HB, answers, frames, register
 from zdse.cage.core import SUBSCRIPTION_TTL, CageCore
 from zdse.errors import SupervisorError
+from zdse.testing import FakeProxy
 from zdse.wire import codec
 from zdse.wire.codec import Kind
 
 
-def control(core: CageCore, identity: bytes, *requests: codec.Request) -> dict[int, codec.Reply]:
+def control(core: FakeProxy, identity: bytes, *requests: codec.Request) -> dict[int, codec.Reply]:
     """Send requests to the key 'cage' and return the replies by cid."""
     core.receive([identity, codec.header(Kind.REQUEST), b"cage", codec.encode_body(list(requests))],
                  1.0)
@@ -21,9 +22,9 @@ def control(core: CageCore, identity: bytes, *requests: codec.Request) -> dict[i
 
 def test_handlers_answer_extend_and_fail_as_error_replies() -> None:
     """A handler gets args, the core's own answer and the time; its ZdseError is an error reply."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "svc")
-    core.outbox.take()
+    core.take()
     seen: list[Any] = []
 
     def start(args: Any, answer: Any, now: float) -> Any:
@@ -38,7 +39,7 @@ def test_handlers_answer_extend_and_fail_as_error_replies() -> None:
     def broken(args: Any, answer: Any, now: float) -> Any:
         raise KeyError("bug")
 
-    core.handlers.update(start=start, services=services, broken=broken)
+    core.serve({"start": start, "services": services, "broken": broken})
     replies = control(core, b"A", codec.Request(1, "start", {"name": "x"}),
                       codec.Request(2, "start", {"name": "nope"}), codec.Request(3, "services"),
                       codec.Request(4, "broken"), codec.Request(5, "bogus"))
@@ -56,10 +57,10 @@ def test_handlers_answer_extend_and_fail_as_error_replies() -> None:
 
 def test_counters_by_kind_for_routed_noroute_and_dropped_frames() -> None:
     """Routed frames are counted by header, no-route ones and dropped ones by kind."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "alice")
     register(core, b"B", "bob")
-    core.outbox.take()
+    core.take()
     core.receive(frames(b"A", codec.Request(1, "t"), key="bob"), 1)
     core.receive(frames(b"A", codec.Request(2, "t"), key="bob", flags=codec.FLAG_GATHER), 1)
     core.receive(frames(b"A", codec.Message("t", 1), key="bob"), 1)
@@ -69,7 +70,7 @@ def test_counters_by_kind_for_routed_noroute_and_dropped_frames() -> None:
     assert core.routed[codec.header(Kind.REQUEST, codec.FLAG_GATHER)] == 1
     assert core.routed[codec.header(Kind.MESSAGE)] == 1
     assert dict(core.noroute) == {"message": 1, "reply": 1}
-    router, _ = core.outbox.take()
+    router, _ = core.take()
     to_bob = next(f for f in router if f[0] == b"B")
     core.dropped(frames=to_bob)
     assert core.dropped_kinds == {"request": 1}
@@ -79,7 +80,7 @@ def test_counters_by_kind_for_routed_noroute_and_dropped_frames() -> None:
 
 def test_batches_are_bucketed_by_powers_of_two() -> None:
     """drained(n) counts a wake-up in the bucket of the least power of two >= n."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     for n in (0, 1, 2, 3, 4, 5, 4096):
         core.drained(n)
     assert dict(core.batches) == {0: 1, 1: 1, 2: 2, 3: 1, 12: 1}
@@ -88,7 +89,7 @@ def test_batches_are_bucketed_by_powers_of_two() -> None:
 
 def test_live_subscriptions_age_out_and_leave_with_their_node() -> None:
     """(subscriber, key) pairs count for the subscription ttl, and go when the node leaves."""
-    core = CageCore("e1", HB)
+    core = FakeProxy(CageCore("e1", HB))
     register(core, b"A", "pub", "shared")
     register(core, b"B", "sub")
     for now in (1.0, 2.0):  # a re-announce of the same pair counts once

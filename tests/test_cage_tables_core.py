@@ -98,8 +98,7 @@ def test_a_long_subscription_id_to_the_cage_is_refused() -> None:
     node = net.add("node")
     member = net.member(node)
     body = codec.encode_one(codec.Subscribe("x" * (MAX_SID_BYTES + 1), "services", {}, 30.0))
-    net.cage.receive([member.identity, codec.header(codec.Kind.SUBSCRIBE), b"cage", body],
-                     net.clock.now)
+    net.to_cage([member.identity, codec.header(codec.Kind.SUBSCRIBE), b"cage", body])
     net.run()
     assert net.cage.tables.publications.readers_of("node") == set()
     assert node.stats["error_bad_subscription"] == 1

@@ -297,7 +297,7 @@ def test_requests_go_through_one_cage_and_no_route_tries_the_other() -> None:
     # svc leaves cage 0 only (as if its link there were cut): cage 0 has no route to it.
     bye = [net.member(svc).identity, codec.header(codec.Kind.BYE), b"",
            codec.encode_one(codec.Bye())]
-    net.cage.receive(bye, net.clock.now)
+    net.to_cage(bye, 0)
     net.run()
     client.request("svc", "t", None, gather=False)
     net.run()

@@ -15,8 +15,8 @@ import pytest
 
 from tests.harness import Cluster, Updates, run
 from tests.plugins import install_module
+from tests.supervised import file_service, services, supervised_cage, write_config
 from tests.support import BIN, Processes
-from tests.test_operations import file_service, services, supervised_cage, write_config
 from zdse.modules.check import ModuleCheck, Verdict
 from zdse.supervisor.core import ServiceSpec
 from zdse.wire.limits import CONFIG_CHECK_TIMEOUT

@@ -33,7 +33,7 @@ from tests.faults import (
 from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, run, write_json
 from tests.prometheus import scrape_until
 from tests.support import Processes, free_port
-from tests.test_fuzz import NODE_FRAMES
+from tests.wireframes import NODE_FRAMES
 from zdse.errors import MessageTooLarge, NoRouteError, ProtocolError, RequestTimeout
 from zdse.wire import codec
 from zdse.wire.codec import Kind

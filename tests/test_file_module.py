@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+from zdse_nodes.file_tables import _weigh
 
 from tests.harness import Cluster, Updates, run, write_json
 from tests.support import Processes
-from zdse.wire.limits import MAX_MESSAGE_BYTES
+from zdse.node.tableindex import INDEX_MIN_ROWS
+from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
 
 #: Rows per table of the big file, and its tables: about 40 MB of JSON that
 #: held the node's loop past the cage's expiry (3 beats of 0.5 s) when it
@@ -97,3 +100,24 @@ def test_a_big_file_is_parsed_off_the_loop_and_the_node_is_never_expired(
     assert left == [], f"the cage dropped the node while it parsed: {left}"
     lost = [ln for ln in node.lines if "cage.lost" in ln]
     assert lost == [], f"the node went silent while it parsed: {lost}"
+
+
+def test_the_child_sends_a_big_list_table_in_pieces_past_the_message_limit() -> None:
+    """A list table over MAX_MESSAGE_BYTES (its snapshot goes in parts) is sent in pieces
+    that join to it; a row over the limit, or a small table over it, is refused."""
+    row = "x" * 20_000
+    rows = [[i, row] for i in range(INDEX_MIN_ROWS)]  # about 20 MB packed
+    entries = _weigh("big", rows)
+    assert len(entries) > 1
+    assert all(e[1] is not None and not e[3] for e in entries)
+    assert [e[4] for e in entries] == [True] * (len(entries) - 1) + [False]
+    assert entries[0][2] > MAX_MESSAGE_BYTES
+    assert all(len(e[1]) <= PART_BYTES + 30_000 for e in entries)
+    joined = [r for e in entries for r in msgpack.unpackb(e[1])]
+    assert joined == rows
+    [refused] = _weigh("huge", [*rows[1:], ["y" * (MAX_MESSAGE_BYTES + 1)]])
+    assert refused[1] is None
+    assert "a row of" in refused[3]
+    [small] = _weigh("small", [[row * 900]])
+    assert small[1] is None
+    assert "over MAX_MESSAGE_BYTES" in small[3]

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.harness import Cluster
 from tests.support import Processes, free_port
 from zdse.cage.core import CageCore
-from zdse.cage.metrics import Exchange, Snapshot, take_snapshot
+from zdse.cage.metrics import Exchange, Readings, take_readings
 
 #: Scrapes sent at once, and the time each must be answered in (issue 12).
 CONCURRENT = 200
@@ -62,10 +62,10 @@ def test_a_scrape_takes_the_last_sample_and_never_waits_for_the_loop() -> None:
     timeout (the loop is stuck) is no answer."""
     now = [100.0]
     core = CageCore("epoch")
-    taken: list[Snapshot] = []
+    taken: list[Readings] = []
 
-    def make(at: float) -> Snapshot:
-        taken.append(take_snapshot(core, None, at))
+    def make(at: float) -> Readings:
+        taken.append(take_readings(core, None, at))
         return taken[-1]
 
     exchange = Exchange(make, timeout=2.0, clock=lambda: now[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -248,10 +249,11 @@ def test_a_reannounce_that_crossed_deltas_in_flight_gets_a_current_not_a_snapsho
         return pubs.on_subscribe("sub", Subscribe("s1", "t", seen, 10), 0)
 
     assert isinstance(announce({})[0].message, Snapshot)
-    # The first sync: whether the filter was on for the deltas before it is unknown.
+    # The sync after the first snapshot crossed delta 2: a Current. Whether
+    # the filter caught it is for the subscriber to see (a gap, or a Current
+    # it does not catch up with).
     pubs.publish("t", [[2]])
-    assert isinstance(announce({"pub": ["e", 1]})[0].message, Snapshot)
-    # From here on every delta was sent while the filter was on.
+    assert announce({"pub": ["e", 1]}) == [Send("sub", codec.Current("s1", "t", "e", 2))]
     assert pubs.publish("t", [[3]]) is not None
     assert announce({"pub": ["e", 2]}) == [Send("sub", codec.Current("s1", "t", "e", 3))]
     # Still behind at the next one: the deltas were lost, not late.
@@ -263,6 +265,67 @@ def test_a_reannounce_that_crossed_deltas_in_flight_gets_a_current_not_a_snapsho
     # Garbage in seen is no view of ours: a snapshot, nothing raised.
     for seen in (["e"], ["e", "3"], ["e", True], "e4", ["other", 4]):
         assert isinstance(announce({"pub": seen})[0].message, Snapshot)  # type: ignore[dict-item]
+
+
+def crossed_sync(drop: Callable[[list[bytes]], bool] | None = None
+                 ) -> tuple[FakeNet, NodeCore, list[codec.Kind], str]:
+    """A subscriber whose sync, after its first snapshot (seq 1), reaches the publisher
+    only after it published [[1], [2]] (seq 2); ``drop`` may lose PUB frames.
+
+    Returns the network, the subscriber, the kinds the cage routed and the subscription.
+    """
+    routed: list[codec.Kind] = []
+
+    def record(frames: list[bytes]) -> bool:
+        routed.append(codec.parse_header(frames[1])[0])
+        return False
+
+    net = FakeNet(drop=drop, drop_routed=record)
+    pub = net.add("pub")
+    pub.publish("t", [[1]])
+    sub = net.add("sub")
+    net.pause(pub)
+    sid = sub.subscribe("pub", "t", net.clock.now)
+    net.run()
+    net.resume(pub)  # it reads the subscribe: the snapshot is on its way...
+    net.pause(pub)  # ...and it is busy when the sync comes
+    net.run()
+    pub.publish("t", [[1], [2]])
+    net.resume(pub)  # the sync is read after the publish
+    net.run()
+    return net, sub, routed, sid
+
+
+def test_a_sync_that_crossed_a_publish_gets_the_delta_not_a_second_snapshot() -> None:
+    """The sync after a first snapshot, overtaken by a publish, is answered by a Current,
+    not a snapshot: the change comes as the delta, whichever of the two arrives first."""
+    net, sub, routed, sid = crossed_sync()
+    assert [(u.kind, u.seq) for u in updates(net, sub)] == [("snapshot", 1), ("delta", 2)]
+    net.advance(subscriber.CURRENT_GRACE * 2)
+    assert updates(net, sub) == []
+    assert same(sub.subscriptions.view(sid)["pub"], [[1], [2]])
+    assert sub.subscriptions.stats["resyncs"] == 0
+    assert routed.count(codec.Kind.SNAPSHOT) == 1
+
+
+def test_a_delta_lost_before_the_filter_was_on_is_made_up_by_a_snapshot() -> None:
+    """The sync's Current names a delta the subscriber never got (its filter came too
+    late for it): CURRENT_GRACE later it asks for a snapshot, and its view converges."""
+    lost: list[bytes] = []
+
+    def drop_first_delta(frames: list[bytes]) -> bool:
+        if lost or frames[0] != codec.topic("pub", "t"):
+            return False
+        lost.append(frames[0])
+        return True
+
+    net, sub, _, sid = crossed_sync(drop_first_delta)
+    assert lost
+    assert [(u.kind, u.seq) for u in updates(net, sub)] == [("snapshot", 1)]
+    net.advance(subscriber.CURRENT_GRACE * 2)
+    assert [(u.kind, u.seq) for u in updates(net, sub)] == [("snapshot", 2)]
+    assert same(sub.subscriptions.view(sid)["pub"], [[1], [2]])
+    assert sub.subscriptions.stats["owed"] == 1
 
 
 def test_a_current_ahead_of_the_view_waits_for_its_deltas_then_resyncs() -> None:

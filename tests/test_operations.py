@@ -15,63 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Cluster, Proc, Updates, run, write_json
+from tests.harness import Cluster, Proc, Updates, run
 from tests.prometheus import scrape_until
+from tests.supervised import file_service, services, supervised_cage, wait_all, write_config
 from tests.support import ROOT, Processes, free_port, require
 from tests.vcsim import BINARY as VCSIM
 from zdse.wire.curve import load_public
-
-#: Restart policy of the tests' cages: quick, so failure tests end quickly.
-FAST_RESTARTS = {"backoff": 0.05, "backoff_max": 0.2, "max_restarts": 2, "window": 60,
-                 "stop_timeout": 5}
-
-
-def file_service(tmp: Path, name: str, tables: dict[str, Any], *addresses: str) -> dict[str, Any]:
-    """A [services.NAME] table for a file node publishing ``tables``."""
-    path = tmp / f"{name}.json"
-    write_json(path, tables)
-    return {"module": "file", "addresses": list(addresses),
-            "options": {"path": str(path), "poll_interval": 0.05}}
-
-
-def write_config(path: Path, services: dict[str, dict[str, Any]], **cage: Any) -> None:
-    """Write a cage config: [cage] settings, the fast restart policy, the services."""
-    def value(v: Any) -> str:
-        return json.dumps(v) if not isinstance(v, dict) else (
-            "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }")
-
-    lines = ["[cage]", *(f"{k} = {value(v)}" for k, v in cage.items()), "", "[restart]",
-             *(f"{k} = {value(v)}" for k, v in FAST_RESTARTS.items())]
-    for name, table in services.items():
-        lines += ["", f'[services."{name}"]', *(f"{k} = {value(v)}" for k, v in table.items())]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-def wait_all(proc: Proc, event: str, names: set[str], **match: Any) -> None:
-    """Wait until ``event`` was logged for every name in ``names``, in any order."""
-    left = set(names)
-    while left:
-        left.discard(proc.wait_event(event, **match).get("service", ""))
-
-
-def services(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    """``zdse-ctl services --json``, by name."""
-    result = cluster.ctl("services", "--json")
-    assert result.returncode == 0, result.stderr
-    return {row["name"]: row for row in json.loads(result.stdout)}
-
-
-def supervised_cage(procs: Processes, tmp: Path, svcs: dict[str, dict[str, Any]],
-                    *extra: str) -> tuple[Cluster, Proc, Path]:
-    """A cage on free ports supervising ``svcs``; returns when every one runs."""
-    cluster = Cluster(procs, tmp)
-    config = tmp / "zdse.toml"
-    write_config(config, svcs)
-    cage = cluster.start_cage("--config", str(config), *extra)
-    wait_all(cage, "service.running", set(svcs))
-    return cluster, cage, config
 
 
 def wait_gone(pid: int, timeout: float = 15.0) -> None:
@@ -376,12 +325,13 @@ def test_the_docs_name_every_log_event() -> None:
     code logs by a literal name, and each reason a node leaves the cage for."""
     docs = "".join((ROOT / "docs" / name).read_text() for name in ("operations.md", "amqp.md"))
     logged = re.compile(r'\.(?:debug|info|warning|error|exception)\(\s*"([a-z_]+\.[a-z_]+)"'
-                        r'|events\.append\(\(\s*"([a-z_]+\.[a-z_]+)"')
+                        r'|events\.append\(\(\s*"([a-z_]+\.[a-z_]+)"'
+                        r'|\b_?[lL]og\(\s*"([a-z_]+\.[a-z_]+)"')
     left = re.compile(r'_remove\([^,]+, "([a-z-]+)"')
     events: set[str] = set()
     for source in [*(ROOT / "zdse").rglob("*.py"), *(ROOT / "nodes").glob("*.py")]:
         text = source.read_text()
-        events.update(a or b for a, b in logged.findall(text))
+        events.update(a or b or c for a, b, c in logged.findall(text))
         events.update(left.findall(text))
     assert {"node.left", "send.dropped", "re-registered"} <= events  # the patterns work
     assert sorted(e for e in events if f"`{e}`" not in docs) == []

@@ -16,7 +16,7 @@ import pika
 import pytest
 
 from tests.rabbitmq import RabbitMQ
-from tests.test_routes import CASES, KEY_WORDS, PATTERN_WORDS
+from tests.routecases import CASES, KEY_WORDS, PATTERN_WORDS
 from zdse.wire.routes import RouteTable
 
 pytestmark = pytest.mark.rabbitmq

@@ -17,6 +17,7 @@ from zdse.supervisor.core import (
     Action,
     Input,
     Kill,
+    Log,
     RestartPolicy,
     ServiceSpec,
     Spawn,
@@ -37,13 +38,17 @@ class FakeShell:
     core: SupervisorCore = field(default_factory=lambda: SupervisorCore(POLICY))
     next_pid: int = 100
     done: list[str] = field(default_factory=list)
+    #: What the shell logged: (event, fields).
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def do(self, actions: list[Action], now: float) -> None:
         for action in actions:
             if isinstance(action, Spawn):
                 self.next_pid += 1
                 self.done.append("spawn")
-                self.core.spawned(action.spec.name, self.next_pid, now)
+                self.do(self.core.spawned(action.spec.name, self.next_pid, now), now)
+            elif isinstance(action, Log):
+                self.events.append((action.event, action.fields))
             elif isinstance(action, Terminate):
                 self.done.append("term")
             elif isinstance(action, Kill):
@@ -204,7 +209,7 @@ def test_failed_keeps_the_last_error_and_logs_it_once() -> None:
     record = shell.core.services[SPEC.name]
     assert record.last_error == f"crash at {now}"
     assert record.pid == 0
-    failed = [f for e, f in shell.core.events if e == "service.failed"]
+    failed = [f for e, f in shell.events if e == "service.failed"]
     assert len(failed) == 1
     assert failed[0]["error"] == f"crash at {now}"
     row = shell.core.rows(now)[0]
@@ -278,7 +283,7 @@ def test_configure_adds_removes_and_reloads_only_what_changed() -> None:
     assert "c" in shell.core.services
     shell.step(5, "exit", "c")
     assert "c" not in shell.core.services
-    assert ("service.removed", {"service": "c"}) in shell.core.events
+    assert ("service.removed", {"service": "c"}) in shell.events
     assert shell.pid("a") == pid_a
 
 

@@ -16,8 +16,8 @@ from zdse_nodes.vsphere import COLUMNS, VCenterLoginError, VCenterUnreachable, V
 
 from tests.harness import WAIT, Cluster, Updates, run, same_views
 from tests.support import Processes
-from tests.test_vsphere_inventory import TASK_TIMEOUT, find_vm, naive_session, naive_tables
 from tests.vcsim import VCenterSimulator
+from tests.vsphere_naive import TASK_TIMEOUT, find_vm, naive_session, naive_tables
 from zdse.node.bus import Bus, Update
 
 StartSim = Callable[..., VCenterSimulator]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 
-__all__ = ["LineWriter", "configure", "get_logger", "sampled"]
+__all__ = ["LineWriter", "configure", "follow_lines", "get_logger", "sampled"]
 
 LEVELS = ("debug", "info", "warning", "error")
 #: ``auto``: JSON lines when the stream is not a terminal, readable lines when it is.
@@ -81,3 +84,40 @@ def sampled(count: int) -> bool:
     Visible from the first, never a flood.
     """
     return count > 0 and count & (count - 1) == 0
+
+
+def follow_lines(
+    stream: Iterable[bytes],
+    take: Callable[[str, dict[str, Any] | None], None],
+    done: Callable[[], None],
+    name: str = "lines",
+) -> threading.Thread:
+    """Read another process's log lines on a daemon thread, as they come.
+
+    Args:
+        stream: its stderr (or stdout) pipe.
+        take: called with each line (trailing whitespace cut) and its JSON
+            object, or None when the line is not one (a print, a traceback).
+        done: called once at the end of the stream, or when it is closed under us.
+        name: the thread's name.
+
+    Returns:
+        the started thread.
+    """
+    def run() -> None:
+        try:
+            for raw in stream:
+                text = raw.decode(errors="replace").rstrip()
+                try:
+                    fields = json.loads(text)
+                except ValueError:
+                    fields = None
+                take(text, fields if isinstance(fields, dict) else None)
+        except (OSError, ValueError):
+            pass  # closed under us at clean-up
+        finally:
+            done()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

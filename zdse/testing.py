@@ -25,14 +25,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zdse.cage.control import ControlDesk, ControlHandler, Later
 from zdse.cage.core import CageCore
+from zdse.cage.effects import Effects as CageEffects
 from zdse.node.core import NodeCore
 from zdse.node.effects import Effects, Frame
 from zdse.node.events import Event, IncomingRequest
+from zdse.node.publications import Prepared
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
 
-__all__ = ["FakeClock", "FakeNet", "WiredCore"]
+__all__ = ["FakeClock", "FakeNet", "FakeProxy", "WiredCore"]
 
 
 @dataclass
@@ -84,9 +87,10 @@ class WiredCore(NodeCore):
         self._keep(out)
         return out
 
-    def publish(self, dataindex: str, data: Any) -> Frame | None:
+    def publish(self, dataindex: str, data: Any,
+                prepared: Prepared | None = None) -> Frame | None:
         """As NodeCore's; carried out by the network."""
-        out = super().publish(dataindex, data)
+        out = super().publish(dataindex, data, prepared)
         self._keep(out)
         return out
 
@@ -188,6 +192,8 @@ class FakeNet:
         refresh: the nodes' subscription refresh interval.
         drop: called with each PUB frame list; True loses that frame.
         queue_bytes: the cage's byte budget per node.
+        drop_routed: called with each frame list the cage's ROUTER sends
+            (``[identity, header, sender, key, body]``); True loses it.
         cages: how many cages run side by side (docs/redundancy.md).
         drop_at: as ``drop``, called with the cage's index too.
     """
@@ -198,6 +204,7 @@ class FakeNet:
         refresh: float = 5.0,
         drop: Callable[[list[bytes]], bool] | None = None,
         queue_bytes: int = NODE_QUEUE_BYTES,
+        drop_routed: Callable[[list[bytes]], bool] | None = None,
         cages: int = 1,
         drop_at: Callable[[int, list[bytes]], bool] | None = None,
     ) -> None:
@@ -208,9 +215,12 @@ class FakeNet:
                      queue_bytes=queue_bytes) for i in range(cages)]
         self.refresh = refresh
         self.drop = drop
+        self.drop_routed = drop_routed
         self.drop_at = drop_at
         self.members: dict[bytes, _Member] = {}
         self._ids = itertools.count(1)
+        #: What each cage's core returned and the network has not carried yet.
+        self._cage_outs = [CageEffects() for _ in range(cages)]
         self._down: dict[int, CageCore] = {}
 
     def add(self, name: str, addresses: list[str] | None = None) -> WiredCore:
@@ -270,6 +280,7 @@ class FakeNet:
         old = self.cages[index] or self._down.pop(index)
         self.cages[index] = CageCore(old.epoch + "+", old.heartbeat, started_at=self.clock.now,
                                      queue_bytes=old.queue_bytes)
+        self._cage_outs[index] = CageEffects()
 
     def kill_cage(self, index: int) -> None:
         """Cage ``index`` dies: what it held is lost, frames to it vanish, until restarted."""
@@ -277,6 +288,17 @@ class FakeNet:
         assert cage is not None
         self._down[index] = cage
         self.cages[index] = None
+        self._cage_outs[index] = CageEffects()
+
+    def to_cage(self, frames: list[bytes], index: int = 0) -> None:
+        """Hand cage ``index`` one message as its ROUTER would (identity first); run() takes it."""
+        cage = self.cages[index]
+        assert cage is not None
+        self._cage_outs[index].extend(cage.receive([frames], self.clock.now))
+
+    def carry_out(self, core: NodeCore, out: Effects | Frame) -> None:
+        """Do what ``core`` called for when a test fed it an input by hand."""
+        self._carry_out(self.member(core), out)
 
     def run(self, rounds: int = 1000) -> None:
         """Move frames until nothing moves (or ``rounds`` passes)."""
@@ -291,9 +313,9 @@ class FakeNet:
         while self.clock.now < end:
             self.clock.advance(min(step, end - self.clock.now))
             now = self.clock.now
-            for cage in self.cages:
+            for index, cage in enumerate(self.cages):
                 if cage is not None:
-                    cage.tick(now)
+                    self._cage_outs[index].extend(cage.tick(now))
             for member in self._alive():
                 self._carry_out(member, member.core.tick(now))
             self.run()
@@ -304,39 +326,42 @@ class FakeNet:
     def _step(self) -> bool:
         now = self.clock.now
         moved = False
+        batches: list[list[list[bytes]]] = [[] for _ in self.cages]
         for member in self._alive():
             for out, route in member.core.take_pending():
                 self._carry_out(member, out, route)
             queue, member.outbox = member.outbox, []
             to, member.to = member.to, []
-            for index, cage in enumerate(self.cages):
+            for index, batch in enumerate(batches):
                 mine = [f for f, t in zip(queue, to, strict=True) if t == index]
                 for frames in codec.coalesce(mine):
+                    batch.append([member.identity, *frames])
                     moved = True
-                    if cage is not None:
-                        cage.receive([member.identity, *frames], now)
         for index, cage in enumerate(self.cages):
             if cage is not None:
+                if batches[index]:
+                    # One batch per round, as the proxy reads one per loop iteration.
+                    self._cage_outs[index].extend(cage.receive(batches[index], now))
                 moved = self._from_cage(index, cage, now) or moved
         return moved
 
     def _from_cage(self, index: int, cage: CageCore, now: float) -> bool:
         moved = False
-        if cage.tables.stale:
-            cage.tables.refresh(now)  # as the proxy does once per loop iteration
-        to_router, to_pub = cage.outbox.take()
-        for frames in to_router:
+        sent, self._cage_outs[index] = self._cage_outs[index], CageEffects()
+        for frames in sent.router:
             moved = True
+            if self.drop_routed is not None and self.drop_routed(frames):
+                continue
             target = self.members.get(frames[0])
             if target is None or not target.alive:
                 # What ROUTER_MANDATORY reports for a closed connection.
-                cage.unreachable(frames[0], now)
+                self._cage_outs[index].extend(cage.unreachable(frames[0], now))
                 continue
             if target.held is not None:
                 target.held.append(frames[1:])
                 continue
             self._carry_out(target, target.core.receive(frames[1:], now, index))
-        for frames in to_pub:
+        for frames in sent.pub:
             moved = True
             if frames[0] != codec.EVENT_TOPIC and (
                     (self.drop is not None and self.drop(frames))
@@ -346,10 +371,6 @@ class FakeNet:
                 if any(frames[0].startswith(f) for f in member.filters):
                     self._carry_out(member, member.core.receive_published(frames, now, index))
         return moved
-
-    def carry_out(self, core: NodeCore, out: Effects | Frame) -> None:
-        """Do what ``core`` called for when a test fed it an input by hand."""
-        self._carry_out(self.member(core), out)
 
     def _carry_out(self, member: _Member, out: Effects | Frame,
                    route: list[int] | None = None) -> None:
@@ -380,3 +401,60 @@ class FakeNet:
                                                            False,
                                                            ["UnknownRequest", req.dataindex]))
             member.events.append(event)
+
+
+class FakeProxy:
+    """The proxy's part without sockets: feeds one :class:`CageCore` one message at
+    a time and keeps what it returned, for tests to look at.
+
+    Reads of other attributes fall through to the core (``names``,
+    ``routes``, ``stats``, ...): tests check its state.
+
+    Args:
+        core: the cage's core.
+    """
+
+    def __init__(self, core: CageCore) -> None:
+        self.core = core
+        self.desk = ControlDesk(core)
+        #: Frames for the ROUTER and the PUB socket not yet taken.
+        self.router: list[list[bytes]] = []
+        self.pub: list[list[bytes]] = []
+        #: Lines the proxy would have logged, as (event, fields).
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    def receive(self, frames: list[bytes], now: float) -> None:
+        """One message from the ROUTER (identity first)."""
+        self._keep(self.core.receive([frames], now), now)
+
+    def tick(self, now: float) -> None:
+        """The loop's tick."""
+        self._keep(self.core.tick(now), now)
+
+    def unreachable(self, identity: bytes, now: float) -> None:
+        """What a send to a closed connection reports."""
+        self._keep(self.core.unreachable(identity, now), now)
+
+    def serve(self, handlers: dict[str, ControlHandler]) -> None:
+        """Answer control requests for these dataindexes (as the supervisor does)."""
+        self.desk.add(handlers)
+
+    def answer_later(self, later: Later, ok: bool, value: Any, now: float = 0.0) -> None:
+        """Answer a request a handler put off."""
+        self.desk.answer_later(later, ok, value, now)
+        self._keep(self.desk.take(), now)
+
+    def take(self) -> tuple[list[list[bytes]], list[list[bytes]]]:
+        """Return and forget the frames for the ROUTER and the PUB socket."""
+        router, pub = self.router, self.pub
+        self.router, self.pub = [], []
+        return router, pub
+
+    def _keep(self, effects: CageEffects, now: float) -> None:
+        self.desk.settle(effects, now)
+        self.router += effects.router
+        self.pub += effects.pub
+        self.events += [(line.event, line.fields) for line in effects.logs]

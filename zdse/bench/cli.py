@@ -4,7 +4,8 @@ Scenarios: ``unicast`` (1 sender -> cage -> 1 receiver, messages per
 second), ``fanout`` (1 publisher -> N subscriber processes, deliveries per
 second), ``reqrep`` (sequential requests: p50, p99, requests per second),
 ``routes`` (route-table look-ups per second at 100, 10,000 and 100,000
-patterns). Networked scenarios also run through ``floor``, a bare pyzmq
+patterns), ``table`` (a big table's diff, snapshot, delta and pauses:
+:mod:`zdse.bench.tables`). Networked scenarios also run through ``floor``, a bare pyzmq
 forwarder (reqrep also with ``raw`` blocking pyzmq clients through one), and
 with ``--vs nats`` through a ``nats-server`` started for the run; the
 targets take turns round after round (A B, B A, ...) and the report gives
@@ -39,10 +40,11 @@ from zdse.cli.args import positive_float, positive_int
 
 __all__ = ["GOALS", "main"]
 
-SCENARIOS = ("unicast", "fanout", "reqrep", "routes")
+SCENARIOS = ("unicast", "fanout", "reqrep", "routes", "table")
 
 #: Default messages per round (requests for reqrep, look-ups for routes).
-DEFAULT_MSGS = {"unicast": 200_000, "fanout": 50_000, "reqrep": 5_000, "routes": 200_000}
+DEFAULT_MSGS = {"unicast": 200_000, "fanout": 50_000, "reqrep": 5_000, "routes": 200_000,
+                "table": 0}
 
 #: The goals of issue 4, as (scenario, metric of the ratio, threshold, words).
 #: Ratios are oriented so that > 1 means zdse is ahead.
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 100)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the bare pyzmq forwarder (the transport's floor)")
+    parser.add_argument("--rows", type=positive_int, default=100_000,
+                        help="table: rows of the vms-shaped table (default 100,000)")
     parser.add_argument("--timeout", type=positive_float, default=60.0,
                         help="seconds any one round may take (default 60)")
     parser.add_argument("--cages", type=positive_int, default=1,
@@ -289,6 +293,23 @@ def render(report: dict[str, Any], settings: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _main_table(args: argparse.Namespace) -> int:
+    """``zdse-bench table``: its own report (see zdse.bench.tables)."""
+    from zdse.bench import tables
+
+    try:
+        report = tables.run_table(args.rows, min(args.rounds, 3), args.timeout)
+    except BenchError as exc:
+        print(f"zdse-bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    report["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    report["machine"] = machine()
+    print(json.dumps(report) if args.json else tables.render(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and print its report."""
     words = sys.argv[1:] if argv is None else argv
@@ -299,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.msgs is None:
         args.msgs = DEFAULT_MSGS[args.scenario]
     progress = Progress(sys.stderr)
+    if args.scenario == "table":
+        return _main_table(args)
     runner: Callable[[argparse.Namespace, Progress], dict[str, Any]] = (
         run_routes if args.scenario == "routes" else run_networked)
     try:

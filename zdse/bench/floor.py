@@ -24,13 +24,10 @@ import zmq
 
 from zdse.wire import codec
 from zdse.wire.codec import Kind
-from zdse.wire.limits import NODE_QUEUE_HWM
+from zdse.wire.limits import CAGE_DRAIN_LIMIT, NODE_QUEUE_HWM
 from zdse.wire.zmqio import has_input, send_frames
 
 __all__ = ["Floor"]
-
-#: Messages drained per poll, as in the cage.
-DRAIN_LIMIT = 4096
 
 _REGISTER = codec.header(Kind.REGISTER)
 _HEARTBEAT = codec.header(Kind.HEARTBEAT)
@@ -76,7 +73,7 @@ class Floor:
         while self._running:
             if not poller.poll(100):
                 continue
-            for _ in range(DRAIN_LIMIT):
+            for _ in range(CAGE_DRAIN_LIMIT):  # as in the cage
                 if not has_input(router):
                     break
                 try:

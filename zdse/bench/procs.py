@@ -8,7 +8,6 @@ picked free, talks in lines read by a thread, and is killed by
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import shutil
@@ -17,14 +16,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 from zdse.errors import ZdseError
+from zdse.log import follow_lines
 
-__all__ = ["BenchError", "Proc", "Processes", "free_port"]
+__all__ = ["BenchError", "Proc", "Processes", "close_pipes", "free_port", "kill_group"]
 
 #: Seconds to wait for a server to come up or a worker to say it is ready.
 START_TIMEOUT = 30.0
@@ -41,6 +40,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kill_group(popen: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGKILL the process's group (it runs in its own session) unless it ended; reap it."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=timeout)
+
+
+def close_pipes(popen: subprocess.Popen[bytes]) -> None:
+    """Close our ends of the process's stdin, stdout and stderr pipes."""
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 class Proc:
     """A started process whose output lines (JSON or text) can be awaited."""
 
@@ -50,20 +66,10 @@ class Proc:
         self.popen = popen
         self.log = log
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(lines,), daemon=True).start()
+        follow_lines(lines, self._take, lambda: self._lines.put(None), f"lines of {name}")
 
-    def _read(self, stream: IO[bytes]) -> None:
-        try:
-            for raw in stream:
-                text = raw.decode(errors="replace").strip()
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    value = None
-                self._lines.put(value if isinstance(value, dict) else {"text": text})
-        except (ValueError, OSError):
-            pass  # closed under us at clean-up
-        self._lines.put(None)
+    def _take(self, text: str, fields: dict[str, Any] | None) -> None:
+        self._lines.put(fields if fields is not None else {"text": text.strip()})
 
     def expect(self, key: str, timeout: float, equals: Any = None,
                contains: str = "") -> dict[str, Any]:
@@ -186,17 +192,10 @@ class Processes:
 
     @staticmethod
     def _kill(proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=10)
+        kill_group(proc.popen)
 
     def _forget(self, proc: Proc) -> None:
-        for stream in (proc.popen.stdin, proc.popen.stdout, proc.popen.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        close_pipes(proc.popen)
         proc.log.close()
         if proc in self._procs:
             self._procs.remove(proc)

@@ -1,10 +1,14 @@
 """The cage's decisions: registration, expiry, routing. Pure: no zmq, no clock.
 
-The proxy process feeds every multipart message its ROUTER receives into
-:meth:`CageCore.receive` with the time it read once for the whole loop
-iteration, then sends what the core left in its :class:`Outbox`. Bodies of
-routed messages are never decoded: the core reads the 3-byte header and the
-key, looks the key up and forwards the frames with the true sender stamped.
+The proxy process feeds the multipart messages its ROUTER received in one
+loop iteration into :meth:`CageCore.receive`, with the time it read once for
+the whole batch, and does what the core returns: an
+:class:`~zdse.cage.effects.Effects` of frames to send, lines to log and
+control requests to answer. Every input (``receive``, ``tick``,
+``unreachable``, ``reply``) returns its effects; the core calls nothing of
+the shell's. Bodies of routed messages are never decoded: the core reads the
+3-byte header and the key, looks the key up and forwards the frames with the
+true sender stamped.
 
 Every message queued for a node counts in that connection's byte budget
 (:mod:`zdse.wire.receipts`): one that would leave more than ``queue_bytes``
@@ -15,13 +19,15 @@ it has caught up.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zdse.cage.authz import Authorized
+from zdse.cage.effects import Control, Effects, Log
 from zdse.cage.tables import TABLES, CageTables
-from zdse.errors import ProtocolError, ZdseError
+from zdse.errors import ProtocolError
+from zdse.log import sampled
 from zdse.wire import codec
 from zdse.wire.codec import CAGE, EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.limits import (
@@ -38,23 +44,8 @@ from zdse.wire.limits import (
 from zdse.wire.receipts import Account, wire_cost
 from zdse.wire.routes import RouteTable
 
-__all__ = ["CageCore", "ControlHandler", "Later", "NodeRecord", "Outbox"]
+__all__ = ["CageCore", "NodeRecord", "merge_services"]
 
-#: A control request answered by the shell (see ``CageCore.handlers``):
-#: ``handler(args, answer, now)`` gets the request's args and the core's own
-#: answer (None if it has none) and returns the reply's value; a ZdseError
-#: it raises is sent back as an error reply. A handler that answers later
-#: (after a check that must not hold the loop) returns a :class:`Later`.
-ControlHandler = Callable[[Any, Any, float], Any]
-
-
-@dataclass(slots=True)
-class Later:
-    """A control reply to be sent later: the core notes in it whom to answer,
-    and the shell sends the answer with :meth:`CageCore.answer_later`."""
-
-    #: (identity, name, cid) of the request; set by the core.
-    to: tuple[bytes, bytes, int] | None = None
 #: Seconds a (subscriber, key) pair counts as a live subscription after its
 #: last announce: the default subscription ttl (the cage cannot read a ttl
 #: without decoding the body).
@@ -66,6 +57,7 @@ _VALID_HEADERS = {
     codec.header(k, f): (k, f) for k in Kind for f in (0, FLAG_GATHER)
 }
 _REPLY_HEADER = codec.header(Kind.REPLY)
+_HEARTBEAT_HEADER = codec.header(Kind.HEARTBEAT)
 _CAGE_BYTES = CAGE.encode()
 #: What a routed message costs in a budget besides its sender, key and body.
 _ROUTED_COST = 3 + FRAME_COST
@@ -93,20 +85,6 @@ class _Claim:
     register: codec.Register
     deadline: float
     holder_seen: float
-
-
-@dataclass(slots=True)
-class Outbox:
-    """Frames the proxy must send: to the ROUTER (identity first) and to the PUB."""
-
-    router: list[list[bytes]] = field(default_factory=list)
-    pub: list[list[bytes]] = field(default_factory=list)
-
-    def take(self) -> tuple[list[list[bytes]], list[list[bytes]]]:
-        """Return and clear everything queued."""
-        router, pub = self.router, self.pub
-        self.router, self.pub = [], []
-        return router, pub
 
 
 class CageCore:
@@ -140,24 +118,27 @@ class CageCore:
         self.started_at = started_at
         #: With CURVE: which key may register what. None: anyone may.
         self.authorized = authorized
-        self._peer_keys: dict[bytes, str] = {}
+        #: CURVE keys of this batch's registering connections (see receive()).
+        self._keys: Mapping[bytes, str] = {}
         self.routes: RouteTable[bytes] = RouteTable()
         self.nodes: dict[bytes, NodeRecord] = {}
         self.names: dict[str, bytes] = {}
         self.claims: dict[str, _Claim] = {}
         self.stats: Counter[str] = Counter()
-        self.outbox = Outbox()
-        #: Lifecycle changes (registered, refused, left) for the shell to log;
-        #: never one per message.
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        #: What the input being handled asks of the shell: a fresh one per
+        #: input, returned by it (never read by the shell in between).
+        self._out = Effects()
         self.last_bad = ""
         self._last_tick: float | None = None
         #: Until then nobody is expired and no name claim is decided: the
         #: cage has just come back from a stall (see tick()).
         self._grace_until = float("-inf")
-        #: Extra control requests, by dataindex, answered by the shell
-        #: (the supervisor: start, stop, reload, ...).
-        self.handlers: dict[str, ControlHandler] = {}
+        #: Control requests, by dataindex, that the shell answers (the
+        #: supervisor: start, stop, reload, ...): see serve().
+        self._served: frozenset[str] = frozenset()
+        #: The supervisor's rows of its services, merged into the services
+        #: table (see supervised()); None without a supervisor.
+        self._supervised: list[dict[str, Any]] | None = None
         # Counters for metrics, read at scrape time (docs/operations.md).
         #: Frames routed, by header (kind and flags).
         self.routed: dict[bytes, int] = dict.fromkeys(_VALID_HEADERS, 0)
@@ -177,12 +158,32 @@ class CageCore:
         self.subscribers: dict[tuple[bytes, bytes], float] = {}
         self._next_prune = started_at + SUBSCRIPTION_TTL
         #: The cage's own publications (services, routes): see zdse.cage.tables.
-        self.tables = CageTables(epoch, self._table_rows, self.outbox)
+        self.tables = CageTables(epoch, self._table_rows)
         self._beat = codec.encode_one(codec.Heartbeat(epoch))
 
     # --- the hot path ------------------------------------------------------
 
-    def receive(self, frames: list[bytes], now: float) -> None:
+    def receive(
+        self, batch: Iterable[list[bytes]], now: float, keys: Mapping[bytes, str] | None = None
+    ) -> Effects:
+        """Handle the multipart messages the ROUTER gave in one loop iteration.
+
+        Args:
+            batch: the messages, each identity first.
+            now: the time, read once for the whole batch.
+            keys: with CURVE, the key each connection that sent a Register
+                in this batch came with (ZeroMQ's User-Id).
+
+        Returns:
+            what the shell must do.
+        """
+        self._out = Effects()
+        self._keys = keys or {}
+        for frames in batch:
+            self._receive(frames, now)
+        return self._finish(now)
+
+    def _receive(self, frames: list[bytes], now: float) -> None:
         """Handle one multipart message from the ROUTER (identity first)."""
         if len(frames) != 4:
             self._bad(frames[0] if frames else b"", f"expected 4 frames, got {len(frames)}")
@@ -228,7 +229,7 @@ class CageCore:
                     self.subscribers[pair] = now
                 else:
                     self.stats["subscriptions_uncounted"] += 1
-            out = self.outbox.router
+            out = self._out.router
             sender = node.name_bytes
             cost = len(sender) + len(key_bytes) + len(body) + _ROUTED_COST
             accounts, budget = self.accounts, self.queue_bytes
@@ -250,13 +251,13 @@ class CageCore:
                 return
             node.last_seen = now
             self.stats["published"] += 1
-            self.outbox.pub.append([node.name_bytes + b"\x00" + key_bytes + b"\x00", head, body])
+            self._out.pub.append([node.name_bytes + b"\x00" + key_bytes + b"\x00", head, body])
         elif kind is Kind.HEARTBEAT:
             if node is None:
                 self._not_registered(identity)
                 return
             node.last_seen = now
-            self._send([identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
+            self._probe(identity)
         elif kind is Kind.RECEIPT:
             self._receipt(identity, node, body, now)
         elif kind is Kind.REGISTER:
@@ -273,10 +274,6 @@ class CageCore:
 
     # --- registration ------------------------------------------------------
 
-    def note_peer(self, identity: bytes, public_key: str) -> None:
-        """Record the CURVE key a registration frame came with (the shell reads it)."""
-        self._peer_keys[identity] = public_key
-
     def _register(self, identity: bytes, body: bytes, now: float) -> None:
         try:
             # Retries coalesced into one frame: the last one speaks.
@@ -287,11 +284,11 @@ class CageCore:
             return
         assert isinstance(reg, codec.Register)
         if self.authorized is not None:
-            key = self._peer_keys.pop(identity, "")
+            key = self._keys.get(identity, "")
             refusal = self.authorized.check(key, reg)
             if refusal is not None:
                 self.stats["forbidden"] += 1
-                self.events.append(("node.forbidden", {"name": reg.name, "why": refusal}))
+                self._log("node.forbidden", {"name": reg.name, "why": refusal})
                 self._error(identity, "forbidden", refusal)
                 return
         holder_id = self.names.get(reg.name)
@@ -308,7 +305,7 @@ class CageCore:
         # otherwise a holder that says nothing for one and a half heartbeats
         # is taken for dead, and one that does speak keeps its name.
         self.claims[reg.name] = _Claim(identity, reg, now + 1.5 * self.heartbeat, holder.last_seen)
-        self._send([holder_id, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat])
+        self._probe(holder_id)
 
     def _accept(self, identity: bytes, reg: codec.Register, now: float) -> None:
         old = self.nodes.get(identity)
@@ -324,8 +321,8 @@ class CageCore:
         for pattern in self._patterns(record):
             self.routes.add(pattern, identity)
         self.stats["registered"] += 1
-        self.events.append(("node.registered", {"name": reg.name, "addresses": reg.addresses,
-                                                 "module": reg.info.get("module", "")}))
+        self._log("node.registered", {"name": reg.name, "addresses": reg.addresses,
+                                                 "module": reg.info.get("module", "")})
         # A connection registering again keeps its account (what it has not
         # read is still on its way): the welcome says how far it goes.
         acct = self.accounts.pop(identity, None)
@@ -356,13 +353,13 @@ class CageCore:
         self._send([record.identity, codec.header(Kind.WELCOME), _CAGE_BYTES, b"", welcome])
         if changed:
             self.stats["readdressed"] += 1
-            self.events.append(("node.readdressed", {"name": reg.name,
-                                                     "addresses": reg.addresses}))
+            self._log("node.readdressed", {"name": reg.name,
+                                                     "addresses": reg.addresses})
             self._event(codec.Joined(record.name, [record.name, *record.addresses]))
 
     def _refuse(self, identity: bytes, name: str, why: str) -> None:
         self.stats["refused"] += 1
-        self.events.append(("node.refused", {"name": name, "why": why}))
+        self._log("node.refused", {"name": name, "why": why})
         self._error(identity, "name_taken", f"name {name!r} is held by a live node ({why})")
 
     @staticmethod
@@ -385,14 +382,17 @@ class CageCore:
         self.tables.stale = True
         self.tables.forget(record.name)
         self.stats[f"left_{reason}".replace("-", "_")] += 1
-        self.events.append(("node.left", {"name": record.name, "reason": reason}))
+        self._log("node.left", {"name": record.name, "reason": reason})
         if announce:
             self._event(codec.Left(record.name, reason))
 
     # --- time and transport feedback --------------------------------------
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Effects:
         """Expire silent nodes and decide name claims whose probe timed out.
+
+        Returns:
+            what the shell must do.
 
         The shell ticks several times a beat. Ticks more than a beat apart
         mean the cage itself did not run (stopped, its machine paused, its
@@ -402,16 +402,20 @@ class CageCore:
         most one such beat per expiry: a cage late at every tick (overloaded)
         still expires the silent.
         """
+        self._out = Effects()
+        self._tick(now)
+        return self._finish(now)
+
+    def _tick(self, now: float) -> None:
         last, self._last_tick = self._last_tick, now
         if (last is not None and now - last > self.heartbeat
                 and now >= self._grace_until + self.expiry):
             self._grace_until = now + self.heartbeat
             self.stats["stalls"] += 1
-            self.events.append(("cage.stalled", {"seconds": round(now - last, 3)}))
+            self._log("cage.stalled", {"seconds": round(now - last, 3)})
         waiting = now < self._grace_until
         self.tables.expire(now)
-        # The supervisor's rows (state, restarts) change on its own clock.
-        self.tables.refresh(now, force="services" in self.handlers)
+        self.tables.refresh(now, self._out)
         if now >= self._next_prune:
             # Forget subscription announces older than the ttl, now and then.
             self._next_prune = now + SUBSCRIPTION_TTL
@@ -439,19 +443,23 @@ class CageCore:
                 # connection left, which ROUTER_MANDATORY reports at once
                 # (see unreachable()), so its subscribers hear of it within
                 # a beat or two instead of at its expiry.
-                self._send(
-                    [record.identity, codec.header(Kind.HEARTBEAT), _CAGE_BYTES, b"", self._beat]
-                )
+                self._probe(record.identity)
 
-    def unreachable(self, identity: bytes, now: float) -> None:
-        """The transport says ``identity`` has no connection: drop it at once."""
+    def unreachable(self, identity: bytes, now: float) -> Effects:
+        """The transport says ``identity`` has no connection: drop it at once.
+
+        Returns:
+            what the shell must do (its subscribers hear that it left).
+        """
+        self._out = Effects()
         self.stats["unreachable"] += 1
         # Its connection is gone, and with it what was queued for it.
         self.accounts.pop(identity, None)
         record = self.nodes.get(identity)
         if record is not None:
             self._remove(record, "disconnected")
-            self.tick(now)
+            self._tick(now)
+        return self._finish(now)
 
     def dropped(self, count: int = 1, frames: list[bytes] | None = None) -> None:
         """Count messages the transport dropped because a node's queue was full.
@@ -492,7 +500,7 @@ class CageCore:
             if not acct.admit(cost, self.queue_bytes):
                 self._over_budget(frames[0], acct, _VALID_HEADERS[frames[1]][0], cost, counted=True)
                 return
-        self.outbox.router.append(frames)
+        self._out.router.append(frames)
 
     def _over_budget(
         self, identity: bytes, acct: Account, kind: Kind, cost: int, counted: bool = False
@@ -508,8 +516,8 @@ class CageCore:
         self.dropped_nodes[name] += 1
         if acct.refused == 1:
             # Once per spell: the first refusal since the node was last told.
-            self.events.append(("node.over_budget", {
-                "name": name, "unread": acct.unacked, "budget": self.queue_bytes}))
+            self._log("node.over_budget", {
+                "name": name, "unread": acct.unacked, "budget": self.queue_bytes})
 
     def _receipt(self, identity: bytes, node: NodeRecord | None, body: bytes, now: float) -> None:
         acct = self.accounts.get(identity)
@@ -552,7 +560,11 @@ class CageCore:
     # --- answers ------------------------------------------------------------
 
     def _event(self, msg: codec.Joined | codec.Left) -> None:
-        self.outbox.pub.append([EVENT_TOPIC, codec.header(msg.KIND), codec.encode_one(msg)])
+        self._out.pub.append([EVENT_TOPIC, codec.header(msg.KIND), codec.encode_one(msg)])
+
+    def _probe(self, identity: bytes) -> None:
+        """A heartbeat to ``identity``: the answer to its own, and the cage's probe."""
+        self._send([identity, _HEARTBEAT_HEADER, _CAGE_BYTES, b"", self._beat])
 
     def _error(self, identity: bytes, code: str, message: str) -> None:
         body = codec.encode_one(codec.Error(code, message))
@@ -561,10 +573,9 @@ class CageCore:
     def _bad(self, identity: bytes, reason: str) -> None:
         self.stats["bad_frames"] += 1
         self.last_bad = reason
-        if self.stats["bad_frames"] & (self.stats["bad_frames"] - 1) == 0:
-            # Log the 1st, 2nd, 4th, 8th... bad frame: visible, never a flood.
-            self.events.append(("frame.bad", {"reason": reason,
-                                              "count": self.stats["bad_frames"]}))
+        if sampled(self.stats["bad_frames"]):
+            self._log("frame.bad", {"reason": reason,
+                                              "count": self.stats["bad_frames"]})
 
     def _not_registered(self, identity: bytes) -> None:
         self.stats["not_registered"] += 1
@@ -581,7 +592,7 @@ class CageCore:
         self.stats["control"] += 1
         if kind in (Kind.SUBSCRIBE, Kind.UNSUBSCRIBE):
             try:
-                self.tables.receive(node.identity, node.name, kind, body, now)
+                self.tables.receive(node.identity, node.name, kind, body, now, self._out)
             except ProtocolError as exc:
                 self._bad(node.identity, f"bad subscription to the cage: {exc}")
             return
@@ -596,24 +607,11 @@ class CageCore:
         for req in requests:
             assert isinstance(req, codec.Request)
             answer = self._answer(req.dataindex, now)
-            handler = self.handlers.get(req.dataindex)
-            if handler is not None:
-                try:
-                    answer = handler(req.args, answer, now)
-                except ZdseError as exc:
-                    replies.append(codec.Reply(req.cid, False, [type(exc).__name__, str(exc)]))
-                    continue
-                except Exception as exc:
-                    # A bug in a handler must not stop the routing of every node.
-                    self.events.append(("control.failed", {"request": req.dataindex,
-                                                           "error": repr(exc)}))
-                    replies.append(codec.Reply(req.cid, False, ["InternalError", repr(exc)]))
-                    continue
-                if isinstance(answer, Later):
-                    answer.to = (node.identity, node.name_bytes, req.cid)
-                    continue
-            if answer is None:
-                known = ", ".join(["services", "routes", "stats", *sorted(self.handlers)])
+            if req.dataindex in self._served:
+                self._out.controls.append(Control(
+                    (node.identity, node.name_bytes, req.cid), req.dataindex, req.args, answer))
+            elif answer is None:
+                known = ", ".join(["services", "routes", "stats", *sorted(self._served)])
                 replies.append(codec.Reply(req.cid, False, [
                     "UnknownRequest", f"the cage answers {known}; not {req.dataindex!r}"]))
             else:
@@ -622,14 +620,63 @@ class CageCore:
             self._send([node.identity, _REPLY_HEADER, _CAGE_BYTES, node.name_bytes,
                         codec.encode_body(replies)])
 
-    def answer_later(self, later: Later, ok: bool, value: Any) -> None:
-        """Send the reply a handler put off (``value``, or ``[kind, message]`` if not ok)."""
-        if later.to is None:
-            return
-        identity, name, cid = later.to
-        later.to = None
+    # --- the shell's inputs and questions ----------------------------------
+
+    def serve(self, dataindexes: Iterable[str]) -> None:
+        """The shell answers control requests for ``dataindexes`` from now on.
+
+        A request for one comes back as a :class:`~zdse.cage.effects.Control`
+        carrying the core's own answer, if any (``services``: the registered
+        nodes); the shell answers it with :meth:`reply`.
+        """
+        self._served = frozenset(dataindexes)
+
+    def reply(self, to: tuple[bytes, bytes, int], ok: bool, value: Any, now: float) -> Effects:
+        """Answer a :class:`~zdse.cage.effects.Control` the shell took.
+
+        Args:
+            to: the control request's ``to``.
+            ok: False for an error reply; ``value`` is then ``[kind, message]``.
+            value: the reply's value.
+            now: the time.
+
+        Returns:
+            what the shell must do (send the reply).
+        """
+        self._out = Effects()
+        identity, name, cid = to
         self._send([identity, _REPLY_HEADER, _CAGE_BYTES, name,
                     codec.encode_body([codec.Reply(cid, ok, value)])])
+        return self._finish(now)
+
+    def supervised(self, rows: list[dict[str, Any]] | None) -> None:
+        """The supervisor's rows of its services (state, restarts, last error).
+
+        They are merged into the ``services`` table (see :func:`merge_services`),
+        published at the next input that refreshes it (every tick).
+        """
+        if rows != self._supervised:
+            self._supervised = rows
+            self.tables.stale = True
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid the node registered under ``name`` said it runs as; None if no node holds it."""
+        identity = self.names.get(name)
+        record = self.nodes.get(identity) if identity is not None else None
+        if record is None:
+            return None
+        pid = record.info.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    def _finish(self, now: float) -> Effects:
+        """End of an input: publish the tables if a registration changed them."""
+        if self.tables.stale:
+            # Once per input at most (a whole batch), never per message.
+            self.tables.refresh(now, self._out)
+        return self._out
+
+    def _log(self, event: str, fields: dict[str, Any]) -> None:
+        self._out.logs.append(Log(event, fields))
 
     def _answer(self, dataindex: str, now: float) -> Any:
         if dataindex == "services":
@@ -670,14 +717,41 @@ class CageCore:
         """The rows of one of the cage's tables: what the control request answers."""
         assert dataindex in TABLES
         answer = self._answer(dataindex, now)
-        handler = self.handlers.get(dataindex)
-        if handler is not None:
-            try:
-                rows = handler(None, answer, now)
-                # A handler's answer put off (Later) is no table: keep the core's.
-                answer = answer if isinstance(rows, Later) else rows
-            except Exception as exc:
-                # Publish the cage's own rows rather than stop the loop.
-                self.events.append(("control.failed", {"request": dataindex,
-                                                       "error": repr(exc)}))
+        if dataindex == "services" and self._supervised is not None:
+            return merge_services(answer, self._supervised)
         return answer
+
+
+def merge_services(
+    registered: Sequence[Mapping[str, Any]] | None, supervised: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The cage's registered nodes and the supervisor's services, merged by name.
+
+    Args:
+        registered: the cage's ``services`` rows.
+        supervised: the supervisor's rows (``SupervisorCore.rows``).
+
+    Returns:
+        one row per name, sorted: a node nobody supervises is ``running``;
+        a supervised service not registered (yet, or any more) has no
+        ``host`` and no ``last_seen``.
+    """
+    nodes = {row["name"]: row for row in registered or []}
+    services = {row["name"]: row for row in supervised}
+    rows = []
+    for name in sorted(nodes.keys() | services.keys()):
+        node, sup = nodes.get(name), services.get(name)
+        if sup is None:
+            assert node is not None
+            rows.append({**node, "state": "running", "supervised": False, "restarts": 0,
+                         "last_error": "", "retry_in": None})
+            continue
+        row = dict(node) if node is not None else {
+            "name": name, "addresses": sup["addresses"], "module": sup["module"],
+            "host": "", "uptime": sup["uptime"], "last_seen": None,
+        }
+        row.update(pid=sup["pid"], state=sup["state"], supervised=True,
+                   restarts=sup["restarts"], last_error=sup["last_error"],
+                   retry_in=sup["retry_in"])
+        rows.append(row)
+    return rows

@@ -4,9 +4,9 @@ Nothing here runs per message: the routing loop only bumps the counters it
 keeps anyway (:class:`~zdse.cage.core.CageCore`), and a scrape turns them into
 metrics. A scrape runs on one of the HTTP server's threads, which never
 reads the cage's state while the loop changes it: the loop copies what the
-metrics need into a :class:`Snapshot` at every tick (a quarter heartbeat),
+metrics need into a :class:`Readings` at every tick (a quarter heartbeat),
 and a scrape answers from the newest one at once, waiting on no lock and on
-no other scrape. Scrapes of one snapshot share its rendered text.
+no other scrape. Scrapes of one reading share its rendered text.
 docs/operations.md says what each metric means.
 """
 
@@ -41,10 +41,10 @@ from zdse.supervisor.core import State
 from zdse.wire import codec
 from zdse.wire.endpoints import is_loopback
 
-__all__ = ["CageCollector", "Exchange", "MetricsServer", "Snapshot", "take_snapshot"]
+__all__ = ["CageCollector", "Exchange", "MetricsServer", "Readings", "take_readings"]
 
 #: Upper bounds of the batch-size histogram: 1, 2, 4, ... 8192 frames per
-#: wake-up (the loop handles at most DRAIN_LIMIT, 4096, per wake-up).
+#: wake-up (the loop handles at most CAGE_DRAIN_LIMIT, 4096, per wake-up).
 BATCH_BUCKETS = tuple(2**k for k in range(14))
 #: Kinds a node is told about at once when nothing listens (NoRoute);
 #: the other routed kinds are dropped silently.
@@ -55,7 +55,7 @@ log = get_logger(component="metrics")
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Readings:
     """The cage's counters and state at one tick, for one scrape."""
 
     uptime: float
@@ -77,9 +77,9 @@ class Snapshot:
     services: list[dict[str, Any]]
 
 
-def take_snapshot(
+def take_readings(
     core: CageCore, services: Callable[[float], list[dict[str, Any]]] | None, now: float
-) -> Snapshot:
+) -> Readings:
     """Copy what the metrics need out of ``core`` (call it on the loop's thread)."""
     # Every routed kind, from zero, so each series exists before its first frame.
     routed = dict.fromkeys(_ROUTED, 0)
@@ -91,7 +91,7 @@ def take_snapshot(
                 continue
             routed[kind.name.lower()] = routed.get(kind.name.lower(), 0) + count
     routed["delta"] = core.stats["published"]
-    return Snapshot(
+    return Readings(
         uptime=now - core.started_at,
         stats=dict(core.stats),
         routed=routed,
@@ -112,32 +112,32 @@ def take_snapshot(
 
 
 class Exchange:
-    """Hands the loop's newest :class:`Snapshot` to scrapes, on any thread, without a lock.
+    """Hands the loop's newest :class:`Readings` to scrapes, on any thread, without a lock.
 
-    The loop replaces the snapshot at every tick; a scrape reads the
+    The loop replaces the readings at every tick; a scrape reads the
     reference (one atomic read), so scrapes never wait for the loop or for
     each other.
 
     Args:
-        make: takes a snapshot at a given time (runs on the loop's thread).
-        timeout: a snapshot older than this many seconds means the loop is
+        make: takes the readings at a given time (runs on the loop's thread).
+        timeout: readings older than this many seconds means the loop is
             stuck: scrapes get none.
         clock: the loop's clock (monotonic seconds).
     """
 
-    def __init__(self, make: Callable[[float], Snapshot], timeout: float = 2.0,
+    def __init__(self, make: Callable[[float], Readings], timeout: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._make = make
         self.timeout = timeout
         self._clock = clock
-        self._latest: tuple[float, Snapshot] | None = None
+        self._latest: tuple[float, Readings] | None = None
 
     def tick(self, now: float) -> None:
-        """On the loop's thread, every tick: take the snapshot scrapes will read."""
+        """On the loop's thread, every tick: take the readings scrapes will read."""
         self._latest = (now, self._make(now))
 
-    def get(self) -> Snapshot | None:
-        """On a scrape's thread: the newest snapshot, or None if the loop has not
+    def get(self) -> Readings | None:
+        """On a scrape's thread: the newest readings, or None if the loop has not
         ticked within ``timeout``."""
         latest = self._latest
         if latest is None or self._clock() - latest[0] > self.timeout:
@@ -146,7 +146,7 @@ class Exchange:
 
 
 class CageCollector(Collector):
-    """Turns a :class:`Snapshot` into Prometheus metric families."""
+    """Turns a :class:`Readings` into Prometheus metric families."""
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
@@ -166,7 +166,7 @@ class CageCollector(Collector):
         yield from self._services(snap)
 
     @staticmethod
-    def _traffic(snap: Snapshot) -> Iterator[Metric]:
+    def _traffic(snap: Readings) -> Iterator[Metric]:
         routed = CounterMetricFamily(
             "zdse_messages_routed", "Frames the cage forwarded, by kind: routed to one or more "
             "nodes (counted once, whatever the number of destinations), or for 'delta', "
@@ -218,7 +218,7 @@ class CageCollector(Collector):
         yield uptime
 
     @staticmethod
-    def _nodes(snap: Snapshot) -> Iterator[Metric]:
+    def _nodes(snap: Readings) -> Iterator[Metric]:
         nodes = GaugeMetricFamily("zdse_nodes", "Nodes registered with the cage.")
         nodes.add_metric([], len(snap.nodes))
         yield nodes
@@ -263,7 +263,7 @@ class CageCollector(Collector):
         yield unread
 
     @staticmethod
-    def _services(snap: Snapshot) -> Iterator[Metric]:
+    def _services(snap: Readings) -> Iterator[Metric]:
         state = GaugeMetricFamily(
             "zdse_service_state", "1 for the state each supervised service is in, 0 for the "
             "others.", labels=["service", "state"])
@@ -309,7 +309,7 @@ class MetricsServer:
 
     Args:
         address: ``HOST:PORT`` to listen on.
-        exchange: where scrapes get their snapshot.
+        exchange: where scrapes get their readings.
 
     Raises:
         ConfigError: the address is wrong or cannot be bound.
@@ -321,8 +321,8 @@ class MetricsServer:
         self.registry = CollectorRegistry()
         self.registry.register(CageCollector(exchange))
         ProcessCollector(registry=self.registry)
-        #: The text of the last snapshot, served to every scrape of it.
-        self._rendered: tuple[Snapshot, bytes] | None = None
+        #: The text of the last readings, served to every scrape of it.
+        self._rendered: tuple[Readings, bytes] | None = None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         class Bound(_Server):

@@ -13,7 +13,7 @@ from types import FrameType
 import zmq
 
 from zdse.cage.config import CageConfig, apply_defaults, given_flags, load
-from zdse.cage.metrics import Exchange, MetricsServer, take_snapshot
+from zdse.cage.metrics import Exchange, MetricsServer, take_readings
 from zdse.cage.proxy import Proxy
 from zdse.modules import registry as modules
 from zdse.supervisor.processes import Launcher, Supervisor, connectable
@@ -59,11 +59,11 @@ class Operations:
         launcher = Launcher(lambda: _connect_to(proxy), args.log_level,
                             cage_key=args.curve_secret)
         supervisor = self.supervisor = Supervisor(proxy.core, launcher, config, args.config)
-        supervisor.install(proxy.tick_hooks)
+        supervisor.install(proxy.tick_hooks, proxy.desk)
         self.metrics: MetricsServer | None = None
         if args.metrics:
             exchange = Exchange(
-                lambda now: take_snapshot(proxy.core, supervisor.core.rows, now),
+                lambda now: take_readings(proxy.core, supervisor.core.rows, now),
                 timeout=max(2.0, 2 * proxy.core.heartbeat),
             )
             exchange.tick(time.monotonic())  # the loop runs not yet: a scrape now sees it fresh

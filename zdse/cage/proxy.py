@@ -1,8 +1,9 @@
 """The cage process: a ROUTER/PUB proxy around :class:`zdse.cage.core.CageCore`.
 
 One thread, one loop: poll, drain what the ROUTER holds, let the core decide,
-send what it decided. The clock is read once per iteration; nothing is logged
-per message.
+do what it returned (:class:`~zdse.cage.effects.Effects`): send, log, and
+hand control requests to their handlers (:class:`~zdse.cage.control.ControlDesk`).
+The clock is read once per iteration; nothing is logged per message.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from functools import partial
 from types import FrameType
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from zdse.cage.authz import Authorized
+from zdse.cage.control import ControlDesk
 from zdse.cage.core import CageCore
+from zdse.cage.effects import Effects
 from zdse.cage.handshakes import HandshakeMonitor
 from zdse.errors import ConfigError
 from zdse.log import get_logger
@@ -28,6 +30,7 @@ from zdse.wire.codec import Kind
 from zdse.wire.curve import CurveServer
 from zdse.wire.endpoints import Endpoints, is_loopback
 from zdse.wire.limits import (
+    CAGE_DRAIN_LIMIT,
     HEARTBEAT_INTERVAL,
     HEARTBEATS_TO_EXPIRE,
     MAX_MESSAGE_BYTES,
@@ -37,10 +40,6 @@ from zdse.wire.limits import (
 from zdse.wire.zmqio import has_input, recv_frames, send_frames
 
 __all__ = ["Proxy"]
-
-#: Messages handled per poll before the loop looks at timers again, so a
-#: flood cannot starve expiry.
-DRAIN_LIMIT = 4096
 
 log = get_logger(component="cage")
 
@@ -76,6 +75,8 @@ class Proxy:
         #: Called with the time at every tick (heartbeat/4), after the core's
         #: own: the supervisor and the metrics hand-off. Must not block.
         self.tick_hooks: list[Callable[[float], None]] = []
+        #: Control requests the shell answers (the supervisor's).
+        self.desk = ControlDesk(self.core)
         self._ctx = zmq.Context()
         self._running = False
         self._auth: ThreadAuthenticator | None = None
@@ -142,62 +143,62 @@ class Proxy:
         tick_every = core.heartbeat / 4
         next_tick = time.monotonic() + tick_every
         self._running = True
-        recv = self._recv_curve if self._auth is not None else partial(recv_frames, router)
+        curve = self._auth is not None
         while self._running:
             wait = max(0.0, next_tick - time.monotonic())
             if poller.poll(int(wait * 1000)):
                 now = time.monotonic()
                 # The poll saw a message: read it, then ask before each next.
-                count = 0
+                batch: list[list[bytes]] = []
+                keys: dict[bytes, str] = {}
                 try:
                     while True:
-                        core.receive(recv(zmq.NOBLOCK), now)
-                        count += 1
-                        if count == DRAIN_LIMIT or not has_input(router):
+                        batch.append(self._recv_curve(keys) if curve
+                                     else recv_frames(router, zmq.NOBLOCK))
+                        if len(batch) == CAGE_DRAIN_LIMIT or not has_input(router):
                             break
                 except zmq.Again:
                     pass
-                core.drained(count)
+                core.drained(len(batch))
+                self._do(core.receive(batch, now, keys), now)
             now = time.monotonic()
             if now >= next_tick:
-                core.tick(now)
+                self._do(core.tick(now), now)
                 for hook in self.tick_hooks:
                     hook(now)
                 next_tick = now + tick_every
-            self._flush(now)
+            self._do(self.desk.take(), now)
         self.close()
 
-    def _recv_curve(self, flags: int) -> list[bytes]:
-        """Receive one message; for a registration, tell the core the sender's key."""
-        frames = self.router.recv_multipart(flags, copy=False)
+    def _recv_curve(self, keys: dict[bytes, str]) -> list[bytes]:
+        """Receive one message; for a registration, note the sender's key in ``keys``."""
+        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
         head = frames[1].bytes if len(frames) > 1 else b""
         if len(head) == 3 and head[1] == Kind.REGISTER:
-            self.core.note_peer(frames[0].bytes, str(frames[1].get("User-Id") or ""))
+            keys[frames[0].bytes] = str(frames[1].get("User-Id") or "")
         return [f.bytes for f in frames]
 
-    def _flush(self, now: float) -> None:
+    def _do(self, effects: Effects, now: float) -> None:
+        """Carry out what the core returned: answer, send, log."""
         core = self.core
-        if core.tables.stale:
-            # Once per loop iteration at most, never per message.
-            core.tables.refresh(now)
-        to_router, to_pub = core.outbox.take()
-        for frames in to_router:
-            try:
-                send_frames(self.router, frames)
-            except zmq.Again:
-                core.dropped(frames=frames)
-            except zmq.ZMQError as exc:
-                if exc.errno != errno.EHOSTUNREACH:
-                    raise
-                core.unreachable(frames[0], now)
-        for frames in to_pub:
-            send_frames(self.pub, frames)
-        if core.outbox.router or core.outbox.pub:
-            self._flush(now)  # unreachable() may have queued "left" events
-        if core.events:
-            for event, fields in core.events:
-                log.info(event, **fields)
-            core.events.clear()
+        while effects:
+            self.desk.settle(effects, now)
+            fed = Effects()
+            for frames in effects.router:
+                try:
+                    send_frames(self.router, frames)
+                except zmq.Again:
+                    core.dropped(frames=frames)
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EHOSTUNREACH:
+                        raise
+                    # Its subscribers hear that it left: sent in the next round.
+                    fed.extend(core.unreachable(frames[0], now))
+            for frames in effects.pub:
+                send_frames(self.pub, frames)
+            for line in effects.logs:
+                log.info(line.event, **line.fields)
+            effects = fed
 
     def stop(self, *_: object) -> None:
         """Ask the loop to end after the current iteration."""

@@ -12,25 +12,24 @@ routes --json`` print, without the fields that change with the clock alone
 (:data:`VOLATILE`): a delta per heartbeat would say nothing new.
 
 Nothing here runs per routed message. The core marks the tables stale when
-a registration changes (:attr:`CageTables.stale`); the shell calls
-:meth:`CageTables.refresh` once per loop iteration when they are, and at
-every tick while anyone subscribes (the supervisor's rows change on its own
-clock). Rows are computed only while someone subscribes.
+a registration (or the supervisor's rows) changes (:attr:`CageTables.stale`)
+and calls :meth:`CageTables.refresh` at the end of an input when they are,
+and at every tick. Rows are computed only while someone subscribes. The
+messages to send are appended to the effects of the core's input being
+handled; nothing here reaches the shell.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from zdse.cage.effects import Effects
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.node.publications import Publications
 from zdse.wire import codec
 from zdse.wire.codec import CAGE, Kind
 from zdse.wire.limits import MAX_CAGE_SUBSCRIPTIONS, MAX_SID_BYTES
-
-if TYPE_CHECKING:
-    from zdse.cage.core import Outbox
 
 __all__ = ["TABLES", "VOLATILE", "CageTables"]
 
@@ -53,13 +52,12 @@ class CageTables:
 
     Args:
         epoch: the cage's epoch (its publications' epoch).
-        outbox: the core's outbox, where the messages to send are queued.
         rows: computes the current rows of a table (the core's answer to the
-            control request of the same name, through the supervisor's
-            handler when there is one).
+            control request of the same name, with the supervisor's rows
+            merged in when it runs).
     """
 
-    def __init__(self, epoch: str, rows: RowSource, outbox: Outbox) -> None:
+    def __init__(self, epoch: str, rows: RowSource) -> None:
         self.publications = Publications(CAGE, epoch)
         self._rows = rows
         #: True when a registration changed since the last refresh() (the
@@ -68,29 +66,31 @@ class CageTables:
         #: True while the published tables may lag the registrations: they
         #: were not computed since, nobody subscribing.
         self._outdated = True
-        #: Where the frames to send go (the core's: the shell takes them).
-        self.outbox = outbox
 
     def subscribed(self) -> bool:
         """Whether any service subscribes to a table of the cage."""
         return any(p["subscribers"] for p in self.publications.pubdata().values())
 
-    def refresh(self, now: float, force: bool = False) -> None:
-        """Publish the tables anew if stale (or ``force``), and anyone subscribes.
+    def refresh(self, now: float, out: Effects) -> None:
+        """Publish the tables anew if stale and anyone subscribes.
 
-        A table that changed sends its subscribers one delta; nothing is
-        computed while nobody subscribes (the next subscription computes it).
+        A table that changed sends its subscribers one delta (into ``out``);
+        nothing is computed while nobody subscribes (the next subscription
+        computes it).
         """
-        if not (self.stale or force):
+        if not self.stale:
             return
         self.stale = False
         if self.subscribed():
-            self._publish(now)
+            self._publish(now, out)
         else:
             self._outdated = True  # computed at the next subscription
 
-    def receive(self, identity: bytes, name: str, kind: Kind, body: bytes, now: float) -> None:
-        """Take a Subscribe or Unsubscribe that node ``name`` sent to the cage.
+    def receive(
+        self, identity: bytes, name: str, kind: Kind, body: bytes, now: float, out: Effects
+    ) -> None:
+        """Take a Subscribe or Unsubscribe that node ``name`` sent to the cage;
+        what to answer goes into ``out``.
 
         Raises:
             ProtocolError: the body is not one.
@@ -100,52 +100,55 @@ class CageTables:
             if isinstance(msg, codec.Unsubscribe):
                 self.publications.on_unsubscribe(name, msg)
             elif isinstance(msg, codec.Subscribe):
-                self._subscribe(identity, name, msg, now)
+                self._subscribe(identity, name, msg, now, out)
 
-    def _subscribe(self, identity: bytes, name: str, sub: codec.Subscribe, now: float) -> None:
+    def _subscribe(
+        self, identity: bytes, name: str, sub: codec.Subscribe, now: float, out: Effects
+    ) -> None:
         name_bytes = name.encode()
         if len(sub.sid.encode()) > MAX_SID_BYTES:
             # Kept per subscription until it expires: a long one is refused.
-            self._error(identity, "bad_subscription",
+            self._error(out, identity, "bad_subscription",
                         f"a subscription id is at most {MAX_SID_BYTES} bytes")
             return
         if sub.dataindex not in TABLES:
             # Never published: say so (the subscriber's update is
             # "unpublished") and keep no record of it.
             snap = codec.Snapshot(sub.sid, sub.dataindex, self.publications.epoch, 0, None)
-            self.outbox.router.append([identity, codec.header(Kind.SNAPSHOT), _CAGE_BYTES,
+            out.router.append([identity, codec.header(Kind.SNAPSHOT), _CAGE_BYTES,
                                        name_bytes, codec.encode_one(snap)])
             return
         held = self.publications.readers_of(name)
         if (sub.dataindex, sub.sid) not in held and len(held) >= MAX_CAGE_SUBSCRIPTIONS:
-            self._error(identity, "too_many_subscriptions",
+            self._error(out, identity, "too_many_subscriptions",
                         f"at most {MAX_CAGE_SUBSCRIPTIONS} subscriptions of one service to "
                         "the cage's tables")
             return
         if self._outdated or self.stale or self.publications.data(sub.dataindex) is None:
             # First subscriber, or a change not yet published: bring the
             # tables up to date before the snapshot (deltas go to the others).
-            self._publish(now)
+            self._publish(now, out)
         for action in self.publications.on_subscribe(name, sub, now):
             msg = action.message
             try:
                 body = codec.encode_one(msg)
             except (ProtocolError, MessageTooLarge):
                 continue  # cannot be sent back: nothing to answer
-            self.outbox.router.append([identity, codec.header(msg.KIND), _CAGE_BYTES,
+            out.router.append([identity, codec.header(msg.KIND), _CAGE_BYTES,
                                        name_bytes, body])
 
-    def _error(self, identity: bytes, code: str, message: str) -> None:
+    @staticmethod
+    def _error(out: Effects, identity: bytes, code: str, message: str) -> None:
         body = codec.encode_one(codec.Error(code, message))
-        self.outbox.router.append([identity, _ERROR_HEADER, _CAGE_BYTES, b"", body])
+        out.router.append([identity, _ERROR_HEADER, _CAGE_BYTES, b"", body])
 
-    def _publish(self, now: float) -> None:
+    def _publish(self, now: float, out: Effects) -> None:
         self.stale = self._outdated = False
         for dataindex in TABLES:
             sent = self.publications.publish(dataindex, self._clean(dataindex, now))
             if sent is not None:
                 topic = codec.topic(CAGE, dataindex)
-                self.outbox.pub.append([topic, _DELTA_HEADER, codec.encode_one(sent)])
+                out.pub.append([topic, _DELTA_HEADER, codec.encode_one(sent)])
 
     def _clean(self, dataindex: str, now: float) -> Any:
         rows = self._rows(dataindex, now)

@@ -36,6 +36,7 @@ import uuid
 from typing import Any, TextIO
 
 from zdse.cli.args import add_log_flags, env_default, positive_float, positive_int
+from zdse.cli.client import client_parser
 from zdse.cli.node import client_curve
 from zdse.errors import (
     BusClosed,
@@ -52,7 +53,7 @@ from zdse.node.bus import Bus, Update
 from zdse.node.requests import Gathered
 from zdse.wire.codec import CAGE
 from zdse.wire.curve import generate, load_public
-from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
+from zdse.wire.endpoints import Endpoints
 from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
 from zdse.wire.routes import pattern_matches
 
@@ -89,13 +90,7 @@ def _json_arg(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of zdse-ctl."""
-    parser = argparse.ArgumentParser(
-        prog="zdse-ctl", description="Look at and talk to zdse.",
-        epilog="".join((__doc__ or "").partition("Exit codes:")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_endpoint_flags(parser)
-    add_client_key_flags(parser)
+    parser = client_parser("zdse-ctl", "Look at and talk to zdse.", __doc__)
     parser.add_argument(
         "--connect-timeout", type=positive_float,
         default=env_default("ZDSE_CONNECT_TIMEOUT", "5"),

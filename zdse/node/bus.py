@@ -35,6 +35,7 @@ from zdse.errors import (
     RegistrationError,
     RemoteError,
     RequestTimeout,
+    ZdseError,
 )
 from zdse.log import get_logger
 from zdse.modules.options import positive_float_env
@@ -54,6 +55,7 @@ from zdse.node.events import Membership
 from zdse.node.requests import Failure, Gathered, Outcome
 from zdse.node.silence import Seen, after, explain
 from zdse.node.subscriptions import Update
+from zdse.node.tableindex import SLICED_ROWS
 from zdse.node.transport import Transport
 from zdse.wire import codec
 from zdse.wire.curve import CurveClient
@@ -165,6 +167,12 @@ class Bus:
         #: What each cage's DEALER connection last went through.
         self._seen: list[Seen | None] = [None] * len(self.cages)
         self._closed = False
+        #: Big tables waiting to be prepared in slices: the newest per dataindex.
+        self._pending: dict[str, Any] = {}
+        #: Per dataindex, how often a pending version was stored at once
+        #: (_settle): a sliced preparation begun before is then outdated.
+        self._settled: dict[str, int] = {}
+        self._published_waiters: list[asyncio.Future[None]] = []
 
     # --- the handlers, kept by the dispatcher -----------------------------------
 
@@ -370,8 +378,16 @@ class Bus:
         :meth:`change_rows` or :meth:`replace`, at a cost that follows the
         change. Nothing is sent when nothing changed or nobody subscribes.
 
+        A big table (:data:`~zdse.node.tableindex.SLICED_ROWS` rows or more) is
+        indexed and diffed in slices, between which the loop answers requests
+        and heartbeats: it is stored when that ends (:meth:`wait_published`),
+        and a failure is logged (``publish.refused``), not raised. Versions
+        published meanwhile are coalesced: the newest wins. An incremental
+        change of the same dataindex stores a version still in slices first,
+        at once, so changes apply in the order they were made.
+
         Raises:
-            MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
+            MessageTooLarge: a snapshot of ``data`` would exceed the message limit.
             ProtocolError: msgpack cannot represent ``data``.
         """
         if self.prepush_processor is not None:
@@ -379,6 +395,14 @@ class Bus:
             if data is None:
                 self.core.count("prepush_dropped")
                 return
+        if self._opened and not self._closed and (
+                dataindex in self._pending or (isinstance(data, list | dict)
+                                               and len(data) >= SLICED_ROWS)):
+            waiting = dataindex in self._pending
+            self._pending[dataindex] = data
+            if not waiting:
+                self._spawn(self._publish_sliced(dataindex))
+            return
         frame = self.core.publish(dataindex, data)
         if frame is not None:
             self._queue(frame)
@@ -407,6 +431,7 @@ class Bus:
             ProtocolError: msgpack cannot represent a key or value.
             Whatever is raised, nothing is stored or sent.
         """
+        self._settle(dataindex)
         frame = self.core.change_keys(dataindex, put or {}, delete)
         if frame is not None:
             self._queue(frame)
@@ -432,6 +457,7 @@ class Bus:
             ProtocolError: msgpack cannot represent a row.
             Whatever is raised, nothing is stored or sent.
         """
+        self._settle(dataindex)
         frame = self.core.change_rows(dataindex, add, remove)
         if frame is not None:
             self._queue(frame)
@@ -449,9 +475,76 @@ class Bus:
         """
         if self.prepush_processor is not None:
             value = self.prepush_processor(dataindex, value)
+        self._settle(dataindex)
         frame = self.core.replace(dataindex, value)
         if frame is not None:
             self._queue(frame)
+
+    async def _publish_sliced(self, dataindex: str) -> None:
+        """Prepare the newest pending version of ``dataindex`` in slices, then store it."""
+        while dataindex in self._pending:
+            data = self._pending[dataindex]
+            settled = self._settled.get(dataindex, 0)
+            started = time.monotonic()
+            try:
+                steps = self.core.prepare(dataindex, data)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        prepared = done.value
+                        break
+                    await asyncio.sleep(0)  # a turn for requests and heartbeats
+                if self._settled.get(dataindex, 0) != settled:
+                    # Stored at once meanwhile (_settle), and maybe changed
+                    # since: this version is older. A newer one has its own task.
+                    break
+                if self._pending.get(dataindex) is data:
+                    del self._pending[dataindex]
+                frame = self.core.publish(dataindex, data, prepared)
+                if frame is not None:
+                    self._queue(frame)
+            except ZdseError as exc:
+                if self._pending.get(dataindex) is data:
+                    del self._pending[dataindex]
+                self.log.error("publish.refused", dataindex=dataindex, error=str(exc))
+            else:
+                self.log.debug("publish.sliced", dataindex=dataindex,
+                               seconds=round(time.monotonic() - started, 3))
+        for fut in self._published_waiters:
+            if not fut.done() and not self._pending:
+                fut.set_result(None)
+
+    def _settle(self, dataindex: str) -> None:
+        """Store at once a version of ``dataindex`` still being prepared in slices.
+
+        Before an incremental change: it applies to what was published last.
+        """
+        if dataindex not in self._pending:
+            return
+        data = self._pending.pop(dataindex)
+        self._settled[dataindex] = self._settled.get(dataindex, 0) + 1
+        try:
+            frame = self.core.publish(dataindex, data)
+            if frame is not None:
+                self._queue(frame)
+        except ZdseError as exc:  # as the sliced path would have: logged, not raised
+            self.log.error("publish.refused", dataindex=dataindex, error=str(exc))
+        if not self._pending:
+            for fut in self._published_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_published(self) -> None:
+        """Wait until every big table handed to :meth:`publish` is stored."""
+        if not self._pending:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._published_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            self._published_waiters.remove(fut)
 
     # --- subscribing --------------------------------------------------------
 

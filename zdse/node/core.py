@@ -27,11 +27,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.log import sampled
 from zdse.node import delta as deltas
+from zdse.node import tableindex
 from zdse.node.cages import Departures, RoundTrips
 from zdse.node.effects import (
     NOTHING,
@@ -53,15 +55,16 @@ from zdse.node.events import (
     Registered,
     SessionChange,
 )
-from zdse.node.publications import Publications
+from zdse.node.publications import Prepared, Publications
 from zdse.node.requests import Outcome, PendingRequests
 from zdse.node.seen_requests import SeenRequests
 from zdse.node.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.node.subscriptions import Subscriptions, Update
+from zdse.node.tableindex import Steps
 from zdse.wire import codec
 from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.frozen import builder
-from zdse.wire.limits import GAP_WINDOW_BEATS, MAX_MESSAGE_BYTES
+from zdse.wire.limits import GAP_WINDOW_BEATS, MAX_MESSAGE_BYTES, PART_BYTES
 from zdse.wire.receipts import ReadCount
 
 __all__ = [
@@ -78,16 +81,39 @@ __all__ = [
 _MESSAGE_HEADER = codec.header(Kind.MESSAGE)
 _DELTA_HEADER = codec.header(Kind.DELTA)
 _PROBE_KEY = PROBE_DATAINDEX.encode()
+_SNAPSHOT_HEADER = codec.header(Kind.SNAPSHOT)
+_PART_HEADER = codec.header(Kind.PART)
 #: What a snapshot of data adds to a "replace" delta of it, at most: a
 #: subscription id (a uuid4 hex: 34 bytes packed) and a seq grown from 1
 #: byte to 9, less the ["replace", ...] wrapper it lacks (9 bytes packed).
 SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
+#: What a snapshot (or a part of one) adds to a table's packed rows, at
+#: most: the array headers (5 bytes each), a subscription id, the dataindex
+#: (at most 255 bytes and its header), an epoch (a uuid4 hex), the largest
+#: seq, and a part's two numbers.
+SNAPSHOT_OVER_TABLE = 5 + 34 + 258 + 34 + 9 + 2 * 9 + 5
+
+
+@dataclass(slots=True)
+class _PartStream:
+    """A snapshot in parts on its way to one subscription, a part at a time.
+
+    ``rows`` are the packed rows of the version it is of (a publish
+    meanwhile builds a new list: these stay as they were).
+    """
+
+    fields: tuple[str, str, str, int]  # sid, dataindex, epoch, seq
+    rows: list[bytes]
+    ranges: list[tuple[int, int]]
+    #: The part sent last.
+    sent: int = 0
 
 
 # The per-message values of the hot paths, built without their frozen
 # __init__ (see zdse.wire.frozen); every other value is built the usual way.
 _build_message = builder(codec.Message)
 _build_snapshot = builder(codec.Snapshot)
+_build_delta = builder(codec.Delta)
 _build_incoming = builder(IncomingMessage)
 _NONE: list[Any] = NOTHING.frames
 #: A frame's cage with several cages: every cage that knows the node.
@@ -120,6 +146,9 @@ class NodeCore:
         self.requests = PendingRequests()
         self.stats: Counter[str] = Counter()
         self.last_bad = ""
+        #: Snapshots in parts under way, by (subscriber, sid): at most one
+        #: each, holding a reference to a version's packed rows.
+        self._streams: dict[tuple[bytes, str], _PartStream] = {}
         #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from each cage, for its receipts (zdse.wire.receipts).
@@ -169,8 +198,12 @@ class NodeCore:
                 self._control(codec.Bye(), cage)
         return self._step([])
 
-    def publish(self, dataindex: str, data: Any) -> Frame | None:
+    def publish(self, dataindex: str, data: Any,
+                prepared: Prepared | None = None) -> Frame | None:
         """Store data; return the delta to send if it changed and anyone subscribes.
+
+        ``prepared``, if given, is ``data`` already indexed and diffed by
+        :meth:`Publications.prepare` (a shell spreads that over its loop).
 
         Raises:
             MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
@@ -180,26 +213,72 @@ class NodeCore:
             be given a snapshot of it.
         """
         _not_reserved(dataindex)
+        if prepared is None:
+            prepared = tableindex.run(self.publications.prepare(dataindex, data))
+        index = prepared.index
         bodies: list[bytes] = []
 
         def admit(d: codec.Delta) -> None:
             # Only data that changed gets here (an unchanged poll of a big
-            # table costs no encoding). The delta is encoded once, to send.
-            body = codec.encode_one(d)
+            # table costs no encoding).
             change = d.delta
-            if change[0] == deltas.REPLACE:
+            if index is not None and index.rows is not None:
+                # A big list table: its snapshot travels in parts, and a
+                # change too big for one message asks subscribers for one.
+                if index.rows and max(map(len, index.rows)) + SNAPSHOT_OVER_TABLE \
+                        > MAX_MESSAGE_BYTES:
+                    raise MessageTooLarge(
+                        f"a row of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+                try:
+                    if change[0] == deltas.REPLACE and \
+                            index.size + SNAPSHOT_OVER_TABLE > PART_BYTES:
+                        # Whole, it would be one long decode for every
+                        # subscriber: they fetch it in parts instead.
+                        raise MessageTooLarge("a snapshot in parts instead")
+                    if change[0] == deltas.REPLACE:
+                        body = codec.encode_with_rows((d.dataindex, d.epoch, d.seq),
+                                                      index.rows, deltas.REPLACE)
+                    else:
+                        body = codec.encode_one(d)
+                except MessageTooLarge:
+                    body = codec.encode_one(
+                        _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT]))
+            elif index is not None:
+                if index.size + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
+                    raise MessageTooLarge(
+                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+                body = codec.encode_one(d)
+            elif change[0] == deltas.REPLACE:
                 # The delta holds the data whole: a snapshot is this body
                 # plus at most a subscription id and a bigger seq.
+                body = codec.encode_one(d)
                 if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
                     raise MessageTooLarge(
                         f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             else:
+                body = codec.encode_one(d)
                 # Worst case of what a snapshot adds around the data: a
                 # uuid4 hex subscription id, the largest seq.
                 codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
+            # The delta is encoded once, to send.
             bodies.append(body)
 
-        return self._delta(dataindex, self.publications.publish(dataindex, data, admit), bodies)
+        return self._delta(dataindex, self.publications.commit(dataindex, prepared, admit),
+                           bodies)
+
+    def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
+        """``data`` indexed and diffed against what is published, in slices.
+
+        What :meth:`publish` does before storing, as steps a shell spreads
+        over its event loop (:meth:`Publications.prepare`); give the result
+        to :meth:`publish`.
+
+        Raises:
+            ProtocolError: a row msgpack cannot represent, or ``dataindex`` is
+                the reserved PROBE_DATAINDEX.
+        """
+        _not_reserved(dataindex)
+        return self.publications.prepare(dataindex, data)
 
     def replace(self, dataindex: str, value: Any) -> Frame | None:
         """Store ``value`` whole; return it as a ``replace`` delta to send (no diff), if due.
@@ -399,6 +478,10 @@ class NodeCore:
     def receive_published(self, frames: list[bytes], now: float, cage: int = 0) -> Effects:
         """Take a message from the SUB socket of cage ``cage``: ``[topic, header, body]``."""
         self._cage = cage
+        if frames and frames[0] != EVENT_TOPIC:
+            # One message of the cage's PUB queue each: what it dropped for a
+            # full queue shows as fewer of these than were published.
+            self.stats["pub_frames"] += 1
         try:
             if len(frames) != 3:
                 raise ProtocolError(f"expected 3 frames from the PUB socket, got {len(frames)}")
@@ -491,8 +574,11 @@ class NodeCore:
         if self.registered:
             self._act(self.subscriptions.tick(now))
             self._take(self.subscriptions.expire(now), events)
-        if self.known:
-            self.publications.expire(now)
+        if self.known and self.publications.expire(now) and self._streams:
+            # A subscriber forgotten for its silence takes no more parts.
+            for key, stream in list(self._streams.items()):
+                if (stream.fields[1], key[1]) not in self.publications.readers_of(key[0].decode()):
+                    del self._streams[key]
         return self._step(events)
 
     def _probe(self, cage: int) -> None:
@@ -660,14 +746,19 @@ class NodeCore:
         elif isinstance(msg, codec.Snapshot):
             self._announce_tried.pop(msg.sid, None)
             self._take(self.subscriptions.on_snapshot(sender, msg, now), events)
+        elif isinstance(msg, codec.SnapshotPart):
+            self._take(self.subscriptions.on_part(sender, msg, now), events)
         elif isinstance(msg, codec.Current):
             self._announce_tried.pop(msg.sid, None)
             self.subscriptions.on_current(sender, msg, now)
+        elif isinstance(msg, codec.PartTaken):
+            self._on_taken(sender, msg)
         elif isinstance(msg, codec.Subscribe):
             # Answered through the cage it came by: the subscriber reached it.
             self._act(self.publications.on_subscribe(sender, msg, now), to=self._cage)
         elif isinstance(msg, codec.Unsubscribe):
             self.publications.on_unsubscribe(sender, msg)
+            self._streams.pop((sender.encode(), msg.sid), None)
         elif isinstance(msg, codec.Message):
             events.append(IncomingMessage(sender, msg))
         elif isinstance(msg, codec.NoRoute):
@@ -722,8 +813,9 @@ class NodeCore:
         if again is not None:
             self._control(again, cage)
         if msg.code == "over_budget":
-            # What the cage dropped for us may have been snapshots or
-            # confirmations: ask again for every view at once.
+            # What the cage dropped for us may have been snapshots (or parts
+            # of one) or confirmations: ask again for every view at once.
+            self.subscriptions.drop_parts()
             self._act(self.subscriptions.reannounce_all(now))
         if msg.code != "not_registered":
             self.stats[f"error_{msg.code}"] += 1
@@ -841,7 +933,11 @@ class NodeCore:
     def _act(self, actions: Sequence[Effect], to: int = PREFERRED) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self._emit(_encode(action.key, action.message), to)
+                msg = action.message
+                if isinstance(msg, codec.Snapshot) and self._send_table(action.key.encode(), msg,
+                                                                        to):
+                    continue
+                self._emit(_encode(action.key, msg), to)
             elif isinstance(action, AddFilter):
                 self._add.append(action.topic)
             elif isinstance(action, RemoveFilter):
@@ -861,6 +957,53 @@ class NodeCore:
             to = self.preferred(self._now) or 0
         self._frames.append(frame)
         self._targets.append(to)
+
+    def _send_table(self, key: bytes, msg: codec.Snapshot, to: int = PREFERRED) -> bool:
+        """Queue a big list table's snapshot from its packed rows; False if not one.
+
+        One message, joined from the packed rows, if it fits in PART_BYTES;
+        else parts of about that size, in order, with the same (epoch, seq).
+        """
+        pubs = self.publications
+        index = pubs.index(msg.dataindex)
+        if index is None or index.rows is None or pubs.data(msg.dataindex) is not msg.data:
+            return False
+        rows = index.rows
+        if index.size + SNAPSHOT_OVER_TABLE <= PART_BYTES:
+            body = codec.encode_with_rows((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows)
+            self._emit((_SNAPSHOT_HEADER, key, body), to)
+            return True
+        ranges = tableindex.parts(rows, PART_BYTES - SNAPSHOT_OVER_TABLE)
+        # Part 0 now, each next one when the subscriber says it took the one
+        # before (PartTaken): one part on its way at a time, so the cage's
+        # byte budget for the subscriber holds it, however big the table. A
+        # new snapshot for the same subscription starts over.
+        stream = _PartStream((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows, ranges)
+        self._streams[(key, msg.sid)] = stream
+        self._send_part(key, stream, to)
+        self.stats["parted_snapshots"] += 1
+        return True
+
+    def _send_part(self, key: bytes, stream: _PartStream, to: int) -> None:
+        """Queue the stream's part ``sent``; forget the stream after its last."""
+        start, stop = stream.ranges[stream.sent]
+        body = codec.encode_with_rows((*stream.fields, stream.sent, len(stream.ranges)),
+                                      stream.rows[start:stop])
+        self._emit((_PART_HEADER, key, body), to)
+        if stream.sent + 1 == len(stream.ranges):
+            del self._streams[(key, stream.fields[0])]
+
+    def _on_taken(self, sender: str, msg: codec.PartTaken) -> None:
+        """The subscriber took a part: send the next (anything else is stale, ignored)."""
+        key = sender.encode()
+        stream = self._streams.get((key, msg.sid))
+        if stream is None or (msg.sid, msg.dataindex, msg.epoch, msg.seq, msg.part) \
+                != (*stream.fields, stream.sent):
+            return
+        stream.sent += 1
+        # By the cage the subscriber's word came by: it reaches that one.
+        self._send_part(key, stream, self._cage)
+
 
     def _control(self, msg: codec.Register | codec.Heartbeat | codec.Bye | codec.Receipt,
                  cage: int = 0) -> None:

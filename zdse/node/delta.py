@@ -7,6 +7,7 @@ of shape, is sent whole. The wire forms are::
     ["rows", added_rows, removed_rows]      # list tables
     ["keys", {key: new_value}, [removed]]    # dict tables
     ["replace", data]                        # anything else
+    ["snapshot"]                             # too big for one message: ask a snapshot
 
 ``apply(old, diff(old, new))`` equals ``new`` (as a multiset for lists).
 """
@@ -24,6 +25,9 @@ __all__ = ["apply", "diff", "freeze", "patch", "same"]
 ROWS = "rows"
 KEYS = "keys"
 REPLACE = "replace"
+#: A change too big for one message: the subscriber asks for a snapshot
+#: (which travels in parts); :func:`apply` cannot apply it.
+SNAPSHOT = "snapshot"
 
 
 def _freeze(value: Any) -> Hashable:

@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from zdse.errors import MessageTooLarge
-from zdse.node import delta
+from zdse.node import delta, tableindex
 from zdse.node.effects import Send
 from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
+from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
 from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.wire.frozen import builder
 from zdse.wire.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
 
-__all__ = ["Publication", "Publications", "Reader"]
+__all__ = ["Prepared", "Publication", "Publications", "Reader"]
 
 
 _build_delta = builder(Delta)
@@ -42,14 +43,18 @@ _T = TypeVar("_T", KeyTable, RowTable)
 class Reader:
     """One subscription to a publication.
 
-    ``covered`` is the sequence number after which every delta was sent
-    while the subscriber's SUB filter was on: set when a re-announce shows
-    it holds a view of ours (its filter goes on with its first snapshot, so
-    the first announce cannot say), cleared when it shows none, and by
-    :meth:`Publications.registered_again`. A re-announce behind ``pub.seq``
-    but not behind ``covered`` crossed deltas in flight: a snapshot would
-    be wasted on it, and would reach it before them (it comes through the
-    cage's ROUTER, they through its PUB), as a snapshot instead of deltas.
+    ``covered`` is the sequence number of the last answer to its announces
+    (a snapshot or a Current): every delta after it went out by the cage's
+    PUB, for the subscriber to take, and is not sent again whole. Cleared
+    by :meth:`Publications.registered_again` (those deltas may have gone to
+    a dead cage). An announce behind ``pub.seq`` but not behind ``covered``
+    crossed deltas in flight (the sync that follows a first snapshot, a
+    re-announce): a snapshot would be wasted on it, and would reach it
+    before them (it comes through the cage's ROUTER, they through its PUB),
+    as a snapshot instead of deltas. It gets a Current: deltas it then
+    lacks (its filter went on too late for them) show as a gap, or as a
+    Current it has not caught up with CURRENT_GRACE later, and it asks
+    for a snapshot itself.
     """
 
     #: Time after which it is forgotten, unless it re-announces.
@@ -57,11 +62,24 @@ class Reader:
     covered: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A new version of a dataindex, indexed and diffed against the one at ``base``."""
+
+    data: Any
+    index: TableIndex | None
+    #: The delta from the version at ``base``, None if nothing changed.
+    change: list[Any] | None
+    base: int
+
+
 @dataclass(slots=True)
 class Publication:
     """One dataindex: its data, sequence number and subscribers."""
 
     seq: int = 0
+    #: The kept index of ``data``, if it is a big table (see zdse.node.tableindex).
+    index: TableIndex | None = None
     #: (subscriber name, subscription id) -> its reader.
     subscribers: dict[tuple[str, str], Reader] = field(default_factory=dict)
     #: The value last published whole (the module's own: never changed here).
@@ -150,10 +168,40 @@ class Publications:
         stored (only when the data changed); whatever it raises leaves the
         publication as it was.
         """
+        return self.commit(dataindex, tableindex.run(self.prepare(dataindex, data)), admit)
+
+    def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
+        """Index ``data`` and diff it against what is published, in slices.
+
+        What :meth:`publish` does before storing, as steps a shell can spread
+        over its event loop; :meth:`commit` stores the result.
+
+        Raises:
+            ProtocolError: a row msgpack cannot represent.
+        """
+        pub = self._pubs.get(dataindex)
+        old, old_index, seq = (None, None, 0) if pub is None else (pub.data, pub.index, pub.seq)
+        new_index = None
+        if isinstance(data, list | dict) and len(data) >= INDEX_MIN_ROWS:
+            new_index = yield from tableindex.index(data)
+        if not seq:
+            return Prepared(data, new_index, [delta.REPLACE, data], seq)
+        change = yield from tableindex.diff(old, old_index, data, new_index)
+        return Prepared(data, new_index, change, seq)
+
+    def commit(self, dataindex: str, prepared: Prepared,
+               admit: Callable[[Delta], object] | None = None) -> Delta | None:
+        """Store a prepared version; return the delta to send, as :meth:`publish`.
+
+        A version prepared against an older one than is now published (another
+        publish came in between) is diffed again, at once.
+        """
         pub = self._pubs.get(dataindex)
         if pub is None:  # not setdefault: that would build a Publication per call
             pub = Publication()
-        change = delta.diff(pub.data, data) if pub.seq else [delta.REPLACE, data]
+        if prepared.base != pub.seq:
+            prepared = tableindex.run(self.prepare(dataindex, prepared.data))
+        change = prepared.change
         if change is None:
             return None
         # Built without the frozen __init__: this runs once per publish.
@@ -163,9 +211,15 @@ class Publications:
         self._pubs[dataindex] = pub
         if not pub.seq:
             self.waiting -= len(pub.subscribers)
-        pub.data = data
+        pub.data = prepared.data
+        pub.index = prepared.index
         pub.seq += 1
         return d if pub.subscribers else None
+
+    def index(self, dataindex: str) -> TableIndex | None:
+        """The kept index of ``dataindex``'s data, if it is a big table."""
+        pub = self._pubs.get(dataindex)
+        return None if pub is None else pub.index
 
     def replace(
         self, dataindex: str, value: Any, admit: Callable[[Delta], object] | None = None
@@ -266,6 +320,9 @@ class Publications:
         if admit is not None:
             admit(d)
         store()
+        # The kept index is of the data published whole: stale now. The next
+        # whole publish diffs without it (and indexes its own data again).
+        pub.index = None
         self._pubs[dataindex] = pub
         pub.seq += 1
         return d if pub.subscribers else None
@@ -298,7 +355,7 @@ class Publications:
         covered = None
         if reader is not None:
             covered = reader.covered
-            reader.covered = None if seen is None else seq
+            reader.covered = seq
         held = self._held(seen)
         if held == seq or (covered is not None and held is not None and covered <= held <= seq):
             # Say so cheaply; the subscriber also learns that we live.

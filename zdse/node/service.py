@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from zdse.backoff import backoff
 from zdse.errors import BusClosed, ConfigError
 from zdse.log import get_logger
 from zdse.modules import options
@@ -271,7 +272,7 @@ class PollingService(Service):
     def retry_delay(self) -> float:
         """Seconds to wait after ``self.failures`` failed polls in a row."""
         cap = max(self.poll_interval, 60.0)
-        return float(min(cap, 2 ** (self.failures - 1)))
+        return backoff(self.failures, 1.0, cap)
 
     async def _poll_loop(self) -> None:
         try:

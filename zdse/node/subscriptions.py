@@ -34,14 +34,17 @@ they are not transitions but its removal.
 
 Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
-between would be missed. The sync tells the publisher which sequence number
-the view holds; it answers with a fresh snapshot if it has moved on.
+between may be missed. The sync tells the publisher which sequence number
+the view holds; it answers with a Current saying how far it is.
 
-Later re-announces may cross deltas in flight: the publisher answers those
-with a Current saying how far it is, and the feed is *owed* deltas up to
-there. They normally arrive within milliseconds (by the cage's PUB, while
-the Current came by its ROUTER); a feed still owed after CURRENT_GRACE
-lost them, and resyncs.
+The sync, like later re-announces, may cross deltas in flight: the feed is
+then *owed* deltas up to the Current's seq. They normally arrive within
+milliseconds (by the cage's PUB, while the Current came by its ROUTER); a
+feed still owed after CURRENT_GRACE lost them (its filter came too late,
+or a queue overflowed), and resyncs, as it does at once when the next
+delta shows a gap. A snapshot in answer would be wasted when the deltas
+come, and would reach the subscriber before them, as a snapshot where
+deltas were due.
 """
 
 from __future__ import annotations
@@ -53,9 +56,21 @@ from typing import Any, NamedTuple
 
 from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
+from zdse.node import tableindex
+from zdse.node.assembly import TOO_BIG, Assemblies
 from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.gaps import Held
-from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe, topic
+from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
+from zdse.wire.codec import (
+    Current,
+    Delta,
+    PartTaken,
+    Snapshot,
+    SnapshotPart,
+    Subscribe,
+    Unsubscribe,
+    topic,
+)
 from zdse.wire.frozen import builder
 from zdse.wire.limits import (
     CURRENT_GRACE,
@@ -186,6 +201,27 @@ def _own(data: Any) -> Any:
     return data
 
 
+def _apply(feed: _Feed, change: Any) -> Any:
+    """The feed's view changed by ``change``; a big table's through its kept index.
+
+    In place, as :func:`zdse.node.delta.patch`: a ``rows`` delta to a big list
+    view is found through the index, then written back into the same list.
+
+    Raises:
+        ProtocolError: the delta does not fit the view.
+    """
+    view = feed.view
+    if type(view) is not list or len(view) < INDEX_MIN_ROWS or type(change) is not list \
+            or len(change) != 3 or change[0] != deltas.ROWS:
+        feed.index = None
+        return deltas.patch(view, change)
+    if feed.index is None:
+        feed.index = tableindex.run(tableindex.index(view))
+    new, feed.index = tableindex.apply(view, feed.index, change)
+    view[:] = new
+    return view
+
+
 @dataclass(slots=True)
 class _Feed:
     publisher: str
@@ -205,6 +241,8 @@ class _Feed:
     owed_since: float = 0.0
     #: Deltas past a gap held for the gap window (several cages only).
     held: Held | None = None
+    #: The kept index of a big view, built at its first delta.
+    index: TableIndex | None = None
 
     def move(self, what: FeedInput) -> None:
         target = TRANSITIONS.get((self.state, what))
@@ -243,10 +281,11 @@ class Subscriptions:
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
         self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0,
-                                      "held": 0}
+                                      "held": 0, "lost_parts": 0}
         #: Seconds a delta past a gap is held for another cage to bring the
         #: missing ones (docs/redundancy.md); 0, with one cage: a gap at once.
         self.gap_window = 0.0
+        self._parts = Assemblies()
 
     # --- local calls --------------------------------------------------------
 
@@ -294,6 +333,7 @@ class Subscriptions:
         sub = self._subs.pop(sid, None)
         if sub is None:
             return []
+        self._parts.forget(sid=sid)
         actions: list[Effect] = [Send(sub.key, Unsubscribe(sid, sub.dataindex))]
         for fkey in sub.feeds:
             feed = self._feeds.get(fkey)
@@ -320,9 +360,9 @@ class Subscriptions:
     # --- from the bus -------------------------------------------------------
 
     def on_snapshot(
-        self, sender: str, snap: Snapshot, now: float
+        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None
     ) -> tuple[list[Update], list[Effect]]:
-        """Take a snapshot from ``sender``."""
+        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts)."""
         sub = self._subs.get(snap.sid)
         if sub is None:
             # A snapshot for a subscription we dropped: tell the publisher.
@@ -335,6 +375,7 @@ class Subscriptions:
         if feed is None:
             feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
                          confirmed=now)
+            feed.index = index
             self._feeds[fkey] = feed
             actions.append(AddFilter(topic(sender, snap.dataindex)))
             actions.append(self._sync(feed, snap.sid))
@@ -356,6 +397,8 @@ class Subscriptions:
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
         feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
+        # The view is a copy of the snapshot's rows, in order: their index fits it.
+        feed.index = index
         kind = _snapshot_kind(snap)
         updates = [self._update(feed, sid, kind, snap.data) for sid in sorted(feed.sids)]
         buffered, feed.buffer = feed.buffer, []
@@ -364,6 +407,30 @@ class Subscriptions:
             updates += more
             actions += acts
         return updates, actions
+
+    def on_part(self, sender: str, part: SnapshotPart,
+                now: float) -> tuple[list[Update], list[Effect]]:
+        """Take a part of a snapshot; the snapshot when it is whole, a new ask if one is lost."""
+        if part.sid not in self._subs:
+            # Not (or no longer) ours: nothing kept, and the publisher is told.
+            return [], [Send(sender, Unsubscribe(part.sid, part.dataindex))] if part.part == 0 \
+                else []
+        got = self._parts.take(sender, part, now)
+        if got is None:
+            # Kept, more to come: the publisher sends the next on this word.
+            return [], [Send(sender, PartTaken(part.sid, part.dataindex, part.epoch, part.seq,
+                                               part.part))]
+        if isinstance(got, tuple):
+            snap, index = got
+            # Its index was built a part at a time, not at the first delta.
+            return self.on_snapshot(sender, snap, now, index)
+        self.stats["lost_parts"] += 1
+        sub = self._subs.get(part.sid)
+        if sub is None or got == TOO_BIG:
+            # Too big: asking at once would loop; the next re-announce asks.
+            return [], []
+        # Ask the publisher again, by name: its answer is a new snapshot.
+        return [], [Send(sender, Subscribe(sub.sid, sub.dataindex, {}, self.ttl))]
 
     def on_delta(self, publisher: str, d: Delta, now: float) -> tuple[list[Update], list[Effect]]:
         """Take a delta published by ``publisher``."""
@@ -389,6 +456,9 @@ class Subscriptions:
             return [], []
         if event is _OLD:
             return [], []
+        if event is _NEXT and d.delta == [deltas.SNAPSHOT]:
+            # The change was too big for one message: a snapshot brings it.
+            return [], self._resync(feed, None, now, _GAP)
         if event is _GAP:
             if self.gap_window > 0 and d.epoch == feed.epoch:
                 # Another cage may bring the deltas between in a moment.
@@ -400,7 +470,7 @@ class Subscriptions:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
-            feed.view = deltas.patch(feed.view, d.delta)
+            feed.view = _apply(feed, d.delta)
         except ProtocolError:
             self.stats["bad_deltas"] += 1
             return [], self._resync(feed, d, now, _GAP)
@@ -435,7 +505,7 @@ class Subscriptions:
         updates: list[Update] = []
         for one in [d, *held.run_after(d.seq)]:
             try:
-                feed.view = deltas.patch(feed.view, one.delta)
+                feed.view = _apply(feed, one.delta)
             except ProtocolError:
                 self.stats["bad_deltas"] += 1
                 rest = held.take_all()
@@ -468,6 +538,7 @@ class Subscriptions:
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.patch
+        big = INDEX_MIN_ROWS
         live = FeedState.LIVE
         kind = _DELTA
         for fields in batch:
@@ -477,7 +548,14 @@ class Subscriptions:
             if feed is not None and feed.state is live and epoch == feed.epoch \
                     and seq == feed.seq + 1:
                 try:
-                    view = apply(feed.view, change)
+                    view = feed.view
+                    # A big table is changed through its kept index, not by
+                    # freezing every row of it (see zdse.node.tableindex).
+                    if type(view) is list and len(view) >= big:
+                        view = _apply(feed, change)
+                    else:
+                        feed.index = None  # else kept stale, should the view grow back
+                        view = apply(view, change)
                 except ProtocolError:
                     pass  # on_delta below counts it and resyncs
                 else:
@@ -514,6 +592,7 @@ class Subscriptions:
 
     def on_left(self, name: str) -> tuple[list[Update], list[Effect]]:
         """A publisher left the bus: its feeds end with a "lost" update."""
+        self._parts.forget(sender=name)
         updates: list[Update] = []
         actions: list[Effect] = []
         for feed in [f for f in self._feeds.values() if f.publisher == name]:
@@ -548,6 +627,12 @@ class Subscriptions:
     def tick(self, now: float) -> list[Effect]:
         """Re-announce subscriptions that are due; retry snapshots that did not come."""
         actions: list[Effect] = []
+        for sender, sid in self._parts.stalled(now - 2 * self.refresh):
+            # Its next part never came (lost on its way): ask again.
+            self.stats["lost_parts"] += 1
+            stalled = self._subs.get(sid)
+            if stalled is not None:
+                actions.append(Send(sender, Subscribe(sid, stalled.dataindex, {}, stalled.ttl)))
         for sub in self._subs.values():
             if now >= sub.next_announce:
                 sub.next_announce = now + sub.refresh
@@ -627,12 +712,19 @@ class Subscriptions:
     # --- helpers ------------------------------------------------------------
 
     def _announce(self, sub: _Subscription) -> Subscribe:
-        seen = {
+        # A snapshot in parts under way counts as held: the publisher carries
+        # on with it (a Current), rather than start it over at every refresh.
+        seen = self._parts.under_way(sub.sid)
+        seen.update({
             pub: [self._feeds[(pub, di)].epoch, self._feeds[(pub, di)].seq]
             for pub, di in sub.feeds
             if (pub, di) in self._feeds and self._feeds[(pub, di)].state is not FeedState.RESYNC
-        }
+        })
         return Subscribe(sub.sid, sub.dataindex, seen, sub.ttl)
+
+    def drop_parts(self) -> None:
+        """Drop every snapshot in parts under way (a part of one may have been lost)."""
+        self._parts.forget()
 
     def _ttl(self, feed: _Feed) -> float:
         """A feed's ttl: the longest of its subscriptions' (the one re-announced least often)."""

@@ -3,7 +3,8 @@
 No processes, no signals, no clock: the shell (:mod:`zdse.supervisor.processes`) feeds
 :class:`SupervisorCore` what happened (an operator's start / stop / reload,
 a process that exited, a node that registered, the time) and carries out
-the :data:`Action` values it returns (spawn a node, terminate one, kill one).
+the :data:`Action` values it returns (spawn a node, terminate one, kill one,
+log a lifecycle change).
 
 One service's states, as in :data:`TRANSITIONS`::
 
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zdse.backoff import backoff
 from zdse.errors import ConfigError, SupervisorError
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Action",
     "Input",
     "Kill",
+    "Log",
     "RestartPolicy",
     "ServiceSpec",
     "Spawn",
@@ -124,7 +127,7 @@ class RestartPolicy:
 
     def delay(self, crashes: int) -> float:
         """Seconds to wait before restarting after the ``crashes``-th crash in the window."""
-        return float(min(self.backoff_max, self.backoff * 2 ** max(0, crashes - 1)))
+        return backoff(crashes, self.backoff, self.backoff_max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,15 @@ class Kill:
     pid: int
 
 
-Action = Spawn | Terminate | Kill
+@dataclass(frozen=True, slots=True)
+class Log:
+    """Log ``event`` with ``fields``: a service's lifecycle changed."""
+
+    event: str
+    fields: dict[str, Any]
+
+
+Action = Spawn | Terminate | Kill | Log
 
 
 @dataclass(slots=True)
@@ -187,8 +198,7 @@ class SupervisorCore:
     """The supervised services of one cage and their state machines.
 
     Every method that takes an input returns the actions to carry out, in
-    order. Lifecycle changes are appended to :attr:`events` for the shell to
-    log, one per change.
+    order, with a :class:`Log` for each lifecycle change it made.
 
     Args:
         policy: when to restart and when to give up.
@@ -197,7 +207,8 @@ class SupervisorCore:
     def __init__(self, policy: RestartPolicy | None = None) -> None:
         self.policy = policy or RestartPolicy()
         self.services: dict[str, Supervised] = {}
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        #: Lifecycle changes of the input being handled, returned with its actions.
+        self._notes: list[Log] = []
 
     # --- inputs ----------------------------------------------------------------
 
@@ -249,17 +260,18 @@ class SupervisorCore:
             actions += self.handle(name, Input.STOP, now)
         return actions
 
-    def spawned(self, name: str, pid: int, now: float) -> None:
+    def spawned(self, name: str, pid: int, now: float) -> list[Action]:
         """The shell started the process that a :class:`Spawn` asked for."""
         record = self._get(name)
         record.pid = pid
         record.spawned_at = now
         if record.reason == "restart":
-            self.events.append(("service.restarted", {"service": name, "pid": pid,
+            self._notes.append(Log("service.restarted", {"service": name, "pid": pid,
                                                       "restarts": record.restarts}))
         else:
-            self.events.append(("service.started", {"service": name, "pid": pid,
+            self._notes.append(Log("service.started", {"service": name, "pid": pid,
                                                     "reason": record.reason}))
+        return self._with_notes([])
 
     def spawn_failed(self, name: str, error: str, now: float) -> list[Action]:
         """The shell could not start the process: counts as a crash."""
@@ -306,7 +318,14 @@ class SupervisorCore:
             )
         actions = handler(self, record, now, data)
         self._forget_if_done(record)
-        return actions
+        return self._with_notes(actions)
+
+    def _with_notes(self, actions: list[Action]) -> list[Action]:
+        """``actions`` after the Log of each change made on the way."""
+        if not self._notes:
+            return actions
+        notes, self._notes = self._notes, []
+        return [*notes, *actions]
 
     # --- what the shell shows ---------------------------------------------------
 
@@ -341,7 +360,7 @@ class SupervisorCore:
     def _forget_if_done(self, record: Supervised) -> None:
         if record.retiring and record.state in (State.STOPPED, State.FAILED):
             del self.services[record.spec.name]
-            self.events.append(("service.removed", {"service": record.spec.name}))
+            self._notes.append(Log("service.removed", {"service": record.spec.name}))
 
     def _spawn(self, record: Supervised, reason: str, now: float) -> list[Action]:
         record.state = State.STARTING
@@ -369,7 +388,7 @@ class SupervisorCore:
         if record.pid == 0:  # no process to wait for (never started)
             return self._stopped(record, now, {})
         record.deadline = now + self.policy.stop_timeout
-        self.events.append(("service.stopping", {"service": record.spec.name, "pid": record.pid,
+        self._notes.append(Log("service.stopping", {"service": record.spec.name, "pid": record.pid,
                                                  "then": then.value}))
         return [Terminate(record.spec.name, record.pid)]
 
@@ -383,7 +402,7 @@ class SupervisorCore:
     def _running(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.state = State.RUNNING
         record.deadline = None
-        self.events.append(("service.running", {"service": record.spec.name, "pid": record.pid}))
+        self._notes.append(Log("service.running", {"service": record.spec.name, "pid": record.pid}))
         return []
 
     def _crashed(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
@@ -395,7 +414,7 @@ class SupervisorCore:
         if len(record.crashes) > policy.max_restarts:
             record.state = State.FAILED
             record.deadline = None
-            self.events.append(("service.failed", {
+            self._notes.append(Log("service.failed", {
                 "service": name, "code": data.get("code"), "error": record.last_error,
                 "crashes": len(record.crashes), "window": policy.window,
             }))
@@ -403,7 +422,7 @@ class SupervisorCore:
         delay = policy.delay(len(record.crashes))
         record.state = State.BACKOFF
         record.deadline = now + delay
-        self.events.append(("service.crashed", {
+        self._notes.append(Log("service.crashed", {
             "service": name, "code": data.get("code"), "error": record.last_error,
             "retry_in": delay,
         }))
@@ -426,14 +445,14 @@ class SupervisorCore:
             record.crashes.clear()
             return self._spawn(record, record.reason, now)
         record.state = State.STOPPED
-        self.events.append(("service.stopped", {"service": record.spec.name,
+        self._notes.append(Log("service.stopped", {"service": record.spec.name,
                                                 "code": data.get("code")}))
         return []
 
     def _cancel_backoff(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.state = State.STOPPED
         record.deadline = None
-        self.events.append(("service.stopped", {"service": record.spec.name, "code": None}))
+        self._notes.append(Log("service.stopped", {"service": record.spec.name, "code": None}))
         return []
 
     def _stop_failed(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
@@ -442,7 +461,7 @@ class SupervisorCore:
 
     def _kill(self, record: Supervised, now: float, data: dict[str, Any]) -> list[Action]:
         record.deadline = None  # one SIGKILL; the exit comes next
-        self.events.append(("service.killed", {"service": record.spec.name, "pid": record.pid,
+        self._notes.append(Log("service.killed", {"service": record.spec.name, "pid": record.pid,
                                                "after": self.policy.stop_timeout}))
         return [Kill(record.spec.name, record.pid)]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import re
 import signal
@@ -31,12 +30,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from zdse.cage.config import CageConfig, load
-from zdse.cage.core import CageCore, Later
+from zdse.cage.control import ControlDesk, Later
+from zdse.cage.core import CageCore, merge_services
 from zdse.errors import ConfigError, SupervisorError
-from zdse.log import get_logger
+from zdse.log import follow_lines, get_logger
 from zdse.modules import registry as modules
 from zdse.modules.check import ModuleCheck
-from zdse.supervisor.core import Action, Kill, ServiceSpec, Spawn, State, SupervisorCore, Terminate
+from zdse.supervisor.core import (
+    Action,
+    Kill,
+    Log,
+    ServiceSpec,
+    Spawn,
+    State,
+    SupervisorCore,
+    Terminate,
+)
 from zdse.wire.endpoints import Endpoints
 
 __all__ = ["PARENT_ENV", "Launcher", "NodeProcess", "Supervisor", "connectable", "follow_parent"]
@@ -142,29 +151,15 @@ class NodeProcess:
         self.eof = threading.Event()
         #: When the loop first saw the process exited (see EOF_GRACE).
         self.exit_seen: float | None = None
-        self._thread = threading.Thread(target=self._read, name=f"stderr of {name}", daemon=True)
-        self._thread.start()
+        assert popen.stderr is not None
+        self._thread = follow_lines(popen.stderr, self.take, self.eof.set, f"stderr of {name}")
 
-    def _read(self) -> None:
-        stream = self.popen.stderr
-        assert stream is not None
-        try:
-            for raw in stream:
-                self.take(raw.decode(errors="replace").rstrip())
-        except (OSError, ValueError):
-            pass  # closed under us at shutdown
-        finally:
-            self.eof.set()
-
-    def take(self, line: str) -> None:
-        """Relay one stderr line into the cage's log; remember it if it is an error."""
+    def take(self, line: str, fields: dict[str, Any] | None) -> None:
+        """Relay one stderr line (``fields``: its JSON object) into the cage's log;
+        remember it if it is an error."""
         if not line:
             return
-        try:
-            fields = json.loads(line)
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict) and isinstance(fields.get("event"), str):
+        if fields is not None and isinstance(fields.get("event"), str):
             event = fields.pop("event")
             level = str(fields.pop("level", "info"))
             fields.pop("timestamp", None)
@@ -218,7 +213,8 @@ class Supervisor:
     """Supervise the services of a config file for one cage.
 
     Args:
-        cage: the cage's core (to see registrations and add control handlers).
+        cage: the cage's core (asked which pid holds a name; told the
+            supervised services' rows).
         launcher: starts node processes.
         config: the checked config file (its services and restart policy).
         config_path: the file to read again on reload-config / SIGHUP; None
@@ -247,11 +243,13 @@ class Supervisor:
         self._configured = False
         self._reload_wanted = False
         self._pending: _PendingReload | None = None
+        self._desk: ControlDesk | None = None
 
-    def install(self, tick_hooks: list[Callable[[float], None]]) -> None:
+    def install(self, tick_hooks: list[Callable[[float], None]], desk: ControlDesk) -> None:
         """Hook into the cage: its loop's tick and its control requests."""
         tick_hooks.append(self.tick)
-        self.cage.handlers.update({
+        self._desk = desk
+        desk.add({
             "services": self._services,
             "start": self._control(self.core.start),
             "stop": self._control(self.core.stop),
@@ -281,13 +279,15 @@ class Supervisor:
                           action="kept the running configuration")
         self._reap(now)
         for record in list(self.core.services.values()):
-            if record.state is State.STARTING and record.pid:
-                identity = self.cage.names.get(record.spec.name)
-                node = self.cage.nodes.get(identity) if identity is not None else None
-                if node is not None and node.info.get("pid") == record.pid:
-                    self._do(self.core.registered(record.spec.name, record.pid, now), now)
+            if (record.state is State.STARTING and record.pid
+                    and self.cage.pid_of(record.spec.name) == record.pid):
+                self._do(self.core.registered(record.spec.name, record.pid, now), now)
         self._do(self.core.tick(now), now)
-        self._log_events()
+        self._show(now)
+
+    def _show(self, now: float) -> None:
+        """Tell the cage the services' rows, for its published services table."""
+        self.cage.supervised(self.core.rows(now))
 
     def _reap(self, now: float) -> None:
         for pid, proc in list(self.procs.items()):
@@ -312,6 +312,8 @@ class Supervisor:
                 if proc is not None:
                     proc.signal(signal.SIGTERM if isinstance(action, Terminate)
                                 else signal.SIGKILL)
+            elif isinstance(action, Log):
+                getattr(log, _LEVELS.get(action.event, "info"))(action.event, **action.fields)
 
     def _spawn(self, spec: ServiceSpec, now: float) -> None:
         try:
@@ -320,12 +322,7 @@ class Supervisor:
             self._do(self.core.spawn_failed(spec.name, f"cannot start: {exc}", now), now)
             return
         self.procs[popen.pid] = NodeProcess(popen, spec.name)
-        self.core.spawned(spec.name, popen.pid, now)
-
-    def _log_events(self) -> None:
-        for event, fields in self.core.events:
-            getattr(log, _LEVELS.get(event, "info"))(event, **fields)
-        self.core.events.clear()
+        self._do(self.core.spawned(spec.name, popen.pid, now), now)
 
     # --- config ----------------------------------------------------------------
 
@@ -384,11 +381,13 @@ class Supervisor:
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc), service=verdict.service,
                       action="kept the running configuration")
-            if pending.reply is not None:
-                self.cage.answer_later(pending.reply, False, [type(exc).__name__, str(exc)])
+            self._answer_later(pending.reply, False, [type(exc).__name__, str(exc)], now)
             return
-        if pending.reply is not None:
-            self.cage.answer_later(pending.reply, True, summary)
+        self._answer_later(pending.reply, True, summary, now)
+
+    def _answer_later(self, reply: Later | None, ok: bool, value: Any, now: float) -> None:
+        if reply is not None and self._desk is not None:
+            self._desk.answer_later(reply, ok, value, now)
 
     def _apply(self, config: CageConfig, summary: dict[str, list[str]],
                now: float) -> dict[str, list[str]]:
@@ -397,11 +396,11 @@ class Supervisor:
         stale = sorted(k for k in config.settings.keys() | self.config.settings.keys()
                        if config.settings.get(k) != self.config.settings.get(k))
         self.config = config
+        self._show(now)
         log.info("config.reloaded", path=self.config_path, **summary)
         if stale:
             log.warning("config.needs_restart", keys=stale,
                         why="only services and the restart policy change without a restart")
-        self._log_events()
         return summary
 
     # --- control requests --------------------------------------------------------
@@ -416,7 +415,7 @@ class Supervisor:
             try:
                 self._do(operation(name, now), now)
             finally:
-                self._log_events()
+                self._show(now)
             rows = self._services(None, [], now)
             return next((r for r in rows if r["name"] == name), {"name": name, "state": "removed"})
         return handler
@@ -428,25 +427,7 @@ class Supervisor:
 
     def _services(self, args: Any, answer: Any, now: float) -> list[dict[str, Any]]:
         """The cage's registered nodes and the supervised services, merged by name."""
-        registered = {row["name"]: row for row in answer or []}
-        supervised = {row["name"]: row for row in self.core.rows(now)}
-        rows = []
-        for name in sorted(registered.keys() | supervised.keys()):
-            node, sup = registered.get(name), supervised.get(name)
-            if sup is None:
-                assert node is not None
-                rows.append({**node, "state": "running", "supervised": False, "restarts": 0,
-                             "last_error": "", "retry_in": None})
-                continue
-            row = dict(node) if node is not None else {
-                "name": name, "addresses": sup["addresses"], "module": sup["module"],
-                "host": "", "uptime": sup["uptime"], "last_seen": None,
-            }
-            row.update(pid=sup["pid"], state=sup["state"], supervised=True,
-                       restarts=sup["restarts"], last_error=sup["last_error"],
-                       retry_in=sup["retry_in"])
-            rows.append(row)
-        return rows
+        return merge_services(answer, self.core.rows(now))
 
     # --- the end ----------------------------------------------------------------
 
@@ -457,7 +438,6 @@ class Supervisor:
             self._pending.check.kill()
             self._pending = None
         self._do(self.core.stop_all(now), now)
-        self._log_events()
         deadline = now + self.core.policy.stop_timeout
         for pid, proc in list(self.procs.items()):
             try:
@@ -467,5 +447,5 @@ class Supervisor:
                 code = proc.popen.wait()
             proc.close()
             del self.procs[pid]
-            self.core.exited(proc.name, pid, code, proc.how_it_ended(code), self.clock())
-        self._log_events()
+            self._do(self.core.exited(proc.name, pid, code, proc.how_it_ended(code),
+                                      self.clock()), self.clock())

@@ -30,12 +30,13 @@ import uuid
 from aiohttp import web
 
 from zdse.cli.args import add_log_flags, env_default
+from zdse.cli.client import client_parser
 from zdse.cli.node import client_curve
 from zdse.errors import ConfigError, ProtocolError, RegistrationError
 from zdse.log import configure, get_logger
 from zdse.node.bus import Bus
 from zdse.web.app import Dashboard, build_app
-from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags, is_loopback
+from zdse.wire.endpoints import Endpoints, is_loopback
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "parse_listen"]
 
@@ -56,13 +57,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of zdse-web."""
-    parser = argparse.ArgumentParser(
-        prog="zdse-web", description="Serve a live web dashboard of the bus.",
-        epilog="".join((__doc__ or "").partition("Exit codes:")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_endpoint_flags(parser)
-    add_client_key_flags(parser)
+    parser = client_parser("zdse-web", "Serve a live web dashboard of the bus.", __doc__)
     parser.add_argument(
         "--listen", type=parse_listen, default=env_default("ZDSE_WEB_LISTEN", DEFAULT_LISTEN),
         metavar="HOST:PORT",

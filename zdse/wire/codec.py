@@ -11,7 +11,7 @@ one loop iteration travels as one frame. docs/protocol.md is the reference.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -79,13 +79,15 @@ class Kind(enum.IntEnum):
     JOINED = ord("J")
     LEFT = ord("L")
     RECEIPT = ord("A")
+    PART = ord("K")
+    TAKEN = ord("G")
 
 
 #: Kinds the cage routes by key to other nodes (everything else is for the
 #: cage itself or, for DELTA, for its PUB socket).
 ROUTED_KINDS = frozenset(
     {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT,
-     Kind.CURRENT}
+     Kind.CURRENT, Kind.PART, Kind.TAKEN}
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
@@ -286,6 +288,43 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """Publisher -> subscriber: part ``part`` of ``parts`` of a list table's snapshot.
+
+    A snapshot too big for one message travels as parts, in order, each
+    with the snapshot's ``(epoch, seq)``; ``rows`` are this part's rows. The
+    subscriber takes the table when the last part has come, and asks again
+    if one is missing.
+    """
+
+    KIND: ClassVar[Kind] = Kind.PART
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+    part: int
+    parts: int
+    rows: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PartTaken:
+    """Subscriber -> publisher: I took part ``part`` of your snapshot; send the next.
+
+    Parts are paced by these: a publisher sends the next part of a snapshot
+    only once the subscriber took the one before, so at most one part is on
+    its way to it, within the cage's byte budget for it however big the table.
+    """
+
+    KIND: ClassVar[Kind] = Kind.TAKEN
+    sid: str
+    dataindex: str
+    epoch: str
+    seq: int
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
 class Current:
     """Publisher -> subscriber: your view of ``dataindex`` is current at ``(epoch, seq)``.
 
@@ -365,14 +404,16 @@ class Left:
 
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
-    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | Receipt
+    | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | Receipt | SnapshotPart
+    | PartTaken
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
     cls.KIND: cls
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
-        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, Receipt,
+        Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, Receipt, SnapshotPart,
+        PartTaken,
     )
 }
 
@@ -397,6 +438,8 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.JOINED: (str, list),
     Kind.LEFT: (str, str),
     Kind.RECEIPT: (int,),
+    Kind.PART: (str, str, str, int, int, int, list),
+    Kind.TAKEN: (str, str, str, int, int),
 }
 
 # Field order on the wire is the declaration order. attrgetter reads them
@@ -427,24 +470,8 @@ def _fields(msg: MessageValue) -> tuple[Any, ...]:
     return getter(msg)
 
 
-def encode_body(messages: Iterable[MessageValue]) -> bytes:
-    """Pack messages (all of one kind) into one body.
-
-    Raises:
-        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
-        ProtocolError: a value msgpack cannot represent.
-    """
-    try:
-        body = b"".join([_pack(_fields(m)) for m in messages])
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode message: {exc}") from exc
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    return body
-
-
 def encode_one(msg: MessageValue) -> bytes:
-    """Pack one message's body (as :func:`encode_body` does, minus the join).
+    """Pack one message's body.
 
     Raises:
         MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
@@ -457,6 +484,48 @@ def encode_one(msg: MessageValue) -> bytes:
     if len(body) > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
     return body
+
+
+def encode_body(messages: Iterable[MessageValue]) -> bytes:
+    """Pack messages (all of one kind) into one body: their :func:`encode_one` bodies joined.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    body = b"".join([encode_one(m) for m in messages])
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"body of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return body
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_with_rows(fields: tuple[Any, ...], rows: list[bytes], wrap: str | None = None) -> bytes:
+    """Pack a message whose last field is a list table given as its rows, each packed.
+
+    ``fields`` are the message's other fields, in order; ``wrap``, if given,
+    puts the table inside ``[wrap, table]`` (a ``replace`` delta). The same
+    bytes as :func:`encode_one` of the whole message, without packing the
+    rows again: a big table's snapshot is one join.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    try:
+        head = [_packer.pack_array_header(len(fields) + 1)]
+        head += [_pack(f) for f in fields]
+        if wrap is not None:
+            head += [_packer.pack_array_header(2), _pack(wrap)]
+        head.append(_packer.pack_array_header(len(rows)))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode message: {exc}") from exc
+    size = sum(map(len, head)) + sum(map(len, rows))
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"body of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return b"".join(head) + b"".join(rows)
 
 
 def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
@@ -481,24 +550,6 @@ def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
     if parts:
         frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
     return frames
-
-
-def iter_body(body: bytes) -> Iterator[Any]:
-    """Yield the raw msgpack values of a body.
-
-    Raises:
-        ProtocolError: the body is not a sequence of msgpack values.
-    """
-    unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES + 1
-    )
-    try:
-        unpacker.feed(body)
-        yield from unpacker
-    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
-        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
-    except Exception as exc:  # msgpack's C code raises assorted types on garbage
-        raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
 
 
 def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:
@@ -564,7 +615,7 @@ _BUILDERS: dict[Kind, Callable[..., Any]] = {
 
 
 def _values(body: bytes) -> list[Any]:
-    """All the msgpack values of a body, unpacked in one C loop (see iter_body)."""
+    """All the msgpack values of a body, unpacked in one C loop."""
     unpacker = msgpack.Unpacker(
         raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES + 1
     )

@@ -8,6 +8,17 @@ from __future__ import annotations
 #: filling the cage's memory.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+#: Largest part of a snapshot sent in parts: a list table whose snapshot
+#: exceeds it travels as parts of about this size, each decoded by the
+#: subscriber in a few milliseconds, so neither end's loop pauses long and
+#: the cage never holds more than a few parts of it per peer.
+PART_BYTES = 4 * 1024 * 1024
+
+#: Largest snapshot a subscriber assembles from parts (its rows packed): a
+#: publisher sending more is taken for broken or hostile, and the parts are
+#: dropped as if one were lost. Ten million 150-byte rows, with room.
+MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024 * 1024
+
 #: A node stops adding messages to one outgoing batch past this size, so that
 #: a burst becomes several frames instead of one huge one that delays others.
 MAX_BATCH_BYTES = 256 * 1024
@@ -124,3 +135,8 @@ MAX_SEEN_REQUESTS = 10_000
 #: a node remembers (the oldest forgotten first): a service has left only
 #: once every cage the node is registered with said so.
 MAX_DEPARTURES = 10_000
+
+#: Messages the cage reads per wake-up before it looks at its timers again,
+#: so a flood cannot starve expiry; large enough that one wake-up pays the
+#: poll's cost for thousands of messages.
+CAGE_DRAIN_LIMIT = 4096

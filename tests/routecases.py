@@ -1,0 +1,106 @@
+"""Route-matching cases shared by the pure route tests and the real-RabbitMQ check."""
+
+from __future__ import annotations
+
+# (pattern, key, matches?). RabbitMQ splits on every "." and keeps empty words;
+# only the empty string is the address of zero words.
+CASES: list[tuple[str, str, bool]] = [
+    # the empty key and the empty pattern: zero words
+    ("", "", True),
+    ("", "a", False),
+    ("a", "", False),
+    ("#", "", True),
+    ("*", "", False),
+    ("#.#", "", True),
+    ("*.#", "", False),
+    ("", ".", False),
+    # empty words are words
+    (".", ".", True),
+    (".", "", False),
+    ("*", ".", False),
+    ("*.*", ".", True),
+    ("#", ".", True),
+    ("a.", "a.", True),
+    ("a.", "a", False),
+    ("a", "a.", False),
+    ("*", "a.", False),
+    ("a.*", "a.", True),
+    ("a.#", "a.", True),
+    (".a", ".a", True),
+    ("*.a", ".a", True),
+    ("a", ".a", False),
+    ("a..b", "a..b", True),
+    ("a..b", "a.b", False),
+    ("a.b", "a..b", False),
+    ("a.*.b", "a..b", True),
+    ("a.#.b", "a..b", True),
+    ("..", "..", True),
+    ("*.*.*", "..", True),
+    # "#" matches zero or more words
+    ("#", "a", True),
+    ("#", "a.b.c", True),
+    ("a.#", "a", True),
+    ("a.#", "a.b.c", True),
+    ("#.a", "a", True),
+    ("#.a", "b.a", True),
+    ("#.a", "a.b", False),
+    ("a.#.b", "a.b", True),
+    ("a.#.b", "a.x.y.b", True),
+    ("a.#.b", "a.x.y", False),
+    ("#.a.#", "a", True),
+    ("#.a.#", "b.a.b", True),
+    ("#.a.#", "b.b", False),
+    # several "#"
+    ("#.#", "a", True),
+    ("#.#", "a.b.c", True),
+    ("#.#.#", "", True),
+    ("a.#.#.b", "a.b", True),
+    ("a.#.#.b", "a.x.b", True),
+    ("#.b.#.b.#", "b.b", True),
+    ("#.b.#.b.#", "b", False),
+    ("#.b.#.b.#", "a.b.a.b.a", True),
+    # "*" needs exactly one word
+    ("*", "a", True),
+    ("*", "a.b", False),
+    ("*.*", "a", False),
+    ("*.*", "a.b", True),
+    ("*.*", "a.b.c", False),
+    ("a.*", "a", False),
+    ("*.#", "a", True),
+    ("#.*", "a.b", True),
+    ("#.*", "", False),
+    ("#.*.#", "", False),
+    ("#.*.#", "x", True),
+    ("a.*.#", "a", False),
+    ("a.*.#", "a.b", True),
+    ("*.#.*", "a", False),
+    ("*.#.*", "a.b", True),
+    # "*" and "#" inside a longer word are literal
+    ("a*", "a*", True),
+    ("a*", "ab", False),
+    ("a*", "a", False),
+    ("*a", "ba", False),
+    ("#b", "#b", True),
+    ("#b", "b", False),
+    ("#b", "a.b", False),
+    ("a#", "a", False),
+    ("a.b#", "a.b", False),
+    ("**", "a", False),
+    ("##", "", False),
+    ("##", "##", True),
+    # "*" and "#" in a key are ordinary words
+    ("*", "*", True),
+    ("#", "#", True),
+    ("a", "*", False),
+    ("a", "#", False),
+    ("*.a", "#.a", True),
+    ("a.*", "a.#", True),
+    # words compare exactly
+    ("a", "A", False),
+    ("a.b", "b.a", False),
+    ("a.b", "a.b", True),
+]
+
+# Small alphabets, so that random patterns and keys often match.
+PATTERN_WORDS = ["a", "b", "", "*", "#", "a*", "#b"]
+KEY_WORDS = ["a", "b", "", "a*", "#b", "*", "#"]
