@@ -163,6 +163,9 @@ class Bus:
         #: One transport per cage; the first also as ``_transport``.
         self._transports: list[Transport] = []
         self._transport: Transport | None = None
+        #: The transport when there is only one (the per-message paths take it
+        #: as before); None with several cages, or before open.
+        self._one: Transport | None = None
         self._opened = False
         #: What each cage's DEALER connection last went through.
         self._seen: list[Seen | None] = [None] * len(self.cages)
@@ -248,6 +251,7 @@ class Bus:
                 expiry=lambda: core.expiry, carry=self._carry if several else None,
                 disconnected=partial(core.disconnected, i) if several else None))
         self._transport = self._transports[0]
+        self._one = None if several else self._transport
         self._opened = True
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
@@ -723,12 +727,12 @@ class Bus:
             # A request leaves now, with whatever was queued before it, not
             # at the end of the loop iteration: the caller waits on the round
             # trip. (So requests made together are sent one by one.)
-            transports = self._transports
-            if len(transports) == 1:
-                transports[0].send_now(frame)
+            one = self._one
+            if one is not None:
+                one.send_now(frame)
             else:
                 for cage in core.route(frame):
-                    transports[cage].send_now(frame)
+                    self._transports[cage].send_now(frame)
             outcome = await fut
         except TimeoutError:
             late = core.timeout(cid)
@@ -785,10 +789,10 @@ class Bus:
 
     def _do(self, step: Effects) -> None:
         """Carry out what the core called for: frames and filters, then events."""
-        transports = self._transports
-        if len(transports) == 1:
-            transports[0].apply(step)
-        elif transports:
+        one = self._one
+        if one is not None:
+            one.apply(step)
+        elif self._transports:
             self._carry(step)
         if step.events:
             self._dispatcher.feed(step.events)
@@ -804,10 +808,11 @@ class Bus:
 
     def _queue(self, frame: Frame) -> None:
         """Send ``frame`` at the end of this loop iteration (with what else is queued)."""
-        transports = self._transports
-        if len(transports) == 1:
-            transports[0].queue(frame)
-        elif transports:
+        one = self._one
+        if one is not None:
+            one.queue(frame)
+        elif self._transports:
+            transports = self._transports
             for cage in self.core.route(frame):
                 transports[cage].queue(frame)
 
