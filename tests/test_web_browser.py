@@ -179,6 +179,8 @@ def test_a_100000_row_table_is_paged(chrome: Any, procs: Processes, tmp_path: Pa
     async def serve(opened: threading.Event, done: threading.Event) -> None:
         async with cluster.bus("big.publisher") as bus:
             bus.publish("rows", [[f"row-{i:06}", i] for i in range(100_000)])
+            # A table this big is prepared in slices: the page lists what is published.
+            await bus.wait_published()
             opened.set()
             await asyncio.to_thread(done.wait)
 

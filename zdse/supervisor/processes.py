@@ -249,6 +249,9 @@ class Supervisor:
         """Hook into the cage: its loop's tick and its control requests."""
         tick_hooks.append(self.tick)
         self._desk = desk
+        # From the start, not from the first tick: the published services
+        # table then has the supervisor's fields the `services` answer has.
+        self._show(self.clock())
         desk.add({
             "services": self._services,
             "start": self._control(self.core.start),
