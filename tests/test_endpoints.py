@@ -8,7 +8,7 @@ import pytest
 
 from tests.test_cli_args import run_tool
 from zdse.errors import ConfigError
-from zdse.wire.endpoints import DEFAULT_PUB, DEFAULT_ROUTER, Endpoints
+from zdse.wire.endpoints import DEFAULT_PUB, DEFAULT_ROUTER, Endpoints, check_endpoint
 
 A = ("tcp://127.0.0.1:5570", "tcp://127.0.0.1:5571")
 B = ("tcp://127.0.0.1:6570", "tcp://127.0.0.1:6571")
@@ -90,3 +90,11 @@ def test_the_tools_refuse_a_bad_list_in_one_line(
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert error in result.stderr, result.stderr
+
+
+def test_an_endpoint_of_bytes_that_are_not_utf8_is_one_clear_error() -> None:
+    """Non-UTF-8 bytes (argv or the environment) are refused in one line, not at connect."""
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        check_endpoint("tcp://\udcff:1", "--router", connect=True)
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        check_endpoint("ipc:///tmp/\udcff", "--pub")

@@ -48,6 +48,12 @@ def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> str:
     Raises:
         ConfigError: naming the flag and what is wrong with the value.
     """
+    try:
+        endpoint.encode()
+    except UnicodeEncodeError:
+        # ZeroMQ takes endpoints as UTF-8: bytes that are not (from argv or the
+        # environment) would end in a traceback when the socket connects.
+        raise ConfigError(f"{flag} {endpoint!r} is not UTF-8 text") from None
     if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
         path = endpoint[len("ipc://"):]
         size = len(path.encode(errors="surrogateescape"))
