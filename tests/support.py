@@ -67,3 +67,10 @@ class Processes:
             kill_group(proc)
             close_pipes(proc)
         self._procs.clear()
+
+
+def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the installed commands to completion with ``env`` added."""
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=30, check=False,
+                          stdin=subprocess.DEVNULL)

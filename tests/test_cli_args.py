@@ -7,9 +7,7 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Cluster, run, write_json
-from tests.support import BIN, Processes, free_port
+from tests.support import BIN, Processes, free_port, run_tool
 from zdse.cli import ctl, node, proxy
 from zdse.cli.args import env_default, positive_float
 from zdse.errors import ConfigError
@@ -26,13 +24,6 @@ from zdse.node.bus import Bus
 from zdse.node.service import Service
 from zdse.wire.curve import generate, is_z85_key, load_public, load_secret
 from zdse.wire.endpoints import check_endpoint
-
-
-def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    """Run one of the installed commands to completion with ``env`` added."""
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], env=dict(os.environ, **env),
-                          capture_output=True, text=True, timeout=30, check=False,
-                          stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize(

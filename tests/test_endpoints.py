@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from tests.test_cli_args import run_tool
+from tests.support import run_tool
 from zdse.errors import ConfigError
 from zdse.wire.endpoints import DEFAULT_PUB, DEFAULT_ROUTER, Endpoints, check_endpoint
 
