@@ -7,6 +7,7 @@ import pytest
 from zdse.errors import ProtocolError
 from zdse.node.session import PROBE_RETRY, TRANSITIONS, Input, Session, SessionState
 from zdse.wire import codec
+from zdse.wire.limits import LOST_SEND_BYTES
 
 REG = codec.Register("svc", [], {})
 
@@ -35,6 +36,27 @@ def test_silence_makes_the_cage_lost_and_a_heartbeat_brings_it_back() -> None:
     assert s.state is SessionState.LOST
     assert s.on_heartbeat("e1", 3.2) is None
     assert s.state is SessionState.REGISTERED
+
+
+def test_a_cage_held_for_lost_still_carries_deltas_within_a_budget_per_spell() -> None:
+    """LOST may be a stalled cage that will read what waits: deltas go on, up to
+    LOST_SEND_BYTES a spell of silence; a session never welcomed carries none."""
+    s = Session(REG, 0)
+    s.start(0)
+    assert not s.carries(1)  # connecting: the cage does not know us
+    s.on_welcome("e1", 1.0, 0)
+    assert s.carries(LOST_SEND_BYTES)  # joining: subscribers may hold our snapshot
+    s.on_probe("e1", 1)
+    assert all(s.carries(LOST_SEND_BYTES) for _ in range(3))  # registered: no budget
+    for spell in (3.1, 6.3):
+        assert s.tick(spell).lost
+        assert s.carries(LOST_SEND_BYTES - 10)
+        assert s.carries(10)
+        assert not s.carries(1)  # past the budget: dropped, subscribers resync
+        s.on_heartbeat("e1", spell + 0.1)
+        assert s.carries(LOST_SEND_BYTES)  # back: the budget is for silence only
+    s.on_error("name_taken", "held", 7)
+    assert not s.carries(1)
 
 
 def test_not_registered_or_a_new_cage_epoch_registers_again() -> None:

@@ -35,6 +35,12 @@ WARM_UP = 0.25
 RSS_SLACK_MIB = 1.5
 
 
+def notable(procs: dict[str, Proc]) -> str:
+    """What the processes logged besides their periodic status: the story of a failure."""
+    return "\n".join(f"{name}: {line}" for name, proc in procs.items() for line in proc.lines
+                     if ".status" not in line)
+
+
 @pytest.mark.timeout(SOAK_SECONDS + 240)
 def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
     procs: Processes, tmp_path: Path
@@ -95,7 +101,8 @@ def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
             assert status["gaps"] <= status["resyncs"], status
             assert status["seq_skips"] == status["seq_repeats"] == 0, status
         else:
-            assert status["gaps"] == 0, f"{name} saw sequence gaps: updates were lost: {status}"
+            assert status["gaps"] == 0, (f"{name} saw sequence gaps: updates were lost: {status}\n"
+                                         + notable(everyone))
     assert current_status(subs["sub.churn"])["churn_snapshots"] > 0
     for name, req in reqs.items():
         status = current_status(req)

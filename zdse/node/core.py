@@ -172,7 +172,7 @@ class NodeCore:
         self._route: list[int] | None = None
         #: The cages a delta and a one-cage frame go through, kept until an input
         #: that may change them (route).
-        self._routes: tuple[list[int], list[int]] | None = None
+        self._routes: tuple[list[int], list[int], list[int]] | None = None
         # What the input being handled calls for so far: taken into its Effects
         # (see _step) before the call returns, never held across calls.
         self._frames: list[Frame] = []
@@ -328,9 +328,15 @@ class NodeCore:
         return self._delta(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
 
     def _delta(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> Frame | None:
-        """A stored change's encoded delta, if it is to be sent and the cage knows us."""
-        # Sent while JOINING too: subscribers may hold a snapshot of ours.
-        if sent is not None and (self.sessions[0].known if not self.several else self.known):
+        """A stored change's encoded delta, if it is to be sent and a cage takes it."""
+        # Sent while JOINING too: subscribers may hold a snapshot of ours;
+        # and to a cage held for LOST (Session.carries): it may be stalled.
+        if sent is None:
+            return None
+        if not self.several:
+            return (_DELTA_HEADER, dataindex.encode(), body[0]) \
+                if self.sessions[0].carries(len(body[0])) else None
+        if self.known or self.lost_cages():
             return (_DELTA_HEADER, dataindex.encode(), body[0])
         return None
 
@@ -643,6 +649,10 @@ class NodeCore:
         """The cages that know the node (welcomed, their probe back or not)."""
         return [i for i, s in enumerate(self.sessions) if s.known]
 
+    def lost_cages(self) -> list[int]:
+        """The cages held for lost: registered once, silent for an expiry."""
+        return [i for i, s in enumerate(self.sessions) if s.state is SessionState.LOST]
+
     def connecting_cages(self) -> list[int]:
         """The cages that have neither welcomed nor refused the node (yet)."""
         return [i for i, s in enumerate(self.sessions) if s.state is SessionState.CONNECTING]
@@ -662,7 +672,8 @@ class NodeCore:
 
     def route(self, frame: Frame) -> list[int]:
         """With several cages, the cages the frame a per-message call just returned goes
-        through: a delta through every cage that knows us, a gathered request through
+        through: a delta through every cage that knows us (and, within a budget, those
+        held for lost: :meth:`Session.carries`), a gathered request through
         every registered one, a reply back the way its request came, anything else
         through the preferred cage. (With one cage: [0].)
         """
@@ -675,8 +686,15 @@ class NodeCore:
         # kept between the inputs that may change it (ticks, a cage's word).
         routes = self._routes
         if routes is None:
-            routes = self._routes = (self.known_cages(), [self.preferred(self._now) or 0])
-        return routes[0] if frame[0][1] == _DELTA_KIND else routes[1]
+            routes = self._routes = (self.known_cages(), [self.preferred(self._now) or 0],
+                                     self.lost_cages())
+        if frame[0][1] != _DELTA_KIND:
+            return routes[1]
+        if not routes[2]:
+            return routes[0]
+        # A cage held for lost may only be stalled: it gets deltas within a budget.
+        size = len(frame[-1])
+        return routes[0] + [c for c in routes[2] if self.sessions[c].carries(size)]
 
     @property
     def refusal(self) -> tuple[str, str]:

@@ -13,8 +13,10 @@ One node's states, as in :data:`TRANSITIONS` (every input goes through it)::
     JOINING      send_due         ->  JOINING      heartbeat sent
     JOINING      welcome          ->  JOINING      (a retried register's answer)
     REGISTERED   send_due         ->  REGISTERED   heartbeat sent
-    REGISTERED   silence          ->  LOST         "lost"; keep beating: the cage
-                                                   may come back
+    REGISTERED   silence          ->  LOST         "lost"; keep beating, and keep
+                                                   sending deltas (up to
+                                                   LOST_SEND_BYTES): the cage
+                                                   may only be stalled
     REGISTERED   welcome          ->  JOINING      (a retried register's answer)
     LOST         send_due         ->  LOST         heartbeat sent
     LOST         heartbeat        ->  REGISTERED
@@ -55,7 +57,7 @@ from dataclasses import dataclass, field
 
 from zdse.errors import ProtocolError
 from zdse.wire.codec import Heartbeat, Register
-from zdse.wire.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE
+from zdse.wire.limits import HEARTBEAT_INTERVAL, HEARTBEATS_TO_EXPIRE, LOST_SEND_BYTES
 
 __all__ = ["PROBE_DATAINDEX", "TRANSITIONS", "Input", "Session", "SessionState"]
 
@@ -154,6 +156,7 @@ class Session:
         self._next_probe = float("inf")
         self._probe_wait = PROBE_RETRY
         self._joining_since = 0.0
+        self._lost_bytes = 0
 
     @property
     def expiry(self) -> float:
@@ -164,6 +167,22 @@ class Session:
     def known(self) -> bool:
         """Whether the cage knows this node (welcomed, its SUB proven or not)."""
         return self.state in (SessionState.JOINING, SessionState.REGISTERED)
+
+    def carries(self, nbytes: int) -> bool:
+        """Whether a delta of ``nbytes`` goes to this cage; counted if the cage is LOST.
+
+        A cage that knows us takes every delta. One silent for an expiry
+        (LOST) may only be stalled, starved of the CPU or stopped: it will
+        read what waits on its connection, in order, and its subscribers see
+        no gap, so it still gets deltas, up to LOST_SEND_BYTES a spell.
+        """
+        state = self.state
+        if state is SessionState.REGISTERED or state is SessionState.JOINING:
+            return True
+        if state is SessionState.LOST and self._lost_bytes + nbytes <= LOST_SEND_BYTES:
+            self._lost_bytes += nbytes
+            return True
+        return False
 
     def _move(self, what: Input) -> tuple[SessionState, SessionState]:
         """Feed ``what`` to the table; return the state before and after."""
@@ -249,6 +268,7 @@ class Session:
             was, state = self._move(Input.SILENCE)
             if state is not was:
                 out.lost = True
+                self._lost_bytes = 0
                 if state is SessionState.CONNECTING:
                     # Welcomed but never proven, then silence: start over now.
                     self._next_send = now

@@ -26,6 +26,12 @@ MAX_BATCH_BYTES = 256 * 1024
 #: Longest address or name; AMQP's own limit on routing keys.
 MAX_ADDRESS_BYTES = 255
 
+#: Bytes of deltas a node still sends a cage it holds for lost (silent for
+#: an expiry) before it stops: a cage starved of the CPU, or stopped, for a
+#: few beats reads them in order when it runs again and has expired nobody
+#: meanwhile, so its subscribers see no gap; a dead cage's would only queue.
+LOST_SEND_BYTES = 16 * 1024 * 1024
+
 #: Seconds between heartbeats. Three missed ones expire a node.
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEATS_TO_EXPIRE = 3
