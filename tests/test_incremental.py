@@ -20,7 +20,7 @@ from zdse.node.delta import apply, freeze, patch, same
 from zdse.node.subscriptions import Update
 from zdse.node.table import KeyTable, RowTable, packed_size
 from zdse.testing import FakeNet
-from zdse.wire.limits import MAX_MESSAGE_BYTES
+from zdse.wire.limits import MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES
 
 # --- the tables ------------------------------------------------------------------
 
@@ -267,7 +267,7 @@ def test_nothing_is_sent_for_a_change_that_changes_nothing() -> None:
 
 
 def test_a_refused_change_leaves_the_table_and_its_seq_as_they_were() -> None:
-    """A wrong shape, an ambiguous key, a table past the snapshot limit: refused, nothing stored."""
+    """A wrong shape, an ambiguous key, an entry too big for a part: refused, nothing stored."""
     net = FakeNet()
     pub = net.add("pub")
     pub.publish("r", [[1]])
@@ -278,12 +278,16 @@ def test_a_refused_change_leaves_the_table_and_its_seq_as_they_were() -> None:
         pub.change_rows("k", [[1]])
     with pytest.raises(ValueError, match="both put and deleted"):
         pub.change_keys("k", {"a": 2}, ["a"])
+    # Two such values pass the message limit together: the table goes in parts.
     big = "x" * (MAX_MESSAGE_BYTES // 2)
     pub.change_keys("k", {"b": big})
-    with pytest.raises(MessageTooLarge, match="snapshot"):
-        pub.change_keys("k", {"c": big})
-    assert pub.publications.data("k") == {"a": 1, "b": big}
-    assert pub.publications.pubdata()["k"]["seq"] == 2
+    pub.change_keys("k", {"c": big})
+    with pytest.raises(MessageTooLarge, match="entry"):
+        pub.change_keys("k", {"d": "x" * MAX_ENTRY_BYTES})
+    with pytest.raises(MessageTooLarge, match="entry"):
+        pub.change_rows("r", [["x" * MAX_ENTRY_BYTES]])
+    assert pub.publications.data("k") == {"a": 1, "b": big, "c": big}
+    assert pub.publications.pubdata()["k"]["seq"] == 3
     assert same(pub.publications.data("r"), [[1]])
 
 

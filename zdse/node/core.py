@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from zdse.errors import MessageTooLarge, ProtocolError
@@ -55,6 +54,7 @@ from zdse.node.events import (
     Registered,
     SessionChange,
 )
+from zdse.node.parts import EntryParts, PartStream, RowParts
 from zdse.node.publications import Prepared, Publications
 from zdse.node.requests import Outcome, PendingRequests
 from zdse.node.seen_requests import SeenRequests
@@ -64,7 +64,7 @@ from zdse.node.tableindex import Steps
 from zdse.wire import codec
 from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.frozen import builder
-from zdse.wire.limits import GAP_WINDOW_BEATS, MAX_MESSAGE_BYTES, PART_BYTES
+from zdse.wire.limits import GAP_WINDOW_BEATS, MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES, PART_BYTES
 from zdse.wire.receipts import ReadCount
 
 __all__ = [
@@ -92,21 +92,6 @@ SNAPSHOT_OVER_REPLACE = 34 + (9 - 1) - 9
 #: (at most 255 bytes and its header), an epoch (a uuid4 hex), the largest
 #: seq, and a part's two numbers.
 SNAPSHOT_OVER_TABLE = 5 + 34 + 258 + 34 + 9 + 2 * 9 + 5
-
-
-@dataclass(slots=True)
-class _PartStream:
-    """A snapshot in parts on its way to one subscription, a part at a time.
-
-    ``rows`` are the packed rows of the version it is of (a publish
-    meanwhile builds a new list: these stay as they were).
-    """
-
-    fields: tuple[str, str, str, int]  # sid, dataindex, epoch, seq
-    rows: list[bytes]
-    ranges: list[tuple[int, int]]
-    #: The part sent last.
-    sent: int = 0
 
 
 # The per-message values of the hot paths, built without their frozen
@@ -148,7 +133,7 @@ class NodeCore:
         self.last_bad = ""
         #: Snapshots in parts under way, by (subscriber, sid): at most one
         #: each, holding a reference to a version's packed rows.
-        self._streams: dict[tuple[bytes, str], _PartStream] = {}
+        self._streams: dict[tuple[bytes, str], PartStream] = {}
         #: Where this node's probes come back to it (see zdse.node.session).
         self._probe_topic = codec.topic(self.name, PROBE_DATAINDEX)
         #: What it read from each cage, for its receipts (zdse.wire.receipts).
@@ -243,11 +228,21 @@ class NodeCore:
                 except MessageTooLarge:
                     body = codec.encode_one(
                         _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT]))
-            elif index is not None:
-                if index.size + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
+            elif index is not None and index.keys is not None:
+                # A big dict table: its snapshot travels in parts too, each
+                # entry packed as its part goes (so it must leave room).
+                if index.keys and max(map(len, index.keys.values())) + SNAPSHOT_OVER_TABLE \
+                        > MAX_ENTRY_BYTES:
                     raise MessageTooLarge(
-                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
-                body = codec.encode_one(d)
+                        f"a value of {dataindex!r} would exceed {MAX_ENTRY_BYTES} bytes")
+                try:
+                    if change[0] == deltas.REPLACE and \
+                            index.size + SNAPSHOT_OVER_TABLE > PART_BYTES:
+                        raise MessageTooLarge("a snapshot in parts instead")
+                    body = codec.encode_one(d)
+                except MessageTooLarge:
+                    body = codec.encode_one(
+                        _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT]))
             elif change[0] == deltas.REPLACE:
                 # The delta holds the data whole: a snapshot is this body
                 # plus at most a subscription id and a bigger seq.
@@ -303,8 +298,9 @@ class NodeCore:
                     delete: Iterable[Any] = ()) -> Frame | None:
         """Put and delete keys of a dict table; return exactly that delta to send, if due.
 
-        See :meth:`Publications.change_keys` (and what it raises); the delta
-        itself must fit one message (MessageTooLarge).
+        See :meth:`Publications.change_keys` (and what it raises); a delta
+        too big for one message is sent as a ``snapshot`` delta (subscribers
+        fetch the table, in parts).
         """
         return self._change(dataindex, lambda admit: self.publications.change_keys(
             dataindex, put, delete, admit))
@@ -313,8 +309,9 @@ class NodeCore:
                     remove: Iterable[Any] = ()) -> Frame | None:
         """Add and remove rows of a list table; return exactly that delta to send, if due.
 
-        See :meth:`Publications.change_rows` (and what it raises); the delta
-        itself must fit one message (MessageTooLarge).
+        See :meth:`Publications.change_rows` (and what it raises); a delta
+        too big for one message is sent as a ``snapshot`` delta (subscribers
+        fetch the table, in parts).
         """
         return self._change(dataindex, lambda admit: self.publications.change_rows(
             dataindex, add, remove, admit))
@@ -325,7 +322,16 @@ class NodeCore:
         """Make a change, its delta encoded (once) before anything is stored."""
         _not_reserved(dataindex)
         body: list[bytes] = []
-        return self._delta(dataindex, change(lambda d: body.append(codec.encode_one(d))), body)
+
+        def admit(d: codec.Delta) -> None:
+            try:
+                body.append(codec.encode_one(d))
+            except MessageTooLarge:
+                # The table is sent in parts: subscribers fetch it instead.
+                body.append(codec.encode_one(
+                    _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT])))
+
+        return self._delta(dataindex, change(admit), body)
 
     def _delta(self, dataindex: str, sent: codec.Delta | None, body: list[bytes]) -> Frame | None:
         """A stored change's encoded delta, if it is to be sent and a cage takes it."""
@@ -977,38 +983,41 @@ class NodeCore:
         self._targets.append(to)
 
     def _send_table(self, key: bytes, msg: codec.Snapshot, to: int = PREFERRED) -> bool:
-        """Queue a big list table's snapshot from its packed rows; False if not one.
+        """Queue a big table's snapshot; False if not one (it goes as one message as it is).
 
-        One message, joined from the packed rows, if it fits in PART_BYTES;
-        else parts of about that size, in order, with the same (epoch, seq).
+        A list table's in one message joined from its packed rows, if it
+        fits in PART_BYTES; a table (list or dict) bigger than that in parts
+        of about that size, in order, with the same (epoch, seq).
         """
-        pubs = self.publications
-        index = pubs.index(msg.dataindex)
-        if index is None or index.rows is None or pubs.data(msg.dataindex) is not msg.data:
+        found = self.publications.table_of(msg.dataindex, msg.data)
+        if found is None:
             return False
-        rows = index.rows
-        if index.size + SNAPSHOT_OVER_TABLE <= PART_BYTES:
-            body = codec.encode_with_rows((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows)
-            self._emit((_SNAPSHOT_HEADER, key, body), to)
+        table, size = found
+        fields = (msg.sid, msg.dataindex, msg.epoch, msg.seq)
+        if size + SNAPSHOT_OVER_TABLE <= PART_BYTES:
+            if isinstance(table, dict):
+                return False
+            self._emit((_SNAPSHOT_HEADER, key, codec.encode_with_rows(fields, table)), to)
             return True
-        ranges = tableindex.parts(rows, PART_BYTES - SNAPSHOT_OVER_TABLE)
+        limit = PART_BYTES - SNAPSHOT_OVER_TABLE
+        # Copied (a pointer a row or entry): the parts are of this version,
+        # whatever changes in place meanwhile.
+        source = RowParts(list(table), limit) if isinstance(table, list) \
+            else EntryParts(dict(table), size, limit)
         # Part 0 now, each next one when the subscriber says it took the one
         # before (PartTaken): one part on its way at a time, so the cage's
         # byte budget for the subscriber holds it, however big the table. A
         # new snapshot for the same subscription starts over.
-        stream = _PartStream((msg.sid, msg.dataindex, msg.epoch, msg.seq), rows, ranges)
+        stream = PartStream(fields, source)
         self._streams[(key, msg.sid)] = stream
         self._send_part(key, stream, to)
         self.stats["parted_snapshots"] += 1
         return True
 
-    def _send_part(self, key: bytes, stream: _PartStream, to: int) -> None:
+    def _send_part(self, key: bytes, stream: PartStream, to: int) -> None:
         """Queue the stream's part ``sent``; forget the stream after its last."""
-        start, stop = stream.ranges[stream.sent]
-        body = codec.encode_with_rows((*stream.fields, stream.sent, len(stream.ranges)),
-                                      stream.rows[start:stop])
-        self._emit((_PART_HEADER, key, body), to)
-        if stream.sent + 1 == len(stream.ranges):
+        self._emit((_PART_HEADER, key, stream.body()), to)
+        if stream.done:
             del self._streams[(key, stream.fields[0])]
 
     def _on_taken(self, sender: str, msg: codec.PartTaken) -> None:

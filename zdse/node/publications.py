@@ -30,7 +30,7 @@ from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
 from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
 from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
 from zdse.wire.frozen import builder
-from zdse.wire.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
+from zdse.wire.limits import MAX_ENTRY_BYTES, MAX_WAITING_SUBSCRIPTIONS
 
 __all__ = ["Prepared", "Publication", "Publications", "Reader"]
 
@@ -254,8 +254,9 @@ class Publications:
         Raises:
             TypeError: the data is not a dict table.
             ValueError: a key is both put and deleted, or is not hashable.
-            MessageTooLarge: a snapshot of the changed table would exceed
-                MAX_MESSAGE_BYTES.
+            MessageTooLarge: an entry (key and value, packed) would exceed
+                MAX_ENTRY_BYTES (a big table's snapshot goes in parts, each
+                holding at least one entry).
             ProtocolError: msgpack cannot represent a key or value.
             Whatever is raised, the publication is left as it was.
         """
@@ -266,7 +267,7 @@ class Publications:
         plan = table.plan(put, delete)
         if not plan.put and not plan.delete:
             return None
-        self._check_size(dataindex, table.bytes + plan.grow)
+        self._check_entry(dataindex, plan.largest)
         if pub.seq:
             change = [delta.KEYS, plan.put, plan.delete]
         else:
@@ -289,8 +290,7 @@ class Publications:
 
         Raises:
             TypeError: the data is not a list table.
-            MessageTooLarge: a snapshot of the changed table would exceed
-                MAX_MESSAGE_BYTES.
+            MessageTooLarge: a row would exceed MAX_ENTRY_BYTES packed.
             ProtocolError: msgpack cannot represent a row.
             Whatever is raised, the publication is left as it was.
         """
@@ -301,16 +301,41 @@ class Publications:
         plan = table.plan(add, remove)
         if not plan.add and not plan.remove:
             return None
-        self._check_size(dataindex, table.bytes + plan.grow)
+        self._check_entry(dataindex, plan.largest)
         # Nothing held before the first: none removed, and it replaces a snapshot of null.
         change = [delta.ROWS, plan.add, plan.remove] if pub.seq else [delta.REPLACE, plan.add]
         return self._commit(dataindex, pub, change, admit, lambda: _store(pub, table, plan))
 
-    def _check_size(self, dataindex: str, size: int) -> None:
-        """Refuse a table whose snapshot would not fit one message."""
-        if size + _snapshot_overhead(dataindex, self.epoch) > MAX_MESSAGE_BYTES:
+    def _check_entry(self, dataindex: str, size: int) -> None:
+        """Refuse an entry that could not travel in a part of a snapshot."""
+        if size + _snapshot_overhead(dataindex, self.epoch) > MAX_ENTRY_BYTES:
             raise MessageTooLarge(
-                f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+                f"an entry of {dataindex!r} would exceed {MAX_ENTRY_BYTES} bytes")
+
+    def table_of(self, dataindex: str,
+                 data: Any) -> tuple[list[bytes] | dict[Any, Any], int] | None:
+        """What a snapshot of ``data`` can be sent from without packing it whole, and its size.
+
+        The packed rows of a list table (published whole and indexed, or
+        changed in place), or the entries of a dict table (indexed, or
+        changed in place), with their packed size; None for other data, or
+        for ``data`` that is no longer the current. Held by the publication,
+        and changed in place by the next change: a caller keeping them copies them.
+        """
+        pub = self._pubs.get(dataindex)
+        if pub is None or pub.data is not data:
+            return None
+        table = pub.table
+        if isinstance(table, RowTable):
+            return table.packed(), table.bytes
+        if isinstance(table, KeyTable):
+            return table.data, table.bytes
+        index = pub.index
+        if index is None:
+            return None
+        if index.rows is not None:
+            return index.rows, index.size
+        return pub.value, index.size
 
     def _commit(self, dataindex: str, pub: Publication, change: list[Any],
                 admit: Callable[[Delta], object] | None,

@@ -17,8 +17,8 @@ change cheap:
   happens and kept from then on (a module that builds its rows one way
   never pays for it).
 
-Both keep :attr:`bytes`, the packed size of their content, so that a change
-that would make a snapshot too large is refused without packing the table.
+Both keep :attr:`bytes`, the packed size of their content, so that a big
+table's snapshot is known to go in parts without packing the table.
 
 A change is planned first (:meth:`KeyTable.plan`, :meth:`RowTable.plan`:
 what it really changes, nothing touched), then committed: whatever is
@@ -63,6 +63,8 @@ class KeyPlan:
     delete: list[Any]
     #: How many bytes the packed table grows by (may be negative).
     grow: int
+    #: The largest entry put (key and value, packed).
+    largest: int
 
 
 class KeyTable:
@@ -89,15 +91,16 @@ class KeyTable:
             ProtocolError: msgpack cannot represent a key or value.
         """
         data = self.data
-        grow = 0
+        grow = largest = 0
         changed: dict[Any, Any] = {}
         for key, value in put.items():
             _check_key(key)
             old = data.get(key, _MISSING)
             if old is not _MISSING and same(old, value):
                 continue
-            grow += packed_size(value) - (
-                packed_size(old) if old is not _MISSING else -packed_size(key))
+            key_size, value_size = packed_size(key), packed_size(value)
+            largest = max(largest, key_size + value_size)
+            grow += value_size - (packed_size(old) if old is not _MISSING else -key_size)
             changed[key] = value
         deleted: list[Any] = []
         seen: set[Any] = set()
@@ -111,7 +114,7 @@ class KeyTable:
             if key in data:
                 deleted.append(key)
                 grow -= packed_size(key) + packed_size(data[key])
-        return KeyPlan(changed, deleted, grow)
+        return KeyPlan(changed, deleted, grow, largest)
 
     def commit(self, plan: KeyPlan) -> None:
         """Make the planned change."""
@@ -132,6 +135,8 @@ class RowPlan:
     add_keys: list[bytes]
     remove_keys: list[bytes]
     grow: int
+    #: The largest row added, packed.
+    largest: int
 
 
 class RowTable:
@@ -172,6 +177,12 @@ class RowTable:
             self._compact()
         return self._rows
 
+    def packed(self) -> list[bytes]:
+        """Each row packed, aligned with :meth:`rows`: read them, never change them."""
+        if self._marked:
+            self._compact()
+        return self._keys
+
     def plan(self, add: Iterable[Any] = (), remove: Iterable[Any] = ()) -> RowPlan:
         """What adding ``add`` and removing ``remove`` changes; nothing is changed yet.
 
@@ -200,7 +211,8 @@ class RowTable:
             removed.append(row)
             remove_keys.append(key)
             grow -= len(key)
-        return RowPlan(added, removed, add_keys, remove_keys, grow)
+        return RowPlan(added, removed, add_keys, remove_keys, grow,
+                       max(map(len, add_keys), default=0))
 
     def commit(self, plan: RowPlan) -> None:
         """Make the planned change."""

@@ -289,10 +289,12 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotPart:
-    """Publisher -> subscriber: part ``part`` of ``parts`` of a list table's snapshot.
+    """Publisher -> subscriber: part ``part`` of ``parts`` of a table's snapshot.
 
     A snapshot too big for one message travels as parts, in order, each
-    with the snapshot's ``(epoch, seq)``; ``rows`` are this part's rows. The
+    with the snapshot's ``(epoch, seq)``; ``rows`` are this part's rows (a
+    list table) or entries (a dict table: a map), of the same shape in
+    every part. The
     subscriber takes the table when the last part has come, and asks again
     if one is missing.
     """
@@ -304,7 +306,7 @@ class SnapshotPart:
     seq: int
     part: int
     parts: int
-    rows: list[Any]
+    rows: list[Any] | dict[Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +440,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.JOINED: (str, list),
     Kind.LEFT: (str, str),
     Kind.RECEIPT: (int,),
-    Kind.PART: (str, str, str, int, int, int, list),
+    Kind.PART: (str, str, str, int, int, int, (list, dict)),
     Kind.TAKEN: (str, str, str, int, int),
 }
 
@@ -514,18 +516,36 @@ def encode_with_rows(fields: tuple[Any, ...], rows: list[bytes], wrap: str | Non
         MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
         ProtocolError: a value msgpack cannot represent.
     """
+    return _joined(fields, rows, wrap, _packer.pack_array_header(len(rows)))
+
+
+def encode_with_entries(fields: tuple[Any, ...], entries: list[bytes]) -> bytes:
+    """Pack a message whose last field is a dict table given as its entries, each packed.
+
+    ``entries`` alternate a packed key and its packed value. As
+    :func:`encode_with_rows`, for a map.
+
+    Raises:
+        MessageTooLarge: the body exceeds MAX_MESSAGE_BYTES.
+        ProtocolError: a value msgpack cannot represent.
+    """
+    return _joined(fields, entries, None, _packer.pack_map_header(len(entries) // 2))
+
+
+def _joined(fields: tuple[Any, ...], items: list[bytes], wrap: str | None, table: bytes) -> bytes:
+    """The fields packed, then ``[wrap, ...]`` if given, the table's header and its packed items."""
     try:
         head = [_packer.pack_array_header(len(fields) + 1)]
         head += [_pack(f) for f in fields]
         if wrap is not None:
             head += [_packer.pack_array_header(2), _pack(wrap)]
-        head.append(_packer.pack_array_header(len(rows)))
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode message: {exc}") from exc
-    size = sum(map(len, head)) + sum(map(len, rows))
+    head.append(table)
+    size = sum(map(len, head)) + sum(map(len, items))
     if size > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(f"body of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
-    return b"".join(head) + b"".join(rows)
+    return b"".join(head) + b"".join(items)
 
 
 def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:

@@ -8,11 +8,17 @@ from __future__ import annotations
 #: filling the cage's memory.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-#: Largest part of a snapshot sent in parts: a list table whose snapshot
+#: Largest part of a snapshot sent in parts: a table whose snapshot
 #: exceeds it travels as parts of about this size, each decoded by the
 #: subscriber in a few milliseconds, so neither end's loop pauses long and
 #: the cage never holds more than a few parts of it per peer.
 PART_BYTES = 4 * 1024 * 1024
+
+#: Largest entry (a row, or a dict table's key and value, packed) of a table
+#: whose parts are cut as they are packed (a dict table, either way it is
+#: published): a part holds PART_BYTES of entries and the one that crosses
+#: its end, and must still fit one message.
+MAX_ENTRY_BYTES = MAX_MESSAGE_BYTES - PART_BYTES
 
 #: Largest snapshot a subscriber assembles from parts (its rows packed): a
 #: publisher sending more is taken for broken or hostile, and the parts are
