@@ -430,8 +430,10 @@ class Bus:
         Raises:
             TypeError: the table holds something other than a dict.
             ValueError: a key is both put and deleted, or is not hashable.
-            MessageTooLarge: the delta, or a snapshot of the changed table,
-                would exceed MAX_MESSAGE_BYTES.
+            MessageTooLarge: an entry put (its key and value, packed) would
+                exceed MAX_ENTRY_BYTES. (A table of any size is sent: its
+                snapshot in parts, a delta too big for one message as a
+                ``snapshot`` marker that makes subscribers fetch it.)
             ProtocolError: msgpack cannot represent a key or value.
             Whatever is raised, nothing is stored or sent.
         """
@@ -456,8 +458,8 @@ class Bus:
 
         Raises:
             TypeError: the table holds something other than a list.
-            MessageTooLarge: the delta, or a snapshot of the changed table,
-                would exceed MAX_MESSAGE_BYTES.
+            MessageTooLarge: a row added would exceed MAX_ENTRY_BYTES packed
+                (as :meth:`change_keys`, a table of any size is sent).
             ProtocolError: msgpack cannot represent a row.
             Whatever is raised, nothing is stored or sent.
         """
