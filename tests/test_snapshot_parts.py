@@ -49,6 +49,18 @@ def _net(drop_routed: Any = None) -> tuple[FakeNet, NodeCore, NodeCore, str]:
     return net, pub, sub, sid
 
 
+def _dropping_part_1(dropped: list[bool]) -> Any:
+    """A FakeNet drop rule: the first frame holding a part 1 is lost (noted in ``dropped``)."""
+    def drop(frames: list[bytes]) -> bool:
+        if frames[1][1] == Kind.PART and not dropped:
+            values = codec.decode_body(Kind.PART, frames[4])
+            if any(isinstance(v, SnapshotPart) and v.part == 1 for v in values):
+                dropped.append(True)
+                return True
+        return False
+    return drop
+
+
 def test_a_big_snapshot_comes_in_parts_and_makes_the_whole_view() -> None:
     """A table over PART_BYTES goes as several parts; the view is the table, then deltas apply."""
     parts: list[int] = []
@@ -67,15 +79,7 @@ def test_a_big_snapshot_comes_in_parts_and_makes_the_whole_view() -> None:
 def test_a_lost_part_brings_a_resync_never_a_wrong_view() -> None:
     """The cage drops one part: the subscriber counts it, asks again and gets the whole table."""
     dropped: list[bool] = []
-
-    def drop_second_part(frames: list[bytes]) -> bool:
-        if frames[1][1] == Kind.PART and not dropped:
-            values = codec.decode_body(Kind.PART, frames[4])
-            if any(isinstance(v, SnapshotPart) and v.part == 1 for v in values):
-                dropped.append(True)
-                return True
-        return False
-
+    drop_second_part = _dropping_part_1(dropped)
     net, _, sub, sid = _net(drop_second_part)
     assert dropped
     assert _views(net, sub, sid) is None  # part 2 waits for part 1 to be taken
@@ -277,15 +281,7 @@ def test_a_lost_part_of_a_dict_or_in_place_table_brings_a_resync(kind: str) -> N
     """The cage drops part 1: the stalled snapshot is counted lost, asked again, and the
     view becomes the data, never a part of it."""
     dropped: list[bool] = []
-
-    def drop_second_part(frames: list[bytes]) -> bool:
-        if frames[1][1] == Kind.PART and not dropped:
-            values = codec.decode_body(Kind.PART, frames[4])
-            if any(isinstance(v, SnapshotPart) and v.part == 1 for v in values):
-                dropped.append(True)
-                return True
-        return False
-
+    drop_second_part = _dropping_part_1(dropped)
     net, pub, sub, sid = _kind_net(kind, drop_second_part)
     assert dropped
     assert _views(net, sub, sid) is None
