@@ -53,8 +53,8 @@ screenshots: install ## Run the demo and write docs/web-front.png and docs/web-v
 bench-vsphere: $(STAMP) sim ## vsphere polling benchmark: 50 hosts, 2,000 VMs, every 5 s (benchmarks/README.md)
 	$(BIN)/python benchmarks/vsphere_poll.py --hosts 50 --vms 2000 --interval 5
 
-bench-notifications: $(STAMP) ## amqp bridge: oslo notifications into a latest-state table of 1,000 and 30,000 instances (benchmarks/README.md)
-	$(BIN)/python benchmarks/notifications.py --sizes 1000,30000
+bench-notifications: $(STAMP) ## amqp bridge: oslo notifications into a latest-state table of 1,000 and 100,000 instances (benchmarks/README.md)
+	$(BIN)/python benchmarks/notifications.py --sizes 1000,100000
 
 clean: ## Remove the venv and build outputs
 	rm -rf $(VENV) build
