@@ -32,8 +32,8 @@ Usage::
 The latest-state table is a map changed in place (``change_keys``); past
 4 MiB (some 10,000 of these rows) its snapshots travel in parts
 (docs/protocol.md), so it is not bounded by one bus message. Filling the
-table runs at the Notifier's pace (700 to 850 a second here: 2 minutes or more for
-100,000), most of a run's time.
+table runs at the Notifier's pace (700 to 850 a second here: 2 minutes or
+more for 100,000), most of a run's time.
 Every process it starts is killed before it exits, on failure too.
 """
 
