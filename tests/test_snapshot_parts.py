@@ -347,3 +347,25 @@ def test_entry_parts_put_an_entry_bigger_than_a_part_alone_and_keep_the_count() 
     assert len(source) == -(-size // 30)
     assert shapes[0] == ["a", "big"]
     assert [] in shapes
+
+
+def test_a_resync_waiting_on_slow_parts_does_not_ask_again_and_start_them_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed resyncing whose snapshot comes in parts slower than a refresh: its retry
+    waits for them (a big dict table's parts take that long), the parts go once."""
+    net, pub, sub, sid = _net()
+    monkeypatch.setattr(node, "MAX_MESSAGE_BYTES", 500_000)
+    monkeypatch.setattr(codec, "MAX_MESSAGE_BYTES", 500_000)
+    new = _table("z")
+    pub.publish("t", new)  # too big a change: a "snapshot" delta, the subscriber resyncs
+    net.pause(pub)
+    net.run()
+    net.resume(pub)  # it reads the ask and sends part 0...
+    net.pause(pub)  # ...and is slow to read the word that it was taken
+    net.run()
+    net.advance(1.5)  # past a refresh: the resync's retry falls due; a stall is 2
+    net.resume(pub)
+    net.run()
+    assert same(_views(net, sub, sid), new)
+    assert pub.stats["parted_snapshots"] == 2  # the first snapshot, and the resync's
+    assert sub.subscriptions.stats["lost_parts"] == 0

@@ -124,6 +124,10 @@ class Assemblies:
             del self._under_way[key]
         return gone
 
+    def coming(self, sender: str, sid: str) -> bool:
+        """Whether a snapshot in parts from ``sender`` for ``sid`` is under way."""
+        return (sender, sid) in self._under_way
+
     def under_way(self, sid: str) -> dict[str, list[Any]]:
         """``{publisher: [epoch, seq]}`` of the snapshots in parts under way for ``sid``."""
         return {sender: [a.epoch, a.seq] for (sender, s), a in self._under_way.items()

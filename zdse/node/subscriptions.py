@@ -648,7 +648,11 @@ class Subscriptions:
             elif feed.state is FeedState.RESYNC:
                 if now - feed.resync_sent >= self.refresh:
                     feed.resync_sent = now
-                    actions.append(self._sync(feed, min(feed.sids)))
+                    # Not while its snapshot comes in parts: asking again would
+                    # start them over (a big dict table's take longer than a
+                    # refresh); a stalled one is asked again above.
+                    if not any(self._parts.coming(feed.publisher, sid) for sid in feed.sids):
+                        actions.append(self._sync(feed, min(feed.sids)))
             elif feed.owed > feed.seq and now - feed.owed_since >= CURRENT_GRACE:
                 self.stats["owed"] += 1
                 actions += self._resync(feed, None, now, _OWED)
