@@ -9,7 +9,7 @@ every subscriber gets a snapshot, as after any publisher's restart).
 
 The tables are the rows ``zdse-ctl services --json`` and ``zdse-ctl
 routes --json`` print, without the fields that change with the clock alone
-(:data:`VOLATILE`): a delta per heartbeat would say nothing new.
+or the traffic (:data:`VOLATILE`): a delta per heartbeat would say nothing new.
 
 Nothing here runs per routed message. The core marks the tables stale when
 a registration (or the supervisor's rows) changes (:attr:`CageTables.stale`)
@@ -35,9 +35,10 @@ __all__ = ["TABLES", "VOLATILE", "CageTables"]
 
 #: The dataindexes the cage publishes.
 TABLES = ("services", "routes")
-#: Fields of a services row that change with the clock alone: left out of
-#: the published rows (``zdse-ctl services`` still shows them).
-VOLATILE = frozenset({"uptime", "last_seen", "retry_in"})
+#: Fields of a services row that change with the clock or the traffic
+#: alone: left out of the published rows (``zdse-ctl services`` still shows
+#: them), so the table changes when a node joins, leaves or readdresses.
+VOLATILE = frozenset({"uptime", "last_seen", "retry_in", "unread_bytes"})
 
 _CAGE_BYTES = CAGE.encode()
 _DELTA_HEADER = codec.header(Kind.DELTA)
