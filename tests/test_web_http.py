@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import WAIT, Cages, Cluster, Proc
+from tests.supervised import file_service, wait_all, write_config
 from tests.support import BIN, Processes
 from tests.webproc import fetch, fetch_json, start_web
 
@@ -162,3 +163,24 @@ def test_two_cages_each_shown_one_killed_then_back(procs: Processes, tmp_path: P
         assert rows[a.router]["reachable"]
         assert rows[a.router]["epoch"] == cages.started[0]["epoch"] != old_epoch
         assert _cages_of(rows[""])["files.boston"] == [a.router, b.router]
+
+
+def test_control_goes_to_the_cage_that_supervises_the_service(procs: Processes,
+                                                              tmp_path: Path) -> None:
+    """With two cages, stop from the web reaches the supervisor of the cage that runs the
+    service (the second one listed), whichever cage carries zdse-web's other requests."""
+    cages = Cages(procs, tmp_path, count=2)
+    cages.start_cage(index=0)
+    config = tmp_path / "zdse.toml"
+    write_config(config, {"files.sup": file_service(tmp_path, "files.sup", {"t": [1]})})
+    supervisor = cages.start_cage("--config", str(config), index=1)
+    wait_all(supervisor, "service.running", {"files.sup"})
+    web, url = start_web(cages, "--control", connected=False)
+    _registered_everywhere(web, cages, "web.connected")
+    # No page open, nothing asked yet: the stop finds its cage by itself.
+    status, answer = fetch_json(f"{url}/api/services/files.sup/stop", {})
+    assert status == 200, answer
+    supervisor.wait_event("service.stopped", service="files.sup")
+    (row,) = [s for s in _cage_rows(url)[""]["services"] if s["name"] == "files.sup"]
+    assert (row["state"], row["supervised"], row["cages"]) == (
+        "stopped", True, [cages.only(1).router])

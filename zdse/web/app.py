@@ -190,8 +190,14 @@ class Dashboard:
                           "message": "zdse-web is read-only: start it with --control"}, 403)
         action = request.match_info["action"]
         name = request.match_info["name"]
-        # With several cages, the one that supervises the service (each has its own).
-        cage = self.watch.overview.supervisor_of(name) if len(self.bus.cages) > 1 else None
+        # With several cages, the one that supervises the service (each has its own);
+        # if the overview does not say (yet), after asking every cage now.
+        cage = None
+        if len(self.bus.cages) > 1:
+            cage = self.watch.overview.supervisor_of(name)
+            if cage is None:
+                await self.watch.refresh()
+                cage = self.watch.overview.supervisor_of(name)
         status, value = await self._send(RequestForm(CAGE, action, {"name": name}, 10.0,
                                                      False), cage)
         return _json(value, status)
