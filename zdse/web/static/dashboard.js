@@ -80,7 +80,7 @@ function cagesCell(known, up, listed) {
   const labels = known.map(cageLabel).join(", ");
   if (!missing.length) return el("span", {class: "cages", title: labels}, known.length === listed ? "all" : labels);
   return el("span", {class: "cages partial", title: `not known to ${missing.map(cageLabel).join(", ")}`},
-    known.length ? `${known.map(cageLabel).join(", ")} only` : "none");
+    known.length ? `${labels} only` : "none");
 }
 
 function cagesPanel(o) {
