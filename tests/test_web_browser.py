@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tests import browser
-from tests.harness import WAIT, Cluster, run, write_json
-from tests.support import Processes, require
+from tests.harness import WAIT, Cages, Cluster, run, write_json
+from tests.support import BIN, Processes, require
 from tests.webproc import start_web
 
 pytestmark = pytest.mark.timeout(90)
@@ -139,6 +139,50 @@ def test_the_page_recovers_after_the_cage_restarts(
     wait_for(chrome, lambda d: d.execute_script(
         "return document.getElementById('banner').hidden"))
     wait_for(chrome, lambda d: service_state(d, "files.boston") == "running")
+
+
+def cage_state(driver: Any, router: str) -> str | None:
+    """The cages panel's state for the cage at ``router`` (None if not listed)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const r = [...document.querySelectorAll('#cages tbody tr')]"
+        ".find((r) => r.dataset.cage === arguments[0]);"
+        "return r ? r.dataset.state : null;", router)
+
+
+def test_the_cages_panel_shows_each_cage_and_one_going_down(
+        chrome: Any, procs: Processes, tmp_path: Path) -> None:
+    """With two cages the panel lists both, a service known to one is marked; one killed shows
+    unreachable (no banner, the services stay), and up again once restarted."""
+    cages = Cages(procs, tmp_path, count=2)
+    cages.start_all()
+    a, b = cages.only(0), cages.only(1)
+    cages.file_node("files.boston", {"vms": [["vm-1", "on"]]})
+    (tmp_path / "solo.json").write_text('{"t": [1]}')
+    solo = cages.spawn("files.solo", [str(BIN / "zdse-node"), "--module", "file", "--name",
+                                      "files.solo", "--router", b.router, "--pub", b.pub,
+                                      "--set", f"path={tmp_path / 'solo.json'}"])
+    solo.wait_event("node.started")
+    _, url = start_web(cages)
+    chrome.get(url + "/")
+    wait_for(chrome, lambda d: (cage_state(d, a.router), cage_state(d, b.router)) == (
+        "up", "up"))
+    wait_for(chrome, lambda d: texts(d, "#services tr[data-service='files.solo'] .partial")
+             == [f"{b.router.removeprefix('tcp://')} only"])
+    wait_for(chrome, lambda d: texts(d, "#services tr[data-service='files.boston'] .cages")
+             == ["all"])
+    assert len(texts(chrome, "#stats thead th")) == 3  # Counter, and a column per cage
+
+    cages.kill_cage(1)
+    wait_for(chrome, lambda d: cage_state(d, b.router) == "unreachable")
+    assert texts(chrome, "#cages tbody tr:last-child td:last-child")[0]  # why
+    assert cage_state(chrome, a.router) == "up"
+    assert chrome.execute_script("return document.getElementById('banner').hidden")
+    wait_for(chrome, lambda d: service_state(d, "files.solo") == "gone")
+    assert service_state(chrome, "files.boston") == "running"
+
+    cages.start_cage(index=1)
+    wait_for(chrome, lambda d: cage_state(d, b.router) == "up")
+    wait_for(chrome, lambda d: service_state(d, "files.solo") == "running")
 
 
 def test_a_browser_that_leaves_ends_its_subscriptions(

@@ -1,4 +1,5 @@
-"""zdse-web's pure parts: the stream feed, the overview, the request form, JSON encoding."""
+"""zdse-web's pure parts: the stream feed, the overview (one cage, several), the request form,
+JSON encoding."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any, ClassVar
 
 import pytest
 
+from zdse.node.session import SessionState
+from zdse.node.silence import Seen, unreachable
 from zdse.node.subscriptions import Update
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed
 from zdse.web.forms import MAX_TIMEOUT, FormError, parse_request
 from zdse.web.overview import GONE_KEPT, Overview
+from zdse.web.pages import front
 
 
 def update(kind: str, seq: int, data: Any, view: Any, publisher: str = "p",
@@ -115,6 +119,107 @@ def test_overview_skips_what_is_not_a_service() -> None:
     o = Overview()
     o.seen([1, {"name": 2}, {"name": "ok"}], "junk", [])
     assert [s["name"] for s in o.state()["services"]] == ["ok"]
+
+
+A, B = "tcp://127.0.0.1:5570", "tcp://127.0.0.1:6570"
+
+
+def two_cages() -> Overview:
+    """Two cages: both know a; only A knows b; their routes differ."""
+    o = Overview([A, B])
+    o.seen([{"name": "a", "pid": 1}, {"name": "b", "pid": 2}],
+           [["a", ["a"]], ["x.#", ["a", "b"]]], {"epoch": "e1", "uptime": 5.0, "nodes": 2,
+                                                 "routed": 7}, cage=0)
+    o.seen([{"name": "a", "pid": 1}], [["a", ["a"]], ["x.#", ["a"]]],
+           {"epoch": "e2", "uptime": 3.0, "nodes": 1, "routed": 4}, cage=1)
+    return o
+
+
+def test_each_service_and_route_names_the_cages_that_know_it() -> None:
+    """A service registered at one of two cages says so; routes merge their names."""
+    state = two_cages().state()
+    assert [(s["name"], s["cages"]) for s in state["services"]] == [("a", [A, B]), ("b", [A])]
+    assert state["routes"] == [["a", ["a"], [A, B]], ["x.#", ["a", "b"], [A, B]]]
+    assert [(c["router"], c["reachable"], c["epoch"], c["nodes"], c["counters"])
+            for c in state["cages"]] == [(A, True, "e1", 2, {"routed": 7}),
+                                        (B, True, "e2", 1, {"routed": 4})]
+
+
+def test_a_cage_that_stops_answering_is_flagged_and_the_other_view_remains() -> None:
+    """One cage down: its row says why (epoch kept, no uptime); the page shows the other's view,
+    a service only it knew is gone; back, it counts again."""
+    o = two_cages()
+    o.unreachable("the connection closed", cage=0)
+    state = o.state()
+    assert state["reachable"]
+    assert state["error"] == ""
+    down, up = state["cages"]
+    assert (down["reachable"], down["error"], down["epoch"], down["uptime"], down["nodes"],
+            down["counters"]) == (False, "the connection closed", "e1", None, None, {})
+    assert (up["reachable"], up["uptime"]) == (True, 3.0)
+    assert [(s["name"], s.get("state"), s["cages"]) for s in state["services"]] == [
+        ("a", None, [B]), ("b", "gone", [])]
+    assert state["routes"] == [["a", ["a"], [B]], ["x.#", ["a"], [B]]]
+    assert state["stats"]["epoch"] == "e2"
+    o.seen([{"name": "b"}], [], {"epoch": "e3"}, cage=0)
+    assert [(s["name"], s["cages"]) for s in o.state()["services"]] == [("a", [B]), ("b", [A])]
+
+
+def test_with_no_cage_answering_the_last_data_stays_and_the_error_names_each() -> None:
+    """Every cage down: unreachable, the last lists kept, each cage's error in the message."""
+    o = two_cages()
+    o.unreachable("gone", cage=0)
+    o.unreachable("silent", cage=1)
+    state = o.state()
+    assert not state["reachable"]
+    assert state["error"] == f"{A}: gone; {B}: silent"
+    assert [(s["name"], s.get("state")) for s in state["services"]] == [("a", None),
+                                                                       ("b", "gone")]
+
+
+def test_the_cage_that_supervises_a_service_gives_its_row() -> None:
+    """A service supervised by B and registered at both: B's row (pid, state), B is its
+    supervisor."""
+    o = Overview([A, B])
+    o.seen([{"name": "s", "state": "running", "supervised": False}], [], {}, cage=0)
+    o.seen([{"name": "s", "state": "running", "supervised": True, "pid": 9}], [], {}, cage=1)
+    (row,) = o.state()["services"]
+    assert (row["pid"], row["supervised"], row["cages"]) == (9, True, [A, B])
+    assert o.supervisor_of("s") == 1
+    assert o.supervisor_of("nobody") is None
+
+
+def test_malformed_routes_are_skipped() -> None:
+    """A route entry that is not [pattern, names] is skipped, not raised on."""
+    o = Overview()
+    o.seen([], [["ok", ["a"]], "junk", [1, []], ["p"]], {})
+    assert o.state()["routes"] == [["ok", ["a"], [""]]]
+
+
+def test_the_front_page_has_a_cages_panel_only_with_several_cages() -> None:
+    """One cage: the page as before; two: the panel, a Cages column, a counters column each."""
+    one = front(False, [A])
+    assert "id=cages" not in one
+    assert "<th>Cages</th>" not in one
+    two = front(False, [A, B])
+    assert "id=cages" in two
+    assert two.count("<th>Cages</th>") == 2
+    assert "<th>127.0.0.1:6570</th>" in two
+
+
+@pytest.mark.parametrize(("state", "closed", "seen", "says"), [
+    (SessionState.REGISTERED, False, Seen.HANDSHAKE_OK, ""),
+    (SessionState.REGISTERED, True, Seen.HANDSHAKE_OK, "connection to tcp://c:1 closed"),
+    (SessionState.LOST, False, Seen.HANDSHAKE_OK, "no word from the cage at tcp://c:1 for 3s"),
+    (SessionState.REFUSED, False, Seen.HANDSHAKE_OK, "refused this client"),
+    (SessionState.JOINING, False, Seen.HANDSHAKE_OK, "PUB has not answered"),
+    (SessionState.CONNECTING, False, None, "nothing accepted a connection"),
+])
+def test_why_a_cage_cannot_be_asked(state: SessionState, closed: bool, seen: Seen | None,
+                                    says: str) -> None:
+    """Each state of a node's session with a cage gives its reason ('' when it can be asked)."""
+    why = unreachable(state, closed, seen, "tcp://c:1", False, 3.0)
+    assert (says in why) if says else why == ""
 
 
 @pytest.mark.parametrize(("fields", "error"), [

@@ -53,7 +53,7 @@ from zdse.node.dispatcher import (
 from zdse.node.effects import Effects, Frame
 from zdse.node.events import Membership
 from zdse.node.requests import Failure, Gathered, Outcome
-from zdse.node.silence import Seen, after, explain
+from zdse.node.silence import Seen, after, explain, unreachable
 from zdse.node.subscriptions import Update
 from zdse.node.tableindex import SLICED_ROWS
 from zdse.node.transport import Transport
@@ -700,8 +700,37 @@ class Bus:
                 answers[sender] = exc
         return Gathered(answers, outcome.expected)
 
+    def cage_trouble(self, cage: int) -> str:
+        """Why cage ``cage`` (an index into :attr:`cages`) cannot be asked now ('' if it can)."""
+        core = self.core
+        closed = self._opened and len(self.cages) > 1 and core.trips.is_down(cage)
+        return unreachable(core.sessions[cage].state, closed, self._seen[cage],
+                           self.cages[cage].router, self.curve is not None, core.expiry)
+
+    async def ask_cage(self, cage: int, dataindex: str, args: Any = None,
+                       timeout: float = REQUEST_TIMEOUT) -> Any:
+        """Ask cage ``cage`` (an index into :attr:`cages`) itself, e.g. for its ``services``.
+
+        Each cage has its own view (docs/redundancy.md); :meth:`request` to
+        ``cage`` asks whichever cage carries requests.
+
+        Raises:
+            RequestTimeout: that cage has not registered this node (the
+                message says why: :meth:`cage_trouble`), or did not answer
+                within ``timeout``.
+            RemoteError: the cage answered with an error.
+            BusClosed: the bus is (or gets) closed.
+        """
+        why = self.cage_trouble(cage)
+        if why:
+            raise RequestTimeout(why)
+        outcome = await self._request(codec.CAGE, dataindex, args, timeout, False, via=cage)
+        sender, reply = next(iter(outcome.replies.items()))
+        return _value(sender, reply)
+
     async def _request(
-        self, key: str, dataindex: str, args: Any, timeout: float, gather: bool
+        self, key: str, dataindex: str, args: Any, timeout: float, gather: bool,
+        via: int | None = None,
     ) -> Outcome:
         clock = self.clock
         deadline = clock() + timeout
@@ -729,7 +758,7 @@ class Bus:
             # A request leaves now, with whatever was queued before it, not
             # at the end of the loop iteration: the caller waits on the round
             # trip. (So requests made together are sent one by one.)
-            one = self._one
+            one = self._one if via is None else self._transports[via]
             if one is not None:
                 one.send_now(frame)
             else:

@@ -6,7 +6,8 @@ The shell's transport (:class:`zdse.node.transport.Transport`) turns each
 monitor event into a :class:`Seen`, the :class:`~zdse.node.bus.Bus` keeps
 what :func:`after` says; :func:`explain` says what
 it means, for ``node.waiting`` and for the error at the end of a connect
-timeout.
+timeout; :func:`unreachable` says why one of several cages cannot be asked
+now (zdse-web's cages panel).
 Only :attr:`Seen.REFUSED` is final (the cage does not know the key): the
 rest may be mended on the cage's side while the client keeps trying.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["KEY_FLAGS", "Seen", "after", "explain"]
+from zdse.node.session import SessionState
+
+__all__ = ["KEY_FLAGS", "Seen", "after", "explain", "unreachable"]
 
 #: How a zdse command line is given its CURVE keys.
 KEY_FLAGS = "--curve-key and --cage-key, or ZDSE_CURVE_KEY and ZDSE_CAGE_KEY"
@@ -83,3 +86,29 @@ def explain(seen: Seen | None, router: str, curve: bool) -> str:
         return (f"connected to {router}, but the CURVE handshake has not finished: a CURVE "
                 "mistake (the wrong --cage-key) is the likely cause")
     return f"connected to {router}, but the cage has not answered yet (is it zdse-proxy?)"
+
+
+def unreachable(state: SessionState, closed: bool, seen: Seen | None, router: str,
+                curve: bool, expiry: float) -> str:
+    """Why the cage at ``router`` cannot be asked now, as one clause ('' if it can).
+
+    Args:
+        state: the node's session with that cage.
+        closed: its connection closed (the kernel said so) and it has not
+            answered a heartbeat since.
+        seen: the last thing the connection went through.
+        router: the cage's ROUTER endpoint.
+        curve: whether this client uses CURVE.
+        expiry: seconds of silence after which a cage is taken for lost.
+    """
+    if closed:
+        return f"the connection to {router} closed (is zdse-proxy running there?)"
+    if state is SessionState.REGISTERED:
+        return ""
+    if state is SessionState.LOST:
+        return f"no word from the cage at {router} for {expiry:g}s"
+    if state is SessionState.REFUSED:
+        return f"the cage at {router} refused this client"
+    if state is SessionState.JOINING:
+        return f"the cage at {router} welcomed this client; its PUB has not answered yet"
+    return explain(seen, router, curve)

@@ -3,7 +3,7 @@
 =====================================  =============================================
 route                                  what
 =====================================  =============================================
-``GET /``                              services, routes, counters (live)
+``GET /``                              cages, services, routes, counters (live)
 ``GET /service/NAME[/DATAINDEX]``      a service's tables (live); 404 if unknown
 ``GET /subscribe?key=K&dataindex=D``   one panel per publisher on K (live)
 ``GET|POST /request``                  send a request, see the answer or the error
@@ -110,7 +110,7 @@ class Dashboard:
 
     async def front(self, request: web.Request) -> web.Response:
         """The front page."""
-        return _html(pages.front(self.control))
+        return _html(pages.front(self.control, [cage.router for cage in self.bus.cages]))
 
     async def service_page(self, request: web.Request) -> web.Response:
         """A service's page (all its tables, or one)."""
@@ -153,7 +153,7 @@ class Dashboard:
     # --- the JSON API -------------------------------------------------------
 
     async def api_overview(self, request: web.Request) -> web.Response:
-        """The front page's data, asked of the cage now."""
+        """The front page's data, asked of every cage now."""
         return _json({**await self.watch.refresh(), "control": self.control})
 
     async def api_service(self, request: web.Request) -> web.Response:
@@ -190,12 +190,21 @@ class Dashboard:
                           "message": "zdse-web is read-only: start it with --control"}, 403)
         action = request.match_info["action"]
         name = request.match_info["name"]
+        # With several cages, the one that supervises the service (each has its own);
+        # if the overview does not say (yet), after asking every cage now.
+        cage = None
+        if len(self.bus.cages) > 1:
+            cage = self.watch.overview.supervisor_of(name)
+            if cage is None:
+                await self.watch.refresh()
+                cage = self.watch.overview.supervisor_of(name)
         status, value = await self._send(RequestForm(CAGE, action, {"name": name}, 10.0,
-                                                     False))
+                                                     False), cage)
         return _json(value, status)
 
-    async def _send(self, form: RequestForm) -> tuple[int, Any]:
-        """Send ``form``'s request: (200, answer) or (an HTTP status, an error object)."""
+    async def _send(self, form: RequestForm, cage: int | None = None) -> tuple[int, Any]:
+        """Send ``form``'s request (to cage number ``cage`` itself, if given): (200, answer)
+        or (an HTTP status, an error object)."""
         try:
             if form.gather:
                 answers = await self.bus.request_all(form.key, form.dataindex, form.args,
@@ -203,6 +212,9 @@ class Dashboard:
                 return 200, {name: ({"error": a.kind, "message": str(a)}
                                     if isinstance(a, RemoteError) else a)
                              for name, a in answers.items()}
+            if cage is not None:
+                return 200, await self.bus.ask_cage(cage, form.dataindex, form.args,
+                                                    form.timeout)
             return 200, await self.bus.request(form.key, form.dataindex, form.args,
                                                form.timeout)
         except NoRouteError as exc:

@@ -1,4 +1,7 @@
-"""Polls the cage's ``services``, ``routes`` and ``stats`` into an :class:`Overview`.
+"""Polls every cage's ``services``, ``routes`` and ``stats`` into an :class:`Overview`.
+
+Each cage is asked for itself (:meth:`Bus.ask_cage`), all at once: a cage
+that does not answer costs the poll its timeout, not the others their view.
 
 It polls only while a front page is open (or the API asks), so a dashboard
 nobody looks at costs the bus nothing. Each change of the overview wakes the
@@ -16,7 +19,6 @@ from zdse.errors import ZdseError
 from zdse.log import get_logger
 from zdse.node.bus import Bus
 from zdse.web.overview import Overview
-from zdse.wire.codec import CAGE
 
 __all__ = ["POLL_INTERVAL", "CageWatch"]
 
@@ -38,33 +40,38 @@ class CageWatch:
     def __init__(self, bus: Bus, connected: asyncio.Event) -> None:
         self.bus = bus
         self.connected = connected
-        self.overview = Overview()
+        self.overview = Overview([cage.router for cage in bus.cages])
         self.watchers = 0
         self._changed = asyncio.Condition()
         self._wanted = asyncio.Event()
         self.log = get_logger(component="zdse-web")
 
     async def refresh(self) -> dict[str, Any]:
-        """Ask the cage now; return the overview's state."""
+        """Ask every cage now; return the overview's state."""
         if not self.connected.is_set():
-            self.overview.unreachable(
-                f"waiting for the cage at {self.bus.endpoints.router}")
+            for i, cage in enumerate(self.bus.cages):
+                self.overview.unreachable(f"waiting for the cage at {cage.router}", i)
         else:
-            try:
-                services, routes, stats = await asyncio.gather(
-                    *(self.bus.request(CAGE, what, None, POLL_TIMEOUT)
-                      for what in ("services", "routes", "stats")))
-            except ZdseError as exc:
-                if self.overview.reachable:
-                    self.log.warning("web.cage_unreachable", error=str(exc))
-                self.overview.unreachable(f"the cage does not answer: {exc}")
-            else:
-                if not self.overview.reachable and self.overview.version:
-                    self.log.info("web.cage_back")
-                self.overview.seen(services, routes, stats)
+            await asyncio.gather(*(self._ask(i) for i in range(len(self.bus.cages))))
         async with self._changed:
             self._changed.notify_all()
         return self.overview.state()
+
+    async def _ask(self, cage: int) -> None:
+        """Ask cage ``cage`` its three tables; tell the overview what came."""
+        view = self.overview.cages[cage]
+        try:
+            services, routes, stats = await asyncio.gather(
+                *(self.bus.ask_cage(cage, what, None, POLL_TIMEOUT)
+                  for what in ("services", "routes", "stats")))
+        except ZdseError as exc:
+            if view.reachable:
+                self.log.warning("web.cage_unreachable", cage=view.router, error=str(exc))
+            self.overview.unreachable(str(exc), cage)
+        else:
+            if not view.reachable and view.stats:
+                self.log.info("web.cage_back", cage=view.router)
+            self.overview.seen(services, routes, stats, cage)
 
     async def wait_changed(self, version: int) -> None:
         """Wait until the overview's version is past ``version``."""

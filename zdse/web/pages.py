@@ -12,7 +12,7 @@ import json
 from html import escape
 from typing import Any
 
-__all__ = ["document", "front", "message", "request_form", "service", "subscribe"]
+__all__ = ["cage_label", "document", "front", "message", "request_form", "service", "subscribe"]
 
 NAV = (
     '<nav><a href="/">Services</a> <a href="/subscribe">Subscribe</a> '
@@ -35,20 +35,41 @@ def document(title: str, main: str, page: str, **data: Any) -> str:
     )
 
 
-def front(control: bool) -> str:
-    """The front page: services, routes, counters (filled in live)."""
+def cage_label(router: str) -> str:
+    """How the page names a cage: its ROUTER endpoint without ``tcp://``."""
+    return router.removeprefix("tcp://")
+
+
+def front(control: bool, routers: list[str] | None = None) -> str:
+    """The front page: services, routes, counters (filled in live).
+
+    With several cages (``routers``), also the cages panel, a Cages column
+    in the services and routes tables, and a column of counters per cage.
+    """
+    routers = routers or []
+    several = len(routers) > 1
+    cages_th = "<th>Cages</th>" if several else ""
+    panel = (
+        "<section><h2>Cages</h2><table id=cages class=grid><thead><tr>"
+        "<th>Cage (ROUTER)</th><th>State</th><th>Epoch</th><th>Uptime</th><th>Nodes</th>"
+        "<th>Routes</th><th>Routed</th><th>Published</th><th>No route</th><th>Dropped</th>"
+        "<th>Why</th></tr></thead><tbody></tbody></table></section>"
+    ) if several else ""
+    counters = "".join(f"<th>{escape(cage_label(r))}</th>" for r in routers) if several \
+        else "<th>Value</th>"
     main = (
-        "<section><h2>Services</h2><table id=services class=grid><thead><tr>"
-        "<th>Name</th><th>State</th><th>Module</th><th>PID</th><th>Restarts</th>"
+        panel
+        + "<section><h2>Services</h2><table id=services class=grid><thead><tr>"
+        "<th>Name</th><th>State</th>" + cages_th + "<th>Module</th><th>PID</th><th>Restarts</th>"
         "<th>Uptime</th><th>Last seen</th><th>Addresses</th><th>Last error</th>"
         + ("<th>Control</th>" if control else "")
         + "</tr></thead><tbody></tbody></table></section>"
         "<div class=columns><section><h2>Routes</h2><table id=routes class=grid><thead><tr>"
-        "<th>Pattern</th><th>Services</th></tr></thead><tbody></tbody></table></section>"
-        "<section><h2>Cage counters</h2><table id=stats class=grid><thead><tr>"
-        "<th>Counter</th><th>Value</th></tr></thead><tbody></tbody></table></section></div>"
+        "<th>Pattern</th><th>Services</th>" + cages_th + "</tr></thead><tbody></tbody></table>"
+        "</section><section><h2>Cage counters</h2><table id=stats class=grid><thead><tr>"
+        f"<th>Counter</th>{counters}</tr></thead><tbody></tbody></table></section></div>"
     )
-    return document("services", main, "front", control=control)
+    return document("services", main, "front", control=control, cages=len(routers))
 
 
 def service(name: str, dataindexes: list[str]) -> str:

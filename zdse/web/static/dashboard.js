@@ -68,19 +68,62 @@ function control(name, action) {
   });
 }
 
-function frontPage() {
+// A cage as the page names it: its ROUTER endpoint without tcp://.
+function cageLabel(router) {
+  return router.replace(/^tcp:\/\//, "");
+}
+
+// The cages that know a service or route ("all": every cage listed); marked
+// when some cage that answered does not (a service registered at one of two).
+function cagesCell(known, up, listed) {
+  const missing = up.filter((r) => !known.includes(r));
+  const labels = known.map(cageLabel).join(", ");
+  if (!missing.length) return el("span", {class: "cages", title: labels}, known.length === listed ? "all" : labels);
+  return el("span", {class: "cages partial", title: `not known to ${missing.map(cageLabel).join(", ")}`},
+    known.length ? `${labels} only` : "none");
+}
+
+function cagesPanel(o) {
+  const tbody = document.querySelector("#cages tbody");
+  if (!tbody) return;
+  fillRows(tbody, o.cages.map((c) => {
+    const n = c.counters;
+    const dropped = c.reachable ? (n.dropped_hwm || 0) + (n.dropped_budget || 0) : "-";
+    return [cageLabel(c.router),
+      el("span", {class: `state state-${c.reachable ? "up" : "unreachable"}`}, c.reachable ? "up" : "unreachable"),
+      c.epoch || "-", seconds(c.uptime), c.nodes ?? "-", c.routes ?? "-",
+      n.routed ?? "-", n.published ?? "-", c.reachable ? n.noroute || 0 : "-", dropped, c.error];
+  }));
+  for (const [i, c] of o.cages.entries()) {
+    tbody.rows[i].dataset.cage = c.router;
+    tbody.rows[i].dataset.state = c.reachable ? "up" : "unreachable";
+  }
+}
+
+function countersTable(o, several) {
+  const tbody = document.querySelector("#stats tbody");
+  if (!several) { fillRows(tbody, Object.entries(o.stats)); return; }
+  const names = [...new Set(o.cages.flatMap((c) => Object.keys(c.stats)))];
+  fillRows(tbody, names.map((k) => [k, ...o.cages.map((c) => (c.reachable && k in c.stats ? c.stats[k] : "-"))]));
+}
+
+function frontPage(app) {
+  const several = JSON.parse(app.dataset.cages) > 1;
   listen("/api/events/overview", (o) => {
     banner(o.reachable ? "" : `Cage unreachable: ${o.error}`);
     document.body.classList.toggle("stale", !o.reachable);
+    const up = o.cages.filter((c) => c.reachable).map((c) => c.router);
+    cagesPanel(o);
     const tbody = document.querySelector("#services tbody");
     fillRows(tbody, o.services.map((s) => {
       const row = [
         el("a", {href: `/service/${encodeURIComponent(s.name)}`}, s.name),
         el("span", {class: `state state-${s.state || "running"}`}, s.state || "running"),
-        s.module, s.pid || "-", s.supervised ? s.restarts : "-",
-        s.pid ? seconds(s.uptime) : "-", seconds(s.last_seen),
-        (s.addresses || []).join(", "), s.last_error || "",
       ];
+      if (several) row.push(s.state === "gone" ? "" : cagesCell(s.cages || [], up, o.cages.length));
+      row.push(s.module, s.pid || "-", s.supervised ? s.restarts : "-",
+        s.pid ? seconds(s.uptime) : "-", seconds(s.last_seen),
+        (s.addresses || []).join(", "), s.last_error || "");
       if (o.control) {
         row.push(s.supervised ? el("span", {}, ...["start", "stop", "reload"].map(
           (a) => el("button", {onclick: () => control(s.name, a)}, a))) : "");
@@ -90,10 +133,14 @@ function frontPage() {
     for (const [i, s] of o.services.entries()) {
       tbody.rows[i].dataset.service = s.name;
       tbody.rows[i].dataset.state = s.state || "running";
+      tbody.rows[i].dataset.cages = (s.cages || []).join(" ");
     }
-    fillRows(document.querySelector("#routes tbody"),
-      o.routes.map(([pattern, names]) => [pattern, (names || []).join(", ")]));
-    fillRows(document.querySelector("#stats tbody"), Object.entries(o.stats));
+    fillRows(document.querySelector("#routes tbody"), o.routes.map(([pattern, names, cages]) => {
+      const row = [pattern, (names || []).join(", ")];
+      if (several) row.push(cagesCell(cages || [], up, o.cages.length));
+      return row;
+    }));
+    countersTable(o, several);
   });
 }
 
@@ -340,6 +387,6 @@ function tablesPage(app) {
 document.addEventListener("DOMContentLoaded", () => {
   const app = document.getElementById("app");
   const page = app.dataset.page;
-  if (page === "front") frontPage();
+  if (page === "front") frontPage(app);
   else if (page === "service" || page === "subscribe") tablesPage(app);
 });
