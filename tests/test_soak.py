@@ -2,7 +2,8 @@
 
 Two minutes in ``make test``; ``make soak`` (or ``ZDSE_SOAK_SECONDS``) runs
 longer. At the end every process's resident memory is where it was after
-the warm-up, and every subscriber's views equal its publishers' data.
+the warm-up, no subscriber that does not churn saw a gap since then, and
+every subscriber's views equal its publishers' data.
 """
 
 from __future__ import annotations
@@ -69,12 +70,19 @@ def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
     for name, sub in subs.items():
         wanted = ["pub.1"] if name == "sub.one" else list(pubs)
         wait_status(sub, caught_up({p: 2 for p in wanted}, 2))
+    # Gaps are counted after the warm-up, as memory is: a delta published
+    # between a subscriber's first snapshot and its filter taking effect at
+    # the cage is made up by a resync (docs/reliability.md, the sync after a
+    # first snapshot), a race of the start that test_node_core.py covers.
+    gaps_at_start: dict[str, int] = {}
 
     async def scenario() -> dict[str, list[float]]:
         samples: dict[str, list[float]] = {name: [] for name in everyone}
         started = time.monotonic()
         # The soak's own clock: it paces the samples, it waits for nothing.
         await asyncio.sleep(SOAK_SECONDS * WARM_UP)
+        for name, sub in subs.items():
+            gaps_at_start[name] = (await asyncio.to_thread(current_status, sub))["gaps"]
         while True:
             for name, proc in everyone.items():
                 assert proc.popen.poll() is None, f"{name} died:\n{proc.log()}"
@@ -101,8 +109,9 @@ def test_mixed_traffic_keeps_memory_flat_and_loses_no_update(
             assert status["gaps"] <= status["resyncs"], status
             assert status["seq_skips"] == status["seq_repeats"] == 0, status
         else:
-            assert status["gaps"] == 0, (f"{name} saw sequence gaps: updates were lost: {status}\n"
-                                         + notable(everyone))
+            assert status["gaps"] == gaps_at_start[name], (
+                f"{name} saw sequence gaps after the start: updates were lost: {status} "
+                f"(gaps at the start: {gaps_at_start[name]})\n" + notable(everyone))
     assert current_status(subs["sub.churn"])["churn_snapshots"] > 0
     for name, req in reqs.items():
         status = current_status(req)
