@@ -21,7 +21,7 @@ def procs() -> Iterator[Processes]:
     try:
         yield group
     finally:
-        group.kill_all()
+        group.close()
 
 
 @pytest.fixture
