@@ -24,6 +24,7 @@ from zdse.node.subscriptions import Update
 from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed
+from zdse.wire.codec import PUBDATA
 
 __all__ = ["KEEPALIVE", "PUBDATA_INTERVAL", "overview_stream", "table_stream"]
 
@@ -84,7 +85,7 @@ async def table_stream(
         assert service is not None
         while True:
             try:
-                value = await bus.request(service, "pubdata", None, PUBDATA_TIMEOUT)
+                value = await bus.request(service, PUBDATA, None, PUBDATA_TIMEOUT)
                 feed.add({"t": "pubdata", "data": value})
             except NoRouteError:
                 feed.add({"t": "gone", "service": service})
