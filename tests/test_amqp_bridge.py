@@ -31,13 +31,6 @@ EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"
 
 
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
-
 
 @pytest.fixture
 def broker(rabbitmq: RabbitMQ) -> Iterator[RabbitMQ]:

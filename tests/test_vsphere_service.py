@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 from zdse_nodes.vsphere import COLUMNS, VCenterLoginError, VCenterUnreachable, VSphereService
 
 from tests.harness import WAIT, Cluster, Updates, run, same_views
-from tests.support import Processes
 from tests.vcsim import VCenterSimulator
 from tests.vsphere_naive import TASK_TIMEOUT, find_vm, naive_session, naive_tables
 from zdse.node.bus import Bus, Update
@@ -25,13 +24,6 @@ POWER = COLUMNS["vms"].index("powerState")
 # Long enough never to fire during a test: polls are triggered by the tests.
 NEVER = "3600"
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 class ObservedService(VSphereService):
