@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -197,6 +198,7 @@ class Processes:
         self._popens: list[subprocess.Popen[bytes]] = []
         self._procs: list[Proc] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._started = 0  # names each log file apart
 
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None,
               **kw: Any) -> subprocess.Popen[bytes]:
@@ -219,7 +221,9 @@ class Processes:
         """
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="zdse-procs-")
-        log = open(os.path.join(self._dir.name, f"{name}.{len(self._procs)}.log"),  # noqa: SIM115
+        self._started += 1
+        safe = re.sub(r"[^\w.-]", "_", name)
+        log = open(os.path.join(self._dir.name, f"{self._started}-{safe}.log"),  # noqa: SIM115
                    "w+b")
         on_stdout = lines_from == "stdout"
         popen = self.popen(argv, dict(env or {}, PYTHONUNBUFFERED="1"), cwd=cwd,
