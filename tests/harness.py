@@ -12,17 +12,19 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import BIN, Processes, free_port
+from zdse.errors import RequestTimeout
 from zdse.node.bus import Bus, Update
 from zdse.procs import WAIT, Proc
 from zdse.wire.endpoints import Endpoints
 
 __all__ = ["TEST_HEARTBEAT", "TEST_REFRESH", "WAIT", "Cages", "Cluster", "Proc", "Updates",
-           "run", "same_views", "write_json"]
+           "answered", "run", "same_views", "write_json"]
 
 T = TypeVar("T")
 
@@ -35,6 +37,21 @@ TEST_REFRESH = 0.5
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Run a coroutine to completion with an overall deadline."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def answered(bus: Bus, service: str, dataindex: str,
+                   retry_on: tuple[type[Exception], ...] = (RequestTimeout,),
+                   timeout: float = WAIT) -> Any:
+    """The answer to a request asked again (a second each try) while it fails with
+    ``retry_on``: a request may be lost with a cage that dies or a queue that drops.
+    The last failure is raised past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await bus.request(service, dataindex, timeout=1)
+        except retry_on:
+            if time.monotonic() > deadline:
+                raise
 
 
 class Cluster:
