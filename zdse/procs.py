@@ -109,17 +109,23 @@ class Proc:
         """
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise ProcError(f"{self.name}: no {what} within {timeout}s"
-                                f"{self.tail()}") from None
+            # The deadline holds even for a process that logs faster than we read.
+            left = deadline - time.monotonic()
+            event = self._next(left) if left > 0 else None
+            if event is None:
+                raise ProcError(f"{self.name}: no {what} within {timeout}s{self.tail()}")
             if pred(event):
                 return event
             if event is self._end:
                 self.events.put(event)  # every later wait fails at once too
                 raise ProcError(f"{self.name} exited (code {self.popen.poll()}) waiting for "
                                 f"{what}{self.tail()}")
+
+    def _next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def wait_event(self, name: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
         """Wait for a log event called ``name`` (with fields equal to ``match``)."""
