@@ -21,6 +21,7 @@ from zdse.errors import NoRouteError, ZdseError
 from zdse.log import get_logger
 from zdse.node.bus import Bus
 from zdse.node.subscriptions import Update
+from zdse.tasks import cancel_and_wait
 from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed
@@ -109,10 +110,7 @@ async def table_stream(
         except GONE:
             pass
         finally:
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            await cancel_and_wait(poller)
             for sid in sids:
                 bus.unsubscribe(sid)
             log.info("web.stream.closed", peer=peer, subscriptions=len(sids),
