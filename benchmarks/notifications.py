@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,11 +56,11 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika  # noqa: E402
 
-from tests.harness import Proc  # noqa: E402
 from tests.rabbitmq import RabbitMQ, find_scripts  # noqa: E402
 from tests.support import BIN, Processes, free_port  # noqa: E402
 from zdse.log import configure  # noqa: E402
 from zdse.node.bus import Bus, Update  # noqa: E402
+from zdse.procs import Proc  # noqa: E402
 from zdse.wire.endpoints import Endpoints  # noqa: E402
 
 EVENT = "compute.instance.update"
@@ -123,12 +122,10 @@ class Notifier:
     """oslo.messaging's Notifier in its own process, one notification per stdin line."""
 
     def __init__(self, procs: Processes, url: str) -> None:
-        popen = procs.start(
-            [sys.executable, "-m", "tests.oslo_notifier", url.replace("amqp://", "rabbit://", 1),
-             "--exchange", "nova", "--publisher", "compute.bench"],
-            env={"PYTHONWARNINGS": "ignore::DeprecationWarning"}, cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.proc = Proc(popen, "oslo-notifier")
+        self.proc = procs.python(
+            "oslo-notifier", "tests.oslo_notifier", url.replace("amqp://", "rabbit://", 1),
+            "--exchange", "nova", "--publisher", "compute.bench",
+            env={"PYTHONWARNINGS": "ignore::DeprecationWarning"}, cwd=ROOT)
         self.sent = 0
         self.proc.wait_event("ready", timeout=60)
 
@@ -207,9 +204,7 @@ async def measure(args: argparse.Namespace, procs: Processes, broker: RabbitMQ) 
            "ZDSE_HEARTBEAT": str(HEARTBEAT)}
 
     def spawn(name: str, argv: list[str]) -> Proc:
-        popen = procs.start(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-        return Proc(popen, name)
+        return procs.start(name, argv, env=env)
 
     cage = spawn("cage", [str(BIN / "zdse-proxy")])
     await asyncio.to_thread(cage.wait_event, "cage.started")
@@ -328,7 +323,7 @@ def main() -> int:
             broker.start()
             report = asyncio.run(measure(args, procs, broker))
     finally:
-        procs.kill_all()
+        procs.close()
     if args.json:
         print(json.dumps(report))
     else:

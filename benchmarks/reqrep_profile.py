@@ -33,7 +33,7 @@ from collections import Counter
 from typing import Any
 
 from zdse.bench import scenarios
-from zdse.bench.procs import START_TIMEOUT, Processes
+from zdse.procs import Processes
 
 #: (layer, substrings of a frame "function (file:line)"), tried innermost
 #: frame first, first match wins; a sample matching none is "other".
@@ -100,31 +100,29 @@ def one_run(role: str, requests: int, rate: int, py_spy: str, workdir: str) -> d
     try:
         target = scenarios.start_target(procs, "zdse")
         opts = scenarios.Options(msgs=requests, size=100, burst=100, subs=1, timeout=120.0)
-        server = scenarios._worker(procs, target, opts, "reqrep-server")
-        server.expect("ready", START_TIMEOUT)
-        client = scenarios._worker(procs, target, opts, "reqrep-client")
-        client.expect("ready", START_TIMEOUT)
-        pid = {"cage": target.server, "replier": server, "client": client}[role]
-        assert pid is not None
-        out = os.path.join(workdir, f"{role}.txt")
-        cpu0 = pid.cpu_seconds()
-        client.say("go")
-        spy = subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid.popen.pid), "--rate", str(rate), "--idle",
-             "--nonblocking", "--format", "raw", "--output", out],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        got = client.expect("p50_us", opts.timeout)
-        cpu = pid.cpu_seconds() - cpu0
-        spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
-        _, err = spy.communicate(timeout=30)
-        spy = None
-        if not os.path.exists(out):
-            raise SystemExit(f"py-spy wrote nothing: {err.decode(errors='replace').strip()}")
-        with open(out) as f:
-            counts, frames = layers_of(f.read())
-        return {"role": role, "p50_us": got["p50_us"], "p99_us": got["p99_us"],
-                "rps": got["rps"], "cpu_us_per_request": cpu / (requests + 200) * 1e6,
-                "samples": dict(counts), "top_frames": dict(frames.most_common(25))}
+        with scenarios.ready_pair(procs, target, opts, "reqrep-server",
+                                  "reqrep-client") as (server, client):
+            pid = {"cage": target.server, "replier": server, "client": client}[role]
+            assert pid is not None
+            out = os.path.join(workdir, f"{role}.txt")
+            cpu0 = pid.cpu_seconds()
+            client.say("go")
+            spy = subprocess.Popen(
+                [py_spy, "record", "--pid", str(pid.popen.pid), "--rate", str(rate), "--idle",
+                 "--nonblocking", "--format", "raw", "--output", out],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            got = client.expect("p50_us", opts.timeout)
+            cpu = pid.cpu_seconds() - cpu0
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+            _, err = spy.communicate(timeout=30)
+            spy = None
+            if not os.path.exists(out):
+                raise SystemExit(f"py-spy wrote nothing: {err.decode(errors='replace').strip()}")
+            with open(out) as f:
+                counts, frames = layers_of(f.read())
+            return {"role": role, "p50_us": got["p50_us"], "p99_us": got["p99_us"],
+                    "rps": got["rps"], "cpu_us_per_request": cpu / (requests + 200) * 1e6,
+                    "samples": dict(counts), "top_frames": dict(frames.most_common(25))}
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()

@@ -58,10 +58,10 @@ import zmq.asyncio
 from pyVim.task import WaitForTask
 from zdse_nodes.vsphere import COLUMNS, VCenterConfig, VCenterConnection
 
-from zdse.bench.procs import free_port
 from zdse.errors import ProtocolError
 from zdse.log import configure
 from zdse.node.bus import Bus, Update
+from zdse.procs import free_port
 from zdse.wire import codec
 from zdse.wire.endpoints import Endpoints
 

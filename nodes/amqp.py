@@ -28,7 +28,6 @@ This is the I/O shell: parsing and tables are pure
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ from zdse.backoff import backoff
 from zdse.errors import ConfigError
 from zdse.log import sampled
 from zdse.node.service import Service
+from zdse.tasks import cancel_and_wait
 
 from .amqp_batch import Batch
 from .amqp_config import AmqpConfig, from_options, redact, scrub
@@ -169,10 +169,7 @@ class AmqpBridge(Service):
         """Stop consuming; unacknowledged messages go back to the queue."""
         await super().stop()
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+        await cancel_and_wait(consumer)
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).removeHandler(self._library_log)
 

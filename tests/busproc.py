@@ -3,7 +3,7 @@
 Run as ``python -m tests.busproc ROLE ...``. Each is a real :class:`zdse.Bus`
 client in its own process, logs JSON lines to stderr (``proc.ready`` once
 registered, ``<role>.status`` every ``--report`` seconds, rare events at
-once) so :class:`tests.harness.Proc` can wait on them, answers requests
+once) so :class:`zdse.procs.Proc` can wait on them, answers requests
 that steer it, and exits by itself after ``--lifetime`` seconds so nothing
 outlives a test that lost track of it.
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import Cluster
 from tests.rabbitmq import RabbitMQ, find_scripts
 from tests.support import Processes, require
 from tests.vcsim import BINARY, VCenterSimulator
@@ -21,7 +22,15 @@ def procs() -> Iterator[Processes]:
     try:
         yield group
     finally:
-        group.kill_all()
+        group.close()
+
+
+@pytest.fixture
+def cluster(procs: Processes, tmp_path: Path) -> Cluster:
+    """A running cage on free loopback ports (a test module may define its own)."""
+    c = Cluster(procs, tmp_path)
+    c.start_cage()
+    return c
 
 
 @pytest.fixture

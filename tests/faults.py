@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -14,6 +12,7 @@ from tests.busproc import dataindexes, rss_kb, table
 from tests.harness import WAIT, Cluster, Proc, same_views
 from tests.support import ROOT
 from zdse.node.bus import Bus
+from zdse.procs import ProcError
 
 __all__ = [
     "Status", "busproc", "caught_up", "current_status", "dataindexes", "logged_at",
@@ -30,11 +29,9 @@ def busproc(cluster: Cluster, role: str, name: str, *flags: str, wait: bool = Tr
     ``env`` adds to the cluster's environment. Waits (by default) until it
     has registered.
     """
-    argv = [sys.executable, "-m", "tests.busproc", role, "--name", name, *flags]
-    env = dict(cluster.env, PYTHONPATH=str(ROOT), **(env or {}))
-    popen = cluster.procs.start(argv, env=env, cwd=str(ROOT), stderr=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    proc = Proc(popen, name)
+    proc = cluster.procs.python(name, "tests.busproc", role, "--name", name, *flags,
+                                env=dict(cluster.env, PYTHONPATH=str(ROOT), **(env or {})),
+                                cwd=ROOT)
     if wait:
         proc.wait_event("proc.ready")
     return proc
@@ -68,8 +65,8 @@ def wait_status(
 
     try:
         return proc.wait_for(ok, f"status with {what or pred}", timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nlast status: {last}") from None
+    except ProcError as exc:
+        raise ProcError(f"{exc}\nlast status: {last}") from None
 
 
 def wait_event_any(

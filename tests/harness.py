@@ -1,6 +1,6 @@
 """Run real zdse processes on free loopback ports and wait on their handshakes.
 
-Processes log JSON lines to stderr; a reader thread per process turns them
+Processes log JSON lines to stderr; :class:`zdse.procs.Proc` turns them
 into events that tests wait on (``cage.started``, ``node.started``, ...), so
 no test sleeps to wait for a process.
 """
@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import BIN, Processes, free_port
-from zdse.log import follow_lines
+from zdse.errors import RequestTimeout
 from zdse.node.bus import Bus, Update
+from zdse.procs import WAIT, Proc
 from zdse.wire.endpoints import Endpoints
+
+__all__ = ["TEST_HEARTBEAT", "TEST_REFRESH", "WAIT", "Cages", "Cluster", "Proc", "Updates",
+           "answered", "run", "same_views", "write_json"]
 
 T = TypeVar("T")
 
@@ -30,8 +32,6 @@ T = TypeVar("T")
 TEST_HEARTBEAT = 0.2
 #: Subscription refresh used by the tests' nodes.
 TEST_REFRESH = 0.5
-#: How long a test waits for any one expected event before failing.
-WAIT = 15.0
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -39,62 +39,19 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@dataclass
-class Proc:
-    """A zdse process whose stderr events can be waited on."""
-
-    popen: subprocess.Popen[bytes]
-    name: str
-    events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
-    lines: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        assert self.popen.stderr is not None
-        follow_lines(self.popen.stderr, self._take,
-                     lambda: self.events.put({"event": "exited"}), f"stderr of {self.name}")
-
-    def _take(self, line: str, fields: dict[str, Any] | None) -> None:
-        self.lines.append(line)
-        self.events.put(fields if fields is not None else {"event": "text", "text": line})
-
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], what: str,
-                 timeout: float = WAIT) -> dict[str, Any]:
-        """Wait for the first log event that satisfies ``pred``; the others read on the
-        way are dropped. Fails at the deadline, or when the process exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self.name}: no {what} within {timeout}s; log:\n"
-                                     + self.log())
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            if pred(event):
-                return event
-            if event.get("event") == "exited":
-                self.events.put(event)
-                raise AssertionError(f"{self.name} exited waiting for {what}:\n" + self.log())
-
-    def wait_event(self, name: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
-        """Wait for a log event called ``name`` (with fields equal to ``match``)."""
-        return self.wait_for(
-            lambda e: e.get("event") == name and all(e.get(k) == v for k, v in match.items()),
-            f"{name!r} event", timeout)
-
-    def log(self) -> str:
-        """Everything the process wrote to stderr so far."""
-        return "\n".join(self.lines[-50:])
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the process group and, for SIGKILL/SIGTERM, reap it."""
+async def answered(bus: Bus, service: str, dataindex: str,
+                   retry_on: tuple[type[Exception], ...] = (RequestTimeout,),
+                   timeout: float = WAIT) -> Any:
+    """The answer to a request asked again (a second each try) while it fails with
+    ``retry_on``: a request may be lost with a cage that dies or a queue that drops.
+    The last failure is raised past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            return
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            self.popen.wait(timeout=WAIT)
+            return await bus.request(service, dataindex, timeout=1)
+        except retry_on:
+            if time.monotonic() > deadline:
+                raise
 
 
 class Cluster:
@@ -117,9 +74,7 @@ class Cluster:
 
     def spawn(self, name: str, argv: list[str]) -> Proc:
         """Start a process with the cluster's environment."""
-        popen = self.procs.start(argv, env=self.env, stderr=subprocess.PIPE,
-                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        return Proc(popen, name)
+        return self.procs.start(name, argv, env=self.env)
 
     def start_cage(self, *extra: str) -> Proc:
         """Start zdse-proxy and wait until it has bound its sockets."""

@@ -6,12 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from zdse.bench.procs import close_pipes, free_port, kill_group
+from zdse.procs import Processes, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,34 +38,6 @@ def require_binary(name: str) -> str:
     require(name, path is not None)
     assert path is not None
     return path
-
-
-class Processes:
-    """Processes started by one test; :meth:`kill_all` reaps every one."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, argv: Sequence[str], env: dict[str, str] | None = None, **kw: object
-    ) -> subprocess.Popen[bytes]:
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        proc = subprocess.Popen(
-            list(argv),
-            env=full_env,
-            start_new_session=True,
-            **kw,  # type: ignore[call-overload]
-        )
-        self._procs.append(proc)
-        return proc
-
-    def kill_all(self) -> None:
-        """Kill every process started (its whole group) and reap it."""
-        for proc in self._procs:
-            kill_group(proc)
-            close_pipes(proc)
-        self._procs.clear()
 
 
 def run_tool(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,18 +25,11 @@ from tests.harness import Cluster, Proc, Updates, run
 from tests.rabbitmq import RabbitMQ
 from tests.support import ROOT, Processes
 from zdse.errors import ConfigError
-from zdse.node.bus import Update
+from zdse.node.bus import Bus, Update
 
 EVENT = "compute.instance.update"
 LATEST = f"{EVENT}@instance_id"
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 @pytest.fixture
@@ -56,13 +47,10 @@ class Emitter:
     def __init__(self, procs: Processes, url: str, driver: str = "messagingv2",
                  publisher: str = "compute.host1") -> None:
         rabbit_url = url.replace("amqp://", "rabbit://", 1)
-        popen = procs.start(
-            [sys.executable, "-m", "tests.oslo_notifier", rabbit_url,
-             "--driver", driver, "--exchange", "nova", "--publisher", publisher],
-            env={"PYTHONWARNINGS": "ignore::DeprecationWarning"},
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        self.proc = Proc(popen, f"oslo-notifier {driver}")
+        self.proc = procs.python(
+            f"oslo-notifier {driver}", "tests.oslo_notifier", rabbit_url,
+            "--driver", driver, "--exchange", "nova", "--publisher", publisher,
+            env={"PYTHONWARNINGS": "ignore::DeprecationWarning"}, cwd=ROOT)
         self.sent = 0
         self.proc.wait_event("ready", timeout=60)
 
@@ -111,6 +99,15 @@ def added_rows(update: Update, seen: set[str]) -> list[dict[str, Any]]:
 
 def row_key(row: dict[str, Any]) -> str:
     return json.dumps(row, sort_keys=True, default=str)
+
+
+async def unpublished_events(bus: Bus) -> Updates:
+    """Subscribe to openstack1's table of EVENT, which nobody published yet (no
+    notification of that type came), and see it said so."""
+    updates = Updates()
+    bus.subscribe(f"openstack1.{EVENT}", EVENT, updates)
+    assert (await updates.next()).kind == "unpublished"
+    return updates
 
 
 async def collect(updates: Updates, count: int) -> list[dict[str, Any]]:
@@ -381,10 +378,7 @@ def test_broker_restart_mid_stream_the_bridge_reconnects_and_later_notifications
 
     async def scenario() -> None:
         async with cluster.bus() as bus:
-            updates = Updates()
-            bus.subscribe(f"openstack1.{EVENT}", EVENT, updates)
-            # No notification of that type yet: a table nobody published.
-            assert (await updates.next()).kind == "unpublished"
+            updates = await unpublished_events(bus)
             for n in range(5):
                 nova.emit({"n": n})
             before = await collect(updates, 5)
@@ -415,10 +409,7 @@ def test_notifications_sent_while_the_bridge_is_down_arrive_when_it_is_back(
 
     async def scenario() -> None:
         async with cluster.bus() as bus:
-            updates = Updates()
-            bus.subscribe(f"openstack1.{EVENT}", EVENT, updates)
-            # No notification of that type yet: a table nobody published.
-            assert (await updates.next()).kind == "unpublished"
+            updates = await unpublished_events(bus)
             nova.emit({"n": 0})
             await collect(updates, 1)
             bridge.kill(signal.SIGKILL)
@@ -460,10 +451,7 @@ def test_malformed_messages_are_counted_logged_acknowledged_and_survived(
 
     async def scenario() -> None:
         async with cluster.bus() as bus:
-            updates = Updates()
-            bus.subscribe(f"openstack1.{EVENT}", EVENT, updates)
-            # No notification of that type yet: a table nobody published.
-            assert (await updates.next()).kind == "unpublished"
+            updates = await unpublished_events(bus)
             await asyncio.to_thread(publish_raw, url, bad)
             nova.emit({"n": "valid"})
             rows = await collect(updates, 1)

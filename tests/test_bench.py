@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import BIN, require
 from zdse.bench.cli import render
-from zdse.bench.procs import nats_server_path
+from zdse.bench.scenarios import nats_server_path
 
 #: Tiny counts: this checks that the bench works, not how fast anything is.
 SMALL = ["--msgs", "200", "--rounds", "1", "--timeout", "60"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from tests.harness import TEST_REFRESH, WAIT, Cluster, run
+from tests.harness import TEST_REFRESH, WAIT, Cluster, answered, run
 from tests.support import Processes
 from zdse.errors import NoRouteError, RemoteError, RequestTimeout
 from zdse.node import dispatcher as dispatcher_module
@@ -220,14 +220,8 @@ def test_a_backlog_the_cage_takes_nothing_of_for_an_expiry_is_dropped_and_the_no
             assert send.statistics()["dropped_backlog"] < sent
             # Carries on. A bounded wait: the request waits behind what the
             # DEALER's queue held, so the first tries may time out.
-            deadline = time.monotonic() + 2 * WAIT
-            while True:
-                try:
-                    assert await send.request("recv", "t", timeout=1) == [[1]]
-                    break
-                except (NoRouteError, RequestTimeout):
-                    if time.monotonic() > deadline:
-                        raise
+            assert await answered(send, "recv", "t", (NoRouteError, RequestTimeout),
+                                  2 * WAIT) == [[1]]
             assert send.registered
         assert node.popen.poll() is None
 

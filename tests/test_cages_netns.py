@@ -19,9 +19,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults import caught_up, current_status, wait_event_any, wait_status
-from tests.harness import TEST_HEARTBEAT, TEST_REFRESH, Proc
-from tests.support import BIN, ROOT, Processes, require
-from tests.test_netns import ip, netns_usable
+from tests.netns import ip, netns_usable, spawn
+from tests.support import BIN, Processes, require
 from zdse.wire.endpoints import Endpoints
 
 #: Cage i listens on 10.232.i.1; the nodes' end of its link is 10.232.i.2.
@@ -57,17 +56,6 @@ def namespaces() -> Iterator[tuple[list[str], str, list[str]]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         for cage_if, _ in links:
             subprocess.run(["ip", "link", "del", cage_if], capture_output=True, check=False)
-
-
-def spawn(procs: Processes, ns: str, name: str, argv: list[str], cages: Endpoints) -> Proc:
-    """Start a process inside namespace ``ns``, listing ``cages``."""
-    env = {"ZDSE_ROUTER": cages.router, "ZDSE_PUB": cages.pub,
-           "ZDSE_HEARTBEAT": str(TEST_HEARTBEAT), "ZDSE_SUB_REFRESH": str(TEST_REFRESH),
-           "PYTHONPATH": str(ROOT)}
-    popen = procs.start(["ip", "netns", "exec", ns, *argv], env=env, cwd=str(ROOT),
-                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stdin=subprocess.DEVNULL)
-    return Proc(popen, name)
 
 
 def test_a_cut_cage_link_loses_no_update_as_a_kill_does(
@@ -126,4 +114,4 @@ def test_a_cut_cage_link_loses_no_update_as_a_kill_does(
         assert all(p.popen.poll() is None for p in nodes), "a node ended"
     finally:
         with contextlib.suppress(Exception):
-            procs.kill_all()
+            procs.close()

@@ -78,7 +78,7 @@ def test_the_cage_starts_not_with_a_module_that_raises_system_exit(
     config = tmp_path / "zdse.toml"
     write_config(config, {"bad.one": {"module": "odd", "options": {"raise": "SystemExit",
                                                                      "why": "7"}}})
-    popen = procs.start([str(BIN / "zdse-proxy"), "--config", str(config)], env=cluster.env,
+    popen = procs.popen([str(BIN / "zdse-proxy"), "--config", str(config)], env=cluster.env,
                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                         stdin=subprocess.DEVNULL)
     _, err = popen.communicate(timeout=CONFIG_CHECK_TIMEOUT + 20)

@@ -13,16 +13,7 @@ import pytest
 import zmq
 
 from tests.harness import Cluster, Updates, run, write_json
-from tests.support import Processes
 from zdse.errors import NoRouteError, RemoteError
-
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 def test_two_publishers_on_a_shared_address_keep_separate_views(cluster: Cluster) -> None:

@@ -47,13 +47,6 @@ LOST_WITHIN = 3 * TEST_HEARTBEAT
 READ_SLACK = 0.5
 
 
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
-
 
 def test_cage_kill_9_under_steady_publishing_views_are_right_within_3s(cluster: Cluster) -> None:
     """Cage killed twice under steady publishing: within 3 s of each restart views are right."""

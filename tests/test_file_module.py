@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 from zdse_nodes.file_tables import _weigh
 
 from tests.harness import Cluster, Updates, run, write_json
@@ -21,13 +20,6 @@ from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
 BIG_ROWS = 75_000
 BIG_TABLES = 8
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 async def _views(cluster: Cluster, publisher: str, want: dict[str, Any]) -> None:

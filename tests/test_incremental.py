@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import random
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.harness import Cluster, Updates, run
-from tests.support import Processes
 from zdse.errors import MessageTooLarge
 from zdse.node.core import NodeCore
 from zdse.node.delta import apply, freeze, patch, same
@@ -293,13 +291,6 @@ def test_a_refused_change_leaves_the_table_and_its_seq_as_they_were() -> None:
 
 # --- with real processes ---------------------------------------------------------
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 def test_real_processes_keep_views_equal_to_the_data_under_a_mix_of_changes(

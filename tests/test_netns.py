@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,30 +20,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults import caught_up, current_status, wait_event_any, wait_status
-from tests.harness import TEST_HEARTBEAT, TEST_REFRESH, WAIT, Proc
-from tests.support import BIN, ROOT, Processes, require
+from tests.harness import WAIT
+from tests.netns import ip, netns_usable, spawn
+from tests.support import BIN, Processes, require
 from zdse.node.delta import same
+from zdse.wire.endpoints import Endpoints
 
 #: The two ends of the veth pair: a private /24 inside our own namespaces only.
 CAGE_ADDR, NODE_ADDR = "10.231.0.1", "10.231.0.2"
 ROUTER, PUB = f"tcp://{CAGE_ADDR}:5570", f"tcp://{CAGE_ADDR}:5571"
-
-
-def ip(*args: str) -> None:
-    """Run ``ip ARGS``; fail with its message."""
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
-                            check=False)
-    assert result.returncode == 0, f"ip {' '.join(args)}: {result.stderr}"
-
-
-def netns_usable() -> bool:
-    """Root, the ip tool, and a namespace can really be made here."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return False
-    probe = f"zdse-{os.getpid()}-probe"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
-    return made.returncode == 0
+CAGE = Endpoints(ROUTER, PUB)
 
 
 @pytest.fixture
@@ -74,16 +59,6 @@ def namespaces() -> Iterator[tuple[str, str, str]]:
         subprocess.run(["ip", "link", "del", cage_if], capture_output=True, check=False)
 
 
-def spawn(procs: Processes, ns: str, name: str, argv: list[str]) -> Proc:
-    """Start a process inside namespace ``ns`` on the namespaced cage."""
-    env = {"ZDSE_ROUTER": ROUTER, "ZDSE_PUB": PUB, "ZDSE_HEARTBEAT": str(TEST_HEARTBEAT),
-           "ZDSE_SUB_REFRESH": str(TEST_REFRESH), "PYTHONPATH": str(ROOT)}
-    popen = procs.start(["ip", "netns", "exec", ns, *argv], env=env, cwd=str(ROOT),
-                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stdin=subprocess.DEVNULL)
-    return Proc(popen, name)
-
-
 def ctl(ns: str, *args: str) -> object:
     """``zdse-ctl ARGS`` inside namespace ``ns``; its JSON answer."""
     env = dict(os.environ, ZDSE_ROUTER=ROUTER, ZDSE_PUB=PUB)
@@ -100,13 +75,13 @@ def test_a_cut_link_longer_than_the_expiry_heals_without_a_restart(
     cage_ns, node_ns, node_if = namespaces
     busproc = [sys.executable, "-m", "tests.busproc"]
     try:
-        cage = spawn(procs, cage_ns, "cage", [str(BIN / "zdse-proxy")])
+        cage = spawn(procs, cage_ns, "cage", [str(BIN / "zdse-proxy")], CAGE)
         cage.wait_event("cage.started")
         pub = spawn(procs, node_ns, "pub.far", [*busproc, "pub", "--name", "pub.far",
-                                                "--address", "pubs", "--rate", "20"])
+                                                "--address", "pubs", "--rate", "20"], CAGE)
         pub.wait_event("proc.ready")
         sub = spawn(procs, cage_ns, "sub.near", [*busproc, "sub", "--name", "sub.near",
-                                                 "--key", "pubs"])
+                                                 "--key", "pubs"], CAGE)
         sub.wait_event("proc.ready")
         wait_status(sub, caught_up({"pub.far": 2}))
         pids = [p.popen.pid for p in (cage, pub, sub)]
@@ -140,4 +115,4 @@ def test_a_cut_link_longer_than_the_expiry_heals_without_a_restart(
     finally:
         # Namespaces go only once nothing runs in them.
         with contextlib.suppress(Exception):
-            procs.kill_all()
+            procs.close()

@@ -9,13 +9,12 @@ import os
 import re
 import select
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Cluster, Proc, Updates, run
+from tests.harness import Cluster, Updates, run
 from tests.prometheus import scrape_until
 from tests.supervised import file_service, services, supervised_cage, wait_all, write_config
 from tests.support import ROOT, Processes, free_port, require
@@ -265,10 +264,8 @@ def test_make_run_demo_supervises_file_and_vsphere_services(
     cluster = Cluster(procs, tmp_path)
     port = free_port()
     env = dict(cluster.env, ZDSE_DEMO_DIR=str(tmp_path / "demo"))
-    popen = procs.start([str(ROOT / "scripts" / "run-demo"), "--metrics", f"127.0.0.1:{port}"],
-                        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stdin=subprocess.DEVNULL)
-    demo = Proc(popen, "run-demo")
+    demo = procs.start("run-demo", [str(ROOT / "scripts" / "run-demo"), "--metrics",
+                                    f"127.0.0.1:{port}"], env=env)
     wait_all(demo, "service.running", {"files.boston", "files.chicago", "vSphere.demo"},
              timeout=60)
     rows = services(cluster)

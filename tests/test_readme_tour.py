@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.harness import Cluster, Proc
+from tests.harness import Cluster
 from tests.support import BIN, ROOT, Processes
 
 README = ROOT / "README.md"
@@ -46,9 +46,8 @@ def test_the_tour_works_as_written(procs: Processes, tmp_path: Path) -> None:
     for command, name in ((commands[2], "files.boston"), (commands[3], "files.chicago")):
         argv = shlex.split(command)
         assert argv[0] == ".venv/bin/zdse-node"
-        node = procs.start([str(BIN / "zdse-node"), *argv[1:]], env=cluster.env, cwd=work,
-                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        Proc(node, name).wait_event("node.started")
+        procs.start(name, [str(BIN / "zdse-node"), *argv[1:]], env=cluster.env,
+                    cwd=work).wait_event("node.started")
 
     services = shell(commands[4])
     assert "files.boston" in services.stdout

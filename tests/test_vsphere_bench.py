@@ -30,7 +30,7 @@ POLL_KEYS = {
 
 def run_benchmark(procs: Processes, *args: str) -> tuple[int, str, str]:
     """Run the benchmark to completion; on a hang, stop it the way it cleans up."""
-    proc = procs.start(
+    proc = procs.popen(
         [sys.executable, str(SCRIPT), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 from zdse_nodes.vsphere import COLUMNS, VCenterLoginError, VCenterUnreachable, VSphereService
 
 from tests.harness import WAIT, Cluster, Updates, run, same_views
-from tests.support import Processes
 from tests.vcsim import VCenterSimulator
 from tests.vsphere_naive import TASK_TIMEOUT, find_vm, naive_session, naive_tables
 from zdse.node.bus import Bus, Update
@@ -25,13 +24,6 @@ POWER = COLUMNS["vms"].index("powerState")
 # Long enough never to fire during a test: polls are triggered by the tests.
 NEVER = "3600"
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports."""
-    c = Cluster(procs, tmp_path)
-    c.start_cage()
-    return c
 
 
 class ObservedService(VSphereService):
@@ -90,6 +82,23 @@ async def running(service: VSphereService, bus: Bus) -> AsyncIterator[None]:
         yield
     finally:
         await service.stop()
+
+
+@asynccontextmanager
+async def serving(cluster: Cluster, service: ObservedService, sim: VCenterSimulator,
+                  updates: Updates) -> AsyncIterator[list[list[Any]]]:
+    """``service`` running on a bus of its own name, its first poll a success, and
+    ``updates`` subscribed to its vms table until they show the simulator's; yields those."""
+    async with (
+        cluster.bus(service.name) as node,
+        cluster.bus() as client,
+        running(service, node),
+    ):
+        assert await service.outcome() is None
+        client.subscribe(service.name, "vms", updates)
+        vms = await asyncio.to_thread(vms_of, sim)
+        await updates.until_views({service.name: vms})
+        yield vms
 
 
 @pytest.mark.vcsim
@@ -196,15 +205,8 @@ def test_unchanged_inventory_publishes_nothing(cluster: Cluster, vcsim: StartSim
     service = ObservedService("vSphere.Boston", options(sim))
 
     async def scenario() -> None:
-        async with (
-            cluster.bus("vSphere.Boston") as node,
-            cluster.bus() as client,
-            running(service, node),
-        ):
-            assert await service.outcome() is None
-            updates = SeqUpdates()
-            client.subscribe("vSphere.Boston", "vms", updates)
-            await updates.until_views({"vSphere.Boston": await asyncio.to_thread(vms_of, sim)})
+        updates = SeqUpdates()
+        async with serving(cluster, service, sim, updates):
             seq = updates.last_seq["vSphere.Boston"]
 
             for _ in range(3):
@@ -229,16 +231,8 @@ def test_outage_is_logged_retried_and_recovered(cluster: Cluster, vcsim: StartSi
     service = ObservedService("vSphere.Boston", options(sim))
 
     async def scenario() -> None:
-        async with (
-            cluster.bus("vSphere.Boston") as node,
-            cluster.bus() as client,
-            running(service, node),
-        ):
-            assert await service.outcome() is None
-            updates = Updates()
-            client.subscribe("vSphere.Boston", "vms", updates)
-            original = await asyncio.to_thread(vms_of, sim)
-            await updates.until_views({"vSphere.Boston": original})
+        updates = Updates()
+        async with serving(cluster, service, sim, updates) as original:
 
             await asyncio.to_thread(power_off, sim, "DC0_H0_VM0")
             service.poll_now()

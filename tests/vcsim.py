@@ -118,7 +118,7 @@ class VCenterSimulator:
             f"-churn={self.churn}s",
         ]
         with log.open("wb") as stderr:
-            proc = self._procs.start(
+            proc = self._procs.popen(
                 argv,
                 env={"TMPDIR": str(self._workdir)},
                 stdout=subprocess.PIPE,

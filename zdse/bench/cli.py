@@ -33,10 +33,17 @@ from typing import Any, TextIO
 
 from zdse.bench import notifications
 from zdse.bench import routes as route_bench
-from zdse.bench.procs import BenchError, Processes, nats_server_path
-from zdse.bench.scenarios import ROUNDS, Options, Target, start_target
+from zdse.bench.scenarios import (
+    ROUNDS,
+    BenchError,
+    Options,
+    Target,
+    nats_server_path,
+    start_target,
+)
 from zdse.bench.stats import median, ratio
 from zdse.cli.args import positive_float, positive_int
+from zdse.procs import ProcError, Processes
 
 __all__ = ["GOALS", "main"]
 
@@ -299,7 +306,7 @@ def _main_table(args: argparse.Namespace) -> int:
 
     try:
         report = tables.run_table(args.rows, min(args.rounds, 3), args.timeout)
-    except BenchError as exc:
+    except (BenchError, ProcError) as exc:
         print(f"zdse-bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         run_routes if args.scenario == "routes" else run_networked)
     try:
         report = runner(args, progress)
-    except BenchError as exc:
+    except (BenchError, ProcError) as exc:
         print(f"zdse-bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,22 +8,32 @@ collects the results and ends the workers; servers live for the whole run.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from zdse.bench.procs import (
-    START_TIMEOUT,
-    BenchError,
-    Proc,
-    Processes,
-    free_port,
-    nats_server_path,
-)
+from zdse.errors import ZdseError
+from zdse.procs import Proc, Processes, free_port
 
-__all__ = ["ROUNDS", "Options", "Target", "start_target"]
+__all__ = ["ROUNDS", "START_TIMEOUT", "BenchError", "Options", "Target", "nats_server_path",
+           "start_target"]
+
+#: Seconds to wait for a server to come up or a worker to say it is ready.
+START_TIMEOUT = 30.0
 
 WORKER = "zdse.bench.worker"
 RAW = "zdse.bench.raw"
+
+
+class BenchError(ZdseError):
+    """A bench run cannot go on: a server is missing, a worker lost messages."""
+
+
+def nats_server_path() -> str | None:
+    """Where nats-server is (Debian installs it in /usr/sbin), or None."""
+    return shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +75,13 @@ def start_target(procs: Processes, name: str, cages: int = 1) -> Target:
         if path is None:
             raise BenchError("nats-server is not installed (Debian package nats-server)")
         port = free_port()
-        server = procs.start("nats-server", [path, "-a", "127.0.0.1", "-p", str(port)],
-                             lines_from="stderr")
+        server = procs.start("nats-server", [path, "-a", "127.0.0.1", "-p", str(port)])
         server.expect("ready", START_TIMEOUT, contains="Server is ready")
         return Target(name, "nats", ["--nats", f"nats://127.0.0.1:{port}"], server)
     router = f"tcp://127.0.0.1:{free_port()}"
     pub = f"tcp://127.0.0.1:{free_port()}"
     if name == "raw":
-        server = procs.python("raw-forward", RAW, "forward", router)
+        server = procs.python("raw-forward", RAW, "forward", router, lines_from="stdout")
         server.expect("ready", START_TIMEOUT)
         return Target(name, "raw", [router], server)
     if name == "cages":
@@ -85,7 +94,8 @@ def start_target(procs: Processes, name: str, cages: int = 1) -> Target:
     if name == "zdse":
         server = _cage(procs, "cage", router, pub)
     elif name == "floor":
-        server = procs.python("floor", "zdse.bench.floor", "--router", router, "--pub", pub)
+        server = procs.python("floor", "zdse.bench.floor", "--router", router, "--pub", pub,
+                              lines_from="stdout")
         server.expect("ready", START_TIMEOUT)
     else:
         raise BenchError(f"unknown target {name!r}")
@@ -93,8 +103,7 @@ def start_target(procs: Processes, name: str, cages: int = 1) -> Target:
 
 
 def _cage(procs: Processes, name: str, router: str, pub: str) -> Proc:
-    cage = procs.python(name, "zdse.cli.proxy", "--router", router, "--pub", pub,
-                        lines_from="stderr")
+    cage = procs.python(name, "zdse.cli.proxy", "--router", router, "--pub", pub)
     cage.expect("event", START_TIMEOUT, equals="cage.started")
     return cage
 
@@ -105,18 +114,33 @@ def _server_cpu(target: Target) -> float:
 
 
 def _worker(procs: Processes, target: Target, opts: Options, role: str, index: int = 0,
-            n: int | None = None) -> Any:
+            n: int | None = None) -> Proc:
     if target.system == "raw":
         raw_role = {"reqrep-server": "echo", "reqrep-client": "client"}[role]
         return procs.python(f"raw.{raw_role}", RAW, raw_role, *target.connect,
                             "--n", str(opts.msgs), "--size", str(opts.size),
-                            "--timeout", str(opts.timeout))
+                            "--timeout", str(opts.timeout), lines_from="stdout")
     argv = [
         role, "--system", target.system, *target.connect,
         "--n", str(opts.msgs if n is None else n), "--size", str(opts.size),
         "--burst", str(opts.burst), "--index", str(index), "--timeout", str(opts.timeout),
     ]
-    return procs.python(f"{target.name}.{role}{index}", WORKER, *argv)
+    return procs.python(f"{target.name}.{role}{index}", WORKER, *argv, lines_from="stdout")
+
+
+@contextlib.contextmanager
+def ready_pair(procs: Processes, target: Target, opts: Options, first: str,
+               second: str) -> Iterator[tuple[Proc, Proc]]:
+    """Worker ``first``, then worker ``second`` once ``first`` is ready; both ended after."""
+    started: list[Proc] = []
+    try:
+        for role in (first, second):
+            started.append(_worker(procs, target, opts, role))
+            started[-1].expect("ready", START_TIMEOUT)
+        yield started[0], started[1]
+    finally:
+        for proc in started:
+            procs.finish(proc)
 
 
 def _complete(target: Target, what: str, got: dict[str, Any], want: int) -> None:
@@ -129,22 +153,13 @@ def _complete(target: Target, what: str, got: dict[str, Any], want: int) -> None
 
 def unicast(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
     """One sender -> one receiver: messages per second received."""
-    recv = _worker(procs, target, opts, "unicast-recv")
-    send = None
-    try:
-        recv.expect("ready", START_TIMEOUT)
-        send = _worker(procs, target, opts, "unicast-send")
-        send.expect("ready", START_TIMEOUT)
+    with ready_pair(procs, target, opts, "unicast-recv", "unicast-send") as (recv, send):
         cpu = _server_cpu(target)
         send.say("go")
         started = send.expect("start", opts.timeout)
         got = recv.expect("received", opts.timeout + 5)
         cpu = _server_cpu(target) - cpu
         _complete(target, "the receiver", got, opts.msgs)
-    finally:
-        for proc in (recv, send):
-            if proc is not None:
-                procs.finish(proc)
     elapsed = got["last"] - started["start"]
     return {"msgs_per_s": opts.msgs / elapsed, "seconds": elapsed, "received": got["received"],
             "cpu_sender": started["cpu"], "cpu_receiver": got["cpu"], "cpu_server": cpu}
@@ -178,21 +193,12 @@ def fanout(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
 
 def reqrep(procs: Processes, target: Target, opts: Options) -> dict[str, float]:
     """Sequential request/reply: p50 and p99 latency, requests per second."""
-    server = _worker(procs, target, opts, "reqrep-server")
-    client = None
-    try:
-        server.expect("ready", START_TIMEOUT)
-        client = _worker(procs, target, opts, "reqrep-client")
-        client.expect("ready", START_TIMEOUT)
+    with ready_pair(procs, target, opts, "reqrep-server", "reqrep-client") as (server, client):
         cpu = [_server_cpu(target), client.cpu_seconds(), server.cpu_seconds()]
         client.say("go")
         got = client.expect("p50_us", opts.timeout)
         cpu = [_server_cpu(target) - cpu[0], client.cpu_seconds() - cpu[1],
                server.cpu_seconds() - cpu[2]]
-    finally:
-        for proc in (server, client):
-            if proc is not None:
-                procs.finish(proc)
     out = {k: float(got[k]) for k in ("p50_us", "p99_us", "rps", "requests")}
     out["cpu_server"], out["cpu_client"], out["cpu_replier"] = cpu
     return out

@@ -29,14 +29,14 @@ from typing import Any
 
 import msgpack
 
-from zdse.bench.procs import BenchError, Proc, Processes
 from zdse.bench.rows import changed, vms_rows
-from zdse.bench.scenarios import start_target
+from zdse.bench.scenarios import BenchError, start_target
 from zdse.bench.stats import median
 from zdse.log import configure
 from zdse.node import tableindex
 from zdse.node.bus import Bus, Update
 from zdse.node.publications import Publications
+from zdse.procs import Proc, ProcError, Processes
 from zdse.wire.endpoints import Endpoints
 
 __all__ = ["GOAL_RATIO", "run_table"]
@@ -155,13 +155,13 @@ def run_table(rows: int, rounds: int, timeout: float) -> dict[str, Any]:
     try:
         target = start_target(procs, "zdse")
         sub = procs.python("subscriber", "zdse.bench.tables", "subscriber", *target.connect,
-                           "--rows", str(rows))
+                           "--rows", str(rows), lines_from="stdout")
         sub.expect("ready", timeout)
         router, pub = target.connect[1], target.connect[3]
         try:
             report.update(asyncio.run(_publish_side(Endpoints(router, pub), sub, rows,
                                                     timeout)))
-        except BenchError as exc:
+        except (BenchError, ProcError) as exc:
             # A table over the message limit cannot be snapshotted yet: the
             # diff's figures still stand.
             report["end_to_end"] = str(exc)

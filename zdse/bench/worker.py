@@ -111,6 +111,18 @@ async def within(aw: Awaitable[Any], timeout: float) -> bool:
     return True
 
 
+async def receive(counter: Counter, cues: Cues, timeout: float, warm_up: bool) -> None:
+    """A receiver's part: (after a warm-up message, if ``warm_up``) say ready, count
+    until every message came or ``timeout``, report, and wait for the cue to end."""
+    if warm_up and not await within(counter.warmed.wait(), timeout):
+        emit(error="no warm-up message reached this subscriber")
+        return
+    emit(ready=True)
+    finished = await within(counter.done.wait(), timeout)
+    emit(received=counter.count, last=counter.last, complete=finished, cpu=counter.cpu)
+    await cues.end()
+
+
 async def send_burst(
     n: int, size: int, burst: int, send: Callable[[bytes], Awaitable[None] | None]
 ) -> None:
@@ -156,10 +168,7 @@ async def zdse_role(args: argparse.Namespace) -> None:
 
     if role == "unicast-recv":
         async with bus(UNICAST_KEY, on_message=lambda s, d, data: counter.take(data)):
-            emit(ready=True)
-            finished = await within(counter.done.wait(), args.timeout)
-            emit(received=counter.count, last=counter.last, complete=finished, cpu=counter.cpu)
-            await cues.end()
+            await receive(counter, cues, args.timeout, warm_up=False)
     elif role == "unicast-send":
         async with bus(f"bench.send{args.index}") as b:
             emit(ready=True)
@@ -184,13 +193,7 @@ async def zdse_role(args: argparse.Namespace) -> None:
 
         async with bus(f"bench.sub{args.index}") as b:
             b.subscribe(FANOUT_PUBLISHER, DATAINDEX, on_update)
-            if not await within(counter.warmed.wait(), args.timeout):
-                emit(error="no warm-up delta reached this subscriber")
-                return
-            emit(ready=True)
-            finished = await within(counter.done.wait(), args.timeout)
-            emit(received=counter.count, last=counter.last, complete=finished, cpu=counter.cpu)
-            await cues.end()
+            await receive(counter, cues, args.timeout, warm_up=True)
     elif role == "reqrep-server":
         async with bus(REPLIER, on_request=lambda s, d, a: a):
             emit(ready=True)
@@ -260,13 +263,7 @@ async def nats_role(args: argparse.Namespace) -> None:
             await nc.subscribe(subject, cb=on_msg, pending_msgs_limit=10_000_000,
                                pending_bytes_limit=2**31)
             await nc.flush()
-            if role == "fanout-sub" and not await within(counter.warmed.wait(), args.timeout):
-                emit(error="no warm-up message reached this subscriber")
-                return
-            emit(ready=True)
-            finished = await within(counter.done.wait(), args.timeout)
-            emit(received=counter.count, last=counter.last, complete=finished, cpu=counter.cpu)
-            await cues.end()
+            await receive(counter, cues, args.timeout, warm_up=role == "fanout-sub")
         elif role in ("unicast-send", "fanout-pub"):
             subject = UNICAST_KEY if role == "unicast-send" else FANOUT_PUBLISHER
             emit(ready=True)

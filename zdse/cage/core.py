@@ -707,9 +707,9 @@ class CageCore:
                 **dict(sorted(self.stats.items())),
                 "routed": sum(self.routed.values()),
             }
-        if dataindex == "pubdata":
+        if dataindex == codec.PUBDATA:
             return self.tables.publications.pubdata()
-        if dataindex == "subdata":
+        if dataindex == codec.SUBDATA:
             return {}
         return None
 

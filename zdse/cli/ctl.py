@@ -51,7 +51,7 @@ from zdse.errors import (
 from zdse.log import configure
 from zdse.node.bus import Bus, Update
 from zdse.node.requests import Gathered
-from zdse.wire.codec import CAGE
+from zdse.wire.codec import CAGE, REFRESH
 from zdse.wire.curve import generate, load_public
 from zdse.wire.endpoints import Endpoints
 from zdse.wire.limits import CONFIG_CHECK_TIMEOUT
@@ -362,7 +362,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if args.command == "req":
                 return await _req(bus, args, out, err)
             if args.command == "refresh":
-                value = await bus.request(args.service, "refresh", None, args.timeout)
+                value = await bus.request(args.service, REFRESH, None, args.timeout)
                 _print_json(value, out, compact=not out.isatty())
                 return EXIT_OK
             return await _cage(bus, args, out)

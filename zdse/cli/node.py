@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 
@@ -15,6 +14,7 @@ from zdse.modules import registry as modules
 from zdse.node.bus import Bus
 from zdse.node.service import Service
 from zdse.supervisor.processes import follow_parent
+from zdse.tasks import cancel_and_wait
 from zdse.wire import codec
 from zdse.wire.curve import CurveClient
 from zdse.wire.endpoints import Endpoints, add_client_key_flags, add_endpoint_flags
@@ -96,9 +96,7 @@ async def open_unless_stopped(bus: Bus, stop: asyncio.Event) -> bool:
     finally:
         stopping.cancel()
         if not opening.done():
-            opening.cancel()  # Bus.open closes what it opened
-            with contextlib.suppress(asyncio.CancelledError):
-                await opening
+            await cancel_and_wait(opening)  # Bus.open closes what it opened
 
 
 def client_curve(args: argparse.Namespace) -> CurveClient | None:

@@ -47,7 +47,6 @@ from zdse.wire.endpoints import Endpoints
 
 __all__ = [
     "BEHIND_LIMIT",
-    "RESERVED",
     "Callback",
     "Dispatcher",
     "Introspection",
@@ -75,8 +74,6 @@ RefreshHandler = Callable[[], Awaitable[Any]]
 #: queues (and their high-water marks) hold the rest, not this process's
 #: memory.
 BEHIND_LIMIT = 10_000
-#: Reserved requests every service answers (``refresh``: see Bus.on_refresh).
-RESERVED = ("pubdata", "subdata", "refresh")
 
 
 class UnknownRequest(ZdseError):
@@ -271,7 +268,7 @@ class Dispatcher:
     # --- answering requests ---------------------------------------------------
 
     def _answer(self, sender: str, req: codec.Request) -> None:
-        if req.dataindex in RESERVED:
+        if req.dataindex in codec.RESERVED_DATAINDEXES:
             self._answer_reserved(sender, req)
             return
         handler = self.on_request or self._introspection.answer_published
@@ -287,9 +284,9 @@ class Dispatcher:
 
     def _answer_reserved(self, sender: str, req: codec.Request) -> None:
         me = self._introspection
-        if req.dataindex == "pubdata":
+        if req.dataindex == codec.PUBDATA:
             self._send(self._core.reply(sender, req.cid, True, me.pubdata()))
-        elif req.dataindex == "subdata":
+        elif req.dataindex == codec.SUBDATA:
             value = me.subdata()
             if isinstance(req.args, dict) and req.args.get("views"):
                 for sid, row in value.items():

@@ -18,6 +18,7 @@ from zdse.errors import BusClosed, ConfigError
 from zdse.log import get_logger
 from zdse.modules import options
 from zdse.node.bus import Bus, Callback, Membership, NotPolling
+from zdse.tasks import cancel_and_wait
 from zdse.wire.limits import MIN_POLL_INTERVAL, REQUEST_TIMEOUT
 
 __all__ = ["PollingService", "Service"]
@@ -234,10 +235,7 @@ class PollingService(Service):
         """Stop polling and wait for the poll loop to end."""
         await super().stop()
         poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        await cancel_and_wait(poller)
 
     def poll_now(self) -> None:
         """Cut the current wait short: poll at once."""

@@ -35,7 +35,7 @@ from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.forms import FormError, RequestForm, parse_request
 from zdse.web.stream import overview_stream, table_stream
-from zdse.wire.codec import CAGE
+from zdse.wire.codec import CAGE, PUBDATA
 
 __all__ = ["STATIC", "Dashboard", "build_app"]
 
@@ -93,7 +93,7 @@ class Dashboard:
         if not overview.knows(name):
             raise web.HTTPNotFound(text=f"no service is called {name!r}")
         try:
-            value = await self.bus.request(name, "pubdata", None, LOOKUP_TIMEOUT)
+            value = await self.bus.request(name, PUBDATA, None, LOOKUP_TIMEOUT)
         except NoRouteError:
             return {}
         except ZdseError as exc:

@@ -21,9 +21,11 @@ from zdse.errors import NoRouteError, ZdseError
 from zdse.log import get_logger
 from zdse.node.bus import Bus
 from zdse.node.subscriptions import Update
+from zdse.tasks import cancel_and_wait
 from zdse.web.cagewatch import CageWatch
 from zdse.web.encode import to_json
 from zdse.web.feed import Feed
+from zdse.wire.codec import PUBDATA
 
 __all__ = ["KEEPALIVE", "PUBDATA_INTERVAL", "overview_stream", "table_stream"]
 
@@ -84,7 +86,7 @@ async def table_stream(
         assert service is not None
         while True:
             try:
-                value = await bus.request(service, "pubdata", None, PUBDATA_TIMEOUT)
+                value = await bus.request(service, PUBDATA, None, PUBDATA_TIMEOUT)
                 feed.add({"t": "pubdata", "data": value})
             except NoRouteError:
                 feed.add({"t": "gone", "service": service})
@@ -108,10 +110,7 @@ async def table_stream(
         except GONE:
             pass
         finally:
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            await cancel_and_wait(poller)
             for sid in sids:
                 bus.unsubscribe(sid)
             log.info("web.stream.closed", peer=peer, subscriptions=len(sids),

@@ -27,6 +27,10 @@ __all__ = [
     "CAGE",
     "EVENT_TOPIC",
     "FLAG_GATHER",
+    "PUBDATA",
+    "REFRESH",
+    "RESERVED_DATAINDEXES",
+    "SUBDATA",
     "VERSION",
     "Kind",
     "Message",
@@ -48,6 +52,14 @@ CAGE = "cage"
 ALL_SERVICES = "allservices"
 #: Names no node may register.
 RESERVED_NAMES = frozenset({CAGE, ALL_SERVICES})
+
+#: Requests every service answers, whatever it publishes or handles: what it
+#: publishes, what it subscribes to, and (a polling service) "poll now".
+#: The cage answers the first two about itself.
+PUBDATA = "pubdata"
+SUBDATA = "subdata"
+REFRESH = "refresh"
+RESERVED_DATAINDEXES = frozenset({PUBDATA, SUBDATA, REFRESH})
 
 #: PUB topic of the cage's own events (joined / left). Names never contain
 #: NUL, so no publisher's topic can collide with it.
