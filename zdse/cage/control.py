@@ -81,6 +81,11 @@ class ControlDesk:
         to, later.to = later.to, None
         self._pending.extend(self._core.reply(to, ok, value, now))
 
+    @property
+    def pending(self) -> bool:
+        """Whether replies put off by handlers wait for :meth:`take`."""
+        return bool(self._pending)
+
     def take(self) -> Effects:
         """Return and forget the replies queued by :meth:`answer_later`."""
         pending, self._pending = self._pending, Effects()

@@ -167,7 +167,8 @@ class Proxy:
                 for hook in self.tick_hooks:
                     hook(now)
                 next_tick = now + tick_every
-            self._do(self.desk.take(), now)
+            if self.desk.pending:
+                self._do(self.desk.take(), now)
         self.close()
 
     def _recv_curve(self, keys: dict[bytes, str]) -> list[bytes]:
@@ -180,24 +181,29 @@ class Proxy:
 
     def _do(self, effects: Effects, now: float) -> None:
         """Carry out what the core returned: answer, send, log."""
-        core = self.core
+        core, desk, router = self.core, self.desk, self.router
         while effects:
-            self.desk.settle(effects, now)
-            fed = Effects()
+            if effects.controls or desk.pending:
+                desk.settle(effects, now)
+            fed: Effects | None = None
             for frames in effects.router:
                 try:
-                    send_frames(self.router, frames)
+                    send_frames(router, frames)
                 except zmq.Again:
                     core.dropped(frames=frames)
                 except zmq.ZMQError as exc:
                     if exc.errno != errno.EHOSTUNREACH:
                         raise
                     # Its subscribers hear that it left: sent in the next round.
+                    if fed is None:
+                        fed = Effects()
                     fed.extend(core.unreachable(frames[0], now))
             for frames in effects.pub:
                 send_frames(self.pub, frames)
             for line in effects.logs:
                 log.info(line.event, **line.fields)
+            if fed is None:
+                return
             effects = fed
 
     def stop(self, *_: object) -> None:

@@ -40,6 +40,7 @@ from zdse.errors import (
 from zdse.log import get_logger
 from zdse.modules.options import positive_float_env
 from zdse.node.core import NodeCore
+from zdse.node.deadlines import Deadlines
 from zdse.node.dispatcher import (
     Callback,
     Dispatcher,
@@ -235,6 +236,8 @@ class Bus:
             BusClosed: the cage did not answer within ``connect_timeout``.
         """
         self._loop = loop = asyncio.get_running_loop()
+        #: Every waiting request's deadline, under one loop timer.
+        self._deadlines = Deadlines(loop)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         core = self.core
         several = len(self.cages) > 1
@@ -359,6 +362,7 @@ class Bus:
         for transport in self._transports:
             transport.close()
         self._dispatcher.close()
+        self._deadlines.close()
         for task in self._tasks:
             task.cancel()
         if self._group is not None:
@@ -751,9 +755,10 @@ class Bus:
         fut: asyncio.Future[Outcome] = loop.create_future()
         waiters = self._dispatcher.waiters
         waiters[cid] = fut
-        # A timer and the future itself: wait_for(shield(fut)) costs three
-        # more loop iterations between the reply and the caller.
-        timer = loop.call_later(max(0.0, deadline - clock()), _expire, fut)
+        # The future itself and a deadline (wait_for(shield(fut)) costs three
+        # more loop iterations between the reply and the caller): one timer
+        # for all requests, not a call_later armed and cancelled per request.
+        self._deadlines.add(loop.time() + max(0.0, deadline - clock()), fut)
         try:
             # A request leaves now, with whatever was queued before it, not
             # at the end of the loop iteration: the caller waits on the round
@@ -769,7 +774,6 @@ class Bus:
             late = core.timeout(cid)
             outcome = late if late is not None else Outcome(cid, key, {}, Failure.TIMEOUT)
         finally:
-            timer.cancel()
             waiters.pop(cid, None)
             core.cancel(cid)
         if outcome.error is Failure.NOROUTE:
@@ -896,12 +900,6 @@ def _at_cage(take: Callable[[list[bytes], float, int], Effects], cage: int,
              frames: list[bytes], now: float) -> Effects:
     """Hands a frame of cage ``cage`` to the core (``take`` with the cage's index)."""
     return take(frames, now, cage)
-
-
-def _expire(fut: asyncio.Future[Outcome]) -> None:
-    """A request's deadline passed: wake its caller with TimeoutError."""
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 def _value(sender: str, reply: codec.Reply) -> Any:
