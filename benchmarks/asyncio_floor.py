@@ -30,9 +30,9 @@ from typing import cast
 
 import zmq
 
-from zdse.bench.procs import free_port
 from zdse.bench.raw import ECHO, WARMUP
 from zdse.bench.stats import percentile
+from zdse.procs import free_port
 from zdse.wire.zmqio import has_input
 
 
