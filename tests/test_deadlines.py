@@ -10,16 +10,16 @@ import pytest
 from zdse.node.deadlines import COMPACT_FLOOR, Deadlines
 
 
-def test_a_future_past_its_deadline_gets_timeout_error() -> None:
-    """A waiting future is woken with TimeoutError once its deadline passes."""
+def test_a_request_past_its_deadline_gets_timeout_error() -> None:
+    """A waiting request's future is woken with TimeoutError once its deadline passes."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
-        fut: asyncio.Future[None] = loop.create_future()
-        deadlines.add(loop.time() + 0.01, fut)
+        waiting: dict[int, asyncio.Future[Any]] = {1: loop.create_future()}
+        deadlines = Deadlines(loop, waiting)
+        deadlines.add(loop.time() + 0.01, 1)
         with pytest.raises(TimeoutError):
-            await fut
+            await waiting[1]
 
     asyncio.run(scenario())
 
@@ -29,14 +29,14 @@ def test_deadlines_fire_in_order_whatever_order_they_came() -> None:
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
         order: list[str] = []
         late: asyncio.Future[None] = loop.create_future()
         early: asyncio.Future[None] = loop.create_future()
         late.add_done_callback(lambda _: order.append("late"))
         early.add_done_callback(lambda _: order.append("early"))
-        deadlines.add(loop.time() + 0.05, late)
-        deadlines.add(loop.time() + 0.01, early)
+        deadlines = Deadlines(loop, {1: late, 2: early})
+        deadlines.add(loop.time() + 0.05, 1)
+        deadlines.add(loop.time() + 0.01, 2)
         await asyncio.gather(early, late, return_exceptions=True)
         assert order == ["early", "late"]
         assert isinstance(early.exception(), TimeoutError)
@@ -45,43 +45,43 @@ def test_deadlines_fire_in_order_whatever_order_they_came() -> None:
     asyncio.run(scenario())
 
 
-def test_a_future_done_before_its_deadline_is_left_alone() -> None:
-    """A future answered in time keeps its result; the next deadline still fires."""
+def test_a_request_answered_before_its_deadline_is_left_alone() -> None:
+    """A request answered in time keeps its result; the next deadline still fires."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
         answered: asyncio.Future[str] = loop.create_future()
-        waiting: asyncio.Future[str] = loop.create_future()
-        deadlines.add(loop.time() + 0.01, answered)
-        deadlines.add(loop.time() + 0.02, waiting)
+        still: asyncio.Future[str] = loop.create_future()
+        waiting: dict[int, asyncio.Future[Any]] = {1: answered, 2: still}
+        deadlines = Deadlines(loop, waiting)
+        deadlines.add(loop.time() + 0.01, 1)
+        deadlines.add(loop.time() + 0.02, 2)
         answered.set_result("ok")
+        del waiting[1]
         with pytest.raises(TimeoutError):
-            await waiting
+            await still
         assert answered.result() == "ok"
         assert len(deadlines) == 0
 
     asyncio.run(scenario())
 
 
-def test_answered_futures_do_not_pile_up() -> None:
-    """Entries of answered futures are dropped: the heap stays near what still waits."""
+def test_answered_requests_do_not_pile_up() -> None:
+    """Entries of requests no longer waiting are dropped: the heap stays near what waits."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
+        waiting: dict[int, asyncio.Future[Any]] = {}
+        deadlines = Deadlines(loop, waiting)
         far = loop.time() + 3600
-        still: list[asyncio.Future[Any]] = []
-        for i in range(20 * COMPACT_FLOOR):
-            fut: asyncio.Future[Any] = loop.create_future()
-            deadlines.add(far, fut)
-            if i % 100:
-                fut.set_result(i)
-            else:
-                still.append(fut)
-        assert len(deadlines) <= 2 * max(COMPACT_FLOOR, 2 * len(still)) + 1
+        for cid in range(20 * COMPACT_FLOOR):
+            waiting[cid] = loop.create_future()
+            deadlines.add(far, cid)
+            if cid % 100:
+                del waiting[cid]
+        assert len(deadlines) <= 2 * max(COMPACT_FLOOR, 2 * len(waiting)) + 1
         deadlines.close()
         assert len(deadlines) == 0
-        assert not any(fut.done() for fut in still)
+        assert not any(fut.done() for fut in waiting.values())
 
     asyncio.run(scenario())

@@ -237,7 +237,7 @@ class Bus:
         """
         self._loop = loop = asyncio.get_running_loop()
         #: Every waiting request's deadline, under one loop timer.
-        self._deadlines = Deadlines(loop)
+        self._deadlines = Deadlines(loop, self._dispatcher.waiters)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         core = self.core
         several = len(self.cages) > 1
@@ -758,7 +758,7 @@ class Bus:
         # The future itself and a deadline (wait_for(shield(fut)) costs three
         # more loop iterations between the reply and the caller): one timer
         # for all requests, not a call_later armed and cancelled per request.
-        self._deadlines.add(loop.time() + max(0.0, deadline - clock()), fut)
+        self._deadlines.add(loop.time() + max(0.0, deadline - clock()), cid)
         try:
             # A request leaves now, with whatever was queued before it, not
             # at the end of the loop iteration: the caller waits on the round

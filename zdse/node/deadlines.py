@@ -3,25 +3,27 @@
 Each request used to arm its own ``loop.call_later`` and cancel it when the
 reply came: a TimerHandle built, pushed on the loop's heap and left there
 cancelled, per request (benchmarks/README.md, issue 15). :class:`Deadlines`
-keeps ``(when, seq, future)`` in a heap of its own and one loop timer armed at
-the earliest ``when``: a request whose deadline is not the earliest (the
-usual case: requests made one after the other with the same timeout) arms
+keeps ``(when, cid)`` in a heap of its own and one loop timer armed at the
+earliest ``when``: a request whose deadline is not the earliest (the usual
+case: requests made one after the other with the same timeout) arms
 nothing, and a request that completes is not touched at all. When the timer
-fires, every future past its deadline gets :class:`TimeoutError`.
+fires, every request past its deadline that still waits (its future in the
+``waiting`` map it was built with, not done) gets :class:`TimeoutError`.
 
-Entries whose future is done are left in the heap (lazy deletion) and
-dropped when they reach its top; the heap is rebuilt from the futures still
-waiting whenever it grows past twice what its last rebuild left (and past
-:data:`COMPACT_FLOOR`), so its memory stays proportional to the requests in
-flight, not to the request rate times the timeout, at an amortised O(1)
-per request.
+Entries of requests that no longer wait are left in the heap (lazy
+deletion) and dropped when they reach its top; the heap is rebuilt from the
+requests still waiting whenever it grows past twice what its last rebuild
+left (and past :data:`COMPACT_FLOOR`), so it holds a few entries per request
+in flight, not the request rate times the timeout, at an amortised O(1) per
+request. An entry is two numbers: it keeps no future, so no reply's value
+lives on in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["COMPACT_FLOOR", "Deadlines"]
@@ -32,29 +34,33 @@ COMPACT_FLOOR = 1024
 
 
 class Deadlines:
-    """Wake futures with :class:`TimeoutError` at their deadlines, on the loop's clock.
+    """Wake waiting requests with :class:`TimeoutError` at their deadlines, on the loop's clock.
 
     Args:
         loop: the running event loop; deadlines are in its ``time()``.
+        waiting: each waiting request's future by its id (the owner removes
+            a request once it no longer waits).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 waiting: Mapping[int, asyncio.Future[Any]]) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
-        self._seq = itertools.count()
+        self._waiting = waiting
+        self._heap: list[tuple[float, int]] = []
         #: Entries the heap may hold before the next rebuild.
         self._limit = COMPACT_FLOOR
         self._timer: asyncio.TimerHandle | None = None
         self._armed = float("inf")
 
     def __len__(self) -> int:
-        """Entries held, done ones not yet dropped included."""
+        """Entries held, those of requests no longer waiting not yet dropped included."""
         return len(self._heap)
 
-    def add(self, when: float, fut: asyncio.Future[Any]) -> None:
-        """Set ``TimeoutError`` on ``fut`` at loop time ``when``, unless it is done by then."""
+    def add(self, when: float, cid: int) -> None:
+        """Set ``TimeoutError`` on request ``cid``'s future at loop time ``when``, if it
+        still waits then."""
         heap = self._heap
-        heapq.heappush(heap, (when, next(self._seq), fut))
+        heapq.heappush(heap, (when, cid))
         if len(heap) > self._limit:
             self._compact()
         if when < self._armed:
@@ -77,18 +83,20 @@ class Deadlines:
     def _fire(self) -> None:
         self._timer = None
         self._armed = float("inf")
-        heap = self._heap
+        heap, waiting = self._heap, self._waiting
         now = self._loop.time()
-        while heap and (heap[0][0] <= now or heap[0][2].done()):
-            _, _, fut = heapq.heappop(heap)
-            if not fut.done():
+        while heap and (heap[0][0] <= now or heap[0][1] not in waiting):
+            _, cid = heapq.heappop(heap)
+            fut = waiting.get(cid)
+            if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError())
         if heap:
             self._arm(heap[0][0])
 
     def _compact(self) -> None:
-        """Keep only the futures still waiting."""
-        waiting = [entry for entry in self._heap if not entry[2].done()]
-        heapq.heapify(waiting)
-        self._heap = waiting
-        self._limit = max(COMPACT_FLOOR, 2 * len(waiting))
+        """Keep only the entries of requests still waiting."""
+        waiting = self._waiting
+        kept = [entry for entry in self._heap if entry[1] in waiting]
+        heapq.heapify(kept)
+        self._heap = kept
+        self._limit = max(COMPACT_FLOOR, 2 * len(kept))
