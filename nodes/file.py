@@ -4,7 +4,8 @@ The file holds ``{dataindex: table}``; a table is a list of rows or a dict.
 A file caught half-written (not valid JSON) is reported and skipped: the
 last good content stays published until the file is whole again. A table
 that cannot be published (its snapshot would be over MAX_MESSAGE_BYTES,
-or for a big list table, whose snapshot goes in parts, one of its rows)
+or for a big list or dict table, whose snapshot goes in parts, one of its
+rows or entries)
 is reported by name and size, and the others are published all the same.
 A big file is parsed by a child process (:mod:`zdse_nodes.file_tables`),
 never on the node's event loop.

@@ -8,16 +8,18 @@ per table to its stdout: the node reads them as they come and unpacks one
 table at a time, each at most a message's size, so neither its loop nor its
 memory takes the whole file at once. The child also weighs each table and
 sends only its size when it is over MAX_MESSAGE_BYTES: no snapshot of it
-could ever be sent. A big list table (INDEX_MIN_ROWS rows or more) is
-not bounded as a whole, as the bus sends its snapshot in parts: only each
-of its rows must fit a message, and it comes in pieces of about PART_BYTES.
+could ever be sent. A big list or dict table (INDEX_MIN_ROWS rows or keys
+or more) is not bounded as a whole, as the bus sends its snapshot in parts:
+only each of its rows must fit a message, each of its entries
+MAX_ENTRY_BYTES, and it comes in pieces of about PART_BYTES.
 
 The stream: first ``["tables"]``, or ``["invalid", why]`` for a file that
 is not a JSON object; then per table ``[dataindex, packed, size, error,
 more]``, ``packed`` being the msgpack of the table (nil when it is refused,
 and ``error`` then says why), ``size`` its length (0 if it could not be
 packed); ``more`` true when the entry is a piece of a list table (an array
-of some of its rows) that further entries continue.
+of some of its rows) or of a dict table (a map of some of its entries)
+that further entries continue.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import asyncio
 import gc
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from zdse.node.tableindex import INDEX_MIN_ROWS
-from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
+from zdse.wire.limits import MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES, PART_BYTES
 
 __all__ = ["INLINE_BYTES", "Invalid", "Table", "packed_size", "read_tables"]
 
@@ -108,6 +110,8 @@ def _weigh(dataindex: str, data: Any) -> list[list[Any]]:
     """A table as the child sends it: packed (a big list table in pieces), or refused."""
     if isinstance(data, list) and len(data) >= INDEX_MIN_ROWS:
         return _weigh_rows(dataindex, data)
+    if isinstance(data, dict) and len(data) >= INDEX_MIN_ROWS:
+        return _weigh_entries(dataindex, data)
     try:
         packed = msgpack.packb(data, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -117,6 +121,22 @@ def _weigh(dataindex: str, data: Any) -> list[list[Any]]:
                  f"{len(packed)} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})",
                  False]]
     return [[dataindex, packed, len(packed), "", False]]
+
+
+def _weigh_entries(dataindex: str, table: dict[Any, Any]) -> list[list[Any]]:
+    """A big dict table in pieces of about PART_BYTES, or refused for an entry too big."""
+    try:
+        packed = [msgpack.packb(key, use_bin_type=True) + msgpack.packb(value, use_bin_type=True)
+                  for key, value in table.items()]
+    except (TypeError, ValueError, OverflowError) as exc:
+        return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
+    size = sum(map(len, packed))
+    biggest = max(map(len, packed))
+    if biggest > MAX_ENTRY_BYTES:
+        return [[dataindex, None, size,
+                 f"an entry of {biggest} bytes packed, over MAX_ENTRY_BYTES ({MAX_ENTRY_BYTES})",
+                 False]]
+    return _pieces(dataindex, packed, size, msgpack.Packer().pack_map_header)
 
 
 def _weigh_rows(dataindex: str, rows: list[Any]) -> list[list[Any]]:
@@ -131,22 +151,24 @@ def _weigh_rows(dataindex: str, rows: list[Any]) -> list[list[Any]]:
         return [[dataindex, None, size,
                  f"a row of {biggest} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})",
                  False]]
+    return _pieces(dataindex, packed, size, msgpack.Packer().pack_array_header)
+
+
+def _pieces(dataindex: str, packed: list[bytes], size: int,
+            header: Callable[[int], bytes]) -> list[list[Any]]:
+    """Packed rows or entries in pieces of about PART_BYTES, each one msgpack array or map
+    (``header`` gives its header), all but the last marked as continued."""
     pieces: list[list[Any]] = []
     start = taken = 0
-    for i, row in enumerate(packed):
-        if taken and taken + len(row) > PART_BYTES:
-            pieces.append(_piece(dataindex, packed[start:i], size))
+    for i, one in enumerate(packed):
+        if taken and taken + len(one) > PART_BYTES:
+            pieces.append([dataindex, header(i - start) + b"".join(packed[start:i]), size, "",
+                           True])
             start, taken = i, 0
-        taken += len(row)
-    pieces.append(_piece(dataindex, packed[start:], size))
-    pieces[-1][4] = False
+        taken += len(one)
+    pieces.append([dataindex, header(len(packed) - start) + b"".join(packed[start:]), size, "",
+                   False])
     return pieces
-
-
-def _piece(dataindex: str, rows: list[bytes], size: int) -> list[Any]:
-    """An entry holding some packed rows as one msgpack array, more to come."""
-    header = msgpack.Packer().pack_array_header(len(rows))
-    return [dataindex, header + b"".join(rows), size, "", True]
 
 
 async def _from_child(path: str) -> AsyncIterator[Table]:
@@ -163,7 +185,7 @@ async def _from_child(path: str) -> AsyncIterator[Table]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
                                 max_buffer_size=2 * MAX_MESSAGE_BYTES)
     started = False
-    rows: list[Any] = []
+    whole: list[Any] | dict[Any, Any] | None = None  # a big table's pieces so far
     try:
         while chunk := await proc.stdout.read(1024 * 1024):
             unpacker.feed(chunk)
@@ -176,12 +198,18 @@ async def _from_child(path: str) -> AsyncIterator[Table]:
                 dataindex, packed, size, error, more = entry
                 if packed is None:
                     yield Table(dataindex, None, size, error)
-                elif more or rows:
-                    # A piece of a big list table: joined until its last one.
-                    rows.extend(_unpack(packed))
+                elif more or whole is not None:
+                    # A piece of a big list or dict table: joined until its last one.
+                    piece = _unpack(packed)
+                    if whole is None:
+                        whole = piece
+                    elif isinstance(whole, list):
+                        whole.extend(piece)
+                    else:
+                        whole.update(piece)
                     if not more:
-                        yield Table(dataindex, rows, size)
-                        rows = []
+                        yield Table(dataindex, whole, size)
+                        whole = None
                 else:
                     yield Table(dataindex, _unpack(packed), size)
                 await asyncio.sleep(0)  # one piece at a time: let the loop run between

@@ -12,7 +12,7 @@ from zdse_nodes.file_tables import _weigh
 from tests.harness import Cluster, Updates, run, write_json
 from tests.support import Processes
 from zdse.node.tableindex import INDEX_MIN_ROWS
-from zdse.wire.limits import MAX_MESSAGE_BYTES, PART_BYTES
+from zdse.wire.limits import MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES, PART_BYTES
 
 #: Rows per table of the big file, and its tables: about 40 MB of JSON that
 #: held the node's loop past the cage's expiry (3 beats of 0.5 s) when it
@@ -113,3 +113,36 @@ def test_the_child_sends_a_big_list_table_in_pieces_past_the_message_limit() -> 
     [small] = _weigh("small", [[row * 900]])
     assert small[1] is None
     assert "over MAX_MESSAGE_BYTES" in small[3]
+
+
+def test_the_child_sends_a_big_dict_table_in_pieces_past_the_message_limit() -> None:
+    """A dict table over MAX_MESSAGE_BYTES (its snapshot goes in parts) is sent in pieces
+    of entries that join to it; an entry over MAX_ENTRY_BYTES is refused."""
+    value = "x" * 20_000
+    table = {f"vm-{i}": [i, value] for i in range(INDEX_MIN_ROWS)}  # about 20 MB packed
+    entries = _weigh("big", table)
+    assert len(entries) > 1
+    assert all(e[1] is not None and not e[3] for e in entries)
+    assert [e[4] for e in entries] == [True] * (len(entries) - 1) + [False]
+    assert entries[0][2] > MAX_MESSAGE_BYTES
+    assert all(len(e[1]) <= PART_BYTES + 30_000 for e in entries)
+    joined: dict[str, Any] = {}
+    for e in entries:
+        joined.update(msgpack.unpackb(e[1]))
+    assert joined == table
+    [refused] = _weigh("huge", {**table, "vm-x": "y" * (MAX_ENTRY_BYTES + 1)})
+    assert refused[1] is None
+    assert "an entry of" in refused[3]
+
+
+def test_a_dict_table_past_the_message_limit_reaches_a_subscriber(cluster: Cluster) -> None:
+    """A file's dict table of about 18 MB packed: parsed off the loop in pieces, published,
+    and a subscriber's view (a snapshot in parts) equals it."""
+    table = {f"vm-{i}": [i, "x" * 15_000] for i in range(1_200)}
+    path = cluster.tmp / "big.json"
+    write_json(path, {"small": [[1]], "vms": table})
+    node = cluster.start_node("file", "files", path=path, poll_interval=60)
+    published = node.wait_event("file.published", timeout=60)
+    assert published["dataindexes"] == ["small", "vms"]
+    assert published["refused"] == []
+    run(_views(cluster, "files", {"vms": table, "small": [[1]]}))
