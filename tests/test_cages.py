@@ -84,8 +84,11 @@ def test_kill_9_one_cage_then_the_other_loses_no_update_and_answers_nothing_twic
     wait_status(sub, caught_up({"pub.1": 2}))
     _moved_on(pub, sub)
     # The first snapshot, and maybe a second answering its sync (the publisher
-    # moved on in between, as with one cage): none after this.
-    snapshots = current_status(sub)["snapshots"]
+    # moved on in between, as with one cage), or a gap healed by a resync (a
+    # delta published before the filter was on: docs/reliability.md): none
+    # after this.
+    start = current_status(sub)
+    snapshots = start["snapshots"]
 
     cages.kill_cage(0)
     _moved_on(pub, sub)
@@ -113,7 +116,7 @@ def test_kill_9_one_cage_then_the_other_loses_no_update_and_answers_nothing_twic
     assert status["snapshots"] == snapshots, status  # no resync
     assert (status["lost"], status["bad_views"]) == (0, 0), status
     assert (status["seq_skips"], status["seq_repeats"]) == (0, 0), status
-    assert (status["gaps"], status["resyncs"]) == (0, 0), status
+    assert (status["gaps"], status["resyncs"]) == (start["gaps"], start["resyncs"]), status
     asked = current_status(req)
     assert asked["timeout"] <= 2, asked  # one request in flight per kill, at most
     assert (asked["noroute"], asked["bad"], asked["remote"]) == (0, 0, 0), asked

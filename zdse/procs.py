@@ -15,12 +15,14 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Literal
 
@@ -203,7 +205,8 @@ class Processes:
     def __init__(self) -> None:
         self._popens: list[subprocess.Popen[bytes]] = []
         self._procs: list[Proc] = []
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._dir: str | None = None  # the logs' directory
+        self._remove_dir: Callable[[], Any] = lambda: None
         self._started = 0  # names each log file apart
 
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None,
@@ -226,10 +229,13 @@ class Processes:
         Its stdin is a pipe, for :meth:`Proc.say` and :meth:`finish`.
         """
         if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="zdse-procs-")
+            # A directory removed by close(), or, should close() never come,
+            # silently when the object goes (TemporaryDirectory would warn).
+            self._dir = tempfile.mkdtemp(prefix="zdse-procs-")
+            self._remove_dir = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._started += 1
         safe = re.sub(r"[^\w.-]", "_", name)
-        log = open(os.path.join(self._dir.name, f"{self._started}-{safe}.log"),  # noqa: SIM115
+        log = open(os.path.join(self._dir, f"{self._started}-{safe}.log"),  # noqa: SIM115
                    "w+b")
         on_stdout = lines_from == "stdout"
         popen = self.popen(argv, dict(env or {}, PYTHONUNBUFFERED="1"), cwd=cwd,
@@ -283,7 +289,7 @@ class Processes:
             close_pipes(popen)
         self._popens.clear()
         if self._dir is not None:
-            self._dir.cleanup()
+            self._remove_dir()
             self._dir = None
 
     def _forget(self, proc: Proc) -> None:
