@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -44,8 +45,24 @@ class ProcError(ZdseError):
     """A started process ended, reported an error, or did not say what was awaited in time."""
 
 
+#: Ports free_port picks from: below Linux's ephemeral range (32768 up), so
+#: no outgoing connection takes one meanwhile. A client that retries a
+#: connection to a local port in that range nobody listens on yet can be
+#: given that very port as its own and connect to itself, and the server
+#: started next cannot bind it.
+PORT_RANGE = (20_000, 32_000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    """A TCP port on 127.0.0.1 that nobody listens on right now, outside the ephemeral range."""
+    for _ in range(1000):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
