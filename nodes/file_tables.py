@@ -107,13 +107,18 @@ def packed_size(data: Any) -> int:
 
 
 def _weigh(dataindex: str, data: Any) -> list[list[Any]]:
-    """A table as the child sends it: packed (a big list table in pieces), or refused."""
-    if isinstance(data, list) and len(data) >= INDEX_MIN_ROWS:
-        return _weigh_rows(dataindex, data)
-    if isinstance(data, dict) and len(data) >= INDEX_MIN_ROWS:
-        return _weigh_entries(dataindex, data)
+    """A table as the child sends it: packed (a big list or dict table in pieces), or refused."""
+    pack = msgpack.Packer(use_bin_type=True).pack
     try:
-        packed = msgpack.packb(data, use_bin_type=True)
+        if isinstance(data, list) and len(data) >= INDEX_MIN_ROWS:
+            return _weigh_big(dataindex, [pack(row) for row in data], "a row",
+                              MAX_MESSAGE_BYTES, "MAX_MESSAGE_BYTES",
+                              msgpack.Packer().pack_array_header)
+        if isinstance(data, dict) and len(data) >= INDEX_MIN_ROWS:
+            return _weigh_big(dataindex, [pack(k) + pack(v) for k, v in data.items()],
+                              "an entry", MAX_ENTRY_BYTES, "MAX_ENTRY_BYTES",
+                              msgpack.Packer().pack_map_header)
+        packed = pack(data)
     except (TypeError, ValueError, OverflowError) as exc:
         return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
     if len(packed) > MAX_MESSAGE_BYTES:
@@ -123,35 +128,15 @@ def _weigh(dataindex: str, data: Any) -> list[list[Any]]:
     return [[dataindex, packed, len(packed), "", False]]
 
 
-def _weigh_entries(dataindex: str, table: dict[Any, Any]) -> list[list[Any]]:
-    """A big dict table in pieces of about PART_BYTES, or refused for an entry too big."""
-    try:
-        packed = [msgpack.packb(key, use_bin_type=True) + msgpack.packb(value, use_bin_type=True)
-                  for key, value in table.items()]
-    except (TypeError, ValueError, OverflowError) as exc:
-        return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
+def _weigh_big(dataindex: str, packed: list[bytes], one: str, limit: int, limit_name: str,
+               header: Callable[[int], bytes]) -> list[list[Any]]:
+    """A big table's packed rows or entries in pieces, or refused for ``one`` over ``limit``."""
     size = sum(map(len, packed))
     biggest = max(map(len, packed))
-    if biggest > MAX_ENTRY_BYTES:
+    if biggest > limit:
         return [[dataindex, None, size,
-                 f"an entry of {biggest} bytes packed, over MAX_ENTRY_BYTES ({MAX_ENTRY_BYTES})",
-                 False]]
-    return _pieces(dataindex, packed, size, msgpack.Packer().pack_map_header)
-
-
-def _weigh_rows(dataindex: str, rows: list[Any]) -> list[list[Any]]:
-    """A big list table in pieces of about PART_BYTES, or refused for a row too big."""
-    try:
-        packed = [msgpack.packb(row, use_bin_type=True) for row in rows]
-    except (TypeError, ValueError, OverflowError) as exc:
-        return [[dataindex, None, 0, f"msgpack cannot represent it: {exc}", False]]
-    size = sum(map(len, packed))
-    biggest = max(map(len, packed))
-    if biggest > MAX_MESSAGE_BYTES:
-        return [[dataindex, None, size,
-                 f"a row of {biggest} bytes packed, over MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})",
-                 False]]
-    return _pieces(dataindex, packed, size, msgpack.Packer().pack_array_header)
+                 f"{one} of {biggest} bytes packed, over {limit_name} ({limit})", False]]
+    return _pieces(dataindex, packed, size, header)
 
 
 def _pieces(dataindex: str, packed: list[bytes], size: int,
