@@ -32,7 +32,6 @@ from typing import Any
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.log import sampled
 from zdse.node import delta as deltas
-from zdse.node import tableindex
 from zdse.node.cages import Departures, RoundTrips
 from zdse.node.effects import (
     NOTHING,
@@ -199,7 +198,7 @@ class NodeCore:
         """
         _not_reserved(dataindex)
         if prepared is None:
-            prepared = tableindex.run(self.publications.prepare(dataindex, data))
+            prepared = self.publications.prepare_now(dataindex, data)
         index = prepared.index
         bodies: list[bytes] = []
 

@@ -168,7 +168,21 @@ class Publications:
         stored (only when the data changed); whatever it raises leaves the
         publication as it was.
         """
-        return self.commit(dataindex, tableindex.run(self.prepare(dataindex, data)), admit)
+        return self.commit(dataindex, self.prepare_now(dataindex, data), admit)
+
+    def prepare_now(self, dataindex: str, data: Any) -> Prepared:
+        """:meth:`prepare` run to its end at once; data too small to index skips its slices
+        (a generator and its driver cost more than the diff of a small value).
+
+        Raises:
+            ProtocolError: a row msgpack cannot represent.
+        """
+        if isinstance(data, list | dict) and len(data) >= INDEX_MIN_ROWS:
+            return tableindex.run(self.prepare(dataindex, data))
+        pub = self._pubs.get(dataindex)
+        if pub is None or not pub.seq:
+            return Prepared(data, None, [delta.REPLACE, data], 0)
+        return Prepared(data, None, delta.diff(pub.data, data), pub.seq)
 
     def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
         """Index ``data`` and diff it against what is published, in slices.
@@ -200,7 +214,7 @@ class Publications:
         if pub is None:  # not setdefault: that would build a Publication per call
             pub = Publication()
         if prepared.base != pub.seq:
-            prepared = tableindex.run(self.prepare(dataindex, prepared.data))
+            prepared = self.prepare_now(dataindex, prepared.data)
         change = prepared.change
         if change is None:
             return None
