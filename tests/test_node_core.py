@@ -463,6 +463,24 @@ def test_a_subscription_alone_does_not_publish_a_dataindex() -> None:
     assert "later" in pubs.pubdata()  # published data stays when its subscribers go
 
 
+@pytest.mark.parametrize("first", ["publish", "replace", "change_keys", "change_rows"])
+def test_a_first_change_of_any_kind_ends_its_subscribers_wait(first: str) -> None:
+    """Subscribers waiting for an unpublished dataindex wait no more once it is stored,
+    whichever call stores it first (their count bounds what an announce may hold)."""
+    pubs = Publications("pub", "e")
+    for i in range(3):
+        pubs.on_subscribe("sub", Subscribe(f"s{i}", "later", {}, 10), 0)
+    assert pubs.waiting == 3
+    store = {"publish": lambda: pubs.publish("later", {"a": 1}),
+             "replace": lambda: pubs.replace("later", {"a": 1}),
+             "change_keys": lambda: pubs.change_keys("later", {"a": 1}),
+             "change_rows": lambda: pubs.change_rows("later", [[1]])}[first]
+    d = store()
+    assert d is not None
+    assert d.seq == 1
+    assert pubs.waiting == 0
+
+
 def test_a_feed_given_an_input_its_state_cannot_take_names_the_feed_and_the_state() -> None:
     """A hole in the feeds' table is a ProtocolError naming the feed and its state."""
     subs = Subscriptions(refresh=50)

@@ -32,6 +32,7 @@ from typing import Any
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.log import sampled
 from zdse.node import delta as deltas
+from zdse.node import tableindex
 from zdse.node.cages import Departures, RoundTrips
 from zdse.node.effects import (
     NOTHING,
@@ -59,7 +60,7 @@ from zdse.node.requests import Outcome, PendingRequests
 from zdse.node.seen_requests import SeenRequests
 from zdse.node.session import PROBE_DATAINDEX, Session, SessionState
 from zdse.node.subscriptions import Subscriptions, Update
-from zdse.node.tableindex import Steps
+from zdse.node.tableindex import INDEX_MIN_ROWS, Steps
 from zdse.wire import codec
 from zdse.wire.codec import EVENT_TOPIC, FLAG_GATHER, Kind
 from zdse.wire.frozen import builder
@@ -198,7 +199,22 @@ class NodeCore:
         """
         _not_reserved(dataindex)
         if prepared is None:
-            prepared = self.publications.prepare_now(dataindex, data)
+            if not (isinstance(data, list | dict) and len(data) >= INDEX_MIN_ROWS):
+                return self._publish_value(dataindex, data)
+            prepared = tableindex.run(self.publications.prepare(dataindex, data))
+        return self._publish_table(dataindex, prepared)
+
+    def _publish_value(self, dataindex: str, data: Any) -> Frame | None:
+        """:meth:`publish` of a value too small to index: diffed at once (the hot path)."""
+        bodies: list[bytes] = []
+
+        def admit(d: codec.Delta) -> None:
+            bodies.append(_encoded_value(d, data))
+
+        return self._delta(dataindex, self.publications.publish(dataindex, data, admit), bodies)
+
+    def _publish_table(self, dataindex: str, prepared: Prepared) -> Frame | None:
+        """:meth:`publish` of a version prepared (a big table indexed and diffed)."""
         index = prepared.index
         bodies: list[bytes] = []
 
@@ -242,18 +258,8 @@ class NodeCore:
                 except MessageTooLarge:
                     body = codec.encode_one(
                         _build_delta(d.dataindex, d.epoch, d.seq, [deltas.SNAPSHOT]))
-            elif change[0] == deltas.REPLACE:
-                # The delta holds the data whole: a snapshot is this body
-                # plus at most a subscription id and a bigger seq.
-                body = codec.encode_one(d)
-                if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
-                    raise MessageTooLarge(
-                        f"a snapshot of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
             else:
-                body = codec.encode_one(d)
-                # Worst case of what a snapshot adds around the data: a
-                # uuid4 hex subscription id, the largest seq.
-                codec.encode_one(_build_snapshot("0" * 32, dataindex, d.epoch, 2**63 - 1, data))
+                body = _encoded_value(d, prepared.data)
             # The delta is encoded once, to send.
             bodies.append(body)
 
@@ -1062,3 +1068,23 @@ def _not_reserved(dataindex: str) -> None:
     """Refuse to publish on the dataindex of the node's own probes (zdse.node.session)."""
     if dataindex == PROBE_DATAINDEX:
         raise ProtocolError(f"{PROBE_DATAINDEX!r} is reserved for the node's own probes")
+
+
+def _encoded_value(d: codec.Delta, data: Any) -> bytes:
+    """The delta of a value published whole (not a big table), encoded to send.
+
+    Raises:
+        MessageTooLarge: a snapshot of ``data`` would exceed MAX_MESSAGE_BYTES.
+    """
+    body = codec.encode_one(d)
+    if d.delta[0] == deltas.REPLACE:
+        # The delta holds the data whole: a snapshot is this body plus at
+        # most a subscription id and a bigger seq.
+        if len(body) + SNAPSHOT_OVER_REPLACE > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"a snapshot of {d.dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
+    else:
+        # Worst case of what a snapshot adds around the data: a uuid4 hex
+        # subscription id, the largest seq.
+        codec.encode_one(_build_snapshot("0" * 32, d.dataindex, d.epoch, 2**63 - 1, data))
+    return body

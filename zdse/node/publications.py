@@ -166,23 +166,24 @@ class Publications:
 
         ``admit``, if given, is called with the delta before the data is
         stored (only when the data changed); whatever it raises leaves the
-        publication as it was.
-        """
-        return self.commit(dataindex, self.prepare_now(dataindex, data), admit)
-
-    def prepare_now(self, dataindex: str, data: Any) -> Prepared:
-        """:meth:`prepare` run to its end at once; data too small to index skips its slices
-        (a generator and its driver cost more than the diff of a small value).
+        publication as it was. A big table is indexed and diffed at once
+        (:meth:`prepare` spreads that over slices); a smaller value is
+        diffed directly: a publisher's hot path.
 
         Raises:
             ProtocolError: a row msgpack cannot represent.
         """
         if isinstance(data, list | dict) and len(data) >= INDEX_MIN_ROWS:
-            return tableindex.run(self.prepare(dataindex, data))
+            return self.commit(dataindex, tableindex.run(self.prepare(dataindex, data)), admit)
         pub = self._pubs.get(dataindex)
-        if pub is None or not pub.seq:
-            return Prepared(data, None, [delta.REPLACE, data], 0)
-        return Prepared(data, None, delta.diff(pub.data, data), pub.seq)
+        if pub is None:  # not setdefault: that would build a Publication per call
+            pub = Publication()
+        if not pub.seq:
+            return self._commit(dataindex, pub, [delta.REPLACE, data], admit, data=data)
+        change = delta.diff(pub.data, data)
+        if change is None:
+            return None
+        return self._commit(dataindex, pub, change, admit, data=data)
 
     def prepare(self, dataindex: str, data: Any) -> Steps[Prepared]:
         """Index ``data`` and diff it against what is published, in slices.
@@ -211,24 +212,12 @@ class Publications:
         publish came in between) is diffed again, at once.
         """
         pub = self._pubs.get(dataindex)
-        if pub is None:  # not setdefault: that would build a Publication per call
-            pub = Publication()
-        if prepared.base != pub.seq:
-            prepared = self.prepare_now(dataindex, prepared.data)
-        change = prepared.change
-        if change is None:
+        if prepared.base != (0 if pub is None else pub.seq):
+            return self.publish(dataindex, prepared.data, admit)
+        if prepared.change is None:
             return None
-        # Built without the frozen __init__: this runs once per publish.
-        d = _build_delta(dataindex, self.epoch, pub.seq + 1, change)
-        if admit is not None:
-            admit(d)
-        self._pubs[dataindex] = pub
-        if not pub.seq:
-            self.waiting -= len(pub.subscribers)
-        pub.data = prepared.data
-        pub.index = prepared.index
-        pub.seq += 1
-        return d if pub.subscribers else None
+        return self._commit(dataindex, pub or Publication(), prepared.change, admit,
+                            data=prepared.data, index=prepared.index)
 
     def index(self, dataindex: str) -> TableIndex | None:
         """The kept index of ``dataindex``'s data, if it is a big table."""
@@ -248,8 +237,7 @@ class Publications:
             pub = Publication()
         if pub.seq and delta.same(pub.data, value):
             return None
-        return self._commit(dataindex, pub, [delta.REPLACE, value], admit,
-                            lambda: setattr(pub, "data", value))
+        return self._commit(dataindex, pub, [delta.REPLACE, value], admit, data=value)
 
     def change_keys(
         self,
@@ -353,16 +341,26 @@ class Publications:
 
     def _commit(self, dataindex: str, pub: Publication, change: list[Any],
                 admit: Callable[[Delta], object] | None,
-                store: Callable[[], object]) -> Delta | None:
-        """Admit the delta, then store the change and count it."""
+                store: Callable[[], object] | None = None, *, data: Any = None,
+                index: TableIndex | None = None) -> Delta | None:
+        """Admit the delta, then store the change and count it.
+
+        ``store`` applies an incremental change to the kept table; without
+        it, ``data`` replaces what is held, with its kept ``index`` (None:
+        after an incremental change the index of the data published whole is
+        stale, and the next whole publish diffs without it).
+        """
         d = _build_delta(dataindex, self.epoch, pub.seq + 1, change)
         if admit is not None:
             admit(d)
-        store()
-        # The kept index is of the data published whole: stale now. The next
-        # whole publish diffs without it (and indexes its own data again).
-        pub.index = None
+        if store is None:
+            pub.data = data
+        else:
+            store()
+        pub.index = index
         self._pubs[dataindex] = pub
+        if not pub.seq:  # its subscribers wait no more
+            self.waiting -= len(pub.subscribers)
         pub.seq += 1
         return d if pub.subscribers else None
 
