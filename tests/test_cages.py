@@ -235,6 +235,53 @@ def test_ctl_asks_every_cage_and_names_the_one_that_does_not_answer(cages: Cages
     assert cages.ctl("--connect-timeout", "1", "routes").returncode == 6
 
 
+def test_ctl_is_one_client_of_both_cages_and_prints_the_live_one_when_the_other_is_down(
+    cages: Cages,
+) -> None:
+    """``zdse-ctl services`` with two cages: one client (one ctl name, listed by both cages);
+    with one killed, the table of the other, a line naming the dead one (and one on stderr),
+    exit 0; with both killed, a line each and exit 6."""
+    a, b = cages.only(0).router, cages.only(1).router
+    views = json.loads(cages.ctl("services", "--json").stdout)
+    ctl_names = {router: [s["name"] for s in services if s["name"].startswith("ctl.")]
+                 for router, services in views.items()}
+    assert len(ctl_names[a]) == 1, ctl_names
+    assert ctl_names[a] == ctl_names[b], ctl_names
+    cages.kill_cage(1)
+    one = cages.ctl("--connect-timeout", "1", "services")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"cage {a}:\nNAME "), one.stdout
+    assert f"\ncage {b}: no answer: " in one.stdout, one.stdout
+    assert one.stderr.splitlines() == [one.stderr.strip()], one.stderr
+    assert one.stderr.startswith(f"zdse-ctl: cage {b}: no answer from the cage within 1.0s: ")
+    cages.kill_cage(0)
+    none = cages.ctl("--connect-timeout", "1", "stats")
+    assert none.returncode == 6, none.stderr
+    assert [line.split(": ")[1] for line in none.stderr.splitlines()] == [f"cage {a}",
+                                                                          f"cage {b}"]
+
+
+def test_wait_cage_returns_once_a_late_cage_registered_the_bus(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Bus.wait_cage: False at its timeout for a cage not running (cage_trouble says why),
+    True once that cage, started later, registered the bus, which can then ask it."""
+    cages = Cages(procs, tmp_path, count=2)
+    cages.start_cage(index=0)
+    b = cages.only(1).router
+
+    async def scenario() -> None:
+        async with cages.bus() as bus:
+            assert not await bus.wait_cage(1, 0.2)
+            assert b in bus.cage_trouble(1)
+            cages.start_cage(index=1)
+            assert await bus.wait_cage(1, WAIT)
+            assert bus.cage_trouble(1) == ""
+            assert (await bus.ask_cage(1, "stats"))["registered"] >= 1
+
+    run(scenario())
+
+
 def test_a_subscriber_listing_two_cages_gets_each_delta_once(cages: Cages) -> None:
     """Each delta comes through both cages; the subscriber's callback sees it once."""
     async def scenario() -> None:
