@@ -63,13 +63,6 @@ def _registered_at(proc: Proc, router: str, since: float) -> float:
     return logged_at(event)
 
 
-def _registered_with(proc: Proc, cages: Cages) -> None:
-    """Wait until ``proc`` logged that every cage registered it, in whatever order."""
-    routers = {cage.router for cage in cages.each}
-    while routers:
-        routers.discard(proc.wait_event("node.registered")["cage"])
-
-
 def test_kill_9_one_cage_then_the_other_loses_no_update_and_answers_nothing_twice(
     cages: Cages,
 ) -> None:
@@ -220,7 +213,7 @@ def test_ctl_asks_every_cage_and_names_the_one_that_does_not_answer(cages: Cages
     other's view, the dead one named on stderr, exit 0; with both gone, exit 6."""
     (cages.tmp / "f.json").write_text("{}")
     node = cages.start_node("file", "files.1", wait=False, path=cages.tmp / "f.json")
-    _registered_with(node, cages)
+    cages.wait_registered(node)
     both = cages.ctl("services", "--json")
     assert both.returncode == 0, both.stderr
     views = json.loads(both.stdout)
@@ -339,7 +332,7 @@ def test_cages_sharing_one_curve_key_each_register_a_curve_node(
     cages.env.update(ZDSE_CURVE_KEY=str(node_secret), ZDSE_CAGE_KEY=str(cage_key))
     (tmp_path / "t.json").write_text(json.dumps({"t": [[1]]}))
     node = cages.start_node("file", "secure.files", wait=False, path=tmp_path / "t.json")
-    _registered_with(node, cages)
+    cages.wait_registered(node)
     for killed in (None, 0):
         if killed is not None:
             cages.kill_cage(killed)
