@@ -18,11 +18,8 @@ from tests.vcsim import BINARY, VCenterSimulator
 @pytest.fixture
 def procs() -> Iterator[Processes]:
     """Start processes that are killed at the end of the test, even on failure."""
-    group = Processes()
-    try:
+    with Processes() as group:
         yield group
-    finally:
-        group.close()
 
 
 @pytest.fixture
