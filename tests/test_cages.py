@@ -275,6 +275,25 @@ def test_wait_cage_returns_once_a_late_cage_registered_the_bus(
     run(scenario())
 
 
+def test_ctl_refused_by_one_cage_exits_7_naming_it(procs: Processes, tmp_path: Path) -> None:
+    """CURVE, two cages sharing a key pair, the second not knowing ctl's key: ctl is refused
+    there, so it holds its name at no cage; services exits 7 and names the refusing cage."""
+    cage_key, cage_secret = generate(str(tmp_path / "keys" / "cage"))
+    ctl_key, ctl_secret = generate(str(tmp_path / "keys" / "ctl"))
+    other_key, _ = generate(str(tmp_path / "keys" / "other"))
+    cages = Cages(procs, tmp_path, count=2)
+    for index, key in enumerate((ctl_key, other_key)):
+        authorized = tmp_path / f"authorized{index}.toml"
+        authorized.write_text(f'["{load_public(str(key)).decode()}"]\nnames = ["ctl.*"]\n')
+        cages.start_cage("--curve-secret", str(cage_secret), "--authorized", str(authorized),
+                         index=index)
+    cages.env.update(ZDSE_CURVE_KEY=str(ctl_secret), ZDSE_CAGE_KEY=str(cage_key))
+    refused = cages.ctl("--connect-timeout", "2", "services")
+    assert refused.returncode == 7, (refused.stdout, refused.stderr)
+    assert f"refused by the cage at {cages.only(1).router}" in refused.stderr, refused.stderr
+    assert f"cage {cages.only(1).router}: no answer: " in refused.stdout, refused.stdout
+
+
 def test_a_subscriber_listing_two_cages_gets_each_delta_once(cages: Cages) -> None:
     """Each delta comes through both cages; the subscriber's callback sees it once."""
     async def scenario() -> None:

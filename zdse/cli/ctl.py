@@ -18,7 +18,8 @@ With several cages (--router and --pub list them, docs/redundancy.md), services,
 routes and stats ask every cage (each one itself, through one client that lists
 them all) and print each one's answer under its ROUTER (--json: {router:
 answer, or {"error": ...}}); a cage that does not answer is named on stderr,
-one line each, and the exit code is 0 if any cage answered. start, stop,
+one line each, and the exit code is 0 if any cage answered (7 if a cage refused
+this client: it then holds its name at no cage). start, stop,
 reload and reload-config act on one cage's supervisor: give that cage alone.
 Other commands go through the bus, which uses every cage.
 
@@ -312,17 +313,20 @@ async def _each_cage(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextI
     """Ask every cage (they share nothing) through ``bus``; print each one's view under its
     ROUTER. ``bus`` is not open yet: a cage has ``--connect-timeout`` to register it.
 
-    Exits 0 if any cage answered; otherwise with the first cage's error code.
+    Exits 0 if any cage answered, unless a cage refused the client (7); otherwise with
+    the first cage's error code.
     """
     cages = bus.cages
     deadline = asyncio.get_running_loop().time() + args.connect_timeout
+    answers: list[tuple[Any, ZdseError | None]]
     try:
         await bus.open()
     except BusClosed:
         # No cage registered the bus in time: each says why.
-        answers: list[tuple[Any, ZdseError | None]] = [
-            (None, BusClosed(f"no answer from the cage within {args.connect_timeout}s: "
-                             f"{bus.cage_trouble(i)}")) for i in range(len(cages))]
+        answers = [(None, BusClosed(f"no answer from the cage within {args.connect_timeout}s: "
+                                    f"{bus.cage_trouble(i)}")) for i in range(len(cages))]
+    except RegistrationError as refused:
+        answers = [(None, refused)] * len(cages)  # it names the cage that refused
     else:
         try:
             answers = await asyncio.gather(*(_ask_cage(bus, i, args, deadline)
@@ -344,10 +348,13 @@ async def _each_cage(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextI
     failed = [(cage, exc) for cage, (_, exc) in zip(cages, answers, strict=True) if exc]
     for cage, exc in failed:
         err.write(f"zdse-ctl: cage {cage.router}: {exc}\n")
-    if len(failed) < len(cages):
+    # A refusal by any cage is the client's: it then holds its name at none.
+    errors = [error for _, error in failed]
+    refusal = next((e for e in errors if isinstance(e, RegistrationError)), None)
+    if refusal is None and len(failed) < len(cages):
         return EXIT_OK
-    exc = failed[0][1]
-    return next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
+    first = refusal or errors[0]
+    return next(c for kind, c in EXIT_CODES.items() if isinstance(first, kind))
 
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

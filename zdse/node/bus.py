@@ -719,11 +719,15 @@ class Bus:
         (:meth:`cage_trouble` says why not).
 
         Raises:
+            NameTakenError: a cage refused the name (held only if every cage grants it).
+            RegistrationError: a cage refused this client otherwise (e.g. its CURVE key).
             BusClosed: the bus is (or gets) closed.
         """
         deadline = self._loop.time() + timeout
-        welcomes = self._dispatcher.welcomes
+        welcomes, refused = self._dispatcher.welcomes, self._dispatcher.refused
         while self.cage_trouble(cage):
+            if refused.is_set():
+                self._raise_refusal()
             if self._closed:
                 raise BusClosed("the bus was closed")
             left = deadline - self._loop.time()
@@ -731,13 +735,16 @@ class Bus:
                 return False
             welcomed: asyncio.Future[None] = self._loop.create_future()
             welcomes.append(welcomed)
+            refusal = asyncio.ensure_future(refused.wait())
+            waits: list[asyncio.Future[Any]] = [welcomed, refusal]
             try:
-                await asyncio.wait_for(welcomed, left)
-            except TimeoutError:
-                return False
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                refusal.cancel()
                 if welcomed in welcomes:
                     welcomes.remove(welcomed)
+            if welcomed.done():
+                welcomed.result()  # BusClosed if the bus closed meanwhile
         return True
 
     async def ask_cage(self, cage: int, dataindex: str, args: Any = None,
