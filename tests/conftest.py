@@ -18,17 +18,23 @@ from tests.vcsim import BINARY, VCenterSimulator
 @pytest.fixture
 def procs() -> Iterator[Processes]:
     """Start processes that are killed at the end of the test, even on failure."""
-    group = Processes()
-    try:
+    with Processes() as group:
         yield group
-    finally:
-        group.close()
 
 
 @pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports (a test module may define its own)."""
-    c = Cluster(procs, tmp_path)
+def cluster(procs: Processes, tmp_path: Path, request: pytest.FixtureRequest) -> Cluster:
+    """A running cage on free loopback ports (a test module may define its own).
+
+    Its heartbeat is the suite's fast one (0.2 s, so expiry tests end quickly),
+    or the one a ``heartbeat`` mark gives (``pytest.mark.heartbeat(1.0)``, the
+    default of a real cage) on the test or its module: on a loaded machine a
+    0.2 s heartbeat can expire a client that is busy (parsing a big table, or
+    starved of the CPU), whose re-registration then brings a snapshot where a
+    test looks for deltas.
+    """
+    mark = request.node.get_closest_marker("heartbeat")
+    c = Cluster(procs, tmp_path, *(mark.args if mark is not None else ()))
     c.start_cage()
     return c
 

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from zdse.procs import WAIT, Proc
 from zdse.wire.endpoints import Endpoints
 
 __all__ = ["TEST_HEARTBEAT", "TEST_REFRESH", "WAIT", "Cages", "Cluster", "Proc", "Updates",
-           "answered", "run", "same_views", "write_json"]
+           "answered", "asked_until", "run", "same_views", "write_json"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,21 @@ async def answered(bus: Bus, service: str, dataindex: str,
         except retry_on:
             if time.monotonic() > deadline:
                 raise
+
+
+async def asked_until(bus: Bus, key: str, dataindex: str, done: Callable[[Any], bool],
+                      timeout: float = WAIT,
+                      meanwhile: Callable[[], Awaitable[object]] | None = None) -> Any:
+    """Ask ``key`` for ``dataindex`` again, each round trip after the last, until ``done``
+    holds for the answer or ``timeout`` passes; return the last answer, for the caller
+    to assert on. ``meanwhile`` runs between two asks (a check of its own, a pause)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await bus.request(key, dataindex)
+        if done(answer) or time.monotonic() > deadline:
+            return answer
+        if meanwhile is not None:
+            await meanwhile()
 
 
 class Cluster:
@@ -232,3 +247,12 @@ class Cages(Cluster):
     def only(self, index: int) -> Endpoints:
         """The endpoints of cage ``index`` alone."""
         return self.each[index]
+
+    def wait_registered(self, proc: Proc, *also: str) -> None:
+        """Wait until ``proc`` logged that every cage registered it, in whatever order, and
+        each event of ``also``."""
+        want = {("node.registered", cage.router) for cage in self.each} | {(e, None) for e in also}
+        while want:
+            event = proc.wait_for(lambda e: e.get("event") in {"node.registered", *also},
+                                  "registrations")
+            want.discard((event["event"], event.get("cage")))

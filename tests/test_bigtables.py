@@ -7,14 +7,12 @@ import json
 import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
 from tests.harness import WAIT, Cluster, Updates, run
-from tests.support import Processes
 from zdse.bench.rows import changed, vms_rows
 from zdse.node.bus import Bus
 from zdse.node.tableindex import SLICED_ROWS
@@ -24,6 +22,10 @@ from zdse.wire.limits import MAX_MESSAGE_BYTES
 #: eight parts and the publisher prepares it in slices. A million rows is
 #: marked ``soak``: deselected by default, ``make soak`` runs it.
 SIZES = [200_000, pytest.param(1_000_000, marks=pytest.mark.soak)]
+
+#: The cluster fixture's cage beats at a real cage's default (1 s): a table
+#: this big takes the file node a while to parse, its loop paused for it whole.
+pytestmark = pytest.mark.heartbeat(1.0)
 
 
 def _same(view: Any, rows: list[list[Any]]) -> bool:
@@ -42,18 +44,6 @@ async def _sliced_counts(rows: list[list[Any]]) -> Counter[tuple[Any, ...]]:
         counts.update(map(tuple, rows[start:start + 10_000]))
         await asyncio.sleep(0)
     return counts
-
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports, with the default heartbeat (1 s).
-
-    The suite's fast heartbeat (0.2 s) is for expiry tests: a table this big
-    takes the file node a while to parse, the loop paused for it whole.
-    """
-    c = Cluster(procs, tmp_path, heartbeat=1.0)
-    c.start_cage()
-    return c
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -5,29 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import Cluster, Updates, run
-from tests.support import Processes
 from zdse.cage.tables import VOLATILE
 from zdse.errors import NoRouteError
 from zdse.node.bus import Membership
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports.
-
-    A one-second heartbeat: on a loaded machine the tests' 0.2 s one can
-    expire a busy client, whose re-registration then brings a snapshot where
-    these tests look for deltas.
-    """
-    c = Cluster(procs, tmp_path, heartbeat=1.0)
-    c.start_cage()
-    return c
+#: The cluster fixture's cage beats once a second (tests/conftest.py: cluster):
+#: these tests look for deltas, which a busy client's re-registration would turn
+#: into a snapshot.
+pytestmark = pytest.mark.heartbeat(1.0)
 
 
 def _names(view: Any) -> set[str]:

@@ -63,13 +63,6 @@ def _registered_at(proc: Proc, router: str, since: float) -> float:
     return logged_at(event)
 
 
-def _registered_with(proc: Proc, cages: Cages) -> None:
-    """Wait until ``proc`` logged that every cage registered it, in whatever order."""
-    routers = {cage.router for cage in cages.each}
-    while routers:
-        routers.discard(proc.wait_event("node.registered")["cage"])
-
-
 def test_kill_9_one_cage_then_the_other_loses_no_update_and_answers_nothing_twice(
     cages: Cages,
 ) -> None:
@@ -220,7 +213,7 @@ def test_ctl_asks_every_cage_and_names_the_one_that_does_not_answer(cages: Cages
     other's view, the dead one named on stderr, exit 0; with both gone, exit 6."""
     (cages.tmp / "f.json").write_text("{}")
     node = cages.start_node("file", "files.1", wait=False, path=cages.tmp / "f.json")
-    _registered_with(node, cages)
+    cages.wait_registered(node)
     both = cages.ctl("services", "--json")
     assert both.returncode == 0, both.stderr
     views = json.loads(both.stdout)
@@ -233,6 +226,72 @@ def test_ctl_asks_every_cage_and_names_the_one_that_does_not_answer(cages: Cages
     assert "error" in json.loads(one.stdout)[cages.only(1).router]
     cages.kill_cage(0)
     assert cages.ctl("--connect-timeout", "1", "routes").returncode == 6
+
+
+def test_ctl_is_one_client_of_both_cages_and_prints_the_live_one_when_the_other_is_down(
+    cages: Cages,
+) -> None:
+    """``zdse-ctl services`` with two cages: one client (one ctl name, listed by both cages);
+    with one killed, the table of the other, a line naming the dead one (and one on stderr),
+    exit 0; with both killed, a line each and exit 6."""
+    a, b = cages.only(0).router, cages.only(1).router
+    views = json.loads(cages.ctl("services", "--json").stdout)
+    ctl_names = {router: [s["name"] for s in services if s["name"].startswith("ctl.")]
+                 for router, services in views.items()}
+    assert len(ctl_names[a]) == 1, ctl_names
+    assert ctl_names[a] == ctl_names[b], ctl_names
+    cages.kill_cage(1)
+    one = cages.ctl("--connect-timeout", "1", "services")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"cage {a}:\nNAME "), one.stdout
+    assert f"\ncage {b}: no answer: " in one.stdout, one.stdout
+    assert one.stderr.splitlines() == [one.stderr.strip()], one.stderr
+    assert one.stderr.startswith(f"zdse-ctl: cage {b}: no answer from the cage within 1.0s: ")
+    cages.kill_cage(0)
+    none = cages.ctl("--connect-timeout", "1", "stats")
+    assert none.returncode == 6, none.stderr
+    assert [line.split(": ")[1] for line in none.stderr.splitlines()] == [f"cage {a}",
+                                                                          f"cage {b}"]
+
+
+def test_wait_cage_returns_once_a_late_cage_registered_the_bus(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Bus.wait_cage: False at its timeout for a cage not running (cage_trouble says why),
+    True once that cage, started later, registered the bus, which can then ask it."""
+    cages = Cages(procs, tmp_path, count=2)
+    cages.start_cage(index=0)
+    b = cages.only(1).router
+
+    async def scenario() -> None:
+        async with cages.bus() as bus:
+            assert not await bus.wait_cage(1, 0.2)
+            assert b in bus.cage_trouble(1)
+            cages.start_cage(index=1)
+            assert await bus.wait_cage(1, WAIT)
+            assert bus.cage_trouble(1) == ""
+            assert (await bus.ask_cage(1, "stats"))["registered"] >= 1
+
+    run(scenario())
+
+
+def test_ctl_refused_by_one_cage_exits_7_naming_it(procs: Processes, tmp_path: Path) -> None:
+    """CURVE, two cages sharing a key pair, the second not knowing ctl's key: ctl is refused
+    there, so it holds its name at no cage; services exits 7 and names the refusing cage."""
+    cage_key, cage_secret = generate(str(tmp_path / "keys" / "cage"))
+    ctl_key, ctl_secret = generate(str(tmp_path / "keys" / "ctl"))
+    other_key, _ = generate(str(tmp_path / "keys" / "other"))
+    cages = Cages(procs, tmp_path, count=2)
+    for index, key in enumerate((ctl_key, other_key)):
+        authorized = tmp_path / f"authorized{index}.toml"
+        authorized.write_text(f'["{load_public(str(key)).decode()}"]\nnames = ["ctl.*"]\n')
+        cages.start_cage("--curve-secret", str(cage_secret), "--authorized", str(authorized),
+                         index=index)
+    cages.env.update(ZDSE_CURVE_KEY=str(ctl_secret), ZDSE_CAGE_KEY=str(cage_key))
+    refused = cages.ctl("--connect-timeout", "2", "services")
+    assert refused.returncode == 7, (refused.stdout, refused.stderr)
+    assert f"refused by the cage at {cages.only(1).router}" in refused.stderr, refused.stderr
+    assert f"cage {cages.only(1).router}: no answer: " in refused.stdout, refused.stdout
 
 
 def test_a_subscriber_listing_two_cages_gets_each_delta_once(cages: Cages) -> None:
@@ -292,7 +351,7 @@ def test_cages_sharing_one_curve_key_each_register_a_curve_node(
     cages.env.update(ZDSE_CURVE_KEY=str(node_secret), ZDSE_CAGE_KEY=str(cage_key))
     (tmp_path / "t.json").write_text(json.dumps({"t": [[1]]}))
     node = cages.start_node("file", "secure.files", wait=False, path=tmp_path / "t.json")
-    _registered_with(node, cages)
+    cages.wait_registered(node)
     for killed in (None, 0):
         if killed is not None:
             cages.kill_cage(killed)

@@ -13,19 +13,13 @@ from typing import Any
 import pytest
 
 from tests.harness import Cluster, Updates, run, write_json
-from tests.support import Processes
 from zdse.errors import ProtocolError, RemoteError
 from zdse.node.bus import Bus, Membership
 from zdse.node.service import Service
 from zdse.wire.limits import MAX_SID_BYTES
 
-
-@pytest.fixture
-def cluster(procs: Processes, tmp_path: Path) -> Cluster:
-    """A running cage on free loopback ports (a one-second heartbeat: see test_cage_tables)."""
-    c = Cluster(procs, tmp_path, heartbeat=1.0)
-    c.start_cage()
-    return c
+#: The cluster fixture's cage beats once a second (tests/conftest.py: cluster).
+pytestmark = pytest.mark.heartbeat(1.0)
 
 
 def test_ctl_refresh_makes_a_polling_service_poll_now(cluster: Cluster) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Cluster, run
-from tests.support import Processes
+from tests.harness import Cluster, asked_until, run
 from zdse.congress import CongressView, Row
 from zdse.errors import ConfigError
 from zdse.node.subscriptions import Update
@@ -59,14 +58,13 @@ def test_the_driver_refuses_bad_options() -> None:
         servers_driver.ServersDriver("s", {"path": "x", "colour": "red"})
 
 
+@pytest.mark.heartbeat(1.0)
 def test_the_port_runs_as_a_node_and_a_refresh_gives_congress_events(
-    procs: Processes, tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     """The driver as a real process: a subscriber's CongressView gets the three tables as
     inserts, then, after the API answer changes and zdse-ctl refresh, exactly the rows that
     changed as inserts and deletes."""
-    cluster = Cluster(procs, tmp_path, heartbeat=1.0)
-    cluster.start_cage()
     answer = tmp_path / "answer.json"
     shutil.copy(EXAMPLE / "servers.json", answer)
     driver = cluster.spawn("servers.demo", [sys.executable, str(EXAMPLE / "servers_driver.py"),
@@ -86,8 +84,8 @@ def test_the_port_runs_as_a_node_and_a_refresh_gives_congress_events(
             sids = [bus.subscribe("servers.all", table, on_update)
                     for table in servers_driver.SCHEMA]
             for sid, table in zip(sids, servers_driver.SCHEMA, strict=True):
-                while bus.views(sid).get("servers.demo") is None:
-                    await bus.request("servers.demo", "pubdata")  # a round trip, no sleep
+                await asked_until(bus, "servers.demo", "pubdata",
+                                  lambda _, sid=sid: bus.views(sid).get("servers.demo") is not None)
                 assert view.tables[("servers.demo", table)].rows == {
                     tuple(r) for r in first[table]}
             # A table subscribed before its first poll came as 'unpublished', then a
@@ -96,8 +94,7 @@ def test_the_port_runs_as_a_node_and_a_refresh_gives_congress_events(
             shutil.copy(EXAMPLE / "servers-changed.json", answer)
             done = await bus.request("servers.demo", "refresh")
             assert set(done["published"]) == set(servers_driver.SCHEMA)
-            while len(events) < 3:
-                await bus.request("servers.demo", "pubdata")
+            await asked_until(bus, "servers.demo", "pubdata", lambda _: len(events) >= 3)
 
     run(scenario())
     assert events["servers"] == (

@@ -30,7 +30,7 @@ from tests.faults import (
     wait_event_any,
     wait_status,
 )
-from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, run, write_json
+from tests.harness import TEST_HEARTBEAT, WAIT, Cluster, Updates, asked_until, run, write_json
 from tests.prometheus import scrape_until
 from tests.support import Processes, free_port
 from tests.wireframes import NODE_FRAMES
@@ -332,13 +332,12 @@ def test_100k_random_and_mutated_frames_are_all_counted_while_traffic_flows(
                         big = [codec.header(Kind.MESSAGE), b"k", bytes(MAX_MESSAGE_BYTES + 1)]
                         await rogue.send_multipart(big)
                         sent += 1
-                    deadline = time.monotonic() + WAIT
-                    while True:
-                        stats = await bus.request("cage", "stats")
-                        counted = sum(stats.get(c, 0) - start.get(c, 0) for c in STRANGER_COUNTERS)
-                        if counted >= sent or time.monotonic() > deadline:
-                            break
-                    assert counted == sent, (counted, sent, stats)
+                    def counted(stats: dict[str, int]) -> int:
+                        return sum(stats.get(c, 0) - start.get(c, 0) for c in STRANGER_COUNTERS)
+
+                    stats = await asked_until(bus, "cage", "stats",
+                                              lambda s, sent=sent: counted(s) >= sent)
+                    assert counted(stats) == sent, (counted(stats), sent, stats)
                     total = sent
                     # The cage answers some of them (not_registered, bad_register, too_large).
                     while await rogue.poll(0):
@@ -509,13 +508,13 @@ def test_a_peer_that_never_reads_cannot_grow_the_cage_past_its_byte_budget(
                     await greedy.send_multipart([codec.header(Kind.SUBSCRIBE), b"P",
                                                  codec.encode_one(codec.Subscribe(f"s{i}", "big"))])
                 # Every ask and its snapshot went through the cage (routed or dropped).
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    stats = await bus.request("cage", "stats")
-                    if stats["routed"] - start["routed"] >= 2 * GREEDY_ASKS:
-                        break
+                async def flowing() -> None:
                     # Meanwhile the well-behaved keep flowing: a request and a delta.
                     assert await bus.request("P", "t") == [1]
+
+                stats = await asked_until(
+                    bus, "cage", "stats",
+                    lambda s: s["routed"] - start["routed"] >= 2 * GREEDY_ASKS, 60, flowing)
                 grown = rss_mib(cage) - before
                 assert stats["routed"] - start["routed"] >= 2 * GREEDY_ASKS, stats
                 assert grown < GREEDY_BOUND_MIB, f"the cage grew {grown:.0f} MiB"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests import browser
-from tests.harness import WAIT, Cages, Cluster, run, write_json
+from tests.harness import WAIT, Cages, Cluster, asked_until, run, write_json
 from tests.support import BIN, Processes, require
 from tests.webproc import start_web
 
@@ -198,13 +198,11 @@ def test_a_browser_that_leaves_ends_its_subscriptions(
 
     async def subscribers(until: Callable[[list[str]], bool]) -> list[str]:
         async with cluster.bus() as bus:
-            deadline = time.monotonic() + WAIT
-            while True:
-                pubdata = await bus.request("files.boston", "pubdata")
-                names: list[str] = pubdata["vms"]["subscribers"]
-                if until(names) or time.monotonic() > deadline:
-                    return names
-                await asyncio.sleep(0.1)
+            pubdata = await asked_until(bus, "files.boston", "pubdata",
+                                        lambda p: until(p["vms"]["subscribers"]),
+                                        meanwhile=lambda: asyncio.sleep(0.1))
+            names: list[str] = pubdata["vms"]["subscribers"]
+            return names
 
     assert web_name in run(subscribers(lambda names: web_name in names))
     chrome.get("about:blank")

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness import WAIT, Cages, Cluster, Proc
+from tests.harness import WAIT, Cages, Cluster
 from tests.supervised import file_service, wait_all, write_config
 from tests.support import BIN, Processes
 from tests.webproc import fetch, fetch_json, start_web
@@ -89,15 +89,6 @@ def test_bad_flags_are_one_line_errors() -> None:
         assert "zdse-web" in done.stderr
 
 
-def _registered_everywhere(proc: Proc, cages: Cages, *also: str) -> None:
-    """Wait until ``proc`` logged that every cage registered it, and each of ``also``."""
-    want = {("node.registered", cage.router) for cage in cages.each} | {(e, None) for e in also}
-    while want:
-        event = proc.wait_for(lambda e: e.get("event") in {"node.registered", *also},
-                              "registrations")
-        want.discard((event["event"], event.get("cage")))
-
-
 def _cage_rows(url: str) -> dict[str, dict[str, Any]]:
     """The overview now (every cage asked), its cage rows by ROUTER, and the overview."""
     status, overview = fetch_json(f"{url}/api/overview")
@@ -119,14 +110,14 @@ def test_two_cages_each_shown_one_killed_then_back(procs: Processes, tmp_path: P
     (tmp_path / "boston.json").write_text('{"vms": [["a", 1]]}')
     boston = cages.start_node("file", "files.boston", wait=False,
                               path=tmp_path / "boston.json")
-    _registered_everywhere(boston, cages)
+    cages.wait_registered(boston)
     (tmp_path / "solo.json").write_text('{"t": [1]}')
     solo = cages.spawn("files.solo", [str(BIN / "zdse-node"), "--module", "file", "--name",
                                       "files.solo", "--router", a.router, "--pub", a.pub,
                                       "--set", f"path={tmp_path / 'solo.json'}"])
     solo.wait_event("node.started")
     web, url = start_web(cages, connected=False)
-    _registered_everywhere(web, cages, "web.connected")
+    cages.wait_registered(web, "web.connected")
 
     rows = _cage_rows(url)
     assert [rows[r]["reachable"] for r in (a.router, b.router)] == [True, True]
@@ -176,7 +167,7 @@ def test_control_goes_to_the_cage_that_supervises_the_service(procs: Processes,
     supervisor = cages.start_cage("--config", str(config), index=1)
     wait_all(supervisor, "service.running", {"files.sup"})
     web, url = start_web(cages, "--control", connected=False)
-    _registered_everywhere(web, cages, "web.connected")
+    cages.wait_registered(web, "web.connected")
     # No page open, nothing asked yet: the stop finds its cage by itself.
     status, answer = fetch_json(f"{url}/api/services/files.sup/stop", {})
     assert status == 200, answer

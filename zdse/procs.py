@@ -25,7 +25,8 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Literal
+from types import TracebackType
+from typing import IO, Any, Literal, Self
 
 from zdse.errors import ZdseError
 from zdse.log import follow_lines
@@ -217,7 +218,11 @@ class Proc:
 
 
 class Processes:
-    """The processes of one test or bench run; :meth:`close` kills and reaps every one."""
+    """The processes of one test or bench run; :meth:`close` kills and reaps every one.
+
+    Use it as a context manager (``with Processes() as procs:``), or call
+    :meth:`close` in a ``finally``, so every path closes it.
+    """
 
     def __init__(self) -> None:
         self._popens: list[subprocess.Popen[bytes]] = []
@@ -225,6 +230,13 @@ class Processes:
         self._dir: str | None = None  # the logs' directory
         self._remove_dir: Callable[[], Any] = lambda: None
         self._started = 0  # names each log file apart
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None,
               **kw: Any) -> subprocess.Popen[bytes]:
@@ -255,12 +267,16 @@ class Processes:
         log = open(os.path.join(self._dir, f"{self._started}-{safe}.log"),  # noqa: SIM115
                    "w+b")
         on_stdout = lines_from == "stdout"
-        popen = self.popen(argv, dict(env or {}, PYTHONUNBUFFERED="1"), cwd=cwd,
-                           stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE if on_stdout else log,
-                           stderr=log if on_stdout else subprocess.PIPE)
-        stream = popen.stdout if on_stdout else popen.stderr
-        proc = Proc(popen, name, stream, log)
+        try:
+            popen = self.popen(argv, dict(env or {}, PYTHONUNBUFFERED="1"), cwd=cwd,
+                               stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE if on_stdout else log,
+                               stderr=log if on_stdout else subprocess.PIPE)
+            proc = Proc(popen, name, popen.stdout if on_stdout else popen.stderr, log)
+        except BaseException:
+            # No Proc owns the log yet (close() reaps the process, if it started).
+            log.close()
+            raise
         self._procs.append(proc)
         return proc
 
@@ -297,24 +313,34 @@ class Processes:
     def close(self) -> None:
         """Kill every process still running (its whole group), reap it, remove the logs.
 
-        The same object can start processes again afterwards.
+        Every step is taken even if one fails (say a group we may not kill);
+        the failure is raised once all are done. The same object can start
+        processes again afterwards.
         """
-        for proc in list(self._procs):
-            self._forget(proc)
-        for popen in self._popens:
-            kill_group(popen)
-            close_pipes(popen)
-        self._popens.clear()
+        with contextlib.ExitStack() as steps:
+            # Last in, first out: the logs go once every process is reaped.
+            steps.callback(self._remove_logs)
+            for popen in reversed(self._popens):
+                steps.callback(self._reap, popen)
+            for proc in reversed(self._procs):
+                steps.callback(self._forget, proc)
+
+    def _remove_logs(self) -> None:
         if self._dir is not None:
             self._remove_dir()
             self._dir = None
 
+    def _reap(self, popen: subprocess.Popen[bytes]) -> None:
+        if popen in self._popens:
+            self._popens.remove(popen)
+        kill_group(popen)
+        close_pipes(popen)
+
     def _forget(self, proc: Proc) -> None:
-        kill_group(proc.popen)
-        close_pipes(proc.popen)
-        if proc.log_file is not None:
-            proc.log_file.close()
         if proc in self._procs:
             self._procs.remove(proc)
-        if proc.popen in self._popens:
-            self._popens.remove(proc.popen)
+        try:
+            self._reap(proc.popen)
+        finally:
+            if proc.log_file is not None:
+                proc.log_file.close()

@@ -136,24 +136,23 @@ def run_networked(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         # transport's own latency, below which no ZeroMQ bus can go.
         names += ["floor", "raw"] if args.scenario == "reqrep" else ["floor"]
     one_round = ROUNDS[args.scenario]
-    procs = Processes()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    try:
-        targets: list[Target] = []
-        for name in names:
-            progress.show(f"{args.scenario}: starting {name}")
-            targets.append(start_target(procs, name, args.cages))
-        for r in range(args.rounds):
-            order = targets if r % 2 == 0 else targets[::-1]
-            for target in order:
-                progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}")
-                got = one_round(procs, target, opts)
-                results[target.name].append(got)
-                progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}: "
-                              + _brief(args.scenario, got))
-    finally:
-        progress.done()
-        procs.close()
+    with Processes() as procs:
+        try:
+            targets: list[Target] = []
+            for name in names:
+                progress.show(f"{args.scenario}: starting {name}")
+                targets.append(start_target(procs, name, args.cages))
+            for r in range(args.rounds):
+                order = targets if r % 2 == 0 else targets[::-1]
+                for target in order:
+                    progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}")
+                    got = one_round(procs, target, opts)
+                    results[target.name].append(got)
+                    progress.show(f"{args.scenario}: round {r + 1}/{args.rounds}, {target.name}: "
+                                  + _brief(args.scenario, got))
+        finally:
+            progress.done()
     summary = {name: _summarise(rounds) for name, rounds in results.items()}
     zdse = summary["zdse"]
     report: dict[str, Any] = {

@@ -151,8 +151,7 @@ def run_table(rows: int, rounds: int, timeout: float) -> dict[str, Any]:
     configure("warning")  # stdout carries the report
     report: dict[str, Any] = {"scenario": "table", "rows": rows}
     report.update(measure_diff(rows, rounds))
-    procs = Processes()
-    try:
+    with Processes() as procs:
         target = start_target(procs, "zdse")
         sub = procs.python("subscriber", "zdse.bench.tables", "subscriber", *target.connect,
                            "--rows", str(rows), lines_from="stdout")
@@ -173,8 +172,6 @@ def run_table(rows: int, rounds: int, timeout: float) -> dict[str, Any]:
         report["subscriber_pause_s"] = end["subscriber_pause_s"]
         report["subscriber_gc_s"] = end["subscriber_gc_s"]
         report["subscriber_rss_mb"] = end["subscriber_rss_mb"]
-    finally:
-        procs.close()
     return _with_goals(report)
 
 

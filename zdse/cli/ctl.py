@@ -15,9 +15,11 @@ Exit codes:
   130  interrupted (Ctrl-C) before the answer came
 
 With several cages (--router and --pub list them, docs/redundancy.md), services,
-routes and stats ask every cage and print each one's answer under its ROUTER
-(--json: {router: answer, or {"error": ...}}); a cage that does not answer is
-named on stderr, and the exit code is 0 if any cage answered. start, stop,
+routes and stats ask every cage (each one itself, through one client that lists
+them all) and print each one's answer under its ROUTER (--json: {router:
+answer, or {"error": ...}}); a cage that does not answer is named on stderr,
+one line each, and the exit code is 0 if any cage answered (7 if a cage refused
+this client: it then holds its name at no cage). start, stop,
 reload and reload-config act on one cage's supervisor: give that cage alone.
 Other commands go through the bus, which uses every cage.
 
@@ -293,29 +295,44 @@ async def _sub(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_OK
 
 
-async def _ask_cage(cage: Endpoints, args: argparse.Namespace) -> tuple[Any, ZdseError | None]:
-    """One cage's answer to ``args.command`` (through a bus of its own), or the error."""
-    bus = Bus(f"ctl.{uuid.uuid4().hex[:8]}", endpoints=cage, info={"module": "zdse-ctl"},
-              connect_timeout=args.connect_timeout, curve=client_curve(args))
+async def _ask_cage(bus: Bus, cage: int, args: argparse.Namespace,
+                    deadline: float) -> tuple[Any, ZdseError | None]:
+    """Cage ``cage``'s answer to ``args.command`` (once it registered ``bus``), or the error."""
     try:
-        await bus.open()
-        try:
-            return await bus.request(CAGE, args.command, None, timeout=CAGE_TIMEOUT), None
-        finally:
-            await bus.close()
+        if not await bus.wait_cage(cage, max(0.0, deadline - asyncio.get_running_loop().time())):
+            raise BusClosed(f"no answer from the cage within {args.connect_timeout}s: "
+                            f"{bus.cage_trouble(cage)}")
+        return await bus.ask_cage(cage, args.command, None, timeout=CAGE_TIMEOUT), None
     except ZdseError as exc:
         if not any(isinstance(exc, kind) for kind in EXIT_CODES):
             raise
         return None, exc
 
 
-async def _each_cage(cages: tuple[Endpoints, ...], args: argparse.Namespace, out: TextIO,
-                     err: TextIO) -> int:
-    """Ask every cage (they share nothing); print each one's view under its ROUTER.
+async def _each_cage(bus: Bus, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Ask every cage (they share nothing) through ``bus``; print each one's view under its
+    ROUTER. ``bus`` is not open yet: a cage has ``--connect-timeout`` to register it.
 
-    Exits 0 if any cage answered; otherwise with the first cage's error code.
+    Exits 0 if any cage answered, unless a cage refused the client (7); otherwise with
+    the first cage's error code.
     """
-    answers = await asyncio.gather(*(_ask_cage(cage, args) for cage in cages))
+    cages = bus.cages
+    deadline = asyncio.get_running_loop().time() + args.connect_timeout
+    answers: list[tuple[Any, ZdseError | None]]
+    try:
+        await bus.open()
+    except BusClosed:
+        # No cage registered the bus in time: each says why.
+        answers = [(None, BusClosed(f"no answer from the cage within {args.connect_timeout}s: "
+                                    f"{bus.cage_trouble(i)}")) for i in range(len(cages))]
+    except RegistrationError as refused:
+        answers = [(None, refused)] * len(cages)  # it names the cage that refused
+    else:
+        try:
+            answers = await asyncio.gather(*(_ask_cage(bus, i, args, deadline)
+                                             for i in range(len(cages))))
+        finally:
+            await bus.close()
     if args.json:
         _print_json({cage.router: ({"error": str(exc)} if exc is not None else value)
                      for cage, (value, exc) in zip(cages, answers, strict=True)}, out,
@@ -331,10 +348,13 @@ async def _each_cage(cages: tuple[Endpoints, ...], args: argparse.Namespace, out
     failed = [(cage, exc) for cage, (_, exc) in zip(cages, answers, strict=True) if exc]
     for cage, exc in failed:
         err.write(f"zdse-ctl: cage {cage.router}: {exc}\n")
-    if len(failed) < len(cages):
+    # A refusal by any cage is the client's: it then holds its name at none.
+    errors = [error for _, error in failed]
+    refusal = next((e for e in errors if isinstance(e, RegistrationError)), None)
+    if refusal is None and len(failed) < len(cages):
         return EXIT_OK
-    exc = failed[0][1]
-    return next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
+    first = refusal or errors[0]
+    return next(c for kind, c in EXIT_CODES.items() if isinstance(first, kind))
 
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -345,16 +365,16 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"wrote {public} and {secret}\n")
         return EXIT_OK
     endpoints = Endpoints.from_args(args, connect=True)
-    cages = endpoints.cages
-    if len(cages) > 1 and args.command in PER_CAGE:
-        return await _each_cage(cages, args, out, err)
-    if len(cages) > 1 and args.command in SUPERVISOR:
+    several = len(endpoints.cages) > 1
+    if several and args.command in SUPERVISOR:
         raise ConfigError(f"{args.command} acts on one cage's supervisor: give that cage's "
-                          f"--router and --pub alone (these list {len(cages)} cages)")
+                          f"--router and --pub alone (these list {len(endpoints.cages)} cages)")
     name = f"ctl.{uuid.uuid4().hex[:8]}"
     bus = Bus(name, endpoints=endpoints, info={"module": "zdse-ctl"},
               connect_timeout=args.connect_timeout, curve=client_curve(args))
     try:
+        if several and args.command in PER_CAGE:
+            return await _each_cage(bus, args, out, err)
         await bus.open()
         try:
             if args.command == "sub":

@@ -639,8 +639,8 @@ class Bus:
             self._do(step)
             return
         welcomed: asyncio.Future[None] = self._loop.create_future()
-        readdressing = self._dispatcher.readdressing
-        readdressing.append(welcomed)
+        welcomes = self._dispatcher.welcomes
+        welcomes.append(welcomed)
         self._do(step)
         self._flush_now()
         try:
@@ -649,8 +649,8 @@ class Bus:
             raise RequestTimeout(f"the cage did not confirm {self.name}'s addresses "
                                  f"within {timeout}s") from None
         finally:
-            if welcomed in readdressing:
-                readdressing.remove(welcomed)
+            if welcomed in welcomes:
+                welcomes.remove(welcomed)
 
     # --- requests -----------------------------------------------------------
 
@@ -710,6 +710,42 @@ class Bus:
         closed = self._opened and len(self.cages) > 1 and core.trips.is_down(cage)
         return unreachable(core.sessions[cage].state, closed, self._seen[cage],
                            self.cages[cage].router, self.curve is not None, core.expiry)
+
+    async def wait_cage(self, cage: int, timeout: float) -> bool:
+        """Wait until cage ``cage`` (an index into :attr:`cages`) can be asked, at most ``timeout``.
+
+        :meth:`open` returns once one cage registered the node; another may
+        register it a moment later. Returns whether it can be asked now
+        (:meth:`cage_trouble` says why not).
+
+        Raises:
+            NameTakenError: a cage refused the name (held only if every cage grants it).
+            RegistrationError: a cage refused this client otherwise (e.g. its CURVE key).
+            BusClosed: the bus is (or gets) closed.
+        """
+        deadline = self._loop.time() + timeout
+        welcomes, refused = self._dispatcher.welcomes, self._dispatcher.refused
+        while self.cage_trouble(cage):
+            if refused.is_set():
+                self._raise_refusal()
+            if self._closed:
+                raise BusClosed("the bus was closed")
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return False
+            welcomed: asyncio.Future[None] = self._loop.create_future()
+            welcomes.append(welcomed)
+            refusal = asyncio.ensure_future(refused.wait())
+            waits: list[asyncio.Future[Any]] = [welcomed, refusal]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                refusal.cancel()
+                if welcomed in welcomes:
+                    welcomes.remove(welcomed)
+            if welcomed.done():
+                welcomed.result()  # BusClosed if the bus closed meanwhile
+        return True
 
     async def ask_cage(self, cage: int, dataindex: str, args: Any = None,
                        timeout: float = REQUEST_TIMEOUT) -> Any:

@@ -145,8 +145,9 @@ class Dispatcher:
         self.callbacks: dict[str, Callback] = {}
         #: Each request's caller, by correlation id.
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
-        #: add_address/remove_address callers waiting for the cage's Welcome.
-        self.readdressing: list[asyncio.Future[None]] = []
+        #: Callers waiting for the next registration by a cage (add_address,
+        #: remove_address, wait_cage), each woken by the next Registered.
+        self.welcomes: list[asyncio.Future[None]] = []
         self.registered = asyncio.Event()
         self.refused = asyncio.Event()
         # Nothing to settle after a run of events: what they queue is
@@ -158,7 +159,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Wake every waiter with BusClosed."""
-        waiting: list[asyncio.Future[Any]] = [*self.waiters.values(), *self.readdressing]
+        waiting: list[asyncio.Future[Any]] = [*self.waiters.values(), *self.welcomes]
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(BusClosed("the bus was closed"))
@@ -217,7 +218,7 @@ class Dispatcher:
             self.log.info("node.registered", cage_epoch=event.cage_epoch, again=event.again,
                           cage=self._cages[event.cage].router)
             self.registered.set()
-            for welcomed in self.readdressing:
+            for welcomed in self.welcomes:
                 if not welcomed.done():
                     welcomed.set_result(None)
         elif isinstance(event, SessionChange):
