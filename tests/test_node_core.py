@@ -199,6 +199,25 @@ def test_a_gap_filled_by_resent_deltas_applies_them_and_the_buffered_in_order() 
     assert (subs.stats["gaps"], subs.stats["resyncs"], subs.stats["repaired"]) == (0, 0, 1)
 
 
+def test_an_older_snapshot_does_not_take_a_repairing_feed_back() -> None:
+    """A feed asking for the deltas after its view (REPAIR) keeps its view when an older
+    snapshot comes (another subscription's answer): the new subscription gets the view,
+    and the resent deltas still apply on top of it."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 0)
+    subs.on_delta("pub", Delta("t", "e", 4, ["rows", [[4]], []]), 0)
+    other, _ = subs.subscribe("k", "t", 0)
+    ups, _ = subs.on_snapshot("pub", Snapshot(other, "t", "e", 1, [[1]]), 0)
+    assert [(u.sid, u.kind, u.seq) for u in ups] == [(other, "snapshot", 2)]
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.REPAIR.value
+    ups, _ = subs.on_replay("pub", codec.Replay("t", "e", 3, ["rows", [[3]], []]), 0)
+    assert [u.seq for u in ups if u.sid == sid] == [3, 4]
+    assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
+    assert subs.stats["resyncs"] == 0
+
+
 def test_deltas_buffered_past_the_limit_are_dropped_and_the_view_still_converges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -436,17 +436,20 @@ class Subscriptions:
             # A snapshot settles it: the held deltas above it follow it.
             feed.buffer, feed.held = feed.held.take_all(), None
             feed.state = FeedState.RESYNC
-        if feed.state is FeedState.REPAIR:
-            # The publisher's history no longer held what the feed missed.
-            self.stats["gaps"] += 1
-            self.stats["resyncs"] += 1
-        stale = snap.epoch == feed.epoch and snap.seq < feed.seq and feed.state is FeedState.LIVE
-        same = snap.epoch == feed.epoch and snap.seq == feed.seq and feed.state is FeedState.LIVE
+        # A repairing feed's view is right up to its seq: an older snapshot
+        # (answering another subscription's announce) is no answer to it.
+        kept = feed.state is FeedState.LIVE or feed.state is FeedState.REPAIR
+        stale = snap.epoch == feed.epoch and snap.seq < feed.seq and kept
+        same = snap.epoch == feed.epoch and snap.seq == feed.seq and kept
         if stale or same:
             # Older than (or the same as) what the view holds: keep the view.
             # A subscription that just joined this feed still gets it whole.
             kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
+        if feed.state is FeedState.REPAIR:
+            # The publisher's history no longer held what the feed missed.
+            self.stats["gaps"] += 1
+            self.stats["resyncs"] += 1
         feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
