@@ -861,16 +861,17 @@ class Subscriptions:
     def _repair(self, feed: _Feed, d: Delta | None, now: float,
                 event: FeedInput) -> list[Effect]:
         """Ask for the deltas after the view (or a snapshot); ``d``, past the gap, waits."""
-        self.stats["repairs"] += 1
-        feed.move(event)
-        feed.buffer = [] if d is None else [d]
-        feed.resync_sent = now
-        return [self._sync(feed, min(feed.sids))]
+        return self._ask(feed, d, now, event, "repairs")
 
     def _resync(self, feed: _Feed, d: Delta | None, now: float,
                 event: FeedInput) -> list[Effect]:
         """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""
-        self.stats["resyncs"] += 1
+        return self._ask(feed, d, now, event, "resyncs")
+
+    def _ask(self, feed: _Feed, d: Delta | None, now: float, event: FeedInput,
+             counter: str) -> list[Effect]:
+        """Move the feed on ``event`` and ask its publisher (what for, the new state says)."""
+        self.stats[counter] += 1
         feed.move(event)
         feed.buffer = [] if d is None else [d]
         feed.resync_sent = now
