@@ -199,6 +199,25 @@ def test_a_gap_filled_by_resent_deltas_applies_them_and_the_buffered_in_order() 
     assert (subs.stats["gaps"], subs.stats["resyncs"], subs.stats["repaired"]) == (0, 0, 1)
 
 
+def test_a_second_subscription_s_newer_snapshot_leaves_the_shared_view_to_its_deltas() -> None:
+    """A subscription joining a live feed gets a snapshot newer than the shared view: it
+    is given the view, the subscriptions that hold it get no snapshot (no jump), and the
+    deltas between, on their way by the PUB, bring both on; lost ones are asked for."""
+    subs = Subscriptions(refresh=50)
+    first, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(first, "t", "e", 1, [[1]]), 0)
+    second, _ = subs.subscribe("k", "t", 0)
+    ups, actions = subs.on_snapshot("pub", Snapshot(second, "t", "e", 3, [[1], [2], [3]]), 0)
+    assert actions == []
+    assert [(u.sid, u.kind, u.seq) for u in ups] == [(second, "snapshot", 1)]
+    ups, _ = subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 0.1)
+    assert sorted((u.sid, u.seq) for u in ups) == sorted([(first, 2), (second, 2)])
+    # Delta 3 never comes: CURRENT_GRACE later the feed asks for it.
+    assert subs.tick(0.1 + subscriber.CURRENT_GRACE) == [
+        Send("pub", Subscribe(min(first, second), "t", {"pub": ["e", 2, codec.GAP]}, subs.ttl))]
+    assert subs.stats["resyncs"] == 0
+
+
 def test_an_older_snapshot_does_not_take_a_repairing_feed_back() -> None:
     """A feed asking for the deltas after its view (REPAIR) keeps its view when an older
     snapshot comes (another subscription's answer): the new subscription gets the view,

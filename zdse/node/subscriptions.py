@@ -446,6 +446,17 @@ class Subscriptions:
             # A subscription that just joined this feed still gets it whole.
             kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
+        if new_sid and snap.epoch == feed.epoch and feed.state is FeedState.LIVE:
+            # Another subscription's first snapshot, newer than the shared view:
+            # the deltas between are on their way by the PUB (the feed's filter
+            # is on), so the view is kept, not jumped for the subscriptions that
+            # hold it; it gets the view, and the deltas are owed, as after a
+            # Current (lost ones are asked for CURRENT_GRACE later).
+            if feed.owed <= feed.seq:
+                feed.owed_since = now
+            feed.owed = max(feed.owed, snap.seq)
+            kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
+            return [self._update(feed, snap.sid, kind, feed.view)], []
         if feed.state is FeedState.REPAIR:
             # The publisher's history no longer held what the feed missed.
             self.stats["gaps"] += 1
