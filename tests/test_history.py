@@ -22,18 +22,19 @@ def _body(seq: int, size: int = 10) -> bytes:
 def test_the_history_resends_exactly_what_was_recorded_from_any_seq_it_holds() -> None:
     """since(held, seq) is the recorded bodies held+1..seq back to back; None for a seq
     older than the history, or for a history that does not reach the current seq."""
-    history = History(max_deltas=4)
-    bodies = {seq: _body(seq) for seq in range(1, 8)}
+    history = History(max_deltas=8)
+    bodies = {seq: _body(seq) for seq in range(1, 11)}
     for seq, body in bodies.items():
         history.record("t", seq, body)
-    assert history.since("t", 5, 7) == bodies[6] + bodies[7]
-    assert history.since("t", 3, 7) == b"".join(bodies[s] for s in (4, 5, 6, 7))
-    assert history.since("t", 2, 7) is None  # seq 3 was dropped: older than the history
-    assert history.since("t", 5, 8) is None  # seq 8 was never recorded
-    assert history.since("t", 7, 7) is None  # nothing missing
+    # Past 8, the oldest went down to 7 (seq 3 to 9), then seq 10 came: 3 to 10.
+    assert history.since("t", 8, 10) == bodies[9] + bodies[10]
+    assert history.since("t", 2, 10) == b"".join(bodies[s] for s in range(3, 11))
+    assert history.since("t", 1, 10) is None  # seq 2 was dropped: older than the history
+    assert history.since("t", 8, 11) is None  # seq 11 was never recorded
+    assert history.since("t", 10, 10) is None  # nothing missing
     assert history.since("other", 0, 1) is None
-    values = codec.decode_body(codec.Kind.REPLAY, history.since("t", 5, 7) or b"")
-    assert [v.seq for v in values if isinstance(v, codec.Replay)] == [6, 7]
+    values = codec.decode_body(codec.Kind.REPLAY, history.since("t", 8, 10) or b"")
+    assert [v.seq for v in values if isinstance(v, codec.Replay)] == [9, 10]
 
 
 def test_the_history_is_bounded_in_bytes_and_count_and_starts_over_at_a_hole() -> None:
@@ -45,8 +46,10 @@ def test_the_history_is_bounded_in_bytes_and_count_and_starts_over_at_a_hole() -
         held = history.statistics()
         assert held["history_bytes"] <= 10_000
         assert held["history_deltas"] <= 100
-    assert history.statistics()["history_deltas"] == 9  # 9 bodies of ~1 KB fit 10,000 bytes
-    assert history.since("t", 1991, 2000) is not None
+    # Bodies of ~1 KB: past 10,000 bytes the oldest go down to 8,750 (8 bodies).
+    assert history.statistics()["history_deltas"] == 8
+    assert history.since("t", 1992, 2000) is not None
+    assert history.since("t", 1991, 2000) is None
     history.record("t", 2001, _body(2001, 20_000))  # too big: nothing held
     assert history.statistics() == {"history_deltas": 0, "history_bytes": 0}
     assert history.since("t", 2000, 2001) is None
@@ -69,7 +72,7 @@ def test_a_node_s_history_stays_within_its_bounds_under_big_and_many_deltas() ->
     for i in range(1, HISTORY_DELTAS * 3):
         pub.publish("t", i)
         assert pub.history.statistics()["history_deltas"] <= HISTORY_DELTAS
-    assert pub.history.statistics()["history_deltas"] == HISTORY_DELTAS
+    assert pub.history.statistics()["history_deltas"] >= HISTORY_DELTAS * 7 // 8
     for i in range(20):
         pub.publish("t", str(i) * (HISTORY_BYTES // 8))
         assert pub.history.statistics()["history_bytes"] <= HISTORY_BYTES

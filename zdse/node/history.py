@@ -10,13 +10,15 @@ resends the deltas it still holds from the seq the subscriber says it has
 Each dataindex keeps the bodies of its latest deltas exactly as they were
 packed to send (``[dataindex, epoch, seq, delta]``: no packing here), in
 seq order and without a hole, at most :data:`HISTORY_DELTAS` of them and
-:data:`HISTORY_BYTES` of bodies; the oldest go first. A delta bigger than
+:data:`HISTORY_BYTES` of bodies; past either, the oldest go first, down to
+seven eighths of the bounds (so a publish costs a pop only now and then,
+not each time). A delta bigger than
 the byte bound, or one that does not follow on from the last held,
 starts the history over. So what a history holds always ends at the
 publisher's latest seq, once that was recorded::
 
     recorded      history before        history after
-    seq n + 1     seqs m .. n           seqs m .. n + 1, oldest dropped past a bound
+    seq n + 1     seqs m .. n           seqs m .. n + 1 (past a bound, the oldest dropped)
     any other     anything              that delta alone (or nothing, if too big)
     forget        anything              nothing (the shell sent nothing: nobody listens)
 """
@@ -31,12 +33,12 @@ __all__ = ["History"]
 
 
 class _Tail:
-    """One dataindex's latest deltas: their seqs run from ``first`` up, one body each."""
+    """One dataindex's latest deltas: one body each, the last of seq ``next - 1``."""
 
-    __slots__ = ("bodies", "bytes", "first")
+    __slots__ = ("bodies", "bytes", "next")
 
     def __init__(self) -> None:
-        self.first = 0
+        self.next = 0
         self.bytes = 0
         self.bodies: deque[bytes] = deque()
 
@@ -57,23 +59,26 @@ class History:
     def record(self, dataindex: str, seq: int, body: bytes) -> None:
         """Keep the packed delta that made ``seq`` (called once per delta published)."""
         tail = self._tails.get(dataindex)
-        if tail is None:
+        if tail is None or tail.next != seq:
+            # The first, or a hole: what was held no longer leads up to seq.
             tail = self._tails[dataindex] = _Tail()
         bodies = tail.bodies
-        size = len(body)
-        if not bodies or tail.first + len(bodies) != seq or size > self.max_bytes:
-            # A hole, or the first: what was held no longer leads up to seq.
-            bodies.clear()
-            tail.bytes = 0
-            tail.first = seq
-            if size > self.max_bytes:
-                del self._tails[dataindex]
-                return
         bodies.append(body)
-        tail.bytes += size
-        while len(bodies) > self.max_deltas or tail.bytes > self.max_bytes:
+        tail.next = seq + 1
+        tail.bytes += len(body)
+        if tail.bytes > self.max_bytes or len(bodies) > self.max_deltas:
+            self._trim(dataindex, tail)
+
+    def _trim(self, dataindex: str, tail: _Tail) -> None:
+        """Drop the oldest down to 7/8 of the bounds: a publish past them then costs a
+        pop only once every eighth of the history (the common path stays one append)."""
+        bodies = tail.bodies
+        most_bytes, most_deltas = self.max_bytes * 7 // 8, self.max_deltas * 7 // 8
+        while bodies and (tail.bytes > most_bytes or len(bodies) > most_deltas):
             tail.bytes -= len(bodies.popleft())
-            tail.first += 1
+        if not bodies:
+            # A delta bigger than the bound on its own: not kept, nor what led to it.
+            del self._tails[dataindex]
 
     def forget(self, dataindex: str) -> None:
         """Drop what ``dataindex`` holds: a delta was not recorded (nobody subscribed)."""
@@ -87,11 +92,11 @@ class History:
         after ``held + 1``.
         """
         tail = self._tails.get(dataindex)
-        if tail is None or held >= seq:
+        if tail is None or held >= seq or tail.next != seq + 1:
             return None
         bodies = tail.bodies
-        start = held + 1 - tail.first
-        if start < 0 or tail.first + len(bodies) - 1 != seq:
+        start = held + 1 - (tail.next - len(bodies))
+        if start < 0:
             return None
         if start == 0:
             return b"".join(bodies)
