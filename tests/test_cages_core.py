@@ -242,8 +242,9 @@ def test_a_delta_lost_at_one_cage_is_filled_by_the_other_within_the_window() -> 
     assert sub.subscriptions.stats["resyncs"] == 0
 
 
-def test_a_gap_no_cage_fills_resyncs_once_the_window_passes() -> None:
-    """Seq 3 lost at both cages: deltas 4, 5 are held, then a snapshot is asked for."""
+def test_a_gap_no_cage_fills_is_asked_of_the_history_once_the_window_passes() -> None:
+    """Seq 3 lost at both cages: deltas 4, 5 are held; once the window passes seq 3 is
+    asked of the publisher, which resends it from its history: no snapshot."""
     def drop_at(cage: int, frames: list[bytes]) -> bool:
         return frames[0].endswith(b"t\x00") and _seq_of(frames) == 3
 
@@ -259,7 +260,9 @@ def test_a_gap_no_cage_fills_resyncs_once_the_window_passes() -> None:
     assert [u.seq for u in _updates(net, sub)] == [2]
     assert sub.subscriptions.stats["held"] == 1
     net.advance(1.0)
-    assert sub.subscriptions.stats["resyncs"] == 1
+    stats = sub.subscriptions.stats
+    assert (stats["resyncs"], stats["repairs"], stats["repaired"]) == (0, 1, 1), stats
+    assert [u.seq for u in _updates(net, sub)] == [3, 4, 5]
     assert sub.subscriptions.view(sid) == {"pub": [[k] for k in range(1, 6)]}
 
 

@@ -166,18 +166,75 @@ def test_first_snapshot_sets_the_filter_and_syncs_with_the_publisher() -> None:
 
 
 def test_a_gap_buffers_deltas_until_the_snapshot_then_drops_the_old_ones() -> None:
-    """Deltas after a gap wait for the snapshot; those at or below its seq are dropped."""
+    """Deltas after a gap wait while the missing ones are asked for (seen marked GAP);
+    a snapshot in answer (the history no longer held them) takes them, the old dropped."""
     subs = Subscriptions(refresh=5)
     sid, _ = subs.subscribe("k", "t", 0)
     subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
     ups, actions = subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 0)
     assert ups == []
-    assert actions == [Send("pub", Subscribe(sid, "t", {}, subs.ttl))]
+    assert actions == [Send("pub", Subscribe(sid, "t", {"pub": ["e", 1, codec.GAP]}, subs.ttl))]
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.REPAIR.value
     subs.on_delta("pub", Delta("t", "e", 4, ["rows", [[4]], []]), 0)
     ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 3, [[1], [2], [3]]), 0)
     assert [(u.kind, u.seq) for u in ups] == [("snapshot", 3), ("delta", 4)]
     assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
     assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.LIVE.value
+    assert (subs.stats["gaps"], subs.stats["resyncs"], subs.stats["repairs"]) == (1, 1, 1)
+
+
+def test_a_gap_filled_by_resent_deltas_applies_them_and_the_buffered_in_order() -> None:
+    """The deltas a repair asked for come (a Replay, or late by the PUB): applied, then the
+    buffered ones after them, in order; no snapshot asked, the feed live again."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    subs.on_delta("pub", Delta("t", "e", 4, ["rows", [[4]], []]), 0)
+    subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 0)
+    ups, actions = subs.on_replay("pub", codec.Replay("t", "e", 2, ["rows", [[2]], []]), 0)
+    assert actions == []
+    assert [(u.kind, u.seq) for u in ups] == [("delta", 2), ("delta", 3), ("delta", 4)]
+    assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.LIVE.value
+    assert (subs.stats["gaps"], subs.stats["resyncs"], subs.stats["repaired"]) == (0, 0, 1)
+
+
+def test_a_second_subscription_s_newer_snapshot_leaves_the_shared_view_to_its_deltas() -> None:
+    """A subscription joining a live feed gets a snapshot newer than the shared view: it
+    is given the view, the subscriptions that hold it get no snapshot (no jump), and the
+    deltas between, on their way by the PUB, bring both on; lost ones are asked for."""
+    subs = Subscriptions(refresh=50)
+    first, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(first, "t", "e", 1, [[1]]), 0)
+    second, _ = subs.subscribe("k", "t", 0)
+    ups, actions = subs.on_snapshot("pub", Snapshot(second, "t", "e", 3, [[1], [2], [3]]), 0)
+    assert actions == []
+    assert [(u.sid, u.kind, u.seq) for u in ups] == [(second, "snapshot", 1)]
+    ups, _ = subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 0.1)
+    assert sorted((u.sid, u.seq) for u in ups) == sorted([(first, 2), (second, 2)])
+    # Delta 3 never comes: CURRENT_GRACE later the feed asks for it.
+    assert subs.tick(0.1 + subscriber.CURRENT_GRACE) == [
+        Send("pub", Subscribe(min(first, second), "t", {"pub": ["e", 2, codec.GAP]}, subs.ttl))]
+    assert subs.stats["resyncs"] == 0
+
+
+def test_an_older_snapshot_does_not_take_a_repairing_feed_back() -> None:
+    """A feed asking for the deltas after its view (REPAIR) keeps its view when an older
+    snapshot comes (another subscription's answer): the new subscription gets the view,
+    and the resent deltas still apply on top of it."""
+    subs = Subscriptions(refresh=5)
+    sid, _ = subs.subscribe("k", "t", 0)
+    subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
+    subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 0)
+    subs.on_delta("pub", Delta("t", "e", 4, ["rows", [[4]], []]), 0)
+    other, _ = subs.subscribe("k", "t", 0)
+    ups, _ = subs.on_snapshot("pub", Snapshot(other, "t", "e", 1, [[1]]), 0)
+    assert [(u.sid, u.kind, u.seq) for u in ups] == [(other, "snapshot", 2)]
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.REPAIR.value
+    ups, _ = subs.on_replay("pub", codec.Replay("t", "e", 3, ["rows", [[3]], []]), 0)
+    assert [u.seq for u in ups if u.sid == sid] == [3, 4]
+    assert same(subs.view(sid)["pub"], [[1], [2], [3], [4]])
+    assert subs.stats["resyncs"] == 0
 
 
 def test_deltas_buffered_past_the_limit_are_dropped_and_the_view_still_converges(
@@ -246,7 +303,10 @@ def test_a_reannounce_that_crossed_deltas_in_flight_gets_a_current_not_a_snapsho
     pubs.publish("t", [[1]])
 
     def announce(seen: dict[str, list[object]]) -> list[Send]:
-        return pubs.on_subscribe("sub", Subscribe("s1", "t", seen, 10), 0)
+        answers = pubs.on_subscribe("sub", Subscribe("s1", "t", seen, 10), 0)
+        sends = [a for a in answers if isinstance(a, Send)]
+        assert sends == answers  # no history: nothing is resent
+        return sends
 
     assert isinstance(announce({})[0].message, Snapshot)
     # The sync after the first snapshot crossed delta 2: a Current. Whether
@@ -267,10 +327,11 @@ def test_a_reannounce_that_crossed_deltas_in_flight_gets_a_current_not_a_snapsho
         assert isinstance(announce({"pub": seen})[0].message, Snapshot)  # type: ignore[dict-item]
 
 
-def crossed_sync(drop: Callable[[list[bytes]], bool] | None = None
+def crossed_sync(drop: Callable[[list[bytes]], bool] | None = None, history: int | None = None
                  ) -> tuple[FakeNet, NodeCore, list[codec.Kind], str]:
     """A subscriber whose sync, after its first snapshot (seq 1), reaches the publisher
-    only after it published [[1], [2]] (seq 2); ``drop`` may lose PUB frames.
+    only after it published [[1], [2]] (seq 2); ``drop`` may lose PUB frames; ``history``,
+    if given, is how many deltas the publisher keeps.
 
     Returns the network, the subscriber, the kinds the cage routed and the subscription.
     """
@@ -282,6 +343,8 @@ def crossed_sync(drop: Callable[[list[bytes]], bool] | None = None
 
     net = FakeNet(drop=drop, drop_routed=record)
     pub = net.add("pub")
+    if history is not None:
+        pub.history.max_deltas = history
     pub.publish("t", [[1]])
     sub = net.add("sub")
     net.pause(pub)
@@ -308,18 +371,39 @@ def test_a_sync_that_crossed_a_publish_gets_the_delta_not_a_second_snapshot() ->
     assert routed.count(codec.Kind.SNAPSHOT) == 1
 
 
-def test_a_delta_lost_before_the_filter_was_on_is_made_up_by_a_snapshot() -> None:
-    """The sync's Current names a delta the subscriber never got (its filter came too
-    late for it): CURRENT_GRACE later it asks for a snapshot, and its view converges."""
-    lost: list[bytes] = []
-
-    def drop_first_delta(frames: list[bytes]) -> bool:
+def _drop_first_delta(lost: list[bytes]) -> Callable[[list[bytes]], bool]:
+    def drop(frames: list[bytes]) -> bool:
         if lost or frames[0] != codec.topic("pub", "t"):
             return False
         lost.append(frames[0])
         return True
+    return drop
 
-    net, sub, _, sid = crossed_sync(drop_first_delta)
+
+def test_a_delta_lost_before_the_filter_was_on_is_resent_from_the_history() -> None:
+    """The start race: a delta published between a late subscriber's first snapshot and
+    its filter taking effect is lost at the PUB; the sync after the snapshot gets it
+    resent from the publisher's history (a Replay), not a Current and a second snapshot."""
+    lost: list[bytes] = []
+    net, sub, routed, sid = crossed_sync(_drop_first_delta(lost))
+    assert lost
+    assert [(u.kind, u.seq) for u in updates(net, sub)] == [("snapshot", 1), ("delta", 2)]
+    net.advance(subscriber.CURRENT_GRACE * 2)
+    assert updates(net, sub) == []
+    assert same(sub.subscriptions.view(sid)["pub"], [[1], [2]])
+    assert routed.count(codec.Kind.SNAPSHOT) == 1
+    assert routed.count(codec.Kind.REPLAY) == 1
+    stats = sub.subscriptions.stats
+    assert (stats["gaps"], stats["resyncs"], stats["owed"]) == (0, 0, 0), stats
+
+
+def test_a_delta_lost_before_the_filter_was_on_is_made_up_by_a_snapshot_without_history(
+) -> None:
+    """The same with a publisher whose history holds nothing: its sync gets a Current
+    naming a delta the subscriber never got; CURRENT_GRACE later the feed asks for the
+    missing deltas, gets a snapshot, and its view converges."""
+    lost: list[bytes] = []
+    net, sub, _, sid = crossed_sync(_drop_first_delta(lost), history=0)
     assert lost
     assert [(u.kind, u.seq) for u in updates(net, sub)] == [("snapshot", 1)]
     net.advance(subscriber.CURRENT_GRACE * 2)
@@ -339,13 +423,13 @@ def test_a_current_ahead_of_the_view_waits_for_its_deltas_then_resyncs() -> None
     ups, _ = subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 1.1)
     assert [u.kind for u in ups] == ["delta"]
     assert subs.tick(1 + subscriber.CURRENT_GRACE * 2) == []
-    # Delta 3 never comes: after the grace the feed asks for a snapshot.
+    # Delta 3 never comes: after the grace the feed asks for it (or a snapshot).
     subs.on_current("pub", codec.Current(sid, "t", "e", 3), 3)
     assert subs.tick(3 + subscriber.CURRENT_GRACE / 2) == []
     assert subs.tick(3 + subscriber.CURRENT_GRACE) == [
-        Send("pub", Subscribe(sid, "t", {}, subs.ttl))]
+        Send("pub", Subscribe(sid, "t", {"pub": ["e", 2, codec.GAP]}, subs.ttl))]
     assert subs.stats["owed"] == 1
-    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.RESYNC.value
+    assert subs.subdata()[sid]["publishers"]["pub"]["state"] == FeedState.REPAIR.value
     ups, _ = subs.on_snapshot("pub", Snapshot(sid, "t", "e", 3, [[1], [2], [3]]), 4)
     assert [(u.kind, u.seq) for u in ups] == [("snapshot", 3)]
     assert subs.tick(4 + subscriber.CURRENT_GRACE * 2) == []
@@ -450,6 +534,7 @@ def test_a_subscription_alone_does_not_publish_a_dataindex() -> None:
     its subscriber still gets the first delta once it is."""
     pubs = Publications("pub", "e")
     [answer] = pubs.on_subscribe("sub", Subscribe("s1", "later", {}, 10), 0)
+    assert isinstance(answer, Send)
     assert answer.message == Snapshot("s1", "later", "e", 0, None)
     assert pubs.dataindexes() == []
     pubs.on_unsubscribe("sub", codec.Unsubscribe("s1", "later"))
@@ -486,13 +571,13 @@ def test_a_feed_given_an_input_its_state_cannot_take_names_the_feed_and_the_stat
     subs = Subscriptions(refresh=50)
     sid, _ = subs.subscribe("k", "t", 0)
     subs.on_snapshot("pub", Snapshot(sid, "t", "e", 1, [[1]]), 0)
-    subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 1)  # a gap: RESYNC
-    missing = subscriber.TRANSITIONS.pop((FeedState.RESYNC, subscriber.FeedInput.NEXT))
+    subs.on_delta("pub", Delta("t", "e", 3, ["rows", [[3]], []]), 1)  # a gap: REPAIR
+    missing = subscriber.TRANSITIONS.pop((FeedState.REPAIR, subscriber.FeedInput.NEXT))
     try:
-        with pytest.raises(ProtocolError, match="can't handle next when feed pub/t is resync"):
+        with pytest.raises(ProtocolError, match="can't handle next when feed pub/t is repair"):
             subs.on_delta("pub", Delta("t", "e", 2, ["rows", [[2]], []]), 2)
     finally:
-        subscriber.TRANSITIONS[(FeedState.RESYNC, subscriber.FeedInput.NEXT)] = missing
+        subscriber.TRANSITIONS[(FeedState.REPAIR, subscriber.FeedInput.NEXT)] = missing
 
 
 def test_kinds_and_outcomes_are_strenums_equal_to_their_strings_on_the_wire_and_in_json() -> None:

@@ -292,8 +292,9 @@ def test_a_lost_part_of_a_dict_or_in_place_table_brings_a_resync(kind: str) -> N
 
 @pytest.mark.parametrize("kind", sorted(_KINDS))
 def test_a_change_while_parts_go_is_not_in_them_but_follows_as_a_delta(kind: str) -> None:
-    """A change made between two parts: the parts stay of the snapshot's version (the view
-    is that version, whole), and the change reaches the view after them."""
+    """A change made between two parts: the parts stay of the snapshot's version, and the
+    change reaches the view after them, as a delta (resent from the publisher's history:
+    it left before the subscriber's filter was on), with no second snapshot."""
     net = FakeNet(refresh=1.0)
     pub = net.add("pub")
     _KINDS[kind][0](pub)
@@ -308,13 +309,17 @@ def test_a_change_while_parts_go_is_not_in_them_but_follows_as_a_delta(kind: str
     _KINDS[kind][1](pub)
     net.run()
     assert _views(net, sub, sid) is None
+    net.events(sub)
     net.resume(pub)
     net.run()
-    assert same(_views(net, sub, sid), before)
-    # The first snapshot's filter went on after the delta: the next re-announce shows it.
+    got = [u for u in net.events(sub) if isinstance(u, Update)]
+    assert [u.kind for u in got] == ["snapshot", "delta"]
+    assert same(got[0].data, before)
+    assert same(_views(net, sub, sid), pub.publications.data("t"))
     net.advance(3.0)
     assert same(_views(net, sub, sid), pub.publications.data("t"))
     assert sub.subscriptions.stats["lost_parts"] == 0
+    assert sub.subscriptions.stats["resyncs"] == 0
 
 
 def test_dict_parts_assemble_into_one_table_with_no_index() -> None:

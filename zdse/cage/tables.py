@@ -26,6 +26,7 @@ from typing import Any
 
 from zdse.cage.effects import Effects
 from zdse.errors import MessageTooLarge, ProtocolError
+from zdse.node.effects import Send
 from zdse.node.publications import Publications
 from zdse.wire import codec
 from zdse.wire.codec import CAGE, Kind
@@ -130,6 +131,8 @@ class CageTables:
             # tables up to date before the snapshot (deltas go to the others).
             self._publish(now, out)
         for action in self.publications.on_subscribe(name, sub, now):
+            if not isinstance(action, Send):
+                continue  # a resend from a history: the cage's tables keep none
             msg = action.message
             try:
                 body = codec.encode_one(msg)

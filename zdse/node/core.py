@@ -42,6 +42,7 @@ from zdse.node.effects import (
     Frame,
     RemoveFilter,
     Send,
+    SendPacked,
     build_effects,
 )
 from zdse.node.events import (
@@ -54,6 +55,7 @@ from zdse.node.events import (
     Registered,
     SessionChange,
 )
+from zdse.node.history import History
 from zdse.node.parts import EntryParts, PartStream, RowParts
 from zdse.node.publications import Prepared, Publications
 from zdse.node.requests import Outcome, PendingRequests
@@ -126,7 +128,9 @@ class NodeCore:
         self.sessions = [Session(register, now) for _ in range(cages)]
         #: Whether the node lists more than one cage.
         self.several = cages > 1
-        self.publications = Publications(register.name, epoch)
+        #: The deltas it published lately, as sent: resent to a subscriber that missed them.
+        self.history = History()
+        self.publications = Publications(register.name, epoch, self.history)
         self.subscriptions = Subscriptions(refresh)
         self.requests = PendingRequests()
         self.stats: Counter[str] = Counter()
@@ -343,7 +347,12 @@ class NodeCore:
         # Sent while JOINING too: subscribers may hold a snapshot of ours;
         # and to a cage held for LOST (Session.carries): it may be stalled.
         if sent is None:
+            if body:
+                # Stored, and nobody subscribes: nobody can miss it either.
+                self.history.forget(dataindex)
             return None
+        # Kept as packed, whether a cage takes it now or not (zdse.node.history).
+        self.history.record(dataindex, sent.seq, body[0])
         if not self.several:
             return (_DELTA_HEADER, dataindex.encode(), body[0]) \
                 if self.sessions[0].carries(len(body[0])) else None
@@ -780,6 +789,8 @@ class NodeCore:
         elif isinstance(msg, codec.Current):
             self._announce_tried.pop(msg.sid, None)
             self.subscriptions.on_current(sender, msg, now)
+        elif isinstance(msg, codec.Replay):
+            self._take(self.subscriptions.on_replay(sender, msg, now), events)
         elif isinstance(msg, codec.PartTaken):
             self._on_taken(sender, msg)
         elif isinstance(msg, codec.Subscribe):
@@ -967,6 +978,8 @@ class NodeCore:
                                                                         to):
                     continue
                 self._emit(_encode(action.key, msg), to)
+            elif isinstance(action, SendPacked):
+                self._emit((codec.header(action.kind), action.key.encode(), action.body), to)
             elif isinstance(action, AddFilter):
                 self._add.append(action.topic)
             elif isinstance(action, RemoveFilter):

@@ -20,14 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from zdse.wire.codec import MessageValue
+from zdse.wire.codec import Kind, MessageValue
 from zdse.wire.frozen import builder
 
 if TYPE_CHECKING:  # events imports the sub-cores, which import this module
     from zdse.node.events import Event
 
 __all__ = [
-    "NOTHING", "AddFilter", "Effect", "Effects", "Frame", "RemoveFilter", "Send", "build_effects",
+    "NOTHING", "AddFilter", "Effect", "Effects", "Frame", "RemoveFilter", "Send", "SendPacked",
+    "build_effects",
 ]
 
 
@@ -37,6 +38,19 @@ class Send:
 
     key: str
     message: MessageValue
+
+
+@dataclass(frozen=True, slots=True)
+class SendPacked:
+    """Send messages of ``kind`` already packed (``body``: msgpack arrays back to back) to ``key``.
+
+    For bytes a core keeps packed, so that sending them costs no packing
+    (a publisher's history of deltas, :mod:`zdse.node.history`).
+    """
+
+    key: str
+    kind: Kind
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +67,7 @@ class RemoveFilter:
     topic: bytes
 
 
-Effect = Send | AddFilter | RemoveFilter
+Effect = Send | SendPacked | AddFilter | RemoveFilter
 
 #: One encoded message for the cage's ROUTER: ``(header, key, body)``. The
 #: shell coalesces consecutive ones (:func:`zdse.wire.codec.coalesce`).

@@ -7,7 +7,8 @@ the number of subscribers (the node sends it keyed by its dataindex).
 snapshot, unless the subscriber holds the current epoch and sequence number
 or is behind only by deltas it was sent: then a Current, which says how far
 the publisher is (the deltas may still be on their way; see
-:class:`Reader`).
+:class:`Reader`). Deltas it missed that the publisher's history
+(:mod:`zdse.node.history`) still holds are resent instead of a snapshot.
 
 A module that knows what changed says so instead of publishing the whole:
 :meth:`Publications.change_keys` (a dict table), :meth:`Publications.change_rows`
@@ -25,10 +26,11 @@ from typing import Any, TypeVar
 
 from zdse.errors import MessageTooLarge
 from zdse.node import delta, tableindex
-from zdse.node.effects import Send
+from zdse.node.effects import Send, SendPacked
+from zdse.node.history import History
 from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
 from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
-from zdse.wire.codec import Current, Delta, Snapshot, Subscribe, Unsubscribe
+from zdse.wire.codec import GAP, Current, Delta, Kind, Snapshot, Subscribe, Unsubscribe
 from zdse.wire.frozen import builder
 from zdse.wire.limits import MAX_ENTRY_BYTES, MAX_WAITING_SUBSCRIPTIONS
 
@@ -60,6 +62,11 @@ class Reader:
     #: Time after which it is forgotten, unless it re-announces.
     deadline: float
     covered: int | None = None
+    #: Whether its last answer was a snapshot: its next announce is then the
+    #: sync that follows it, sent once its SUB filter is on, and the deltas
+    #: published meanwhile may have gone before the filter took effect at
+    #: the cage (the start race): they are resent from the history.
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +143,14 @@ class Publications:
         name: the service's unique name (how subscribers key their views).
         epoch: identifies this run of the service; a restart changes it, so
             subscribers can tell its sequence numbers started over.
+        history: the deltas it sent lately, to resend what a subscriber
+            missed (its owner records them; none: never resent).
     """
 
-    def __init__(self, name: str, epoch: str) -> None:
+    def __init__(self, name: str, epoch: str, history: History | None = None) -> None:
         self.name = name
         self.epoch = epoch
+        self.history = history
         self._pubs: dict[str, Publication] = {}
         #: Subscriptions held for dataindexes not published yet (seq 0), all
         #: together: anyone may announce any name, so they are bounded
@@ -364,12 +374,16 @@ class Publications:
         pub.seq += 1
         return d if pub.subscribers else None
 
-    def on_subscribe(self, sender: str, sub: Subscribe, now: float) -> list[Send]:
-        """Record (or refresh) a subscriber; snapshot it, or confirm how far we are.
+    def on_subscribe(self, sender: str, sub: Subscribe,
+                     now: float) -> list[Send | SendPacked]:
+        """Record (or refresh) a subscriber; snapshot it, resend what it missed, or confirm.
 
-        A Current, not a snapshot, when the view it holds is ours and either
-        current or behind only by deltas sent since it was covered; the
-        subscriber asks for a snapshot itself if they never come.
+        A Current when the view it holds is ours and current, or behind only
+        by deltas sent since it was covered (they crossed the announce); the
+        deltas it lacks, resent from the history (a Replay), when it says it
+        misses them (``seen`` marked GAP), when this is the sync after its
+        snapshot (the start race), or when it is behind otherwise and the
+        history holds them; a snapshot else.
         """
         pub = self._pubs.get(sub.dataindex)
         key = (sender, sub.sid)
@@ -389,24 +403,37 @@ class Publications:
             self.waiting_refused += 1
         seq = 0 if pub is None else pub.seq
         seen = sub.seen.get(self.name)
-        covered = None
+        covered, fresh = None, False
         if reader is not None:
-            covered = reader.covered
-            reader.covered = seq
-        held = self._held(seen)
-        if held == seq or (covered is not None and held is not None and covered <= held <= seq):
+            covered, fresh = reader.covered, reader.fresh
+            reader.covered, reader.fresh = seq, False
+        held, gap = self._held(seen)
+        crossed = covered is not None and held is not None and covered <= held <= seq
+        if held == seq:
             # Say so cheaply; the subscriber also learns that we live.
             return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, seq))]
+        if held is not None and held < seq and self.history is not None \
+                and (gap or fresh or not crossed):
+            missed = self.history.since(sub.dataindex, held, seq)
+            if missed is not None:
+                return [SendPacked(sender, Kind.REPLAY, missed)]
+        if crossed and not gap:
+            # The deltas since are on their way by the PUB socket.
+            return [Send(sender, Current(sub.sid, sub.dataindex, self.epoch, seq))]
+        if reader is not None:
+            reader.fresh = True
         data = None if pub is None else pub.data
         return [Send(sender, Snapshot(sub.sid, sub.dataindex, self.epoch, seq, data))]
 
-    def _held(self, seen: list[Any] | None) -> int | None:
-        """The sequence number of a view of this epoch that ``seen`` shows held, if any."""
-        if isinstance(seen, list) and len(seen) == 2 and seen[0] == self.epoch:
+    def _held(self, seen: list[Any] | None) -> tuple[int | None, bool]:
+        """The sequence number of a view of this epoch that ``seen`` shows held, if any,
+        and whether the subscriber says it misses the deltas after it (GAP)."""
+        if isinstance(seen, list) and 2 <= len(seen) <= 3 and seen[0] == self.epoch:
             seq = seen[1]
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                return seq
-        return None
+            gap = len(seen) == 3
+            if isinstance(seq, int) and not isinstance(seq, bool) and (not gap or seen[2] == GAP):
+                return seq, gap
+        return None, False
 
     def registered_again(self) -> None:
         """The session with a cage began anew: deltas since may not have reached anyone.

@@ -9,16 +9,29 @@ subscriptions that reach it. A feed follows :data:`TRANSITIONS`::
     LIVE     snapshot   ->  LIVE     view := data (a newer epoch or seq)
     LIVE     next delta ->  LIVE     view changed by the delta, in place
     LIVE     old delta  ->  LIVE     dropped (already in the view)
-    LIVE     gap        ->  RESYNC   delta buffered; snapshot asked of the publisher
+    LIVE     missing    ->  REPAIR   a delta past the next seq of the same epoch:
+                                     buffered; the deltas after the view asked of
+                                     the publisher (its history resends them, or
+                                     it sends a snapshot)
+    LIVE     gap        ->  RESYNC   another epoch, or a delta that cannot be
+                                     applied: buffered; snapshot asked
     LIVE     hold       ->  HOLD     (several cages) a delta past the next seq of the
                                      same epoch: held for the gap window (zdse.node.gaps)
     HOLD     next       ->  HOLD     applied, and the held deltas that follow on
     HOLD     filled     ->  LIVE     nothing held any more
     HOLD     hold, old  ->  HOLD     held too; dropped
-    HOLD     gap        ->  RESYNC   the window passed (a tick), or another epoch:
-                                     snapshot asked, the held deltas buffered for it
-    LIVE     owed       ->  RESYNC   snapshot asked: a Current said the publisher
-                                     is further on, and its deltas never came
+    HOLD     missing    ->  REPAIR   the window passed (a tick): the held deltas
+                                     buffered, the missing ones asked for
+    HOLD     gap        ->  RESYNC   another epoch: snapshot asked
+    LIVE     owed       ->  REPAIR   a Current said the publisher is further on,
+                                     and its deltas never came: asked for
+    REPAIR   next       ->  REPAIR   applied, and the buffered deltas that follow on
+    REPAIR   filled     ->  LIVE     nothing buffered past the view any more
+    REPAIR   missing    ->  REPAIR   buffered (up to MAX_BUFFERED_DELTAS)
+    REPAIR   old        ->  REPAIR   dropped
+    REPAIR   gap        ->  RESYNC   another epoch, a delta that cannot be applied,
+                                     or the buffer full: snapshot asked
+    REPAIR   snapshot   ->  LIVE     as RESYNC's (the history no longer held them)
     RESYNC   any delta  ->  RESYNC   buffered (up to MAX_BUFFERED_DELTAS)
     RESYNC   snapshot   ->  LIVE     view := data; buffered deltas above its seq
                                      applied in order (a gap among them: RESYNC)
@@ -35,7 +48,9 @@ they are not transitions but its removal.
 Why the sync after the first snapshot: the subscriber can only set its SUB
 filter once it knows who publishes (the snapshot says), so a delta sent in
 between may be missed. The sync tells the publisher which sequence number
-the view holds; it answers with a Current saying how far it is.
+the view holds; it answers with the deltas since, resent from its history
+(:mod:`zdse.node.history`: a Replay, through the cage's ROUTER), or with a
+Current saying how far it is when its history no longer holds them.
 
 The sync, like later re-announces, may cross deltas in flight: the feed is
 then *owed* deltas up to the Current's seq. They normally arrive within
@@ -45,6 +60,12 @@ or a queue overflowed), and resyncs, as it does at once when the next
 delta shows a gap. A snapshot in answer would be wasted when the deltas
 come, and would reach the subscriber before them, as a snapshot where
 deltas were due.
+
+A gap of the same epoch (or owed deltas that never came) is first asked of
+the publisher's history: the feed *repairs*, announcing ``[epoch, seq,
+GAP]`` to its publisher, which resends the deltas after ``seq`` if it still
+holds them, else sends a snapshot. Only a new epoch, a delta that cannot be
+applied or a ``snapshot`` delta go to RESYNC at once.
 """
 
 from __future__ import annotations
@@ -62,9 +83,11 @@ from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.gaps import Held
 from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
 from zdse.wire.codec import (
+    GAP,
     Current,
     Delta,
     PartTaken,
+    Replay,
     Snapshot,
     SnapshotPart,
     Subscribe,
@@ -90,6 +113,7 @@ class FeedState(enum.Enum):
     LIVE = "live"
     RESYNC = "resync"
     HOLD = "hold"  # deltas past a gap held a moment for another cage to fill it
+    REPAIR = "repair"  # the deltas after a gap asked of the publisher's history
 
 
 class FeedInput(enum.Enum):
@@ -98,7 +122,8 @@ class FeedInput(enum.Enum):
     SNAPSHOT = "snapshot"
     NEXT = "next"  # the delta after the view's seq, of its epoch
     OLD = "old"  # a delta at or below the view's seq
-    GAP = "gap"  # a delta past the next, or of another epoch
+    GAP = "gap"  # a delta of another epoch, or one that cannot be applied
+    MISSING = "missing"  # a delta of the same epoch past the next
     OWED = "owed"  # a Current said the publisher is further on; its deltas never came
     HOLD = "hold"  # (several cages) a delta past the next, held for the gap window
     FILLED = "filled"  # (several cages) the held deltas all followed on: none held
@@ -112,10 +137,12 @@ TRANSITIONS: dict[tuple[FeedState, FeedInput], FeedState] = {
     (_F.LIVE, _FI.NEXT): _F.LIVE,
     (_F.LIVE, _FI.OLD): _F.LIVE,
     (_F.LIVE, _FI.GAP): _F.RESYNC,
-    (_F.LIVE, _FI.OWED): _F.RESYNC,
+    (_F.LIVE, _FI.MISSING): _F.REPAIR,
+    (_F.LIVE, _FI.OWED): _F.REPAIR,
     (_F.RESYNC, _FI.NEXT): _F.RESYNC,
     (_F.RESYNC, _FI.OLD): _F.RESYNC,
     (_F.RESYNC, _FI.GAP): _F.RESYNC,
+    (_F.RESYNC, _FI.MISSING): _F.RESYNC,
     (_F.RESYNC, _FI.SNAPSHOT): _F.LIVE,
     (_F.LIVE, _FI.HOLD): _F.HOLD,
     (_F.HOLD, _FI.NEXT): _F.HOLD,
@@ -123,7 +150,14 @@ TRANSITIONS: dict[tuple[FeedState, FeedInput], FeedState] = {
     (_F.HOLD, _FI.HOLD): _F.HOLD,
     (_F.HOLD, _FI.OLD): _F.HOLD,
     (_F.HOLD, _FI.GAP): _F.RESYNC,
+    (_F.HOLD, _FI.MISSING): _F.REPAIR,
     (_F.HOLD, _FI.SNAPSHOT): _F.LIVE,
+    (_F.REPAIR, _FI.NEXT): _F.REPAIR,
+    (_F.REPAIR, _FI.FILLED): _F.LIVE,
+    (_F.REPAIR, _FI.MISSING): _F.REPAIR,
+    (_F.REPAIR, _FI.OLD): _F.REPAIR,
+    (_F.REPAIR, _FI.GAP): _F.RESYNC,
+    (_F.REPAIR, _FI.SNAPSHOT): _F.LIVE,
 }
 
 
@@ -140,7 +174,18 @@ class UpdateKind(enum.StrEnum):
 _SNAPSHOT, _DELTA, _LOST = UpdateKind.SNAPSHOT, UpdateKind.DELTA, UpdateKind.LOST
 _NOROUTE, _UNPUBLISHED = UpdateKind.NOROUTE, UpdateKind.UNPUBLISHED
 _NEXT, _OLD, _GAP, _OWED = FeedInput.NEXT, FeedInput.OLD, FeedInput.GAP, FeedInput.OWED
-_HOLD, _FILLED = FeedInput.HOLD, FeedInput.FILLED
+_HOLD, _FILLED, _MISSING = FeedInput.HOLD, FeedInput.FILLED, FeedInput.MISSING
+
+
+def _seen(feed: _Feed) -> list[Any]:
+    """What a feed tells its publisher it holds: marked GAP when it misses what follows."""
+    if feed.state is FeedState.REPAIR:
+        return [feed.epoch, feed.seq, GAP]
+    return [feed.epoch, feed.seq]
+
+
+def _seq_of(d: Delta) -> int:
+    return d.seq
 
 
 class Update(NamedTuple):
@@ -280,8 +325,11 @@ class Subscriptions:
         self.ttl = refresh * REFRESHES_TO_EXPIRE
         self._subs: dict[str, _Subscription] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
+        #: gaps: deltas missed that only a snapshot made up; resyncs: snapshots
+        #: asked for; repairs: missed deltas asked of the publisher's history,
+        #: repaired: ... and made up by it (zdse.node.history).
         self.stats: dict[str, int] = {"gaps": 0, "resyncs": 0, "bad_deltas": 0, "owed": 0,
-                                      "held": 0, "lost_parts": 0}
+                                      "held": 0, "lost_parts": 0, "repairs": 0, "repaired": 0}
         #: Seconds a delta past a gap is held for another cage to bring the
         #: missing ones (docs/redundancy.md); 0, with one cage: a gap at once.
         self.gap_window = 0.0
@@ -388,13 +436,31 @@ class Subscriptions:
             # A snapshot settles it: the held deltas above it follow it.
             feed.buffer, feed.held = feed.held.take_all(), None
             feed.state = FeedState.RESYNC
-        stale = snap.epoch == feed.epoch and snap.seq < feed.seq and feed.state is FeedState.LIVE
-        same = snap.epoch == feed.epoch and snap.seq == feed.seq and feed.state is FeedState.LIVE
+        # A repairing feed's view is right up to its seq: an older snapshot
+        # (answering another subscription's announce) is no answer to it.
+        kept = feed.state is FeedState.LIVE or feed.state is FeedState.REPAIR
+        stale = snap.epoch == feed.epoch and snap.seq < feed.seq and kept
+        same = snap.epoch == feed.epoch and snap.seq == feed.seq and kept
         if stale or same:
             # Older than (or the same as) what the view holds: keep the view.
             # A subscription that just joined this feed still gets it whole.
             kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
+        if new_sid and snap.epoch == feed.epoch and feed.state is FeedState.LIVE:
+            # Another subscription's first snapshot, newer than the shared view:
+            # the deltas between are on their way by the PUB (the feed's filter
+            # is on), so the view is kept, not jumped for the subscriptions that
+            # hold it; it gets the view, and the deltas are owed, as after a
+            # Current (lost ones are asked for CURRENT_GRACE later).
+            if feed.owed <= feed.seq:
+                feed.owed_since = now
+            feed.owed = max(feed.owed, snap.seq)
+            kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
+            return [self._update(feed, snap.sid, kind, feed.view)], []
+        if feed.state is FeedState.REPAIR:
+            # The publisher's history no longer held what the feed missed.
+            self.stats["gaps"] += 1
+            self.stats["resyncs"] += 1
         feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
@@ -444,9 +510,11 @@ class Subscriptions:
         elif d.seq == feed.seq + 1:
             event = _NEXT
         else:
-            event = _GAP
+            event = _MISSING
         if feed.state is FeedState.HOLD:
             return self._on_held(feed, d, event, now)
+        if feed.state is FeedState.REPAIR:
+            return self._on_repair(feed, d, event, now)
         if feed.state is FeedState.RESYNC:
             feed.move(event)
             if event is not _OLD and len(feed.buffer) < MAX_BUFFERED_DELTAS:
@@ -459,14 +527,16 @@ class Subscriptions:
         if event is _NEXT and d.delta == [deltas.SNAPSHOT]:
             # The change was too big for one message: a snapshot brings it.
             return [], self._resync(feed, None, now, _GAP)
-        if event is _GAP:
-            if self.gap_window > 0 and d.epoch == feed.epoch:
+        if event is _MISSING:
+            if self.gap_window > 0:
                 # Another cage may bring the deltas between in a moment.
                 self.stats["held"] += 1
                 feed.move(_HOLD)
                 feed.held = Held(now)
                 feed.held.hold(d)
                 return [], []
+            return [], self._repair(feed, d, now, event)
+        if event is _GAP:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
         try:
@@ -494,7 +564,7 @@ class Subscriptions:
             feed.held = None
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, _GAP)
-        if event is _GAP:
+        if event is _MISSING:
             feed.move(_HOLD)
             if not held.hold(d):
                 feed.held = None
@@ -521,6 +591,60 @@ class Subscriptions:
         else:
             held.since = now  # another gap further on: its own window
         return updates, []
+
+    def _on_repair(self, feed: _Feed, d: Delta, event: FeedInput,
+                   now: float) -> tuple[list[Update], list[Effect]]:
+        """A delta for a feed that asked its publisher for the deltas after a gap."""
+        if event is _OLD:
+            return [], []
+        if event is _GAP:
+            # Another epoch: the publisher restarted, and its history with it.
+            self.stats["gaps"] += 1
+            return [], self._resync(feed, d, now, _GAP)
+        if event is _MISSING:
+            if len(feed.buffer) >= MAX_BUFFERED_DELTAS:
+                self.stats["gaps"] += 1
+                return [], self._resync(feed, None, now, _GAP)
+            feed.move(_MISSING)
+            feed.buffer.append(d)
+            return [], []
+        feed.move(_NEXT)
+        updates: list[Update] = []
+        run = [d, *sorted(feed.buffer, key=_seq_of)]
+        feed.buffer = []
+        for i, one in enumerate(run):
+            if one.seq <= feed.seq:
+                continue
+            if one.seq != feed.seq + 1:
+                feed.buffer = run[i:]  # past another gap: still asked for
+                return updates, []
+            if one.delta == [deltas.SNAPSHOT]:
+                return updates, self._resync(feed, None, now, _GAP)
+            try:
+                feed.view = _apply(feed, one.delta)
+            except ProtocolError:
+                self.stats["bad_deltas"] += 1
+                return updates, self._resync(feed, one, now, _GAP)
+            feed.seq = one.seq
+            updates += [self._update(feed, sid, _DELTA, one.delta) for sid in sorted(feed.sids)]
+        feed.move(_FILLED)
+        self.stats["repaired"] += 1
+        return updates, []
+
+    def on_replay(self, sender: str, replay: Replay,
+                  now: float) -> tuple[list[Update], list[Effect]]:
+        """Take a delta its publisher resent from its history, answering an announce.
+
+        It counts as the publisher's answer (it lives), and is taken as the
+        delta it was: applied if next, dropped if the view holds it already.
+        """
+        feed = self._feeds.get((sender, replay.dataindex))
+        if feed is None:
+            return [], []
+        if feed.epoch == replay.epoch:
+            feed.confirmed = now
+        return self.on_delta(sender, _build_delta(replay.dataindex, replay.epoch, replay.seq,
+                                                  replay.delta), now)
 
     def on_deltas(
         self, publisher: str, batch: list[list[Any]], now: float
@@ -640,12 +764,12 @@ class Subscriptions:
         for feed in self._feeds.values():
             if feed.held is not None:
                 if feed.held.due(now, self.gap_window):
-                    # No cage brought what was missing within the window.
-                    self.stats["gaps"] += 1
+                    # No cage brought what was missing within the window:
+                    # its publisher's history may still hold it.
                     held, feed.held = feed.held.take_all(), None
-                    actions += self._resync(feed, None, now, _GAP)
+                    actions += self._repair(feed, None, now, _MISSING)
                     feed.buffer = held
-            elif feed.state is FeedState.RESYNC:
+            elif feed.state is FeedState.RESYNC or feed.state is FeedState.REPAIR:
                 if now - feed.resync_sent >= self.refresh:
                     feed.resync_sent = now
                     # Not while its snapshot comes in parts: asking again would
@@ -655,7 +779,7 @@ class Subscriptions:
                         actions.append(self._sync(feed, min(feed.sids)))
             elif feed.owed > feed.seq and now - feed.owed_since >= CURRENT_GRACE:
                 self.stats["owed"] += 1
-                actions += self._resync(feed, None, now, _OWED)
+                actions += self._repair(feed, None, now, _OWED)
         return actions
 
     def on_current(self, sender: str, current: Current, now: float) -> None:
@@ -667,6 +791,8 @@ class Subscriptions:
                 if feed.owed <= feed.seq:
                     feed.owed_since = now
                 feed.owed = max(feed.owed, current.seq)
+            elif feed.state is FeedState.REPAIR and not feed.buffer:
+                feed.move(_FILLED)  # nothing was missing after all
 
     def expire(self, now: float) -> tuple[list[Update], list[Effect]]:
         """Drop, as "lost", feeds whose publisher has not answered for ``ttl``.
@@ -720,7 +846,7 @@ class Subscriptions:
         # on with it (a Current), rather than start it over at every refresh.
         seen = self._parts.under_way(sub.sid)
         seen.update({
-            pub: [self._feeds[(pub, di)].epoch, self._feeds[(pub, di)].seq]
+            pub: _seen(self._feeds[(pub, di)])
             for pub, di in sub.feeds
             if (pub, di) in self._feeds and self._feeds[(pub, di)].state is not FeedState.RESYNC
         })
@@ -736,17 +862,27 @@ class Subscriptions:
         return max((subs[sid].ttl for sid in feed.sids if sid in subs), default=self.ttl)
 
     def _sync(self, feed: _Feed, sid: str) -> Send:
-        seen = {feed.publisher: [feed.epoch, feed.seq]}
+        seen = {feed.publisher: _seen(feed)}
         if feed.state is FeedState.RESYNC:
             seen = {}  # whatever the numbers say, we want a snapshot
         sub = self._subs.get(sid)
         ttl = self.ttl if sub is None else sub.ttl
         return Send(feed.publisher, Subscribe(sid, feed.dataindex, seen, ttl))
 
+    def _repair(self, feed: _Feed, d: Delta | None, now: float,
+                event: FeedInput) -> list[Effect]:
+        """Ask for the deltas after the view (or a snapshot); ``d``, past the gap, waits."""
+        return self._ask(feed, d, now, event, "repairs")
+
     def _resync(self, feed: _Feed, d: Delta | None, now: float,
                 event: FeedInput) -> list[Effect]:
         """Ask for a snapshot; ``d``, the delta that showed a gap, waits for it."""
-        self.stats["resyncs"] += 1
+        return self._ask(feed, d, now, event, "resyncs")
+
+    def _ask(self, feed: _Feed, d: Delta | None, now: float, event: FeedInput,
+             counter: str) -> list[Effect]:
+        """Move the feed on ``event`` and ask its publisher (what for, the new state says)."""
+        self.stats[counter] += 1
         feed.move(event)
         feed.buffer = [] if d is None else [d]
         feed.resync_sent = now

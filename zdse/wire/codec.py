@@ -27,6 +27,7 @@ __all__ = [
     "CAGE",
     "EVENT_TOPIC",
     "FLAG_GATHER",
+    "GAP",
     "PUBDATA",
     "REFRESH",
     "RESERVED_DATAINDEXES",
@@ -69,6 +70,12 @@ EVENT_TOPIC = b"\x00cage\x00"
 #: how many services the request reached, so the requester can gather all.
 FLAG_GATHER = 0x01
 
+#: The third element of a ``Subscribe``'s ``seen`` entry, ``[epoch, seq,
+#: GAP]``: the subscriber holds ``seq`` and misses deltas after it; the
+#: publisher resends them (Replay) or sends a snapshot, never a Current.
+#: A publisher that does not know the mark finds no view held: a snapshot.
+GAP = "gap"
+
 
 class Kind(enum.IntEnum):
     """Message kinds, one ASCII letter each so captures stay readable."""
@@ -93,13 +100,14 @@ class Kind(enum.IntEnum):
     RECEIPT = ord("A")
     PART = ord("K")
     TAKEN = ord("G")
+    REPLAY = ord("Y")
 
 
 #: Kinds the cage routes by key to other nodes (everything else is for the
 #: cage itself or, for DELTA, for its PUB socket).
 ROUTED_KINDS = frozenset(
     {Kind.REQUEST, Kind.REPLY, Kind.MESSAGE, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE, Kind.SNAPSHOT,
-     Kind.CURRENT, Kind.PART, Kind.TAKEN}
+     Kind.CURRENT, Kind.PART, Kind.TAKEN, Kind.REPLAY}
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
@@ -365,6 +373,22 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class Replay:
+    """Publisher -> one subscriber: a delta it missed, resent from the publisher's history.
+
+    The same fields, and the same packed bytes, as the :class:`Delta` that
+    made ``seq``; routed to the subscriber's name (through the cage's
+    ROUTER) in answer to a ``Subscribe`` whose ``seen`` is behind.
+    """
+
+    KIND: ClassVar[Kind] = Kind.REPLAY
+    dataindex: str
+    epoch: str
+    seq: int
+    delta: Any
+
+
+@dataclass(frozen=True, slots=True)
 class NoRoute:
     """Cage -> node: nobody listens on ``key``; ``body`` is what was sent."""
 
@@ -419,7 +443,7 @@ class Left:
 MessageValue = (
     Register | Welcome | Heartbeat | Bye | Request | Reply | Message | Subscribe | Unsubscribe
     | Snapshot | Current | Delta | NoRoute | Fanout | Error | Joined | Left | Receipt | SnapshotPart
-    | PartTaken
+    | PartTaken | Replay
 )
 
 _CLASSES: dict[Kind, type[Any]] = {
@@ -427,7 +451,7 @@ _CLASSES: dict[Kind, type[Any]] = {
     for cls in (
         Register, Welcome, Heartbeat, Bye, Request, Reply, Message, Subscribe, Unsubscribe,
         Snapshot, Current, Delta, NoRoute, Fanout, Error, Joined, Left, Receipt, SnapshotPart,
-        PartTaken,
+        PartTaken, Replay,
     )
 }
 
@@ -454,6 +478,7 @@ _SCHEMAS: dict[Kind, tuple[type | tuple[type, ...] | None, ...]] = {
     Kind.RECEIPT: (int,),
     Kind.PART: (str, str, str, int, int, int, (list, dict)),
     Kind.TAKEN: (str, str, str, int, int),
+    Kind.REPLAY: (str, str, int, None),
 }
 
 # Field order on the wire is the declaration order. attrgetter reads them

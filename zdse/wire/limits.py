@@ -57,6 +57,19 @@ CURRENT_GRACE = 1.0
 #: drops the buffer, since the snapshot it waits for supersedes it anyway.
 MAX_BUFFERED_DELTAS = 10_000
 
+#: Deltas a publisher keeps per dataindex to resend to a subscriber that
+#: missed some (zdse.node.history): the start race loses the deltas of one
+#: round trip between the cage and two nodes, a few at 1,000 publishes a
+#: second on a loaded machine; a cage killed, those in its queues. Past it,
+#: the subscriber gets a snapshot, as before.
+HISTORY_DELTAS = 512
+
+#: Bytes of packed deltas a publisher keeps per dataindex (the same
+#: history): the bound that matters for big deltas. A delta bigger than
+#: this is not kept. At most this, plus a deque of HISTORY_DELTAS
+#: pointers, per dataindex somebody subscribes to.
+HISTORY_BYTES = 2 * 1024 * 1024
+
 #: Default seconds a request waits for its reply.
 REQUEST_TIMEOUT = 10.0
 
