@@ -177,3 +177,25 @@ def test_a_gap_older_than_the_history_gets_a_snapshot() -> None:
     assert sub.subscriptions.view(sid)["pub"] == pub.publications.data("t")
     stats = sub.subscriptions.stats
     assert (stats["gaps"], stats["resyncs"], stats["repairs"]) == (1, 1, 1), stats
+
+
+def test_the_histories_of_every_dataindex_together_are_bounded_in_bytes() -> None:
+    """Past max_total, the biggest histories go whole until 7/8 of it is held; the byte
+    count stays exact through trims, holes and forgets."""
+    history = History(max_deltas=1000, max_bytes=10_000, max_total=12_000)
+    size = len(_body(1, 900))
+    for seq in range(1, 6):  # "big" holds 5 bodies
+        history.record("big", seq, _body(seq, 900))
+    for name in ("a", "b", "c"):
+        for seq in range(1, 5):  # 4 each
+            history.record(name, seq, _body(seq, 900))
+    assert history.bytes <= 12_000
+    assert history.since("big", 1, 5) is None  # the biggest went first
+    assert history.since("c", 1, 4) is not None  # the one being recorded was kept
+    held = history.bytes
+    assert held == sum(len(b) for t in history._tails.values() for b in t.bodies)
+    history.record("c", 9, _body(9, 900))  # a hole: "c" starts over
+    assert history.bytes == held - 4 * size + size
+    history.forget("c")
+    assert history.bytes == held - 4 * size
+    assert history.statistics()["history_bytes"] == history.bytes

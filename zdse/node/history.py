@@ -12,7 +12,9 @@ packed to send (``[dataindex, epoch, seq, delta]``: no packing here), in
 seq order and without a hole, at most :data:`HISTORY_DELTAS` of them and
 :data:`HISTORY_BYTES` of bodies; past either, the oldest go first, down to
 seven eighths of the bounds (so a publish costs a pop only now and then,
-not each time). A delta bigger than
+not each time). All dataindexes together hold at most
+:data:`HISTORY_TOTAL_BYTES`: past it, the biggest histories go whole
+(their subscribers get a snapshot if they miss a delta). A delta bigger than
 the byte bound, or one that does not follow on from the last held,
 starts the history over. So what a history holds always ends at the
 publisher's latest seq, once that was recorded::
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from zdse.wire.limits import HISTORY_BYTES, HISTORY_DELTAS
+from zdse.wire.limits import HISTORY_BYTES, HISTORY_DELTAS, HISTORY_TOTAL_BYTES
 
 __all__ = ["History"]
 
@@ -49,11 +51,16 @@ class History:
     Args:
         max_deltas: deltas kept per dataindex.
         max_bytes: bytes of packed deltas kept per dataindex.
+        max_total: bytes of packed deltas kept, all dataindexes together.
     """
 
-    def __init__(self, max_deltas: int = HISTORY_DELTAS, max_bytes: int = HISTORY_BYTES) -> None:
+    def __init__(self, max_deltas: int = HISTORY_DELTAS, max_bytes: int = HISTORY_BYTES,
+                 max_total: int = HISTORY_TOTAL_BYTES) -> None:
         self.max_deltas = max_deltas
         self.max_bytes = max_bytes
+        self.max_total = max_total
+        #: Bytes held, all dataindexes together.
+        self.bytes = 0
         self._tails: dict[str, _Tail] = {}
 
     def record(self, dataindex: str, seq: int, body: bytes) -> None:
@@ -61,13 +68,19 @@ class History:
         tail = self._tails.get(dataindex)
         if tail is None or tail.next != seq:
             # The first, or a hole: what was held no longer leads up to seq.
+            if tail is not None:
+                self.bytes -= tail.bytes
             tail = self._tails[dataindex] = _Tail()
         bodies = tail.bodies
         bodies.append(body)
         tail.next = seq + 1
-        tail.bytes += len(body)
+        size = len(body)
+        tail.bytes += size
+        self.bytes += size
         if tail.bytes > self.max_bytes or len(bodies) > self.max_deltas:
             self._trim(dataindex, tail)
+        if self.bytes > self.max_total:
+            self._shed()
 
     def _trim(self, dataindex: str, tail: _Tail) -> None:
         """Drop the oldest down to 7/8 of the bounds: a publish past them then costs a
@@ -75,14 +88,26 @@ class History:
         bodies = tail.bodies
         most_bytes, most_deltas = self.max_bytes * 7 // 8, self.max_deltas * 7 // 8
         while bodies and (tail.bytes > most_bytes or len(bodies) > most_deltas):
-            tail.bytes -= len(bodies.popleft())
+            size = len(bodies.popleft())
+            tail.bytes -= size
+            self.bytes -= size
         if not bodies:
             # A delta bigger than the bound on its own: not kept, nor what led to it.
             del self._tails[dataindex]
 
+    def _shed(self) -> None:
+        """Past the bound of all histories together: drop the biggest whole, down to 7/8."""
+        most = self.max_total * 7 // 8
+        for dataindex in sorted(self._tails, key=lambda d: self._tails[d].bytes, reverse=True):
+            if self.bytes <= most:
+                break
+            self.forget(dataindex)
+
     def forget(self, dataindex: str) -> None:
         """Drop what ``dataindex`` holds: a delta was not recorded (nobody subscribed)."""
-        self._tails.pop(dataindex, None)
+        tail = self._tails.pop(dataindex, None)
+        if tail is not None:
+            self.bytes -= tail.bytes
 
     def since(self, dataindex: str, held: int, seq: int) -> bytes | None:
         """The packed deltas ``held + 1`` to ``seq``, back to back; None unless all are held.
@@ -105,4 +130,4 @@ class History:
     def statistics(self) -> dict[str, int]:
         """Deltas and bytes held, all dataindexes together."""
         return {"history_deltas": sum(len(t.bodies) for t in self._tails.values()),
-                "history_bytes": sum(t.bytes for t in self._tails.values())}
+                "history_bytes": self.bytes}

@@ -70,6 +70,11 @@ HISTORY_DELTAS = 512
 #: pointers, per dataindex somebody subscribes to.
 HISTORY_BYTES = 2 * 1024 * 1024
 
+#: Bytes of packed deltas a publisher keeps, all its dataindexes together:
+#: what bounds the history of a node publishing many tables. Past it, the
+#: biggest histories are dropped whole.
+HISTORY_TOTAL_BYTES = 32 * 1024 * 1024
+
 #: Default seconds a request waits for its reply.
 REQUEST_TIMEOUT = 10.0
 
