@@ -535,6 +535,23 @@ class NodeCore:
                 self._left(msg.name, msg.reason, events)
         return self._step(events)
 
+    @property
+    def applying(self) -> bool:
+        """Whether a delta is being applied to a big view in slices: call :meth:`advance`."""
+        return self.subscriptions.applying
+
+    def advance(self, now: float) -> Effects:
+        """Apply the next slice of a delta to a big view (one of up to SLICE_ROWS rows).
+
+        The view changes, and its subscriptions' updates come, with the last
+        slice: a shell calls this between its loop's turns while
+        :attr:`applying`, so the loop never waits for a whole big delta.
+        """
+        self._now = now
+        events: list[Event] = []
+        self._take(self.subscriptions.advance(now), events)
+        return self._step(events)
+
     def _left(self, name: str, reason: str, events: list[Event]) -> None:
         """Service ``name`` left the bus: forget its subscriptions, lose its feeds."""
         self.publications.forget(name)

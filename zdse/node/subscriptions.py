@@ -60,7 +60,7 @@ from zdse.node import tableindex
 from zdse.node.assembly import TOO_BIG, Assemblies
 from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.gaps import Held
-from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
+from zdse.node.tableindex import INDEX_MIN_ROWS, SLICED_ROWS, Steps, TableIndex
 from zdse.wire.codec import (
     Current,
     Delta,
@@ -211,15 +211,32 @@ def _apply(feed: _Feed, change: Any) -> Any:
         ProtocolError: the delta does not fit the view.
     """
     view = feed.view
-    if type(view) is not list or len(view) < INDEX_MIN_ROWS or type(change) is not list \
-            or len(change) != 3 or change[0] != deltas.ROWS:
+    if type(view) is not list or len(view) < INDEX_MIN_ROWS or not tableindex.is_rows(change):
         feed.index = None
         return deltas.patch(view, change)
-    if feed.index is None:
-        feed.index = tableindex.run(tableindex.index(view))
-    new, feed.index = tableindex.apply(view, feed.index, change)
+    new, feed.index = tableindex.run(tableindex.apply_rows(view, feed.index, change))
     view[:] = new
     return view
+
+
+def _sliced(feed: _Feed, change: Any) -> bool:
+    """Whether ``change`` to the feed's view is applied in slices (a big list view)."""
+    view = feed.view
+    return type(view) is list and len(view) >= SLICED_ROWS and tableindex.is_rows(change)
+
+
+@dataclass(slots=True)
+class _Applying:
+    """A delta being applied to a big view in slices (:meth:`Subscriptions.advance`).
+
+    The view is left as it was until the last slice: then the new rows are
+    put in place at once, so a reader never sees the delta half applied.
+    """
+
+    delta: Delta
+    steps: Steps[tuple[list[Any], TableIndex]]
+    #: The feed's deltas that came meanwhile, in order: taken after it.
+    queued: list[Delta] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -243,6 +260,8 @@ class _Feed:
     held: Held | None = None
     #: The kept index of a big view, built at its first delta.
     index: TableIndex | None = None
+    #: A delta being applied to a big view in slices, if one is.
+    applying: _Applying | None = None
 
     def move(self, what: FeedInput) -> None:
         target = TRANSITIONS.get((self.state, what))
@@ -286,6 +305,8 @@ class Subscriptions:
         #: missing ones (docs/redundancy.md); 0, with one cage: a gap at once.
         self.gap_window = 0.0
         self._parts = Assemblies()
+        #: The feeds applying a delta in slices, in the order they began.
+        self._applying: dict[tuple[str, str], None] = {}
 
     # --- local calls --------------------------------------------------------
 
@@ -342,6 +363,7 @@ class Subscriptions:
             feed.sids.discard(sid)
             if not feed.sids:
                 del self._feeds[fkey]
+                self._stop(feed)
                 actions.append(RemoveFilter(topic(*fkey)))
         return actions
 
@@ -395,6 +417,11 @@ class Subscriptions:
             # A subscription that just joined this feed still gets it whole.
             kind = _UNPUBLISHED if feed.seq == 0 else _SNAPSHOT
             return ([self._update(feed, snap.sid, kind, feed.view)] if new_sid else []), []
+        applying = self._stop(feed)
+        if applying is not None:
+            # Superseded by the snapshot: what it was applying, and what
+            # waited behind it, follow the snapshot as buffered deltas do.
+            feed.buffer += [applying.delta, *applying.queued]
         feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
@@ -437,6 +464,8 @@ class Subscriptions:
         feed = self._feeds.get((publisher, d.dataindex))
         if feed is None:
             return [], []  # a filter we just removed, or not ours
+        if feed.applying is not None:
+            return [], self._queue(feed, d, now)
         if d.epoch != feed.epoch:
             event = _GAP  # the publisher restarted: its numbers started over
         elif d.seq <= feed.seq:
@@ -469,6 +498,9 @@ class Subscriptions:
                 return [], []
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
+        if _sliced(feed, d.delta):
+            self._start(feed, d)
+            return [], []
         try:
             feed.view = _apply(feed, d.delta)
         except ProtocolError:
@@ -504,6 +536,12 @@ class Subscriptions:
         feed.move(_NEXT)
         updates: list[Update] = []
         for one in [d, *held.run_after(d.seq)]:
+            if feed.applying is not None:
+                feed.applying.queued.append(one)
+                continue
+            if _sliced(feed, one.delta):
+                self._start(feed, one)
+                continue
             try:
                 feed.view = _apply(feed, one.delta)
             except ProtocolError:
@@ -538,7 +576,7 @@ class Subscriptions:
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.patch
-        big = INDEX_MIN_ROWS
+        big, sliced = INDEX_MIN_ROWS, SLICED_ROWS
         live = FeedState.LIVE
         kind = _DELTA
         for fields in batch:
@@ -546,11 +584,13 @@ class Subscriptions:
             if feed is None or dataindex != feed.dataindex:
                 feed = feeds.get((publisher, dataindex))
             if feed is not None and feed.state is live and epoch == feed.epoch \
-                    and seq == feed.seq + 1:
+                    and seq == feed.seq + 1 and feed.applying is None \
+                    and (type(feed.view) is not list or len(feed.view) < sliced):
                 try:
                     view = feed.view
                     # A big table is changed through its kept index, not by
-                    # freezing every row of it (see zdse.node.tableindex).
+                    # freezing every row of it (see zdse.node.tableindex);
+                    # a bigger one in slices (on_delta, advance).
                     if type(view) is list and len(view) >= big:
                         view = _apply(feed, change)
                     else:
@@ -578,6 +618,75 @@ class Subscriptions:
             feed = None  # on_delta may have moved or dropped it
         return updates, actions
 
+    # --- deltas applied in slices --------------------------------------------
+
+    @property
+    def applying(self) -> bool:
+        """Whether a delta is being applied in slices: :meth:`advance` moves it on."""
+        return bool(self._applying)
+
+    def advance(self, now: float) -> tuple[list[Update], list[Effect]]:
+        """Apply one slice of the oldest delta under way; its updates once it is whole.
+
+        The feed's view, seq and index change only with the last slice, all
+        at once; the deltas that came meanwhile are then taken, in order
+        (the next of them may start applying in its turn).
+        """
+        if not self._applying:
+            return [], []
+        feed = self._feeds[next(iter(self._applying))]
+        work = feed.applying
+        assert work is not None
+        try:
+            next(work.steps)
+        except StopIteration as done:
+            rows, index = done.value
+        except ProtocolError:
+            self._stop(feed)
+            self.stats["bad_deltas"] += 1
+            held, feed.held = feed.held, None
+            resync = self._resync(feed, work.delta, now, _GAP)
+            feed.buffer += [*work.queued, *(held.take_all() if held is not None else [])]
+            return [], resync
+        else:
+            return [], []
+        self._stop(feed)
+        feed.view[:] = rows
+        feed.index = index
+        feed.seq = work.delta.seq
+        updates = [self._update(feed, sid, _DELTA, work.delta.delta) for sid in sorted(feed.sids)]
+        actions = []
+        for d in work.queued:
+            more, acts = self.on_delta(feed.publisher, d, now)
+            updates += more
+            actions += acts
+        return updates, actions
+
+    def _start(self, feed: _Feed, d: Delta) -> None:
+        """Begin applying ``d`` (the next delta of a LIVE feed) to its big view in slices."""
+        feed.applying = _Applying(d, tableindex.apply_rows(feed.view, feed.index, d.delta))
+        self._applying[(feed.publisher, feed.dataindex)] = None
+
+    def _stop(self, feed: _Feed) -> _Applying | None:
+        """Forget the delta ``feed`` was applying, if any; return it."""
+        applying, feed.applying = feed.applying, None
+        if applying is not None:
+            self._applying.pop((feed.publisher, feed.dataindex), None)
+        return applying
+
+    def _queue(self, feed: _Feed, d: Delta, now: float) -> list[Effect]:
+        """Keep ``d`` until the delta ``feed`` is applying is whole; past the bound, resync."""
+        work = feed.applying
+        assert work is not None
+        if len(work.queued) < MAX_BUFFERED_DELTAS:
+            work.queued.append(d)
+            return []
+        # Far behind: a snapshot is cheaper than catching up.
+        self._stop(feed)
+        feed.held = None
+        self.stats["gaps"] += 1
+        return self._resync(feed, None, now, _GAP)
+
     def on_noroute(self, sub: Subscribe) -> list[Update]:
         """Nobody listens on the key of ``sub``: a "noroute" update if it has no publisher.
 
@@ -604,6 +713,7 @@ class Subscriptions:
     def _drop_feed(self, feed: _Feed) -> tuple[list[Update], list[Effect]]:
         fkey = (feed.publisher, feed.dataindex)
         del self._feeds[fkey]
+        self._stop(feed)
         updates = []
         for sid in sorted(feed.sids):
             updates.append(
@@ -638,6 +748,8 @@ class Subscriptions:
                 sub.next_announce = now + sub.refresh
                 actions.append(Send(sub.key, self._announce(sub)))
         for feed in self._feeds.values():
+            if feed.applying is not None:
+                continue  # behind on purpose: its next delta is being applied
             if feed.held is not None:
                 if feed.held.due(now, self.gap_window):
                     # No cage brought what was missing within the window.
