@@ -62,7 +62,7 @@ def drain(subs: Subscriptions, during: Any = None) -> tuple[list[Update], int]:
     """
     updates: list[Update] = []
     slices = 0
-    while subs.applying:
+    while subs.slicing:
         got, _ = subs.advance(1.0)
         updates += got
         slices += 1
@@ -76,7 +76,7 @@ def test_a_delta_to_a_big_view_applies_in_slices_and_the_view_equals_the_data() 
     subs, _ = live()
     d, new = change(2, table())
     assert subs.on_delta(PUB, d, 1.0) == ([], [])
-    assert subs.applying
+    assert subs.slicing
     updates, slices = drain(subs)
     assert slices > 10
     assert [(u.kind, u.seq) for u in updates] == [("delta", 2)]
@@ -95,7 +95,7 @@ def test_no_reader_sees_a_delta_half_applied() -> None:
     seen: list[bool] = []
 
     def check(_: int) -> None:
-        if subs.applying:
+        if subs.slicing:
             seen.append(same(view(subs), before) and same(held, before)
                         and subs.subdata()["s0"]["publishers"][PUB]["seq"] == 1)
 
@@ -144,9 +144,9 @@ def test_a_bad_delta_found_in_slices_resyncs() -> None:
     """A malformed rows delta is counted and asks for a snapshot; the view is untouched."""
     subs, _ = live()
     subs.on_delta(PUB, Delta("vms", "e1", 2, [ROWS, "not rows", []]), 1.0)
-    assert subs.applying
+    assert subs.slicing
     actions: list[Any] = []
-    while subs.applying:
+    while subs.slicing:
         actions += subs.advance(1.0)[1]
     assert subs.stats["bad_deltas"] == 1
     assert [type(a.message) for a in actions if isinstance(a, Send)] == [Subscribe]
@@ -166,19 +166,32 @@ def test_too_many_deltas_behind_a_sliced_apply_resync(monkeypatch: pytest.Monkey
     subs.on_delta(PUB, d3, 1.0)
     subs.on_delta(PUB, d4, 1.0)
     _, actions = subs.on_delta(PUB, d5, 1.0)
-    assert not subs.applying
+    assert not subs.slicing
     assert [type(a.message) for a in actions if isinstance(a, Send)] == [Subscribe]
     assert subs.stats["resyncs"] == 1
     assert same(view(subs), table())
 
 
-def test_an_unsubscribe_during_a_sliced_apply_ends_it() -> None:
-    """The feed goes, and its apply with it: nothing left to advance."""
+def test_an_unsubscribe_during_a_sliced_apply_ends_it_and_the_view_is_freed_in_slices() -> None:
+    """The feed goes with its apply; its big view is emptied a slice at a time, no update."""
     subs, sid = live()
     subs.on_delta(PUB, change(2, table())[0], 1.0)
     subs.unsubscribe(sid)
-    assert not subs.applying
-    assert subs.advance(1.0) == ([], [])
+    # Nobody holds the view (holding it would keep it whole): a slice a
+    # SLICE_ROWS rows of it.
+    updates, slices = drain(subs)
+    assert updates == []
+    assert slices == N // tableindex.SLICE_ROWS
+
+
+def test_a_dropped_view_someone_holds_is_left_whole() -> None:
+    """A view a callback kept is never emptied: its holder frees it."""
+    subs, _ = live()
+    kept = view(subs)
+    subs.on_left(PUB)
+    assert subs.slicing
+    drain(subs)
+    assert same(kept, table())
 
 
 def test_through_fakenet_two_quick_publishes_of_a_big_table_reach_the_view_in_order() -> None:
@@ -194,7 +207,7 @@ def test_through_fakenet_two_quick_publishes_of_a_big_table_reach_the_view_in_or
     pub.publish("vms", after2)
     with pytest.raises(AssertionError, match="still busy"):
         net.run(rounds=3)  # the delta reached the subscriber: slices under way
-    assert sub.applying
+    assert sub.slicing
     pub.publish("vms", after3)
     net.run()
     deltas = [u.seq for u in net.events(sub) if isinstance(u, Update) and u.kind == "delta"]

@@ -328,7 +328,7 @@ class FakeNet:
         moved = False
         batches: list[list[list[bytes]]] = [[] for _ in self.cages]
         for member in self._alive():
-            if member.core.applying:
+            if member.core.slicing:
                 # A slice of a big delta a round, as a Bus applies one a loop
                 # turn: what comes meanwhile waits behind it.
                 self._carry_out(member, member.core.advance(now))

@@ -848,17 +848,20 @@ class Bus:
         """A read turn ended, having read ``nbytes`` in big frames: the work it left."""
         if nbytes:
             self._heap.grew(nbytes)
-        if self.core.applying and not self._applier and not self._closed:
+        if self.core.slicing and not self._applier and not self._closed:
             self._applier = True
             self._spawn(self._apply_sliced())
 
     async def _apply_sliced(self) -> None:
-        """Apply big deltas a slice at a time, the loop free between slices (NodeCore.advance)."""
+        """Apply big deltas (and free dropped big views) a slice at a time (NodeCore.advance).
+
+        A few slices a turn (APPLY_SECONDS), the loop free between turns.
+        """
         core, clock = self.core, self.clock
         try:
-            while core.applying:
+            while core.slicing:
                 started = clock()
-                while core.applying and clock() - started < APPLY_SECONDS:
+                while core.slicing and clock() - started < APPLY_SECONDS:
                     self._do(core.advance(clock()))
                     self._flush_now()
                 await asyncio.sleep(0)  # a turn for requests and heartbeats

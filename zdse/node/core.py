@@ -536,16 +536,18 @@ class NodeCore:
         return self._step(events)
 
     @property
-    def applying(self) -> bool:
-        """Whether a delta is being applied to a big view in slices: call :meth:`advance`."""
-        return self.subscriptions.applying
+    def slicing(self) -> bool:
+        """Whether work on a big view waits to be done in slices: call :meth:`advance`."""
+        return self.subscriptions.slicing
 
     def advance(self, now: float) -> Effects:
-        """Apply the next slice of a delta to a big view (one of up to SLICE_ROWS rows).
+        """Do the next slice (up to SLICE_ROWS rows) of the work big views left.
 
-        The view changes, and its subscriptions' updates come, with the last
-        slice: a shell calls this between its loop's turns while
-        :attr:`applying`, so the loop never waits for a whole big delta.
+        A delta to a big view, applied in slices: the view changes, and its
+        subscriptions' updates come, with the last one. Then big views
+        dropped (their publisher left, a snapshot replaced them), freed in
+        slices. A shell calls this between its loop's turns while
+        :attr:`slicing`, so the loop never waits for the whole of either.
         """
         self._now = now
         events: list[Event] = []

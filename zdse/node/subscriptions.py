@@ -50,6 +50,7 @@ deltas were due.
 from __future__ import annotations
 
 import enum
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -185,6 +186,8 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: UpdateKind, se
 
 
 _build_delta = builder(Delta)
+#: References to a dropped view while only Subscriptions holds it (see _free_slice).
+_OURS = 3
 
 
 def _snapshot_kind(snap: Snapshot) -> UpdateKind:
@@ -307,6 +310,8 @@ class Subscriptions:
         self._parts = Assemblies()
         #: The feeds applying a delta in slices, in the order they began.
         self._applying: dict[tuple[str, str], None] = {}
+        #: Big views (and their indexes' rows) dropped, freed a slice at a time.
+        self._dropped: list[list[Any]] = []
 
     # --- local calls --------------------------------------------------------
 
@@ -364,6 +369,7 @@ class Subscriptions:
             if not feed.sids:
                 del self._feeds[fkey]
                 self._stop(feed)
+                self._let_go(feed)
                 actions.append(RemoveFilter(topic(*fkey)))
         return actions
 
@@ -422,6 +428,7 @@ class Subscriptions:
             # Superseded by the snapshot: what it was applying, and what
             # waited behind it, follow the snapshot as buffered deltas do.
             feed.buffer += [applying.delta, *applying.queued]
+        self._let_go(feed)
         feed.move(FeedInput.SNAPSHOT)
         feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
@@ -621,18 +628,20 @@ class Subscriptions:
     # --- deltas applied in slices --------------------------------------------
 
     @property
-    def applying(self) -> bool:
-        """Whether a delta is being applied in slices: :meth:`advance` moves it on."""
-        return bool(self._applying)
+    def slicing(self) -> bool:
+        """Whether work on a big view waits to be done in slices: :meth:`advance` does it."""
+        return bool(self._applying or self._dropped)
 
     def advance(self, now: float) -> tuple[list[Update], list[Effect]]:
-        """Apply one slice of the oldest delta under way; its updates once it is whole.
+        """Do one slice of the work big views left: apply a delta, or free a dropped view.
 
-        The feed's view, seq and index change only with the last slice, all
+        A delta first (the oldest under way), its updates once it is whole:
+        the feed's view, seq and index change only with the last slice, all
         at once; the deltas that came meanwhile are then taken, in order
         (the next of them may start applying in its turn).
         """
         if not self._applying:
+            self._free_slice()
             return [], []
         feed = self._feeds[next(iter(self._applying))]
         work = feed.applying
@@ -661,6 +670,33 @@ class Subscriptions:
             updates += more
             actions += acts
         return updates, actions
+
+    def _let_go(self, feed: _Feed) -> None:
+        """The feed's view is no longer ours: a big one is freed in slices (advance).
+
+        Freeing a million rows at once (one list dropped) stops the process
+        for a quarter of a second or more; its index too.
+        """
+        view, index = feed.view, feed.index
+        feed.index = None
+        if type(view) is list and len(view) >= SLICED_ROWS:
+            self._dropped.append(view)
+            if index is not None and index.rows is not None:
+                self._dropped.append(index.rows)
+
+    def _free_slice(self) -> None:
+        """Free the last rows of a dropped big view, unless someone else holds it."""
+        if not self._dropped:
+            return
+        rows = self._dropped[-1]
+        # Held by _dropped, this name and getrefcount's argument: anyone else
+        # (a callback that kept an update's view) keeps it whole, and frees it.
+        if sys.getrefcount(rows) > _OURS:
+            self._dropped.pop()
+            return
+        del rows[-tableindex.SLICE_ROWS:]
+        if not rows:
+            self._dropped.pop()
 
     def _start(self, feed: _Feed, d: Delta) -> None:
         """Begin applying ``d`` (the next delta of a LIVE feed) to its big view in slices."""
@@ -714,6 +750,7 @@ class Subscriptions:
         fkey = (feed.publisher, feed.dataindex)
         del self._feeds[fkey]
         self._stop(feed)
+        self._let_go(feed)
         updates = []
         for sid in sorted(feed.sids):
             updates.append(
