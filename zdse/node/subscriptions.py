@@ -158,7 +158,8 @@ class Update(NamedTuple):
             dataindex: ``seq`` is 0, ``data`` and ``view`` None; its first
             publish comes as a ``"delta"`` holding ``["replace", data]``).
         seq: the publisher's sequence number after this update.
-        data: the snapshot's data, or the delta.
+        data: the snapshot's data, or the delta. A snapshot that came in
+            parts is its view itself (put together here, not copied).
         view: the subscriber's whole view of this publisher's table. Deltas
             change it in place (in time that follows the change, not the
             table), so it is the view as of the latest update: copy it to
@@ -201,6 +202,10 @@ def _own(data: Any) -> Any:
         return list(data)
     if isinstance(data, dict):
         return dict(data)
+    return data
+
+
+def _as_is(data: Any) -> Any:
     return data
 
 
@@ -388,9 +393,17 @@ class Subscriptions:
     # --- from the bus -------------------------------------------------------
 
     def on_snapshot(
-        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None
+        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None,
+        ours: bool = False,
     ) -> tuple[list[Update], list[Effect]]:
-        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts)."""
+        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts).
+
+        ``ours``: its data was put together here (from parts) and nobody else
+        holds it: it becomes the view as it is. Otherwise the view is a copy
+        (deltas change views in place); for a million rows, a new list the
+        collector's young generations would walk through twice.
+        """
+        own = _as_is if ours else _own
         sub = self._subs.get(snap.sid)
         if sub is None:
             # A snapshot for a subscription we dropped: tell the publisher.
@@ -401,7 +414,7 @@ class Subscriptions:
         feed = self._feeds.get(fkey)
         actions: list[Effect] = []
         if feed is None:
-            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, own(snap.data),
                          confirmed=now)
             feed.index = index
             self._feeds[fkey] = feed
@@ -430,7 +443,7 @@ class Subscriptions:
             feed.buffer += [applying.delta, *applying.queued]
         self._let_go(feed)
         feed.move(FeedInput.SNAPSHOT)
-        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
+        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
         feed.index = index
         kind = _snapshot_kind(snap)
@@ -457,7 +470,7 @@ class Subscriptions:
         if isinstance(got, tuple):
             snap, index = got
             # Its index was built a part at a time, not at the first delta.
-            return self.on_snapshot(sender, snap, now, index)
+            return self.on_snapshot(sender, snap, now, index, ours=True)
         self.stats["lost_parts"] += 1
         sub = self._subs.get(part.sid)
         if sub is None or got == TOO_BIG:
