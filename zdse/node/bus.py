@@ -525,7 +525,9 @@ class Bus:
                 if frame is not None:
                     self._queue(frame)
                 if prepared.index is not None:
-                    self._heap.grew(prepared.index.size)
+                    # In a turn of its own: its collection of the young
+                    # generations walks the new index once more.
+                    self._loop.call_soon(self._heap.grew, prepared.index.size)
             except ZdseError as exc:
                 if self._pending.get(dataindex) is data:
                     del self._pending[dataindex]
@@ -847,7 +849,7 @@ class Bus:
     def _turned(self, nbytes: int) -> None:
         """A read turn ended, having read ``nbytes`` in big frames: the work it left."""
         if nbytes:
-            self._heap.grew(nbytes)
+            self._loop.call_soon(self._heap.grew, nbytes)  # after this turn's work
         if self.core.slicing and not self._applier and not self._closed:
             self._applier = True
             self._spawn(self._apply_sliced())

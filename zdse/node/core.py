@@ -209,8 +209,9 @@ class NodeCore:
             if index is not None and index.rows is not None:
                 # A big list table: its snapshot travels in parts, and a
                 # change too big for one message asks subscribers for one.
-                if index.rows and max(map(len, index.rows)) + SNAPSHOT_OVER_TABLE \
-                        > MAX_MESSAGE_BYTES:
+                largest = index.largest if index.largest >= 0 \
+                    else max(map(len, index.rows), default=0)
+                if largest + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
                     raise MessageTooLarge(
                         f"a row of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
                 try:

@@ -72,15 +72,18 @@ class TableIndex:
         rows: for a list table, each row packed, aligned with the rows.
         keys: for a dict table, each key's value packed.
         size: the bytes of all packed rows (or keys and values).
+        largest: the bytes of the largest packed row, if known (else -1).
     """
 
-    __slots__ = ("keys", "rows", "size")
+    __slots__ = ("keys", "largest", "rows", "size")
 
     def __init__(self, rows: list[bytes] | None = None,
-                 keys: dict[Hashable, bytes] | None = None, size: int = 0) -> None:
+                 keys: dict[Hashable, bytes] | None = None, size: int = 0,
+                 largest: int = -1) -> None:
         self.rows = rows
         self.keys = keys
         self.size = size
+        self.largest = largest
 
 
 def run(steps: Steps[T]) -> T:
@@ -93,15 +96,26 @@ def run(steps: Steps[T]) -> T:
 
 
 def _packed(values: list[Any]) -> Steps[list[bytes]]:
+    out, _, _ = yield from _measured(values)
+    return out
+
+
+def _measured(values: list[Any]) -> Steps[tuple[list[bytes], int, int]]:
+    """Each value packed, their total size and the largest, in slices."""
     out: list[bytes] = []
+    size = largest = 0
     try:
         for start in range(0, len(values), SLICE_ROWS):
-            out.extend(map(_pack, values[start:start + SLICE_ROWS]))
+            chunk = list(map(_pack, values[start:start + SLICE_ROWS]))
+            sizes = list(map(len, chunk))
+            size += sum(sizes)
+            largest = max(largest, max(sizes, default=0))
+            out += chunk
             if start + SLICE_ROWS < len(values):
                 yield
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode a row: {exc}") from exc
-    return out
+    return out, size, largest
 
 
 def index(data: Any) -> Steps[TableIndex | None]:
@@ -111,8 +125,8 @@ def index(data: Any) -> Steps[TableIndex | None]:
         ProtocolError: a row msgpack cannot represent.
     """
     if isinstance(data, list):
-        rows = yield from _packed(data)
-        return TableIndex(rows=rows, size=sum(map(len, rows)))
+        rows, size, largest = yield from _measured(data)
+        return TableIndex(rows=rows, size=size, largest=largest)
     if isinstance(data, dict):
         keys = list(data)
         values = yield from _packed(list(data.values()))
@@ -152,7 +166,9 @@ def _diff_rows(old: list[Any], before: list[bytes], new: list[Any],
             added_c, removed_c = came - gone, gone - came
             if not added_c and not removed_c:
                 return None  # rows swapped places: the same multiset
+            yield
             added = _pick_at(new, after, where, added_c)
+            yield
             removed = _pick_at(old, before, where, removed_c)
             return _rows_delta(new, added, removed)
     added_m, removed_m = yield from _multiset_minus(before, after)
