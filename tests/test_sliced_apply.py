@@ -23,6 +23,7 @@ N = 3_000
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Views from 2,000 rows are applied in slices of 100 rows: dozens of slices."""
     monkeypatch.setattr(subscriptions, "SLICED_ROWS", 2_000)
+    monkeypatch.setattr(tableindex, "SLICED_ROWS", 2_000)
     monkeypatch.setattr(tableindex, "SLICE_ROWS", 100)
     monkeypatch.setattr(tableindex, "_COPY_ROWS", 500)
 
@@ -213,3 +214,26 @@ def test_through_fakenet_two_quick_publishes_of_a_big_table_reach_the_view_in_or
     deltas = [u.seq for u in net.events(sub) if isinstance(u, Update) and u.kind == "delta"]
     assert deltas == [2, 3]
     assert same(sub.subscriptions.view(sid)["pub"], after3)
+
+
+def test_a_replaced_big_version_is_freed_in_slices_unless_the_module_holds_it() -> None:
+    """The publisher's old version (and its index) go a slice at a time; one still held stays."""
+    net = FakeNet(refresh=10.0)
+    pub = net.add("pub")
+    held = table()
+    pub.publish("vms", held)
+    pub.publish("vms", table("v1"))  # held by the test: left whole
+    assert pub.slicing
+    slices = 0
+    while pub.slicing:
+        pub.advance(net.clock.now)
+        slices += 1
+    assert same(held, table())
+    # Its index (nobody else holds it) went a slice at a time.
+    assert slices == N // tableindex.SLICE_ROWS + 1
+    pub.publish("vms", table("v2"))  # v1, held by nobody now: rows and index
+    slices = 0
+    while pub.slicing:
+        pub.advance(net.clock.now)
+        slices += 1
+    assert slices == 2 * N // tableindex.SLICE_ROWS

@@ -528,6 +528,7 @@ class Bus:
                     # In a turn of its own: its collection of the young
                     # generations walks the new index once more.
                     self._loop.call_soon(self._heap.grew, prepared.index.size)
+                self._slice_on()  # the version it replaced, freed in slices
             except ZdseError as exc:
                 if self._pending.get(dataindex) is data:
                     del self._pending[dataindex]
@@ -850,6 +851,10 @@ class Bus:
         """A read turn ended, having read ``nbytes`` in big frames: the work it left."""
         if nbytes:
             self._loop.call_soon(self._heap.grew, nbytes)  # after this turn's work
+        self._slice_on()
+
+    def _slice_on(self) -> None:
+        """Start doing in slices what big tables left (NodeCore.slicing), if not under way."""
         if self.core.slicing and not self._applier and not self._closed:
             self._applier = True
             self._spawn(self._apply_sliced())

@@ -539,18 +539,22 @@ class NodeCore:
     @property
     def slicing(self) -> bool:
         """Whether work on a big view waits to be done in slices: call :meth:`advance`."""
-        return self.subscriptions.slicing
+        return self.subscriptions.slicing or bool(self.publications.dropped)
 
     def advance(self, now: float) -> Effects:
         """Do the next slice (up to SLICE_ROWS rows) of the work big views left.
 
         A delta to a big view, applied in slices: the view changes, and its
         subscriptions' updates come, with the last one. Then big views
-        dropped (their publisher left, a snapshot replaced them), freed in
-        slices. A shell calls this between its loop's turns while
-        :attr:`slicing`, so the loop never waits for the whole of either.
+        dropped (their publisher left, a snapshot replaced them) and big
+        versions of our own tables replaced, freed in slices. A shell calls
+        this between its loop's turns while :attr:`slicing`, so the loop
+        never waits for the whole of either.
         """
         self._now = now
+        if not self.subscriptions.slicing:
+            self.publications.dropped.free_slice()
+            return NOTHING
         events: list[Event] = []
         self._take(self.subscriptions.advance(now), events)
         return self._step(events)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from zdse.errors import MessageTooLarge
 from zdse.node import delta, tableindex
+from zdse.node.dropped import Dropped
 from zdse.node.effects import Send
 from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
 from zdse.node.tableindex import INDEX_MIN_ROWS, Steps, TableIndex
@@ -141,6 +142,8 @@ class Publications:
     def __init__(self, name: str, epoch: str) -> None:
         self.name = name
         self.epoch = epoch
+        #: Big versions replaced (and their indexes), freed a slice at a time.
+        self.dropped = Dropped(tableindex.SLICED_ROWS, tableindex.SLICE_ROWS)
         self._pubs: dict[str, Publication] = {}
         #: Subscriptions held for dataindexes not published yet (seq 0), all
         #: together: anyone may announce any name, so they are bounded
@@ -225,6 +228,10 @@ class Publications:
         self._pubs[dataindex] = pub
         if not pub.seq:
             self.waiting -= len(pub.subscribers)
+        if pub.index is not None and pub.index.rows is not None:
+            # A big version replaced: freed in slices (NodeCore.advance).
+            self.dropped.add(pub.data)
+            self.dropped.add(pub.index.rows)
         pub.data = prepared.data
         pub.index = prepared.index
         pub.seq += 1

@@ -50,7 +50,6 @@ deltas were due.
 from __future__ import annotations
 
 import enum
-import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -59,6 +58,7 @@ from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
 from zdse.node import tableindex
 from zdse.node.assembly import TOO_BIG, Assemblies
+from zdse.node.dropped import Dropped
 from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.gaps import Held
 from zdse.node.tableindex import INDEX_MIN_ROWS, SLICED_ROWS, Steps, TableIndex
@@ -187,8 +187,6 @@ def _build_update(sid: str, publisher: str, dataindex: str, kind: UpdateKind, se
 
 
 _build_delta = builder(Delta)
-#: References to a dropped view while only Subscriptions holds it (see _free_slice).
-_OURS = 3
 
 
 def _snapshot_kind(snap: Snapshot) -> UpdateKind:
@@ -316,7 +314,7 @@ class Subscriptions:
         #: The feeds applying a delta in slices, in the order they began.
         self._applying: dict[tuple[str, str], None] = {}
         #: Big views (and their indexes' rows) dropped, freed a slice at a time.
-        self._dropped: list[list[Any]] = []
+        self.dropped = Dropped(SLICED_ROWS, tableindex.SLICE_ROWS)
 
     # --- local calls --------------------------------------------------------
 
@@ -643,7 +641,7 @@ class Subscriptions:
     @property
     def slicing(self) -> bool:
         """Whether work on a big view waits to be done in slices: :meth:`advance` does it."""
-        return bool(self._applying or self._dropped)
+        return bool(self._applying or self.dropped)
 
     def advance(self, now: float) -> tuple[list[Update], list[Effect]]:
         """Do one slice of the work big views left: apply a delta, or free a dropped view.
@@ -654,7 +652,7 @@ class Subscriptions:
         (the next of them may start applying in its turn).
         """
         if not self._applying:
-            self._free_slice()
+            self.dropped.free_slice()
             return [], []
         feed = self._feeds[next(iter(self._applying))]
         work = feed.applying
@@ -685,31 +683,11 @@ class Subscriptions:
         return updates, actions
 
     def _let_go(self, feed: _Feed) -> None:
-        """The feed's view is no longer ours: a big one is freed in slices (advance).
-
-        Freeing a million rows at once (one list dropped) stops the process
-        for a quarter of a second or more; its index too.
-        """
-        view, index = feed.view, feed.index
+        """The feed's view is no longer ours: a big one, and its index, freed in slices."""
+        self.dropped.add(feed.view)
+        if feed.index is not None:
+            self.dropped.add(feed.index.rows)
         feed.index = None
-        if type(view) is list and len(view) >= SLICED_ROWS:
-            self._dropped.append(view)
-            if index is not None and index.rows is not None:
-                self._dropped.append(index.rows)
-
-    def _free_slice(self) -> None:
-        """Free the last rows of a dropped big view, unless someone else holds it."""
-        if not self._dropped:
-            return
-        rows = self._dropped[-1]
-        # Held by _dropped, this name and getrefcount's argument: anyone else
-        # (a callback that kept an update's view) keeps it whole, and frees it.
-        if sys.getrefcount(rows) > _OURS:
-            self._dropped.pop()
-            return
-        del rows[-tableindex.SLICE_ROWS:]
-        if not rows:
-            self._dropped.pop()
 
     def _start(self, feed: _Feed, d: Delta) -> None:
         """Begin applying ``d`` (the next delta of a LIVE feed) to its big view in slices."""
