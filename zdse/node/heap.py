@@ -4,7 +4,7 @@ CPython frees most objects by reference counting; its cyclic collector is
 for reference cycles only, but it looks at every container it tracks to
 find them. A *full* collection visits all of them: a view of a million rows
 held as lists is a million objects, some 0.27 s of stopped process on this
-project's machine (26 ms at 100,000 rows). One runs whenever the objects that
+project's machine. One runs whenever the objects that
 survived into the oldest generation since the last full collection reach a
 quarter of those it left: while a big table comes in, time and again, the
 last ones over nearly the whole table, each a pause of the event loop.
@@ -37,8 +37,9 @@ __all__ = ["FREEZE_BYTES", "HEAP", "Heap"]
 
 #: Bytes of big-table data (frames read, tables published in slices) between
 #: two freezes: some 50,000 rows of a 13-column table, whose full collection
-#: takes about 15 ms, well under a quarter of a heartbeat; and an eighth of
-#: a million-row table's snapshot, so the collector never walks more than that.
+#: took 11 ms here (on a loaded machine), well under a quarter of a
+#: heartbeat; a twentieth of a million-row table's snapshot, so the
+#: collector never walks much more than that.
 FREEZE_BYTES = 8 * 1024 * 1024
 
 
