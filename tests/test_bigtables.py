@@ -19,7 +19,7 @@ from zdse.node.tableindex import SLICED_ROWS
 from zdse.wire.limits import MAX_MESSAGE_BYTES
 
 #: Rows of the suite's big table: about 31 MB packed, so its snapshot spans
-#: eight parts and the publisher prepares it in slices. A million rows is
+#: 16 parts and the publisher prepares it in slices. A million rows is
 #: marked ``soak``: deselected by default, ``make soak`` runs it.
 SIZES = [200_000, pytest.param(1_000_000, marks=pytest.mark.soak)]
 
@@ -150,7 +150,7 @@ def test_an_incremental_change_applies_after_a_sliced_publish_still_under_way(
 
 
 #: Rows of the dict and in-place tables below: about 18 MB packed, past the
-#: message limit, so their snapshots can only come in parts (five of 4 MiB).
+#: message limit, so their snapshots can only come in parts (ten of 2 MiB).
 PARTED_ROWS = 120_000
 
 

@@ -53,6 +53,7 @@ from zdse.node.dispatcher import (
 )
 from zdse.node.effects import Effects, Frame
 from zdse.node.events import Membership
+from zdse.node.heap import HEAP
 from zdse.node.requests import Failure, Gathered, Outcome
 from zdse.node.silence import Seen, after, explain, unreachable
 from zdse.node.subscriptions import Update
@@ -86,6 +87,9 @@ WAITING_NOTICE_MAX = 60.0
 #: holder), and how often it looks.
 NAME_VERDICT_BEATS = 2.0
 VERDICT_POLL = 0.01
+#: Seconds of slices of a big delta applied in one loop turn (NodeCore.advance):
+#: a few slices, the loop free between them well within a quarter heartbeat.
+APPLY_SECONDS = 0.01
 
 
 class Bus:
@@ -177,6 +181,9 @@ class Bus:
         #: (_settle): a sliced preparation begun before is then outdated.
         self._settled: dict[str, int] = {}
         self._published_waiters: list[asyncio.Future[None]] = []
+        #: Whether big deltas are being applied in slices (_apply_sliced).
+        self._applier = False
+        self._heap = HEAP
 
     # --- the handlers, kept by the dispatcher -----------------------------------
 
@@ -252,10 +259,12 @@ class Bus:
                 deliver=self._dispatcher.feed, seen=partial(self._on_seen, i),
                 count=self._count, dropped=partial(self._dropped, cage=i) if i else self._dropped,
                 expiry=lambda: core.expiry, carry=self._carry if several else None,
-                disconnected=partial(core.disconnected, i) if several else None))
+                disconnected=partial(core.disconnected, i) if several else None,
+                turned=self._turned))
         self._transport = self._transports[0]
         self._one = None if several else self._transport
         self._opened = True
+        self._heap.open()
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._tasks.append(self._group.create_task(self._keep_time()))
@@ -368,6 +377,7 @@ class Bus:
         if self._group is not None:
             await self._group.__aexit__(None, None, None)
         self._ctx.term()
+        self._heap.close()
 
     async def wait_refused(self) -> str:
         """Wait until the cage refuses this service's name; return its message."""
@@ -514,6 +524,11 @@ class Bus:
                 frame = self.core.publish(dataindex, data, prepared)
                 if frame is not None:
                     self._queue(frame)
+                if prepared.index is not None:
+                    # In a turn of its own: its collection of the young
+                    # generations walks the new index once more.
+                    self._loop.call_soon(self._heap.grew, prepared.index.size)
+                self._slice_on()  # the version it replaced, freed in slices
             except ZdseError as exc:
                 if self._pending.get(dataindex) is data:
                     del self._pending[dataindex]
@@ -867,6 +882,34 @@ class Bus:
             self._carry(step)
         if step.events:
             self._dispatcher.feed(step.events)
+
+    def _turned(self, nbytes: int) -> None:
+        """A read turn ended, having read ``nbytes`` in big frames: the work it left."""
+        if nbytes:
+            self._loop.call_soon(self._heap.grew, nbytes)  # after this turn's work
+        self._slice_on()
+
+    def _slice_on(self) -> None:
+        """Start doing in slices what big tables left (NodeCore.slicing), if not under way."""
+        if self.core.slicing and not self._applier and not self._closed:
+            self._applier = True
+            self._spawn(self._apply_sliced())
+
+    async def _apply_sliced(self) -> None:
+        """Apply big deltas (and free dropped big views) a slice at a time (NodeCore.advance).
+
+        A few slices a turn (APPLY_SECONDS), the loop free between turns.
+        """
+        core, clock = self.core, self.clock
+        try:
+            while core.slicing:
+                started = clock()
+                while core.slicing and clock() - started < APPLY_SECONDS:
+                    self._do(core.advance(clock()))
+                    self._flush_now()
+                await asyncio.sleep(0)  # a turn for requests and heartbeats
+        finally:
+            self._applier = False
 
     def _carry(self, step: Effects) -> None:
         """With several cages: each frame through its cage, filters on every SUB."""

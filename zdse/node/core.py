@@ -229,8 +229,9 @@ class NodeCore:
             if index is not None and index.rows is not None:
                 # A big list table: its snapshot travels in parts, and a
                 # change too big for one message asks subscribers for one.
-                if index.rows and max(map(len, index.rows)) + SNAPSHOT_OVER_TABLE \
-                        > MAX_MESSAGE_BYTES:
+                largest = index.largest if index.largest >= 0 \
+                    else max(map(len, index.rows), default=0)
+                if largest + SNAPSHOT_OVER_TABLE > MAX_MESSAGE_BYTES:
                     raise MessageTooLarge(
                         f"a row of {dataindex!r} would exceed {MAX_MESSAGE_BYTES} bytes")
                 try:
@@ -548,6 +549,29 @@ class NodeCore:
                     if not self.departures.on_left(msg.name, cage, known or [cage]):
                         continue
                 self._left(msg.name, msg.reason, events)
+        return self._step(events)
+
+    @property
+    def slicing(self) -> bool:
+        """Whether work on a big view waits to be done in slices: call :meth:`advance`."""
+        return self.subscriptions.slicing or bool(self.publications.dropped)
+
+    def advance(self, now: float) -> Effects:
+        """Do the next slice (up to SLICE_ROWS rows) of the work big views left.
+
+        A delta to a big view, applied in slices: the view changes, and its
+        subscriptions' updates come, with the last one. Then big views
+        dropped (their publisher left, a snapshot replaced them) and big
+        versions of our own tables replaced, freed in slices. A shell calls
+        this between its loop's turns while :attr:`slicing`, so the loop
+        never waits for the whole of either.
+        """
+        self._now = now
+        if not self.subscriptions.slicing:
+            self.publications.dropped.free_slice()
+            return NOTHING
+        events: list[Event] = []
+        self._take(self.subscriptions.advance(now), events)
         return self._step(events)
 
     def _left(self, name: str, reason: str, events: list[Event]) -> None:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from zdse.errors import MessageTooLarge
 from zdse.node import delta, tableindex
+from zdse.node.dropped import Dropped
 from zdse.node.effects import Send, SendPacked
 from zdse.node.history import History
 from zdse.node.table import KeyPlan, KeyTable, RowPlan, RowTable
@@ -151,6 +152,8 @@ class Publications:
         self.name = name
         self.epoch = epoch
         self.history = history
+        #: Big versions replaced (and their indexes), freed a slice at a time.
+        self.dropped = Dropped(tableindex.SLICED_ROWS, tableindex.SLICE_ROWS)
         self._pubs: dict[str, Publication] = {}
         #: Subscriptions held for dataindexes not published yet (seq 0), all
         #: together: anyone may announce any name, so they are bounded
@@ -363,6 +366,13 @@ class Publications:
         d = _build_delta(dataindex, self.epoch, pub.seq + 1, change)
         if admit is not None:
             admit(d)
+        old = pub.index
+        if old is not None and old.rows is not None:
+            # A big version replaced (or its index, stale after a change in
+            # place): freed in slices (NodeCore.advance), not at once.
+            if store is None:
+                self.dropped.add(pub.data)
+            self.dropped.add(old.rows)
         if store is None:
             pub.data = data
         else:

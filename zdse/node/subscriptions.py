@@ -79,9 +79,10 @@ from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
 from zdse.node import tableindex
 from zdse.node.assembly import TOO_BIG, Assemblies
+from zdse.node.dropped import Dropped
 from zdse.node.effects import AddFilter, Effect, RemoveFilter, Send
 from zdse.node.gaps import Held
-from zdse.node.tableindex import INDEX_MIN_ROWS, TableIndex
+from zdse.node.tableindex import INDEX_MIN_ROWS, SLICED_ROWS, Steps, TableIndex
 from zdse.wire.codec import (
     GAP,
     Current,
@@ -202,7 +203,8 @@ class Update(NamedTuple):
             dataindex: ``seq`` is 0, ``data`` and ``view`` None; its first
             publish comes as a ``"delta"`` holding ``["replace", data]``).
         seq: the publisher's sequence number after this update.
-        data: the snapshot's data, or the delta.
+        data: the snapshot's data, or the delta. A snapshot that came in
+            parts is its view itself (put together here, not copied).
         view: the subscriber's whole view of this publisher's table. Deltas
             change it in place (in time that follows the change, not the
             table), so it is the view as of the latest update: copy it to
@@ -246,6 +248,10 @@ def _own(data: Any) -> Any:
     return data
 
 
+def _as_is(data: Any) -> Any:
+    return data
+
+
 def _apply(feed: _Feed, change: Any) -> Any:
     """The feed's view changed by ``change``; a big table's through its kept index.
 
@@ -256,15 +262,32 @@ def _apply(feed: _Feed, change: Any) -> Any:
         ProtocolError: the delta does not fit the view.
     """
     view = feed.view
-    if type(view) is not list or len(view) < INDEX_MIN_ROWS or type(change) is not list \
-            or len(change) != 3 or change[0] != deltas.ROWS:
+    if type(view) is not list or len(view) < INDEX_MIN_ROWS or not tableindex.is_rows(change):
         feed.index = None
         return deltas.patch(view, change)
-    if feed.index is None:
-        feed.index = tableindex.run(tableindex.index(view))
-    new, feed.index = tableindex.apply(view, feed.index, change)
+    new, feed.index = tableindex.run(tableindex.apply_rows(view, feed.index, change))
     view[:] = new
     return view
+
+
+def _sliced(feed: _Feed, change: Any) -> bool:
+    """Whether ``change`` to the feed's view is applied in slices (a big list view)."""
+    view = feed.view
+    return type(view) is list and len(view) >= SLICED_ROWS and tableindex.is_rows(change)
+
+
+@dataclass(slots=True)
+class _Applying:
+    """A delta being applied to a big view in slices (:meth:`Subscriptions.advance`).
+
+    The view is left as it was until the last slice: then the new rows are
+    put in place at once, so a reader never sees the delta half applied.
+    """
+
+    delta: Delta
+    steps: Steps[tuple[list[Any], TableIndex]]
+    #: The feed's deltas that came meanwhile, in order: taken after it.
+    queued: list[Delta] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -288,6 +311,8 @@ class _Feed:
     held: Held | None = None
     #: The kept index of a big view, built at its first delta.
     index: TableIndex | None = None
+    #: A delta being applied to a big view in slices, if one is.
+    applying: _Applying | None = None
 
     def move(self, what: FeedInput) -> None:
         target = TRANSITIONS.get((self.state, what))
@@ -334,6 +359,10 @@ class Subscriptions:
         #: missing ones (docs/redundancy.md); 0, with one cage: a gap at once.
         self.gap_window = 0.0
         self._parts = Assemblies()
+        #: The feeds applying a delta in slices, in the order they began.
+        self._applying: dict[tuple[str, str], None] = {}
+        #: Big views (and their indexes' rows) dropped, freed a slice at a time.
+        self.dropped = Dropped(SLICED_ROWS, tableindex.SLICE_ROWS)
 
     # --- local calls --------------------------------------------------------
 
@@ -390,6 +419,8 @@ class Subscriptions:
             feed.sids.discard(sid)
             if not feed.sids:
                 del self._feeds[fkey]
+                self._stop(feed)
+                self._let_go(feed)
                 actions.append(RemoveFilter(topic(*fkey)))
         return actions
 
@@ -408,9 +439,17 @@ class Subscriptions:
     # --- from the bus -------------------------------------------------------
 
     def on_snapshot(
-        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None
+        self, sender: str, snap: Snapshot, now: float, index: TableIndex | None = None,
+        ours: bool = False,
     ) -> tuple[list[Update], list[Effect]]:
-        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts)."""
+        """Take a snapshot from ``sender``; ``index``, if given, is its data's (from its parts).
+
+        ``ours``: its data was put together here (from parts) and nobody else
+        holds it: it becomes the view as it is. Otherwise the view is a copy
+        (deltas change views in place); for a million rows, a new list the
+        collector's young generations would walk through twice.
+        """
+        own = _as_is if ours else _own
         sub = self._subs.get(snap.sid)
         if sub is None:
             # A snapshot for a subscription we dropped: tell the publisher.
@@ -421,7 +460,7 @@ class Subscriptions:
         feed = self._feeds.get(fkey)
         actions: list[Effect] = []
         if feed is None:
-            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, _own(snap.data),
+            feed = _Feed(sender, snap.dataindex, snap.epoch, snap.seq, own(snap.data),
                          confirmed=now)
             feed.index = index
             self._feeds[fkey] = feed
@@ -461,8 +500,14 @@ class Subscriptions:
             # The publisher's history no longer held what the feed missed.
             self.stats["gaps"] += 1
             self.stats["resyncs"] += 1
+        applying = self._stop(feed)
+        if applying is not None:
+            # Superseded by the snapshot: what it was applying, and what
+            # waited behind it, follow the snapshot as buffered deltas do.
+            feed.buffer += [applying.delta, *applying.queued]
+        self._let_go(feed)
         feed.move(FeedInput.SNAPSHOT)
-        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, _own(snap.data)
+        feed.epoch, feed.seq, feed.view = snap.epoch, snap.seq, own(snap.data)
         # The view is a copy of the snapshot's rows, in order: their index fits it.
         feed.index = index
         kind = _snapshot_kind(snap)
@@ -489,7 +534,7 @@ class Subscriptions:
         if isinstance(got, tuple):
             snap, index = got
             # Its index was built a part at a time, not at the first delta.
-            return self.on_snapshot(sender, snap, now, index)
+            return self.on_snapshot(sender, snap, now, index, ours=True)
         self.stats["lost_parts"] += 1
         sub = self._subs.get(part.sid)
         if sub is None or got == TOO_BIG:
@@ -503,6 +548,8 @@ class Subscriptions:
         feed = self._feeds.get((publisher, d.dataindex))
         if feed is None:
             return [], []  # a filter we just removed, or not ours
+        if feed.applying is not None:
+            return [], self._queue(feed, d, now)
         if d.epoch != feed.epoch:
             event = _GAP  # the publisher restarted: its numbers started over
         elif d.seq <= feed.seq:
@@ -539,6 +586,9 @@ class Subscriptions:
         if event is _GAP:
             self.stats["gaps"] += 1
             return [], self._resync(feed, d, now, event)
+        if _sliced(feed, d.delta):
+            self._start(feed, d)
+            return [], []
         try:
             feed.view = _apply(feed, d.delta)
         except ProtocolError:
@@ -574,6 +624,12 @@ class Subscriptions:
         feed.move(_NEXT)
         updates: list[Update] = []
         for one in [d, *held.run_after(d.seq)]:
+            if feed.applying is not None:
+                feed.applying.queued.append(one)
+                continue
+            if _sliced(feed, one.delta):
+                self._start(feed, one)
+                continue
             try:
                 feed.view = _apply(feed, one.delta)
             except ProtocolError:
@@ -662,7 +718,7 @@ class Subscriptions:
         feeds = self._feeds
         feed: _Feed | None = None
         apply = deltas.patch
-        big = INDEX_MIN_ROWS
+        big, sliced = INDEX_MIN_ROWS, SLICED_ROWS
         live = FeedState.LIVE
         kind = _DELTA
         for fields in batch:
@@ -670,11 +726,13 @@ class Subscriptions:
             if feed is None or dataindex != feed.dataindex:
                 feed = feeds.get((publisher, dataindex))
             if feed is not None and feed.state is live and epoch == feed.epoch \
-                    and seq == feed.seq + 1:
+                    and seq == feed.seq + 1 and feed.applying is None \
+                    and (type(feed.view) is not list or len(feed.view) < sliced):
                 try:
                     view = feed.view
                     # A big table is changed through its kept index, not by
-                    # freezing every row of it (see zdse.node.tableindex).
+                    # freezing every row of it (see zdse.node.tableindex);
+                    # a bigger one in slices (on_delta, advance).
                     if type(view) is list and len(view) >= big:
                         view = _apply(feed, change)
                     else:
@@ -702,6 +760,84 @@ class Subscriptions:
             feed = None  # on_delta may have moved or dropped it
         return updates, actions
 
+    # --- deltas applied in slices --------------------------------------------
+
+    @property
+    def slicing(self) -> bool:
+        """Whether work on a big view waits to be done in slices: :meth:`advance` does it."""
+        return bool(self._applying or self.dropped)
+
+    def advance(self, now: float) -> tuple[list[Update], list[Effect]]:
+        """Do one slice of the work big views left: apply a delta, or free a dropped view.
+
+        A delta first (the oldest under way), its updates once it is whole:
+        the feed's view, seq and index change only with the last slice, all
+        at once; the deltas that came meanwhile are then taken, in order
+        (the next of them may start applying in its turn).
+        """
+        if not self._applying:
+            self.dropped.free_slice()
+            return [], []
+        feed = self._feeds[next(iter(self._applying))]
+        work = feed.applying
+        assert work is not None
+        try:
+            next(work.steps)
+        except StopIteration as done:
+            rows, index = done.value
+        except ProtocolError:
+            self._stop(feed)
+            self.stats["bad_deltas"] += 1
+            held, feed.held = feed.held, None
+            resync = self._resync(feed, work.delta, now, _GAP)
+            feed.buffer += [*work.queued, *(held.take_all() if held is not None else [])]
+            return [], resync
+        else:
+            return [], []
+        self._stop(feed)
+        feed.view[:] = rows
+        feed.index = index
+        feed.seq = work.delta.seq
+        updates = [self._update(feed, sid, _DELTA, work.delta.delta) for sid in sorted(feed.sids)]
+        actions = []
+        for d in work.queued:
+            more, acts = self.on_delta(feed.publisher, d, now)
+            updates += more
+            actions += acts
+        return updates, actions
+
+    def _let_go(self, feed: _Feed) -> None:
+        """The feed's view is no longer ours: a big one, and its index, freed in slices."""
+        self.dropped.add(feed.view)
+        if feed.index is not None:
+            self.dropped.add(feed.index.rows)
+        feed.index = None
+
+    def _start(self, feed: _Feed, d: Delta) -> None:
+        """Begin applying ``d`` (the next delta of a LIVE feed) to its big view in slices."""
+        feed.applying = _Applying(d, tableindex.apply_rows(feed.view, feed.index, d.delta))
+        self._applying[(feed.publisher, feed.dataindex)] = None
+
+    def _stop(self, feed: _Feed) -> _Applying | None:
+        """Forget the delta ``feed`` was applying, if any; return it."""
+        applying, feed.applying = feed.applying, None
+        if applying is not None:
+            self._applying.pop((feed.publisher, feed.dataindex), None)
+        return applying
+
+    def _queue(self, feed: _Feed, d: Delta, now: float) -> list[Effect]:
+        """Keep ``d`` until the delta ``feed`` is applying is whole; past the bound, resync."""
+        work = feed.applying
+        assert work is not None
+        if len(work.queued) < MAX_BUFFERED_DELTAS:
+            work.queued.append(d)
+            return []
+        # Far behind: a snapshot is cheaper than catching up.
+        self._stop(feed)
+        feed.held = None
+        self.stats["gaps"] += 1
+        return self._resync(feed, None, now, _GAP)
+
     def on_noroute(self, sub: Subscribe) -> list[Update]:
         """Nobody listens on the key of ``sub``: a "noroute" update if it has no publisher.
 
@@ -728,6 +864,8 @@ class Subscriptions:
     def _drop_feed(self, feed: _Feed) -> tuple[list[Update], list[Effect]]:
         fkey = (feed.publisher, feed.dataindex)
         del self._feeds[fkey]
+        self._stop(feed)
+        self._let_go(feed)
         updates = []
         for sid in sorted(feed.sids):
             updates.append(
@@ -762,6 +900,8 @@ class Subscriptions:
                 sub.next_announce = now + sub.refresh
                 actions.append(Send(sub.key, self._announce(sub)))
         for feed in self._feeds.values():
+            if feed.applying is not None:
+                continue  # behind on purpose: its next delta is being applied
             if feed.held is not None:
                 if feed.held.due(now, self.gap_window):
                     # No cage brought what was missing within the window:

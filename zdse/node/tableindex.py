@@ -32,8 +32,8 @@ from zdse.errors import ProtocolError
 from zdse.node import delta as deltas
 
 __all__ = [
-    "INDEX_MIN_ROWS", "SLICED_ROWS", "SLICE_ROWS", "TableIndex", "apply", "diff", "index",
-    "run",
+    "INDEX_MIN_ROWS", "SLICED_ROWS", "SLICE_ROWS", "TableIndex", "apply", "apply_rows", "diff",
+    "index", "is_rows", "run",
 ]
 
 #: Rows handled between two yields: packing a 13-column row takes about
@@ -42,9 +42,14 @@ __all__ = [
 SLICE_ROWS = 10_000
 
 #: Tables from this many rows are prepared in slices by a shell (a Bus
-#: publishes them between loop turns): below it, the whole job takes less
-#: than a few slices and is done at once.
+#: publishes them between loop turns, and applies a delta to a view this
+#: big the same way): below it, the whole job takes less than a few slices
+#: and is done at once.
 SLICED_ROWS = 50_000
+
+#: Rows copied between two yields when a view is rebuilt: a copy is a
+#: pointer each, some ten times cheaper than packing a row.
+_COPY_ROWS = 5 * SLICE_ROWS
 
 #: Tables below this many rows are diffed and applied the plain way
 #: (:mod:`zdse.node.delta`): an index would cost more than it saves.
@@ -67,15 +72,18 @@ class TableIndex:
         rows: for a list table, each row packed, aligned with the rows.
         keys: for a dict table, each key's value packed.
         size: the bytes of all packed rows (or keys and values).
+        largest: the bytes of the largest packed row, if known (else -1).
     """
 
-    __slots__ = ("keys", "rows", "size")
+    __slots__ = ("keys", "largest", "rows", "size")
 
     def __init__(self, rows: list[bytes] | None = None,
-                 keys: dict[Hashable, bytes] | None = None, size: int = 0) -> None:
+                 keys: dict[Hashable, bytes] | None = None, size: int = 0,
+                 largest: int = -1) -> None:
         self.rows = rows
         self.keys = keys
         self.size = size
+        self.largest = largest
 
 
 def run(steps: Steps[T]) -> T:
@@ -88,15 +96,26 @@ def run(steps: Steps[T]) -> T:
 
 
 def _packed(values: list[Any]) -> Steps[list[bytes]]:
+    out, _, _ = yield from _measured(values)
+    return out
+
+
+def _measured(values: list[Any]) -> Steps[tuple[list[bytes], int, int]]:
+    """Each value packed, their total size and the largest, in slices."""
     out: list[bytes] = []
+    size = largest = 0
     try:
         for start in range(0, len(values), SLICE_ROWS):
-            out.extend(map(_pack, values[start:start + SLICE_ROWS]))
+            chunk = list(map(_pack, values[start:start + SLICE_ROWS]))
+            sizes = list(map(len, chunk))
+            size += sum(sizes)
+            largest = max(largest, max(sizes, default=0))
+            out += chunk
             if start + SLICE_ROWS < len(values):
                 yield
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode a row: {exc}") from exc
-    return out
+    return out, size, largest
 
 
 def index(data: Any) -> Steps[TableIndex | None]:
@@ -106,8 +125,8 @@ def index(data: Any) -> Steps[TableIndex | None]:
         ProtocolError: a row msgpack cannot represent.
     """
     if isinstance(data, list):
-        rows = yield from _packed(data)
-        return TableIndex(rows=rows, size=sum(map(len, rows)))
+        rows, size, largest = yield from _measured(data)
+        return TableIndex(rows=rows, size=size, largest=largest)
     if isinstance(data, dict):
         keys = list(data)
         values = yield from _packed(list(data.values()))
@@ -147,7 +166,9 @@ def _diff_rows(old: list[Any], before: list[bytes], new: list[Any],
             added_c, removed_c = came - gone, gone - came
             if not added_c and not removed_c:
                 return None  # rows swapped places: the same multiset
+            yield
             added = _pick_at(new, after, where, added_c)
+            yield
             removed = _pick_at(old, before, where, removed_c)
             return _rows_delta(new, added, removed)
     added_m, removed_m = yield from _multiset_minus(before, after)
@@ -250,41 +271,65 @@ def apply(view: Any, view_index: TableIndex | None,
     Raises:
         ProtocolError: the delta is malformed or does not fit the view's shape.
     """
-    if (view_index is None or view_index.rows is None or not isinstance(change, list)
-            or len(change) != 3 or change[0] != deltas.ROWS):
+    if view_index is None or view_index.rows is None or not is_rows(change):
         return deltas.apply(view, change), None
+    return run(apply_rows(view, view_index, change))
+
+
+def is_rows(change: Any) -> bool:
+    """Whether ``change`` is a ``rows`` delta (the one kind an index applies)."""
+    return type(change) is list and len(change) == 3 and change[0] == deltas.ROWS
+
+
+def apply_rows(view: list[Any], view_index: TableIndex | None,
+               change: list[Any]) -> Steps[tuple[list[Any], TableIndex]]:
+    """A ``rows`` delta applied to a list view through its index, in slices.
+
+    Builds the index first if ``view_index`` is None. ``view`` is only read:
+    the result is a new list (and its index), for the caller to put in place
+    once whole, so that nobody sees a delta half applied.
+
+    Raises:
+        ProtocolError: the delta is malformed, or a row cannot be packed.
+    """
     added, removed = change[1], change[2]
     if not isinstance(added, list) or not isinstance(removed, list):
         raise ProtocolError("rows delta needs two arrays")
+    if view_index is None or view_index.rows is None:
+        view_index = yield from index(view)
+        assert view_index is not None  # a list's
+        assert view_index.rows is not None
     packed = view_index.rows
-    try:
-        gone = Counter(map(_pack, removed))
-        added_packed = list(map(_pack, added))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode a row: {exc}") from exc
+    gone = Counter((yield from _packed(removed)))
+    yield
+    added_packed = yield from _packed(added)
+    yield
     size = view_index.size + sum(map(len, added_packed))
+    drop: list[int] = []
     if gone:
-        hits = list(compress(range(len(packed)), map(gone.__contains__, packed)))
-        drop: list[int] = []
-        for i in hits:
-            key = packed[i]
-            if gone[key] > 0:
-                gone[key] -= 1
-                drop.append(i)
-                size -= len(key)
-        # What lies between the dropped rows, copied a slice at a time (a
-        # memory copy each): a delta removes few rows of a big view.
-        kept: list[Any] = []
-        kept_packed: list[bytes] = []
-        start = 0
-        for i in drop:
-            kept += view[start:i]
-            kept_packed += packed[start:i]
-            start = i + 1
-        kept += view[start:]
-        kept_packed += packed[start:]
-    else:
-        kept, kept_packed = list(view), list(packed)
+        for start in range(0, len(packed), SLICE_ROWS):
+            stop = start + SLICE_ROWS
+            for i in compress(range(start, min(stop, len(packed))),
+                              map(gone.__contains__, packed[start:stop])):
+                key = packed[i]
+                if gone[key] > 0:
+                    gone[key] -= 1
+                    drop.append(i)
+                    size -= len(key)
+            yield
+    # What lies between the dropped rows, copied a stretch at a time (a
+    # memory copy each): a delta removes few rows of a big view.
+    kept: list[Any] = []
+    kept_packed: list[bytes] = []
+    start = copied = 0
+    for i in [*drop, len(packed)]:
+        kept += view[start:i]
+        kept_packed += packed[start:i]
+        copied += i - start
+        start = i + 1
+        if copied >= _COPY_ROWS:
+            copied = 0
+            yield
     kept += added
     kept_packed += added_packed
     return kept, TableIndex(rows=kept_packed, size=size)

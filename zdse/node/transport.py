@@ -42,7 +42,7 @@ from zdse.wire.zmqio import SocketWatch, has_input, recv_frames, send_frames
 if TYPE_CHECKING:
     from zdse.node.events import Event
 
-__all__ = ["DRAIN_LIMIT", "DRAIN_SECONDS", "HWM", "Take", "Transport"]
+__all__ = ["BIG_FRAME_BYTES", "DRAIN_LIMIT", "DRAIN_SECONDS", "HWM", "Take", "Transport"]
 
 #: Frames read per wake-up before other tasks get a turn.
 DRAIN_LIMIT = 1024
@@ -50,6 +50,9 @@ DRAIN_LIMIT = 1024
 #: flood, on a busy machine, 1,024 frames can take half a second, longer
 #: than a fast heartbeat may wait.
 DRAIN_SECONDS = 0.02
+#: A body from this size up carries a big table's rows (a snapshot's part, a
+#: big delta): counted for the owner at the end of the turn (``turned``).
+BIG_FRAME_BYTES = 64 * 1024
 #: ZeroMQ's high-water marks, in messages, of the DEALER (both ways) and the SUB.
 HWM = 100_000
 
@@ -82,6 +85,9 @@ class Transport:
             for (frames for any cage, filters for every SUB); None: here.
         disconnected: with several cages, told when the DEALER's connection
             closes (a cage killed: its kernel said so).
+        turned: told, after each read turn, the bytes of the big frames it read
+            (BIG_FRAME_BYTES or more: a big table's parts and deltas), for
+            the owner's work between turns (big deltas in slices, the heap).
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Transport:
         expiry: Callable[[], float],
         carry: Callable[[Effects], None] | None = None,
         disconnected: Callable[[], None] | None = None,
+        turned: Callable[[int], None] | None = None,
     ) -> None:
         self.router, self.pub = router, pub
         self._loop = loop
@@ -110,6 +117,7 @@ class Transport:
         self._deliver, self._seen, self._count = deliver, seen, count
         self._dropped, self._expiry = dropped, expiry
         self._carry, self._disconnected = carry, disconnected
+        self._turned = turned
         self._dealer = dealer = ctx.socket(zmq.DEALER)
         self._sub = sub = ctx.socket(zmq.SUB)
         for sock in (dealer, sub):
@@ -248,11 +256,15 @@ class Transport:
         events: list[Event] = []
         more = True
         carry = self._carry
+        nbytes = 0
         for _ in range(DRAIN_LIMIT):
             if not has_input(sock):
                 more = False
                 break
-            step = take(recv_frames(sock), now)
+            frames = recv_frames(sock)
+            if len(frames[-1]) >= BIG_FRAME_BYTES:
+                nbytes += len(frames[-1])
+            step = take(frames, now)
             if carry is not None:
                 carry(step)
             else:
@@ -274,6 +286,8 @@ class Transport:
         finally:
             self._in_turn = False
             self.flush_now()
+        if self._turned is not None:
+            self._turned(nbytes)
         return more
 
     def _read_monitor(self) -> bool:
