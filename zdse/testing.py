@@ -303,7 +303,7 @@ class FakeNet:
     def run(self, rounds: int = 1000) -> None:
         """Move frames until nothing moves (or ``rounds`` passes)."""
         for _ in range(rounds):
-            if not self._step():
+            if not self.step():
                 return
         raise AssertionError(f"network still busy after {rounds} rounds")
 
@@ -323,7 +323,8 @@ class FakeNet:
     def _alive(self) -> list[_Member]:
         return [m for m in self.members.values() if m.alive]
 
-    def _step(self) -> bool:
+    def step(self) -> bool:
+        """Move one round of frames (the cores' pending ones, then the cages'); whether any did."""
         now = self.clock.now
         moved = False
         batches: list[list[list[bytes]]] = [[] for _ in self.cages]
