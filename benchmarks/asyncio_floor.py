@@ -36,7 +36,16 @@ from zdse.procs import free_port
 from zdse.wire.zmqio import has_input
 
 
-def echo(endpoint: str) -> None:
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """asyncio's own loop or, for ``uvloop``, uvloop's (installed by hand: not a dependency)."""
+    if kind == "uvloop":
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
+    return asyncio.new_event_loop()
+
+
+def echo(endpoint: str, kind: str = "asyncio") -> None:
     """An asyncio echo: the reader sends every body back to its sender."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -46,7 +55,7 @@ def echo(endpoint: str) -> None:
     dealer.send_multipart([b"", b"hello"])
     dealer.recv_multipart()  # the forwarder's ack: it can route to us now
     print("ready", flush=True)
-    loop = asyncio.new_event_loop()
+    loop = _new_loop(kind)
 
     def readable() -> None:
         while has_input(dealer):
@@ -57,13 +66,13 @@ def echo(endpoint: str) -> None:
     loop.run_forever()
 
 
-def client(endpoint: str, n: int) -> None:
+def client(endpoint: str, n: int, kind: str = "asyncio") -> None:
     """An asyncio client: ``n`` sequential round trips, each awaiting a future."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.linger = 0
     dealer.connect(endpoint)
-    loop = asyncio.new_event_loop()
+    loop = _new_loop(kind)
     waiting: list[asyncio.Future[None]] = []
 
     def readable() -> None:
@@ -101,11 +110,12 @@ def _start(argv: list[str]) -> subprocess.Popen[str]:
     return proc
 
 
-def compare(runs: int, n: int) -> dict[str, list[float]]:
+def compare(runs: int, n: int,
+            kinds: tuple[str, ...] = ("raw", "asyncio")) -> dict[str, list[float]]:
     """Each kind's p50 per run, taking turns, through one raw forwarder."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     started: list[subprocess.Popen[str]] = []
-    p50s: dict[str, list[float]] = {"raw": [], "asyncio": []}
+    p50s: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
         started.append(_start(["-m", "zdse.bench.raw", "forward", endpoint]))
         for _ in range(runs):
@@ -114,8 +124,8 @@ def compare(runs: int, n: int) -> dict[str, list[float]]:
                     end = _start(["-m", "zdse.bench.raw", "echo", endpoint])
                     argv = ["-m", "zdse.bench.raw", "client", endpoint, "--n", str(n)]
                 else:
-                    end = _start([__file__, "echo", endpoint])
-                    argv = [__file__, "client", endpoint, "--n", str(n)]
+                    end = _start([__file__, "echo", endpoint, "--loop", kind])
+                    argv = [__file__, "client", endpoint, "--n", str(n), "--loop", kind]
                 started.append(end)
                 got = subprocess.run([sys.executable, *argv], input="go\n", text=True,
                                      capture_output=True, timeout=600, check=True)
@@ -138,18 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3000, help="requests (a role's)")
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="a role's event loop")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="also measure both ends on uvloop (pip install uvloop first)")
     args = parser.parse_args(argv)
     if args.role == "echo":
-        echo(args.endpoint)
+        echo(args.endpoint, args.loop)
     elif args.role == "client":
-        client(args.endpoint, args.n)
+        client(args.endpoint, args.n, args.loop)
     else:
-        p50s = compare(args.runs, args.requests)
+        kinds = ("raw", "asyncio", "uvloop") if args.uvloop else ("raw", "asyncio")
+        p50s = compare(args.runs, args.requests, kinds)
         medians = {kind: statistics.median(values) for kind, values in p50s.items()}
         for kind, values in p50s.items():
             print(f"{kind:8} p50 us: {' / '.join(f'{v:.0f}' for v in values)}"
                   f"  (median {medians[kind]:.0f})")
-        print(f"raw / asyncio at p50: {medians['raw'] / medians['asyncio']:.2f}")
+        for kind in kinds[1:]:
+            print(f"raw / {kind} at p50: {medians['raw'] / medians[kind]:.2f}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zdse.testing import FakeProxy
+from zdse.testing import FakeProxy, routed
 from zdse.wire import codec
 
 #: The heartbeat of the cores under test.
@@ -12,6 +12,13 @@ HB = 1.0
 def frames(identity: bytes, msg: codec.MessageValue, key: str = "", flags: int = 0) -> list[bytes]:
     """What the ROUTER hands the core for one message."""
     return [identity, codec.header(msg.KIND, flags), key.encode(), codec.encode_one(msg)]
+
+
+def packed(identity: bytes, msg: codec.MessageValue, key: str = "", flags: int = 0
+           ) -> list[bytes]:
+    """What the ROUTER hands the core for one routed message sent packed."""
+    return [identity, codec.pack(codec.header(msg.KIND, flags), key.encode(),
+                                 codec.encode_one(msg))]
 
 
 def register(core: FakeProxy, identity: bytes, name: str, *addresses: str, now: float = 0) -> None:
@@ -25,6 +32,5 @@ def answers(core: FakeProxy, identity: bytes) -> list[codec.MessageValue]:
     out: list[codec.MessageValue] = []
     for f in router:
         if f[0] == identity:
-            kind, _ = codec.parse_header(f[1])
-            out += codec.decode_body(kind, f[4])
+            out += codec.decode_body(*routed(f))
     return out

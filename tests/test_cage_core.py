@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cagecore import HB, answers, frames, register
+from tests.cagecore import HB, answers, frames, packed, register
 from zdse.cage.control import Later
 from zdse.cage.core import CageCore
-from zdse.testing import FakeProxy
+from zdse.testing import FakeProxy, routed
 from zdse.wire import codec
 from zdse.wire.codec import Kind
+from zdse.wire.receipts import wire_cost
 
 
 def test_register_welcomes_and_announces() -> None:
@@ -208,6 +209,41 @@ def test_garbage_is_counted_and_never_raises() -> None:
         core.receive(f, 0)
     assert core.stats["bad_frames"] == len(junk)
     assert core.nodes == {}
+
+
+def test_a_packed_request_is_forwarded_packed_with_the_true_sender() -> None:
+    """[identity, packed] goes out as [destination, sender, the same packed frame], and the
+    destination's budget counts its frames as the node will."""
+    core = FakeProxy(CageCore("e1", HB))
+    register(core, b"A", "a")
+    register(core, b"B", "b")
+    core.take()
+    sent_before = core.core.accounts[b"B"].sent
+    msg = packed(b"A", codec.Request(3, "d", [1], 2.0), key="b")
+    core.receive(msg, 1)
+    router, _ = core.take()
+    assert router == [[b"B", b"a", msg[1]]]
+    assert core.core.accounts[b"B"].sent - sent_before == wire_cost(b"a", msg[1])
+    assert routed(router[0]) == (Kind.REQUEST, codec.encode_one(codec.Request(3, "d", [1], 2.0)))
+
+
+def test_bad_packed_frames_are_counted_and_never_raise() -> None:
+    """A packed frame too short for its header or key, with a bad header, or of a kind
+    that is never packed is one bad frame, and nothing is routed."""
+    core = FakeProxy(CageCore("e1", HB))
+    register(core, b"A", "a")
+    register(core, b"B", "b")
+    core.take()
+    q = codec.header(Kind.REQUEST)
+    junk = [[b"A", b""], [b"A", q], [b"A", q + b"\x05ab"], [b"A", b"\x01?\x00\x01b\x90"],
+            [b"A", codec.pack(codec.header(Kind.REGISTER), b"", codec.encode_one(
+                codec.Register("x", [], {})))]]
+    for f in junk:
+        core.receive(f, 1)
+    assert core.stats["bad_frames"] == len(junk)
+    router, _ = core.take()
+    assert [f for f in router if f[0] == b"B"] == []
+    assert set(core.core.nodes) == {b"A", b"B"}
 
 
 def test_oversized_frames_are_refused_by_name() -> None:

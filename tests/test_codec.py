@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.wire import codec
 from zdse.wire.codec import Kind
-from zdse.wire.limits import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
+from zdse.wire.limits import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, PACK_LIMIT
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20),
@@ -122,6 +122,38 @@ def test_coalesce_joins_runs_of_one_kind_and_key_in_order() -> None:
     frames = codec.coalesce([(q, b"a", b"1"), (q, b"a", b"2"), (q, b"b", b"3"),
                              (r, b"b", b"4"), (q, b"a", b"5")])
     assert frames == [[q, b"a", b"12"], [q, b"b", b"3"], [r, b"b", b"4"], [q, b"a", b"5"]]
+
+
+def test_packed_frames_round_trip() -> None:
+    """pack then unpack gives back the header, key and body, for keys of 0 to 255 bytes."""
+    q = codec.header(Kind.REQUEST)
+    for key in (b"", b"a", b"k" * 255):
+        for body in (b"", b"\x90", b"x" * 1000):
+            assert codec.unpack(codec.pack(q, key, body)) == (q, key, body)
+
+
+@pytest.mark.parametrize(("frame", "why"), [
+    (b"", "shorter than a header"), (b"\x01Q\x00", "shorter than a header"),
+    (b"\x01Q\x00\x03ab", "ends inside its key"), (b"\x01Q\x00\xff", "ends inside its key"),
+])
+def test_short_packed_frames_are_one_protocol_error(frame: bytes, why: str) -> None:
+    """A packed frame that ends before its header or key is refused with one line."""
+    with pytest.raises(ProtocolError, match=why) as caught:
+        codec.unpack(frame)
+    assert "\n" not in str(caught.value)
+
+
+def test_coalesce_packs_small_routed_messages_only() -> None:
+    """With packed=True, a routed message up to PACK_LIMIT becomes one frame; a delta, a
+    register and a bigger body keep their three frames."""
+    q = codec.header(Kind.REQUEST)
+    d = codec.header(Kind.DELTA)
+    r = codec.header(Kind.REGISTER)
+    big = b"x" * (PACK_LIMIT + 1)
+    frames = codec.coalesce([(q, b"a", b"1"), (q, b"a", b"2"), (d, b"t", b"3"), (r, b"", b"4"),
+                             (q, b"b", big)], packed=True)
+    assert frames == [[codec.pack(q, b"a", b"12")], [d, b"t", b"3"], [r, b"", b"4"],
+                      [q, b"b", big]]
 
 
 def test_coalesce_caps_frames_at_the_batch_limit() -> None:

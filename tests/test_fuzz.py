@@ -194,3 +194,24 @@ def test_an_answer_too_large_to_send_is_counted_not_raised() -> None:
     assert [type(e).__name__ for e in effects.events] == ["BadFrame"]
     assert node.stats["bad_frames"] == 1
     assert "exceeds" in node.last_bad
+
+
+@pytest.mark.parametrize(("frames", "why"), [
+    ([b"cage", b"\x01P\x00"], "shorter than a header"),
+    ([b"cage", b"\x01P\x00\x09ab"], "ends inside its key"),
+    ([b"cage", b"\x01?\x00\x00\x90"], "kind"),
+    ([b"cage", codec.pack(codec.header(Kind.WELCOME), b"", b"\x90")], "not sent packed"),
+    ([b"\xff", codec.pack(codec.header(Kind.MESSAGE), b"k", b"\x90")], "utf-8"),
+    ([b"a", b"b", b"c"], "expected 2 or 4 frames"),
+])
+def test_a_bad_packed_message_from_the_cage_is_one_bad_frame(frames: list[bytes],
+                                                              why: str) -> None:
+    """A packed frame that is short, has a bad header or a kind never packed, or a
+    sender that is not UTF-8: counted once, one BadFrame, nothing sent, no raise."""
+    node = _node()
+    effects = node.receive(frames, 1.0)
+    assert effects.frames == []
+    assert [type(e).__name__ for e in effects.events] == ["BadFrame"]
+    assert node.stats["bad_frames"] == 1
+    assert why in node.last_bad.lower()
+    assert "\n" not in node.last_bad

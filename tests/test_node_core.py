@@ -18,6 +18,7 @@ from zdse.node.publications import Publications
 from zdse.node.requests import Outcome
 from zdse.node.subscriptions import FeedState, Subscriptions, Update
 from zdse.testing import FakeNet
+from zdse.testing import routed as routed_kind_body
 from zdse.wire import codec
 from zdse.wire.codec import Delta, Snapshot, Subscribe
 from zdse.wire.limits import MAX_MESSAGE_BYTES, MAX_WAITING_SUBSCRIPTIONS
@@ -338,7 +339,7 @@ def crossed_sync(drop: Callable[[list[bytes]], bool] | None = None, history: int
     routed: list[codec.Kind] = []
 
     def record(frames: list[bytes]) -> bool:
-        routed.append(codec.parse_header(frames[1])[0])
+        routed.append(routed_kind_body(frames)[0])
         return False
 
     net = FakeNet(drop=drop, drop_routed=record)

@@ -14,7 +14,7 @@ from zdse.node.core import NodeCore
 from zdse.node.delta import same
 from zdse.node.subscriptions import Update
 from zdse.node.tableindex import INDEX_MIN_ROWS
-from zdse.testing import FakeNet
+from zdse.testing import FakeNet, routed
 from zdse.wire import codec
 from zdse.wire.codec import Kind, Snapshot, SnapshotPart
 from zdse.wire.limits import MIN_QUEUE_BYTES
@@ -52,8 +52,9 @@ def _net(drop_routed: Any = None) -> tuple[FakeNet, NodeCore, NodeCore, str]:
 def _dropping_part_1(dropped: list[bool]) -> Any:
     """A FakeNet drop rule: the first frame holding a part 1 is lost (noted in ``dropped``)."""
     def drop(frames: list[bytes]) -> bool:
-        if frames[1][1] == Kind.PART and not dropped:
-            values = codec.decode_body(Kind.PART, frames[4])
+        kind, body = routed(frames)
+        if kind == Kind.PART and not dropped:
+            values = codec.decode_body(Kind.PART, body)
             if any(isinstance(v, SnapshotPart) and v.part == 1 for v in values):
                 dropped.append(True)
                 return True
@@ -64,7 +65,7 @@ def _dropping_part_1(dropped: list[bool]) -> Any:
 def test_a_big_snapshot_comes_in_parts_and_makes_the_whole_view() -> None:
     """A table over PART_BYTES goes as several parts; the view is the table, then deltas apply."""
     parts: list[int] = []
-    net, pub, sub, sid = _net(lambda f: parts.append(f[1][1]) and False)
+    net, pub, sub, sid = _net(lambda f: parts.append(routed(f)[0]) and False)
     assert parts.count(Kind.PART) == 3
     assert pub.stats["parted_snapshots"] == 1
     assert same(_views(net, sub, sid), _table())
@@ -92,7 +93,7 @@ def test_a_reannounce_while_parts_are_under_way_does_not_start_them_over() -> No
     """The subscription's re-announce during a snapshot in parts shows it under way: the
     publisher answers with a Current and carries on; the table comes once, three parts."""
     parts: list[int] = []
-    net = FakeNet(refresh=1.0, drop_routed=lambda f: parts.append(f[1][1]) and False)
+    net = FakeNet(refresh=1.0, drop_routed=lambda f: parts.append(routed(f)[0]) and False)
     pub = net.add("pub")
     pub.publish("t", _table())
     sub = net.add("sub")
@@ -265,7 +266,7 @@ def test_a_dict_or_in_place_table_comes_in_parts_then_takes_its_deltas(kind: str
     """Over PART_BYTES, a dict table or a table changed in place goes in three parts; the
     view is the data, and after a change (a delta, no resync) still is."""
     parts: list[int] = []
-    net, pub, sub, sid = _kind_net(kind, lambda f: parts.append(f[1][1]) and False)
+    net, pub, sub, sid = _kind_net(kind, lambda f: parts.append(routed(f)[0]) and False)
     assert parts.count(Kind.PART) == 3
     assert same(_views(net, sub, sid), pub.publications.data("t"))
     _KINDS[kind][1](pub)

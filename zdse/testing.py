@@ -35,7 +35,16 @@ from zdse.node.publications import Prepared
 from zdse.wire import codec
 from zdse.wire.limits import NODE_QUEUE_BYTES
 
-__all__ = ["FakeClock", "FakeNet", "FakeProxy", "WiredCore"]
+__all__ = ["FakeClock", "FakeNet", "FakeProxy", "WiredCore", "routed"]
+
+
+def routed(frames: list[bytes]) -> tuple[codec.Kind, bytes]:
+    """The kind and body of a message the cage's ROUTER sends (what ``drop_routed`` sees):
+    ``[identity, header, sender, key, body]`` or ``[identity, sender, packed]``."""
+    if len(frames) == 3:
+        head, _, body = codec.unpack(frames[2])
+        return codec.parse_header(head)[0], body
+    return codec.parse_header(frames[1])[0], frames[4]
 
 
 @dataclass
@@ -340,7 +349,7 @@ class FakeNet:
             to, member.to = member.to, []
             for index, batch in enumerate(batches):
                 mine = [f for f, t in zip(queue, to, strict=True) if t == index]
-                for frames in codec.coalesce(mine):
+                for frames in codec.coalesce(mine, packed=True):
                     batch.append([member.identity, *frames])
                     moved = True
         for index, cage in enumerate(self.cages):

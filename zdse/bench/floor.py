@@ -2,7 +2,7 @@
 
 It speaks just enough of the wire protocol for unmodified zdse nodes to
 work through it: it welcomes every registration and answers heartbeats,
-forwards a routed frame to the node whose *name* is the key (one dict
+forwards a routed frame (packed or not) to the node whose *name* is the key (one dict
 look-up: no patterns, no cache, no validation, no counters), and puts
 deltas on its PUB socket. Its loop is the cage's loop (poll, drain, send)
 minus :class:`zdse.cage.core.CageCore`, so the bench can tell how much of the
@@ -76,10 +76,17 @@ class Floor:
             for _ in range(CAGE_DRAIN_LIMIT):  # as in the cage
                 if not has_input(router):
                     break
-                try:
-                    identity, head, key, body = router.recv_multipart(zmq.NOBLOCK)
-                except ValueError:
-                    continue  # not four frames: not ours to judge, just drop
+                frames = router.recv_multipart(zmq.NOBLOCK)
+                if len(frames) == 2:
+                    # A routed message, packed: forwarded as it came.
+                    identity, packed = frames
+                    dest = names.get(packed[4:4 + packed[3]]) if len(packed) > 3 else None
+                    if dest is not None:
+                        out.append([dest, senders.get(identity, b""), packed])
+                    continue
+                if len(frames) != 4:
+                    continue  # not ours to judge, just drop
+                identity, head, key, body = frames
                 if head == _DELTA:
                     published.append([senders.get(identity, b"") + b"\x00" + key + b"\x00",
                                       head, body])

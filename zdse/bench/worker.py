@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from zdse.bench.stats import percentile
@@ -316,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Set to ``uvloop`` to run every worker (both systems') on uvloop instead of
+#: asyncio's own loop: a measurement (benchmarks/README.md), uvloop installed
+#: by hand.
+LOOP_VARIABLE = "ZDSE_BENCH_LOOP"
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on asyncio's loop, or on uvloop's if :data:`LOOP_VARIABLE` asks."""
+    if os.environ.get(LOOP_VARIABLE) == "uvloop":
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one worker role to its end."""
     args = build_parser().parse_args(argv)
@@ -323,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         from zdse.log import configure
 
         configure("warning")
-        asyncio.run(zdse_role(args))
+        run(zdse_role(args))
     else:
-        asyncio.run(nats_role(args))
+        run(nats_role(args))
     return 0
 
 

@@ -184,11 +184,25 @@ class CageCore:
         return self._finish(now)
 
     def _receive(self, frames: list[bytes], now: float) -> None:
-        """Handle one multipart message from the ROUTER (identity first)."""
-        if len(frames) != 4:
-            self._bad(frames[0] if frames else b"", f"expected 4 frames, got {len(frames)}")
+        """Handle one multipart message from the ROUTER (identity first).
+
+        ``[identity, header, key, body]``, or ``[identity, packed]`` for a
+        routed message (:func:`zdse.wire.codec.pack`), which is forwarded
+        packed as it came: ``[destination, sender, packed]``.
+        """
+        packed: bytes | None = None
+        if len(frames) == 2:
+            identity, packed = frames
+            try:
+                head, key_bytes, body = codec.unpack(packed)
+            except ProtocolError as exc:
+                self._bad(identity, str(exc))
+                return
+        elif len(frames) == 4:
+            identity, head, key_bytes, body = frames
+        else:
+            self._bad(frames[0] if frames else b"", f"expected 2 or 4 frames, got {len(frames)}")
             return
-        identity, head, key_bytes, body = frames
         parsed = _VALID_HEADERS.get(head)
         if parsed is None:
             try:
@@ -199,6 +213,9 @@ class CageCore:
             self._bad(identity, reason)
             return
         kind, flags = parsed
+        if packed is not None and kind not in codec.ROUTED_KINDS:
+            self._bad(identity, f"{kind.name} is not sent packed")
+            return
         if len(body) > MAX_MESSAGE_BYTES:
             self.stats["too_large"] += 1
             self._error(identity, "too_large", f"message of {len(body)} bytes exceeds "
@@ -231,7 +248,8 @@ class CageCore:
                     self.stats["subscriptions_uncounted"] += 1
             out = self._out.router
             sender = node.name_bytes
-            cost = len(sender) + len(key_bytes) + len(body) + _ROUTED_COST
+            cost = (len(sender) + len(key_bytes) + len(body) + _ROUTED_COST if packed is None
+                    else len(sender) + len(packed) + FRAME_COST)
             accounts, budget = self.accounts, self.queue_bytes
             for dest in dests:
                 # Account.admit, inline: this runs once per destination.
@@ -241,7 +259,8 @@ class CageCore:
                     self._over_budget(dest, acct, kind, cost)
                     continue
                 acct.sent += cost
-                out.append([dest, head, sender, key_bytes, body])
+                out.append([dest, head, sender, key_bytes, body] if packed is None
+                           else [dest, sender, packed])
             if flags & FLAG_GATHER and kind is Kind.REQUEST:
                 fanout = codec.encode_one(codec.Fanout(len(dests), body))
                 self._send([identity, codec.header(Kind.FANOUT), _CAGE_BYTES, key_bytes, fanout])
@@ -466,17 +485,18 @@ class CageCore:
 
         Args:
             count: how many.
-            frames: the dropped message (identity, header, ...), to count it
+            frames: the dropped message (identity first), to count it
                 by kind and by destination node.
         """
         self.stats["dropped_hwm"] += count
         if frames is not None and len(frames) > 1:
-            parsed = _VALID_HEADERS.get(frames[1])
+            # [identity, header, sender, key, body] or [identity, sender, packed].
+            parsed = _VALID_HEADERS.get(frames[2][:3] if len(frames) == 3 else frames[1])
             self.dropped_kinds[parsed[0].name.lower() if parsed else "other"] += count
             node = self.nodes.get(frames[0])
             self.dropped_nodes[node.name if node else "(gone)"] += count
             acct = self.accounts.get(frames[0])
-            if acct is not None and len(frames) == 5:
+            if acct is not None and len(frames) in (3, 5):
                 acct.unsent(wire_cost(*frames[1:]))
 
     def drained(self, count: int) -> None:

@@ -453,18 +453,27 @@ class NodeCore:
     # --- input from the cage -----------------------------------------------
 
     def receive(self, frames: list[bytes], now: float, cage: int = 0) -> Effects:
-        """Take a message from the DEALER of cage ``cage``: ``[header, sender, key, body]``."""
+        """Take a message from the DEALER of cage ``cage``: ``[header, sender, key, body]``,
+        or ``[sender, packed]`` (a routed message, :func:`zdse.wire.codec.pack`)."""
         self._cage = cage
         self._now = now
         reads = self.reads_of[cage]
         if reads.take(frames):
             self._receipt(cage)
         try:
-            if len(frames) != 4:
-                raise ProtocolError(f"expected 4 frames from the cage, got {len(frames)}")
-            kind, flags = codec.parse_header(frames[0])
-            sender = frames[1].decode()
-            messages = codec.decode_body(kind, frames[3])
+            if len(frames) == 2:
+                head, _, body = codec.unpack(frames[1])
+                kind, flags = codec.parse_header(head)
+                if kind not in codec.ROUTED_KINDS:
+                    raise ProtocolError(f"{kind.name} is not sent packed")
+                sender = frames[0].decode()
+            elif len(frames) == 4:
+                kind, flags = codec.parse_header(frames[0])
+                sender = frames[1].decode()
+                body = frames[3]
+            else:
+                raise ProtocolError(f"expected 2 or 4 frames from the cage, got {len(frames)}")
+            messages = codec.decode_body(kind, body)
         except (ProtocolError, UnicodeDecodeError) as exc:
             self._bad(exc)
             return self._step([])

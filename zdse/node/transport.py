@@ -199,7 +199,7 @@ class Transport:
         if self._closed:
             return
         queue, self._outbox = self._outbox, []
-        frames_list = codec.coalesce(queue)
+        frames_list = codec.coalesce(queue, packed=True)
         self._count("frames_out", len(frames_list))
         if self.backlog:
             self.backlog.extend(frames_list)

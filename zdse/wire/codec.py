@@ -3,7 +3,10 @@
 Every multipart message starts with a 3-byte header ``(VERSION, kind, flags)``.
 A node sends ``[header, key, body]`` to the cage's ROUTER; the cage delivers
 ``[header, sender, key, body]`` to a node's DEALER and publishes
-``[topic, header, body]`` on its PUB socket. A body is one or more msgpack
+``[topic, header, body]`` on its PUB socket. A routed message with a small
+body goes packed instead: ``[packed]`` to the cage, ``[sender, packed]`` from
+it, ``packed`` being the header, one byte of key length, the key and the
+body in one frame (:func:`pack`, :func:`unpack`). A body is one or more msgpack
 arrays back to back: everything a node queued for the same kind and key in
 one loop iteration travels as one frame. docs/protocol.md is the reference.
 """
@@ -20,7 +23,7 @@ import msgpack
 
 from zdse.errors import MessageTooLarge, ProtocolError
 from zdse.wire.frozen import builder
-from zdse.wire.limits import MAX_ADDRESS_BYTES, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
+from zdse.wire.limits import MAX_ADDRESS_BYTES, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, PACK_LIMIT
 
 __all__ = [
     "ALL_SERVICES",
@@ -39,8 +42,10 @@ __all__ = [
     "decode_fields",
     "encode_body",
     "header",
+    "pack",
     "parse_header",
     "topic",
+    "unpack",
     "validate_name",
     "validate_pattern",
 ]
@@ -111,6 +116,9 @@ ROUTED_KINDS = frozenset(
 )
 #: Routed kinds whose sender wants to know at once that nobody listens.
 NOROUTE_KINDS = frozenset({Kind.REQUEST, Kind.MESSAGE, Kind.SUBSCRIBE})
+
+#: Kinds a node sends packed (one frame) when the body is small: the routed ones.
+PACKED_KINDS = frozenset(int(k) for k in ROUTED_KINDS)
 
 _KINDS = {int(k): k for k in Kind}
 _HEADERS = {(k, f): bytes((VERSION, k, f)) for k in Kind for f in (0, FLAG_GATHER)}
@@ -585,12 +593,42 @@ def _joined(fields: tuple[Any, ...], items: list[bytes], wrap: str | None, table
     return b"".join(head) + b"".join(items)
 
 
-def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
+#: The key-length byte of a packed frame, by length.
+_KEY_LENGTHS = [bytes((n,)) for n in range(MAX_ADDRESS_BYTES + 1)]
+
+
+def pack(head: bytes, key: bytes, body: bytes) -> bytes:
+    """One frame holding a message's header, key and body: ``head, len(key), key, body``.
+
+    The key is at most MAX_ADDRESS_BYTES (255), so its length takes one byte.
+    """
+    return b"".join((head, _KEY_LENGTHS[len(key)], key, body))
+
+
+def unpack(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """Split a packed frame (:func:`pack`) into its header, key and body.
+
+    The header is not checked here (:func:`parse_header` does).
+
+    Raises:
+        ProtocolError: the frame is shorter than its header and key say.
+    """
+    if len(frame) < 4:
+        raise ProtocolError(f"packed frame of {len(frame)} bytes, shorter than a header")
+    end = 4 + frame[3]
+    if len(frame) < end:
+        raise ProtocolError(f"packed frame of {len(frame)} bytes ends inside its key")
+    return frame[:3], frame[4:end], frame[end:]
+
+
+def coalesce(queue: list[tuple[bytes, bytes, bytes]], packed: bool = False) -> list[list[bytes]]:
     """Turn queued ``(header, key, body)`` messages into ``[header, key, body]`` frames.
 
     Consecutive messages of one kind (and flags) to one key share a frame,
     their bodies back to back. Order is kept; no frame grows past
-    MAX_BATCH_BYTES unless a single message does.
+    MAX_BATCH_BYTES unless a single message does. With ``packed``, a routed
+    message whose body is at most PACK_LIMIT becomes ``[pack(header, key,
+    body)]``: what a node sends its cage.
     """
     frames: list[list[bytes]] = []
     head = key = b""
@@ -602,11 +640,21 @@ def coalesce(queue: list[tuple[bytes, bytes, bytes]]) -> list[list[bytes]]:
             size += len(body)
             continue
         if parts:
-            frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
+            frames.append(_frames(head, key, parts, size, packed))
         head, key, parts, size = h, k, [body], len(body)
     if parts:
-        frames.append([head, key, parts[0] if len(parts) == 1 else b"".join(parts)])
+        frames.append(_frames(head, key, parts, size, packed))
     return frames
+
+
+def _frames(head: bytes, key: bytes, parts: list[bytes], size: int, packed: bool
+            ) -> list[bytes]:
+    """One coalesced message's frames: packed (its bodies joined once, behind the header
+    and key) if asked and it may be, else ``[head, key, body]``."""
+    if packed and size <= PACK_LIMIT and head[1] in PACKED_KINDS \
+            and len(key) <= MAX_ADDRESS_BYTES:
+        return [b"".join((head, _KEY_LENGTHS[len(key)], key, *parts))]
+    return [head, key, parts[0] if len(parts) == 1 else b"".join(parts)]
 
 
 def decode_body(kind: Kind, body: bytes) -> list[MessageValue]:

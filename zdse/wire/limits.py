@@ -31,6 +31,13 @@ MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024 * 1024
 #: a burst becomes several frames instead of one huge one that delays others.
 MAX_BATCH_BYTES = 256 * 1024
 
+#: A routed message (request, reply, one-way message, subscription traffic)
+#: whose body is at most this size travels in one frame, its header and key
+#: packed in front of the body (docs/protocol.md, "Frames"): two or three
+#: pyzmq calls per hop fewer. A bigger body keeps frames of its own, so
+#: nobody copies it to pack it.
+PACK_LIMIT = 64 * 1024
+
 #: Longest address or name; AMQP's own limit on routing keys.
 MAX_ADDRESS_BYTES = 255
 

@@ -21,9 +21,10 @@ from zdse.wire.limits import FRAME_COST, RECEIPT_BYTES
 __all__ = ["Account", "ReadCount", "wire_cost"]
 
 
-def wire_cost(head: bytes, sender: bytes, key: bytes, body: bytes) -> int:
-    """What one message from the cage to a node counts in its byte budget."""
-    return len(head) + len(sender) + len(key) + len(body) + FRAME_COST
+def wire_cost(*frames: bytes) -> int:
+    """What one message from the cage to a node counts in its byte budget: its frames
+    (``header, sender, key, body``, or ``sender, packed``) and FRAME_COST."""
+    return sum(map(len, frames)) + FRAME_COST
 
 
 @dataclass(slots=True)
