@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -119,6 +120,17 @@ def test_bad_flags_are_refused(flags: list[str], error: str) -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert error in result.stderr
+
+
+def test_a_bad_loop_choice_is_refused_in_one_line() -> None:
+    """ZDSE_BENCH_LOOP names asyncio or uvloop; anything else is exit 2, one line, before
+    any process starts."""
+    env = {**os.environ, "ZDSE_BENCH_LOOP": "tokio"}
+    result = subprocess.run([str(BIN / "zdse-bench"), "routes", "--msgs", "10"], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert result.stderr == ("zdse-bench: ZDSE_BENCH_LOOP='tokio': expected 'asyncio' or "
+                             "'uvloop'\n")
 
 
 def test_notifications_runs_the_checkout_script_and_its_checks() -> None:

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from zdse.bench import notifications
+from zdse.bench import notifications, worker
 from zdse.bench import routes as route_bench
 from zdse.bench.scenarios import (
     ROUNDS,
@@ -323,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         # The amqp bridge's benchmark: a script of the source checkout.
         return notifications.main(words[1:])
     args = build_parser().parse_args(argv)
+    error = worker.loop_error()
+    if error is not None:
+        print(f"zdse-bench: {error}", file=sys.stderr)
+        return 2
     if args.msgs is None:
         args.msgs = DEFAULT_MSGS[args.scenario]
     progress = Progress(sys.stderr)

@@ -323,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
 LOOP_VARIABLE = "ZDSE_BENCH_LOOP"
 
 
+def loop_error() -> str | None:
+    """What is wrong with the loop :data:`LOOP_VARIABLE` asks for, in one line; None if nothing."""
+    kind = os.environ.get(LOOP_VARIABLE, "")
+    if kind in ("", "asyncio"):
+        return None
+    if kind != "uvloop":
+        return f"{LOOP_VARIABLE}={kind!r}: expected 'asyncio' or 'uvloop'"
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return f"{LOOP_VARIABLE}=uvloop: uvloop is not installed (not a dependency of zdse)"
+    return None
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on asyncio's loop, or on uvloop's if :data:`LOOP_VARIABLE` asks."""
     if os.environ.get(LOOP_VARIABLE) == "uvloop":
