@@ -1,4 +1,4 @@
-"""zdse.procs.Processes: every process and log file it opened is closed on every path."""
+"""zdse.procs: every process and log file Processes opened is closed on every path; free_port."""
 
 from __future__ import annotations
 
@@ -76,3 +76,13 @@ def test_close_reaps_every_process_and_removes_the_logs_even_if_one_kill_fails(
         assert proc.log_file is not None
         assert proc.log_file.closed
     assert not os.path.exists(folder)
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two picks in a row that draw the same free port get two ports: the first may be
+    waiting for its process to bind it (a cage's ROUTER and PUB are picked one after the
+    other)."""
+    draws = iter([24_001, 24_001, 24_001, 24_002])
+    monkeypatch.setattr(procs_module.random, "randrange", lambda *_: next(draws))
+    monkeypatch.setattr(procs_module, "_handed_out", set())
+    assert [procs_module.free_port(), procs_module.free_port()] == [24_001, 24_002]

@@ -54,16 +54,30 @@ class ProcError(ZdseError):
 PORT_RANGE = (20_000, 32_000)
 
 
+#: Ports free_port handed out in this process: never handed out twice (until
+#: half the range is), since the first may be held for a process that has
+#: not bound it yet (a cage's ROUTER and PUB ports are picked one after the
+#: other, then bound together; a random pick drawing the same port for both
+#: failed a CI run with "Address already in use").
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now, outside the ephemeral range."""
+    """A TCP port on 127.0.0.1 that nobody listens on right now, outside the ephemeral
+    range, and not handed out before by this process."""
+    if len(_handed_out) > (PORT_RANGE[1] - PORT_RANGE[0]) // 2:
+        _handed_out.clear()
     for _ in range(1000):
         port = random.randrange(*PORT_RANGE)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
