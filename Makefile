@@ -33,7 +33,7 @@ test: install ## Run lint, type checks and the whole test suite
 	$(BIN)/mypy
 	$(BIN)/pytest -W error
 
-soak: install ## The soak test for 15 minutes (make test runs it for 2), the tests marked soak (a million-row table), atheris for 5
+soak: install ## The soak test for 15 minutes (make test runs it for 90 s), the tests marked soak (a million-row table), atheris for 5
 	ZDSE_SOAK_SECONDS=900 $(BIN)/pytest -W error tests/test_soak.py
 	$(BIN)/pytest -W error -m soak tests/test_bigtables.py
 	ZDSE_FUZZ_SECONDS=300 $(BIN)/pytest -W error tests/test_fuzz.py
