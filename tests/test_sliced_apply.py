@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from zdse.node import subscriptions, tableindex
 from zdse.node.delta import ROWS, same
 from zdse.node.effects import Send
+from zdse.node.publications import Publications
 from zdse.node.subscriptions import Subscriptions, Update
+from zdse.node.tableindex import SLICED_ROWS
 from zdse.testing import FakeNet
 from zdse.wire.codec import Delta, Snapshot, Subscribe
 
@@ -237,3 +240,13 @@ def test_a_replaced_big_version_is_freed_in_slices_unless_the_module_holds_it() 
         pub.advance(net.clock.now)
         slices += 1
     assert slices == 2 * N // tableindex.SLICE_ROWS
+
+
+def test_publications_with_no_owner_freeing_slices_keep_no_replaced_version() -> None:
+    """The cage's tables (Publications with no Dropped) let a replaced big version go at
+    once: nobody there frees slices, so one kept would stay for good."""
+    pubs = Publications("cage", "e")
+    old = [[i, "x"] for i in range(SLICED_ROWS)]
+    pubs.publish("t", old)
+    pubs.publish("t", [[i, "y"] for i in range(SLICED_ROWS)])
+    assert sys.getrefcount(old) == 2  # this name and getrefcount's argument

@@ -34,6 +34,7 @@ from zdse.log import sampled
 from zdse.node import delta as deltas
 from zdse.node import tableindex
 from zdse.node.cages import Departures, RoundTrips
+from zdse.node.dropped import Dropped
 from zdse.node.effects import (
     NOTHING,
     AddFilter,
@@ -130,7 +131,9 @@ class NodeCore:
         self.several = cages > 1
         #: The deltas it published lately, as sent: resent to a subscriber that missed them.
         self.history = History()
-        self.publications = Publications(register.name, epoch, self.history)
+        #: Big versions of our tables replaced, freed in slices (advance).
+        self.dropped = Dropped(tableindex.SLICED_ROWS, tableindex.SLICE_ROWS)
+        self.publications = Publications(register.name, epoch, self.history, self.dropped)
         self.subscriptions = Subscriptions(refresh)
         self.requests = PendingRequests()
         self.stats: Counter[str] = Counter()
@@ -563,7 +566,7 @@ class NodeCore:
     @property
     def slicing(self) -> bool:
         """Whether work on a big view waits to be done in slices: call :meth:`advance`."""
-        return self.subscriptions.slicing or bool(self.publications.dropped)
+        return self.subscriptions.slicing or bool(self.dropped)
 
     def advance(self, now: float) -> Effects:
         """Do the next slice (up to SLICE_ROWS rows) of the work big views left.
@@ -577,7 +580,7 @@ class NodeCore:
         """
         self._now = now
         if not self.subscriptions.slicing:
-            self.publications.dropped.free_slice()
+            self.dropped.free_slice()
             return NOTHING
         events: list[Event] = []
         self._take(self.subscriptions.advance(now), events)

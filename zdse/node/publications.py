@@ -146,14 +146,17 @@ class Publications:
             subscribers can tell its sequence numbers started over.
         history: the deltas it sent lately, to resend what a subscriber
             missed (its owner records them; none: never resent).
+        dropped: where big versions replaced (and their indexes) go, for
+            its owner to free a slice at a time; none: let go at once (an
+            owner that frees no slices, such as the cage, must not keep them).
     """
 
-    def __init__(self, name: str, epoch: str, history: History | None = None) -> None:
+    def __init__(self, name: str, epoch: str, history: History | None = None,
+                 dropped: Dropped | None = None) -> None:
         self.name = name
         self.epoch = epoch
         self.history = history
-        #: Big versions replaced (and their indexes), freed a slice at a time.
-        self.dropped = Dropped(tableindex.SLICED_ROWS, tableindex.SLICE_ROWS)
+        self.dropped = dropped
         self._pubs: dict[str, Publication] = {}
         #: Subscriptions held for dataindexes not published yet (seq 0), all
         #: together: anyone may announce any name, so they are bounded
@@ -367,7 +370,7 @@ class Publications:
         if admit is not None:
             admit(d)
         old = pub.index
-        if old is not None and old.rows is not None:
+        if self.dropped is not None and old is not None and old.rows is not None:
             # A big version replaced (or its index, stale after a change in
             # place): freed in slices (NodeCore.advance), not at once.
             if store is None:
